@@ -1,0 +1,598 @@
+//! Executing blocks: the one code path that validators, the dev node, the store and the
+//! auditor's verifier all use to turn (genesis, blocks, certificates) into state.
+//!
+//! A [`Chain`] holds the state machine, the global RFC 9162 entry log and the head header.
+//! [`Chain::apply_block`] verifies a received block completely (header links, certificate,
+//! entries, signatures batched, Merkle roots, state root) and commits it, or changes nothing.
+//! [`Chain::build_block`] is the proposer's side: it executes candidate entries, drops the
+//! ones the rules refuse, and leaves the block pending until [`Chain::commit_built`] gets its
+//! certificate (or [`Chain::abort_built`] discards it). No I/O happens here.
+
+use crate::block::{
+    Block, BlockHeader, CertError, CommitCertificate, ValidatorSet, HEADER_VERSION,
+};
+use crate::codec::CodecError;
+use crate::entry::{Entry, EntryError};
+use crate::genesis::Genesis;
+use crate::hash::Digest;
+use crate::keys::{self, KeyError, SigCheck};
+use crate::merkle::{self, MerkleTree};
+use crate::state::{Applied, State, StateError, StateHead, WriteSet};
+use crate::types::{OrgId, TimeMs};
+use crate::uscc::Uscc;
+use ed25519_dalek::VerifyingKey;
+use std::collections::BTreeMap;
+
+/// What went wrong with a block, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("block {height}{}: {kind}", .entry.map(|i| format!(" entry {i}")).unwrap_or_default())]
+pub struct ChainError {
+    /// Height of the failing block.
+    pub height: u64,
+    /// Index of the failing entry in the block, if an entry is at fault.
+    pub entry: Option<usize>,
+    /// The reason.
+    pub kind: ChainErrorKind,
+}
+
+/// The reason a block is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainErrorKind {
+    /// Header or block bytes malformed.
+    #[error("encoding: {0}")]
+    Codec(#[from] CodecError),
+    /// Header field inconsistent with the chain.
+    #[error("header: {0}")]
+    Header(String),
+    /// Certificate does not prove finality.
+    #[error("certificate: {0}")]
+    Certificate(#[from] CertError),
+    /// Entry statically invalid.
+    #[error("entry: {0}")]
+    Entry(#[from] EntryError),
+    /// Entry refused by the state rules.
+    #[error("rule: {0}")]
+    State(#[from] StateError),
+    /// A signature does not verify.
+    #[error("signature does not verify")]
+    Signature,
+    /// A root in the header does not match the recomputed one.
+    #[error("{what} mismatch: header says {claimed}, recomputed {computed}")]
+    RootMismatch {
+        /// Which root.
+        what: &'static str,
+        /// In the header.
+        claimed: Digest,
+        /// Recomputed.
+        computed: Digest,
+    },
+}
+
+impl ChainErrorKind {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ChainErrorKind::Codec(e) => e.code(),
+            ChainErrorKind::Header(_) => "block.header",
+            ChainErrorKind::Certificate(e) => e.code(),
+            ChainErrorKind::Entry(e) => e.code(),
+            ChainErrorKind::State(e) => e.code(),
+            ChainErrorKind::Signature => "entry.bad_signature",
+            ChainErrorKind::RootMismatch { .. } => "block.root_mismatch",
+        }
+    }
+}
+
+/// A committed block with everything the store needs to index it.
+#[derive(Debug, Clone)]
+pub struct CommittedBlock {
+    /// The block.
+    pub block: Block,
+    /// Header hash.
+    pub header_hash: Digest,
+    /// Its certificate.
+    pub certificate: CommitCertificate,
+    /// Decoded entries.
+    pub entries: Vec<Entry>,
+    /// Firm each entry concerns.
+    pub firms: Vec<Option<Uscc>>,
+    /// Log position of the first entry.
+    pub first_position: u64,
+    /// State changes.
+    pub write_set: WriteSet,
+}
+
+/// A candidate the proposer dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// Entry id.
+    pub id: Digest,
+    /// Why.
+    pub reason: StateError,
+}
+
+struct Pending {
+    block: Block,
+    entries: Vec<Entry>,
+    firms: Vec<Option<Uscc>>,
+    header_hash: Digest,
+    log_size_before: u64,
+}
+
+/// State, log and head: a replica of the ledger in memory.
+pub struct Chain {
+    genesis: Genesis,
+    chain_id: Digest,
+    state: State,
+    log: MerkleTree,
+    head: Option<BlockHeader>,
+    head_hash: Digest,
+    key_cache: BTreeMap<[u8; 32], VerifyingKey>,
+    pending: Option<Pending>,
+}
+
+impl Chain {
+    /// A chain at genesis, and the genesis write set.
+    pub fn from_genesis(genesis: &Genesis) -> Result<(Chain, WriteSet), CodecError> {
+        let (state, ws) = State::from_genesis(genesis)?;
+        let chain_id = genesis.chain_id()?;
+        Ok((
+            Chain {
+                genesis: genesis.clone(),
+                chain_id,
+                state,
+                log: MerkleTree::new(),
+                head: None,
+                head_hash: chain_id,
+                key_cache: BTreeMap::new(),
+                pending: None,
+            },
+            ws,
+        ))
+    }
+
+    /// Rebuilds a chain from stored parts (used by the store on open; the store checks them).
+    pub fn restore(
+        genesis: &Genesis,
+        state: State,
+        log: MerkleTree,
+        head: Option<BlockHeader>,
+    ) -> Result<Chain, CodecError> {
+        let chain_id = genesis.chain_id()?;
+        let head_hash = match &head {
+            Some(h) => h.hash()?,
+            None => chain_id,
+        };
+        Ok(Chain {
+            genesis: genesis.clone(),
+            chain_id,
+            state,
+            log,
+            head,
+            head_hash,
+            key_cache: BTreeMap::new(),
+            pending: None,
+        })
+    }
+
+    /// Genesis document.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+    /// Chain id.
+    pub fn chain_id(&self) -> &Digest {
+        &self.chain_id
+    }
+    /// State machine.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    /// Mutable state (for admission checks).
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+    /// Global entry log.
+    pub fn log(&self) -> &MerkleTree {
+        &self.log
+    }
+    /// Head header (None at genesis).
+    pub fn head(&self) -> Option<&BlockHeader> {
+        self.head.as_ref()
+    }
+    /// Head header hash (chain id at genesis).
+    pub fn head_hash(&self) -> &Digest {
+        &self.head_hash
+    }
+    /// Height of the head (0 at genesis).
+    pub fn height(&self) -> u64 {
+        self.state.head().height
+    }
+    /// State head.
+    pub fn state_head(&self) -> StateHead {
+        self.state.head()
+    }
+
+    /// Checks that an entry could be included now (signatures included). Changes nothing.
+    pub fn admit(&mut self, e: &Entry, now: TimeMs) -> Result<(), ChainErrorKind> {
+        let now = now.max(self.state.head().time + 1);
+        let applied = self.state.check_entry(e, &self.log, now)?;
+        self.verify_signatures(std::slice::from_ref(&applied))
+            .map_err(|_| ChainErrorKind::Signature)
+    }
+
+    fn vk(&mut self, k: &crate::keys::PublicKey) -> Result<VerifyingKey, KeyError> {
+        if let Some(v) = self.key_cache.get(&k.0) {
+            return Ok(*v);
+        }
+        let v = k.verifying_key()?;
+        if self.key_cache.len() > 100_000 {
+            self.key_cache.clear();
+        }
+        self.key_cache.insert(k.0, v);
+        Ok(v)
+    }
+
+    /// Batch-verifies every signature requirement; on failure returns the index in `applied`.
+    fn verify_signatures(&mut self, applied: &[Applied]) -> Result<(), usize> {
+        let mut owner = Vec::new();
+        let mut vks = Vec::new();
+        for (i, a) in applied.iter().enumerate() {
+            for s in &a.signatures {
+                vks.push(self.vk(&s.key).map_err(|_| i)?);
+                owner.push(i);
+            }
+        }
+        let checks: Vec<SigCheck<'_>> = applied
+            .iter()
+            .flat_map(|a| a.signatures.iter())
+            .zip(&vks)
+            .map(|(s, k)| SigCheck {
+                message: &s.message,
+                key: k,
+                signature: &s.signature,
+            })
+            .collect();
+        match keys::verify_many(&checks) {
+            Ok(()) => Ok(()),
+            Err(KeyError::BadSignatureInBatch { index }) => Err(owner[index]),
+            Err(_) => Err(0),
+        }
+    }
+
+    fn validator_set_now(&self, height: u64) -> Result<ValidatorSet, ChainError> {
+        self.state.validators().map_err(|e| ChainError {
+            height,
+            entry: None,
+            kind: e.into(),
+        })
+    }
+
+    /// Verifies and commits a received block. On any error nothing changes.
+    pub fn apply_block(
+        &mut self,
+        block: Block,
+        cert: CommitCertificate,
+    ) -> Result<CommittedBlock, ChainError> {
+        let height = block.header.height;
+        let log_before = self.log.size();
+        let r = self.apply_block_inner(&block, &cert);
+        match r {
+            Ok((entries, firms)) => {
+                let write_set = self
+                    .state
+                    .end_block(height, block.header.time)
+                    .map_err(|e| ChainError {
+                        height,
+                        entry: None,
+                        kind: e.into(),
+                    })?;
+                let header_hash = cert.header_hash;
+                self.head_hash = header_hash;
+                self.head = Some(block.header.clone());
+                Ok(CommittedBlock {
+                    block,
+                    header_hash,
+                    certificate: cert,
+                    entries,
+                    firms,
+                    first_position: log_before,
+                    write_set,
+                })
+            }
+            Err(e) => {
+                self.state.rollback_block();
+                self.log.truncate(log_before);
+                Err(e)
+            }
+        }
+    }
+
+    fn check_header_link(&self, h: &BlockHeader) -> Result<(), String> {
+        if h.version != HEADER_VERSION {
+            return Err(format!("unknown header version {}", h.version));
+        }
+        if h.chain != self.chain_id {
+            return Err(format!(
+                "chain id {} is not this chain's {}",
+                h.chain, self.chain_id
+            ));
+        }
+        if h.height != self.height() + 1 {
+            return Err(format!(
+                "height {} does not follow {}",
+                h.height,
+                self.height()
+            ));
+        }
+        if h.prev != self.head_hash {
+            return Err(format!(
+                "previous hash {} is not the head {}",
+                h.prev, self.head_hash
+            ));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn apply_block_inner(
+        &mut self,
+        block: &Block,
+        cert: &CommitCertificate,
+    ) -> Result<(Vec<Entry>, Vec<Option<Uscc>>), ChainError> {
+        let h = &block.header;
+        let height = h.height;
+        let err = |entry: Option<usize>, kind: ChainErrorKind| ChainError {
+            height,
+            entry,
+            kind,
+        };
+        self.check_header_link(h)
+            .map_err(|m| err(None, ChainErrorKind::Header(m)))?;
+        if h.entry_count as usize != block.entries.len() {
+            return Err(err(
+                None,
+                ChainErrorKind::Header(format!(
+                    "entry_count {} but the block holds {}",
+                    h.entry_count,
+                    block.entries.len()
+                )),
+            ));
+        }
+        if block.entries.len() > self.state.params().max_block_entries as usize {
+            return Err(err(None, ChainErrorKind::Header("too many entries".into())));
+        }
+        // Entries root first: cheap, and catches any changed entry byte before heavier work.
+        let mut block_tree = MerkleTree::new();
+        for e in &block.entries {
+            block_tree.append(e);
+        }
+        let computed = Digest(block_tree.root());
+        if computed != h.entries_root {
+            return Err(err(
+                None,
+                ChainErrorKind::RootMismatch {
+                    what: "entries root",
+                    claimed: h.entries_root,
+                    computed,
+                },
+            ));
+        }
+        let mut entries = Vec::with_capacity(block.entries.len());
+        for (i, b) in block.entries.iter().enumerate() {
+            entries.push(Entry::decode(b).map_err(|e| err(Some(i), e.into()))?);
+        }
+        self.state
+            .begin_block(height, h.time)
+            .map_err(|e| err(None, e.into()))?;
+        // From here on, errors are rolled back by the caller.
+        let set = self.validator_set_now(height)?;
+        let set_hash = set.hash().map_err(|e| err(None, e.into()))?;
+        if set_hash != h.validator_set {
+            return Err(err(
+                None,
+                ChainErrorKind::RootMismatch {
+                    what: "validator set hash",
+                    claimed: h.validator_set,
+                    computed: set_hash,
+                },
+            ));
+        }
+        if set.get(&h.proposer).is_none() {
+            return Err(err(
+                None,
+                ChainErrorKind::Header(format!("proposer {} is not a validator", h.proposer)),
+            ));
+        }
+        cert.verify(h, &set).map_err(|e| err(None, e.into()))?;
+        let mut applied = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let a = self
+                .state
+                .apply_entry(e, &self.log)
+                .map_err(|x| err(Some(i), x.into()))?;
+            self.log.push_leaf_hash(merkle::leaf_hash(&e.bytes));
+            applied.push(a);
+        }
+        self.verify_signatures(&applied)
+            .map_err(|i| err(Some(i), ChainErrorKind::Signature))?;
+        self.check_roots(h).map_err(|k| err(None, k))?;
+        let firms = applied.into_iter().map(|a| a.firm).collect();
+        Ok((entries, firms))
+    }
+
+    fn check_roots(&self, h: &BlockHeader) -> Result<(), ChainErrorKind> {
+        if self.log.size() != h.log_size {
+            return Err(ChainErrorKind::Header(format!(
+                "log size {} but recomputed {}",
+                h.log_size,
+                self.log.size()
+            )));
+        }
+        let log_root = Digest(self.log.root());
+        if log_root != h.log_root {
+            return Err(ChainErrorKind::RootMismatch {
+                what: "log root",
+                claimed: h.log_root,
+                computed: log_root,
+            });
+        }
+        let state_root = self.state.pending_root(h.height)?;
+        if state_root != h.state_root {
+            return Err(ChainErrorKind::RootMismatch {
+                what: "state root",
+                claimed: h.state_root,
+                computed: state_root,
+            });
+        }
+        Ok(())
+    }
+
+    /// Proposer side: executes `candidates` at `time` (clamped above the head time), drops the
+    /// ones the rules or signatures refuse, and returns the unsigned block. The block stays
+    /// pending until [`Chain::commit_built`] or [`Chain::abort_built`].
+    pub fn build_block(
+        &mut self,
+        time: TimeMs,
+        proposer: OrgId,
+        candidates: Vec<Entry>,
+    ) -> Result<(Block, Vec<Dropped>), ChainError> {
+        if self.pending.is_some() {
+            self.abort_built();
+        }
+        let height = self.height() + 1;
+        let time = time.max(self.state.head().time + 1);
+        let max = self.state.params().max_block_entries as usize;
+        let mut candidates = candidates;
+        let mut dropped = Vec::new();
+        if candidates.len() > max {
+            candidates.truncate(max);
+        }
+        loop {
+            let log_before = self.log.size();
+            self.state
+                .begin_block(height, time)
+                .map_err(|e| ChainError {
+                    height,
+                    entry: None,
+                    kind: e.into(),
+                })?;
+            let mut kept = Vec::with_capacity(candidates.len());
+            let mut applied = Vec::with_capacity(candidates.len());
+            for e in candidates.drain(..) {
+                match self.state.apply_entry(&e, &self.log) {
+                    Ok(a) => {
+                        self.log.push_leaf_hash(merkle::leaf_hash(&e.bytes));
+                        applied.push(a);
+                        kept.push(e);
+                    }
+                    Err(reason) => dropped.push(Dropped { id: e.id, reason }),
+                }
+            }
+            if let Err(bad) = self.verify_signatures(&applied) {
+                // Rare: a key changed inside the block after admission. Retry without it.
+                self.state.rollback_block();
+                self.log.truncate(log_before);
+                let e = kept.remove(bad);
+                dropped.push(Dropped {
+                    id: e.id,
+                    reason: StateError::Invalid("signature does not verify".into()),
+                });
+                candidates = kept;
+                continue;
+            }
+            let set = self.validator_set_now(height)?;
+            let mk = |kind: ChainErrorKind| ChainError {
+                height,
+                entry: None,
+                kind,
+            };
+            let mut block_tree = MerkleTree::new();
+            for e in &kept {
+                block_tree.push_leaf_hash(merkle::leaf_hash(&e.bytes));
+            }
+            let header = BlockHeader {
+                version: HEADER_VERSION,
+                chain: self.chain_id,
+                height,
+                prev: self.head_hash,
+                time,
+                proposer,
+                validator_set: set.hash().map_err(|e| mk(e.into()))?,
+                entries_root: Digest(block_tree.root()),
+                entry_count: kept.len() as u32,
+                log_size: self.log.size(),
+                log_root: Digest(self.log.root()),
+                state_root: self.state.pending_root(height).map_err(|e| mk(e.into()))?,
+            };
+            let header_hash = header.hash().map_err(|e| mk(e.into()))?;
+            let block = Block {
+                header,
+                entries: kept
+                    .iter()
+                    .map(|e| serde_bytes::ByteBuf::from(e.bytes.clone()))
+                    .collect(),
+            };
+            self.pending = Some(Pending {
+                block: block.clone(),
+                entries: kept,
+                firms: applied.into_iter().map(|a| a.firm).collect(),
+                header_hash,
+                log_size_before: log_before,
+            });
+            return Ok((block, dropped));
+        }
+    }
+
+    /// The validator set that must certify the pending block.
+    pub fn pending_validators(&self) -> Result<ValidatorSet, StateError> {
+        self.state.validators()
+    }
+
+    /// Commits the pending block with its certificate (verified here).
+    pub fn commit_built(&mut self, cert: CommitCertificate) -> Result<CommittedBlock, ChainError> {
+        let Some(p) = self.pending.take() else {
+            return Err(ChainError {
+                height: self.height() + 1,
+                entry: None,
+                kind: ChainErrorKind::Header("no pending block".into()),
+            });
+        };
+        let height = p.block.header.height;
+        let set = self.validator_set_now(height)?;
+        if let Err(e) = cert.verify(&p.block.header, &set) {
+            self.pending = Some(p);
+            return Err(ChainError {
+                height,
+                entry: None,
+                kind: e.into(),
+            });
+        }
+        let write_set = self
+            .state
+            .end_block(height, p.block.header.time)
+            .map_err(|e| ChainError {
+                height,
+                entry: None,
+                kind: e.into(),
+            })?;
+        self.head_hash = p.header_hash;
+        self.head = Some(p.block.header.clone());
+        Ok(CommittedBlock {
+            block: p.block,
+            header_hash: p.header_hash,
+            certificate: cert,
+            entries: p.entries,
+            firms: p.firms,
+            first_position: p.log_size_before,
+            write_set,
+        })
+    }
+
+    /// Discards the pending block.
+    pub fn abort_built(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.state.rollback_block();
+            self.log.truncate(p.log_size_before);
+        }
+    }
+}

@@ -1,0 +1,1487 @@
+//! The deterministic state machine: which entries are allowed at a point of the ledger, and
+//! what they change.
+//!
+//! State is a sorted key-value map (`BTreeMap`, CBOR values) with two overlays: one for the
+//! block being executed and one for the entry being applied, so a rejected entry leaves no
+//! trace and a rejected block can be rolled back. The only clock is the block time given to
+//! [`State::begin_block`]. Signatures are not checked here: applying an entry returns the
+//! signature checks it needs (against the keys in force at that point), and the caller verifies
+//! them, batched (`chain`). The state root is a hash chain over each block's sorted write set
+//! (`specs/state.md`), so two nodes that applied the same blocks hold byte-identical roots.
+//! Not here: persistence (`store`), block structure (`block`), the Merkle log (`merkle`).
+
+use crate::block::{Validator, ValidatorSet};
+use crate::codec::{self, CodecError};
+use crate::entry::{
+    entry_signing_payload, membership_signing_payload, query_signing_payload, Author, Consent,
+    DenialReason, Entry, EntryKind, MemberChange, QueryRequest,
+};
+use crate::genesis::{Genesis, Params};
+use crate::hash::{self, Digest, Domain};
+use crate::keys::{signing_message, PublicKey, SigDomain, Signature};
+use crate::merkle::MerkleTree;
+use crate::types::{working_days_deadline, Category, Grade, OrgId, Role, Severity, TimeMs, DAY_MS};
+use crate::uscc::Uscc;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Maximum size of one state value.
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// A registered organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgRecord {
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Current key.
+    pub key: PublicKey,
+    /// Voting power.
+    pub power: u64,
+}
+
+/// A registered firm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmRecord {
+    /// The firm's current key.
+    pub key: PublicKey,
+    /// Agency that registered it.
+    pub registered_by: OrgId,
+}
+
+/// A consent and its use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    /// Granting firm.
+    pub firm: Uscc,
+    /// Terms.
+    pub consent: Consent,
+    /// Queries served under it.
+    pub used: u32,
+    /// Revoked by the firm.
+    pub revoked: bool,
+    /// Block time of the grant.
+    pub granted_at: TimeMs,
+}
+
+/// A published penalty or list record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordState {
+    /// Publishing agency.
+    pub agency: OrgId,
+    /// Firm.
+    pub firm: Uscc,
+    /// Category.
+    pub category: Category,
+    /// Severity.
+    pub severity: Severity,
+    /// Minimum publicity days.
+    pub min_publicity_days: u16,
+    /// Block time of publication.
+    pub published_at: TimeMs,
+    /// A repair in progress.
+    pub open_repair: Option<Digest>,
+    /// Repaired in both registries.
+    pub repaired: bool,
+}
+
+/// A credit commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitmentRecord {
+    /// Firm.
+    pub firm: Uscc,
+    /// Agency.
+    pub agency: OrgId,
+    /// Digest of the text.
+    pub content: Digest,
+    /// Due time.
+    pub due: TimeMs,
+    /// Block time made.
+    pub made_at: TimeMs,
+    /// Recorded as broken.
+    pub broken: bool,
+}
+
+/// A supervision grade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GradeRecord {
+    /// Grading agency.
+    pub agency: OrgId,
+    /// Grade.
+    pub grade: Grade,
+    /// Block time assigned.
+    pub assigned_at: TimeMs,
+}
+
+/// Where a repair stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepairStatus {
+    /// Waiting for the agency's decision.
+    Requested,
+    /// Approved; waiting for the registries.
+    Approved,
+    /// Rejected.
+    Rejected,
+    /// Applied by both registries.
+    Applied,
+}
+
+/// A repair case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairRecord {
+    /// Firm.
+    pub firm: Uscc,
+    /// Record to repair.
+    pub record: Digest,
+    /// Agency that must decide.
+    pub agency: OrgId,
+    /// Status.
+    pub status: RepairStatus,
+    /// Block time requested.
+    pub requested_at: TimeMs,
+    /// Block time decided.
+    pub decided_at: Option<TimeMs>,
+    /// Decision reason.
+    pub reason: Option<String>,
+    /// Both registries must have applied by then.
+    pub deadline: Option<TimeMs>,
+    /// Block time 信用中国 applied it.
+    pub credit_china_applied_at: Option<TimeMs>,
+    /// Block time 公示系统 applied it.
+    pub gsxt_applied_at: Option<TimeMs>,
+    /// Set by the first block whose time is past the deadline while not both applied.
+    pub overdue: bool,
+}
+
+impl RepairRecord {
+    /// Whether the repair is overdue at `now` (the flag, or computed for a later clock).
+    pub fn overdue_at(&self, now: TimeMs) -> bool {
+        self.overdue
+            || (self.status == RepairStatus::Approved && self.deadline.is_some_and(|d| now >= d))
+    }
+}
+
+/// One signature the caller must verify for an applied entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigRequirement {
+    /// Complete signed message.
+    pub message: Vec<u8>,
+    /// Key that must have signed it.
+    pub key: PublicKey,
+    /// The signature.
+    pub signature: Signature,
+}
+
+/// What applying an entry produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Signatures to verify before the block counts as valid.
+    pub signatures: Vec<SigRequirement>,
+    /// The firm the entry concerns (for the per-firm access index).
+    pub firm: Option<Uscc>,
+}
+
+/// Why an entry is not allowed at this point of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The author is not registered.
+    #[error("author {0} is not registered")]
+    UnknownAuthor(String),
+    /// The author's role cannot make this statement.
+    #[error("{author} (role {role:?}) may not sign a {kind} entry")]
+    Forbidden {
+        /// Author.
+        author: String,
+        /// Its role.
+        role: Role,
+        /// Entry kind.
+        kind: &'static str,
+    },
+    /// Author is not the party this statement belongs to.
+    #[error("{0}")]
+    NotOwner(String),
+    /// A referenced object does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Kind.
+        what: &'static str,
+        /// Id.
+        id: String,
+    },
+    /// Already exists.
+    #[error("{what} {id} already exists")]
+    AlreadyExists {
+        /// Kind.
+        what: &'static str,
+        /// Id.
+        id: String,
+    },
+    /// Entry time too far from block time.
+    #[error("entry time {entry} is outside the window around block time {block}")]
+    StaleOrFuture {
+        /// Entry time.
+        entry: TimeMs,
+        /// Block time.
+        block: TimeMs,
+    },
+    /// Entry already on the ledger (replay).
+    #[error("entry {0} is a replay")]
+    Replay(Digest),
+    /// The query does not satisfy its consent.
+    #[error("query not authorized: {}", .0.code())]
+    QueryNotAuthorized(DenialReason),
+    /// A denial whose reason is not the one the rules give.
+    #[error("denial reason {claimed:?} is wrong: the rules give {actual:?}")]
+    WrongDenial {
+        /// Claimed.
+        claimed: DenialReason,
+        /// Computed (None = the query is authorized).
+        actual: Option<DenialReason>,
+    },
+    /// The query request is signed by a different bank than the consent's or the request's.
+    #[error("{0}")]
+    Invalid(String),
+    /// Repair workflow step out of order.
+    #[error("repair {repair}: {reason}")]
+    RepairState {
+        /// Repair id.
+        repair: Digest,
+        /// Why.
+        reason: String,
+    },
+    /// Minimum publicity period not yet over.
+    #[error("record's minimum publicity period ends at {ends}, block time is {now}")]
+    PublicityPeriodNotElapsed {
+        /// End of the period.
+        ends: TimeMs,
+        /// Block time.
+        now: TimeMs,
+    },
+    /// Membership approvals below quorum or from non-validators.
+    #[error("membership change: {0}")]
+    Membership(String),
+    /// Checkpoint or anchor does not match the log.
+    #[error("checkpoint of size {size} does not match the log: {reason}")]
+    Checkpoint {
+        /// Size claimed.
+        size: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Block sequencing (height/time) broken.
+    #[error("block sequence: {0}")]
+    Sequence(String),
+    /// Stored state value could not be decoded.
+    #[error("state value {key}: {err}")]
+    Corrupt {
+        /// Key (hex).
+        key: String,
+        /// Decoder error.
+        err: CodecError,
+    },
+}
+
+impl StateError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StateError::UnknownAuthor(_) => "state.unknown_author",
+            StateError::Forbidden { .. } => "state.forbidden",
+            StateError::NotOwner(_) => "state.not_owner",
+            StateError::NotFound { .. } => "state.not_found",
+            StateError::AlreadyExists { .. } => "state.already_exists",
+            StateError::StaleOrFuture { .. } => "state.stale_or_future",
+            StateError::Replay(_) => "state.replay",
+            StateError::QueryNotAuthorized(r) => r.code(),
+            StateError::WrongDenial { .. } => "state.wrong_denial",
+            StateError::Invalid(_) => "state.invalid",
+            StateError::RepairState { .. } => "state.repair",
+            StateError::PublicityPeriodNotElapsed { .. } => "state.publicity_period",
+            StateError::Membership(_) => "state.membership",
+            StateError::Checkpoint { .. } => "state.checkpoint",
+            StateError::Sequence(_) => "state.sequence",
+            StateError::Corrupt { .. } => "state.corrupt",
+        }
+    }
+}
+
+/// Key prefixes of the state map (one byte each; see `specs/state.md`).
+mod prefix {
+    pub const ORG: u8 = b'o';
+    pub const FIRM: u8 = b'f';
+    pub const CONSENT: u8 = b'c';
+    pub const RECORD: u8 = b'r';
+    pub const COMMITMENT: u8 = b'm';
+    pub const GRADE: u8 = b'g';
+    pub const REPAIR: u8 = b'p';
+    pub const DEADLINE: u8 = b'd';
+    pub const PENDING: u8 = b'M';
+    pub const PENDING_ORG: u8 = b'P';
+    pub const RECENT: u8 = b'n';
+    pub const RECENT_ID: u8 = b'N';
+    pub const EVIDENCE: u8 = b'x';
+    pub const COSIGNED: u8 = b'k';
+    pub const ANCHOR: u8 = b'a';
+    pub const VALIDATORS: u8 = b'V';
+}
+
+fn key(p: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![p];
+    for part in parts {
+        k.extend_from_slice(part);
+    }
+    k
+}
+
+/// One block's sorted state changes (`None` = deleted).
+pub type WriteSet = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// The ledger state.
+#[derive(Debug, Clone)]
+pub struct State {
+    chain: Digest,
+    origin: String,
+    params: Params,
+    base: BTreeMap<Vec<u8>, Vec<u8>>,
+    block: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    entry: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    height: u64,
+    time: TimeMs,
+    root: Digest,
+    in_block: bool,
+    block_time: TimeMs,
+}
+
+/// Height, time and root of the last applied block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateHead {
+    /// Height (0 = genesis).
+    pub height: u64,
+    /// Block time.
+    pub time: TimeMs,
+    /// State root.
+    pub root: Digest,
+}
+
+impl State {
+    /// The state defined by a genesis document, and its write set (height 0).
+    pub fn from_genesis(g: &Genesis) -> Result<(State, WriteSet), CodecError> {
+        let chain = g.chain_id()?;
+        let mut s = State {
+            chain,
+            origin: g.name.clone(),
+            params: g.params.clone(),
+            base: BTreeMap::new(),
+            block: BTreeMap::new(),
+            entry: BTreeMap::new(),
+            height: 0,
+            time: g.time,
+            root: chain,
+            in_block: true,
+            block_time: g.time,
+        };
+        let mut validators = Vec::new();
+        for o in &g.orgs {
+            s.put(
+                key(prefix::ORG, &[o.id.as_str().as_bytes()]),
+                &OrgRecord {
+                    name: o.name.clone(),
+                    role: o.role,
+                    key: o.key,
+                    power: o.power,
+                },
+            )?;
+            if o.power > 0 {
+                validators.push(Validator {
+                    org: o.id.clone(),
+                    key: o.key,
+                    power: o.power,
+                });
+            }
+        }
+        s.put(vec![prefix::VALIDATORS], &ValidatorSet { validators })?;
+        s.commit_entry();
+        let ws = s.finish_block(0, g.time)?;
+        Ok((s, ws))
+    }
+
+    /// Rebuilds a state from stored key-values and the head they belong to.
+    pub fn restore(
+        g: &Genesis,
+        head: StateHead,
+        kv: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<State, CodecError> {
+        Ok(State {
+            chain: g.chain_id()?,
+            origin: g.name.clone(),
+            params: g.params.clone(),
+            base: kv.into_iter().collect(),
+            block: BTreeMap::new(),
+            entry: BTreeMap::new(),
+            height: head.height,
+            time: head.time,
+            root: head.root,
+            in_block: false,
+            block_time: head.time,
+        })
+    }
+
+    /// Chain id.
+    pub fn chain(&self) -> &Digest {
+        &self.chain
+    }
+
+    /// Checkpoint origin (consortium name).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Chain parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Head of the committed state.
+    pub fn head(&self) -> StateHead {
+        StateHead {
+            height: self.height,
+            time: self.time,
+            root: self.root,
+        }
+    }
+
+    /// Number of committed key-values.
+    pub fn len(&self) -> usize {
+        self.base.len()
+    }
+
+    /// Whether the committed state is empty (never true after genesis).
+    pub fn is_empty(&self) -> bool {
+        self.base.is_empty()
+    }
+
+    /// Iterates the committed key-values in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+        self.base.iter()
+    }
+
+    // ---- key-value access through the overlays ----
+
+    fn raw(&self, k: &[u8]) -> Option<&[u8]> {
+        if let Some(v) = self.entry.get(k) {
+            return v.as_deref();
+        }
+        if let Some(v) = self.block.get(k) {
+            return v.as_deref();
+        }
+        self.base.get(k).map(|v| v.as_slice())
+    }
+
+    fn get<T: Serialize + DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, StateError> {
+        match self.raw(k) {
+            None => Ok(None),
+            Some(b) => codec::decode("state value", b, MAX_VALUE_BYTES)
+                .map(Some)
+                .map_err(|err| StateError::Corrupt {
+                    key: hex::encode(k),
+                    err,
+                }),
+        }
+    }
+
+    fn put<T: Serialize>(&mut self, k: Vec<u8>, v: &T) -> Result<(), CodecError> {
+        let bytes = codec::encode(v)?;
+        self.entry.insert(k, Some(bytes));
+        Ok(())
+    }
+
+    fn put_s<T: Serialize>(&mut self, k: Vec<u8>, v: &T) -> Result<(), StateError> {
+        self.put(k.clone(), v).map_err(|err| StateError::Corrupt {
+            key: hex::encode(&k),
+            err,
+        })
+    }
+
+    fn delete(&mut self, k: Vec<u8>) {
+        self.entry.insert(k, None);
+    }
+
+    fn commit_entry(&mut self) {
+        let e = std::mem::take(&mut self.entry);
+        self.block.extend(e);
+    }
+
+    /// Committed keys with `prefix`, from the base only (used at block start, when the
+    /// overlays are empty).
+    fn base_range(&self, p: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.base
+            .range(p.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(p))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    // ---- typed reads (public, through the overlays) ----
+
+    /// An organisation.
+    pub fn org(&self, id: &OrgId) -> Result<Option<OrgRecord>, StateError> {
+        self.get(&key(prefix::ORG, &[id.as_str().as_bytes()]))
+    }
+
+    /// All organisations, sorted by id.
+    pub fn orgs(&self) -> Result<Vec<(OrgId, OrgRecord)>, StateError> {
+        let mut out = Vec::new();
+        for (k, _) in self.base_range(&[prefix::ORG]) {
+            let id = std::str::from_utf8(&k[1..])
+                .ok()
+                .and_then(|s| OrgId::new(s).ok());
+            if let (Some(id), Some(rec)) = (id.clone(), self.get::<OrgRecord>(&k)?) {
+                out.push((id, rec));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A firm.
+    pub fn firm(&self, f: &Uscc) -> Result<Option<FirmRecord>, StateError> {
+        self.get(&key(prefix::FIRM, &[f.as_str().as_bytes()]))
+    }
+
+    /// A consent.
+    pub fn consent(&self, id: &Digest) -> Result<Option<ConsentRecord>, StateError> {
+        self.get(&key(prefix::CONSENT, &[id.as_bytes()]))
+    }
+
+    /// A published record.
+    pub fn record(&self, id: &Digest) -> Result<Option<RecordState>, StateError> {
+        self.get(&key(prefix::RECORD, &[id.as_bytes()]))
+    }
+
+    /// A commitment.
+    pub fn commitment(&self, id: &Digest) -> Result<Option<CommitmentRecord>, StateError> {
+        self.get(&key(prefix::COMMITMENT, &[id.as_bytes()]))
+    }
+
+    /// The latest grade of a firm in a supervision domain.
+    pub fn grade(&self, f: &Uscc, domain: &str) -> Result<Option<GradeRecord>, StateError> {
+        self.get(&key(
+            prefix::GRADE,
+            &[f.as_str().as_bytes(), b"/", domain.as_bytes()],
+        ))
+    }
+
+    /// A repair.
+    pub fn repair(&self, id: &Digest) -> Result<Option<RepairRecord>, StateError> {
+        self.get(&key(prefix::REPAIR, &[id.as_bytes()]))
+    }
+
+    /// The validator set in force.
+    pub fn validators(&self) -> Result<ValidatorSet, StateError> {
+        Ok(self
+            .get(&[prefix::VALIDATORS])?
+            .unwrap_or(ValidatorSet { validators: vec![] }))
+    }
+
+    /// Whether a query request is authorized at time `now` (the ledger rule).
+    pub fn check_query(&self, req: &QueryRequest, now: TimeMs) -> Result<(), DenialReason> {
+        let c = match self.consent(&req.consent) {
+            Ok(Some(c)) => c,
+            _ => return Err(DenialReason::ConsentUnknown),
+        };
+        if c.firm != req.firm {
+            return Err(DenialReason::WrongFirm);
+        }
+        if c.consent.bank != req.bank {
+            return Err(DenialReason::WrongBank);
+        }
+        if c.revoked {
+            return Err(DenialReason::ConsentRevoked);
+        }
+        if now < c.consent.not_before {
+            return Err(DenialReason::ConsentNotYetValid);
+        }
+        if now >= c.consent.not_after {
+            return Err(DenialReason::ConsentExpired);
+        }
+        if !req
+            .categories
+            .iter()
+            .all(|cat| c.consent.categories.binary_search(cat).is_ok())
+        {
+            return Err(DenialReason::CategoryNotCovered);
+        }
+        if c.used >= c.consent.max_uses {
+            return Err(DenialReason::UsesExhausted);
+        }
+        Ok(())
+    }
+
+    // ---- block lifecycle ----
+
+    /// Starts block `height` at `time`: applies membership changes due at this height, flags
+    /// overdue repairs and prunes the replay window.
+    pub fn begin_block(&mut self, height: u64, time: TimeMs) -> Result<(), StateError> {
+        if self.in_block {
+            return Err(StateError::Sequence("a block is already open".into()));
+        }
+        if height != self.height + 1 {
+            return Err(StateError::Sequence(format!(
+                "expected height {}, got {height}",
+                self.height + 1
+            )));
+        }
+        if time <= self.time {
+            return Err(StateError::Sequence(format!(
+                "block time {time} is not after the previous block time {}",
+                self.time
+            )));
+        }
+        self.in_block = true;
+        self.block_time = time;
+        let result = self.block_start_effects(height, time);
+        if result.is_err() {
+            self.rollback_block();
+        }
+        result
+    }
+
+    fn block_start_effects(&mut self, height: u64, time: TimeMs) -> Result<(), StateError> {
+        // Membership changes effective at this height, in (height, entry id) order.
+        let due = self.base_range(&key(prefix::PENDING, &[&height.to_be_bytes()]));
+        for (k, v) in due {
+            let change: MemberChange = codec::decode("pending change", &v, MAX_VALUE_BYTES)
+                .map_err(|err| StateError::Corrupt {
+                    key: hex::encode(&k),
+                    err,
+                })?;
+            self.effect_membership(&change)?;
+            self.delete(k);
+        }
+        // Overdue repairs.
+        for (k, _) in self.base_range(&[prefix::DEADLINE]) {
+            let deadline = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0xff; 8]));
+            if deadline > time {
+                break;
+            }
+            let id = Digest::from_slice(&k[9..]).map_err(|_| StateError::Corrupt {
+                key: hex::encode(&k),
+                err: CodecError::NonCanonical {
+                    what: "deadline key",
+                },
+            })?;
+            if let Some(mut r) = self.repair(&id)? {
+                if r.status == RepairStatus::Approved {
+                    r.overdue = true;
+                    self.put_s(key(prefix::REPAIR, &[id.as_bytes()]), &r)?;
+                }
+            }
+            self.delete(k);
+        }
+        // Replay window.
+        let cutoff = time.saturating_sub(self.params.entry_time_window_ms);
+        for (k, _) in self.base_range(&[prefix::RECENT]) {
+            let t = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
+            if t >= cutoff {
+                break;
+            }
+            self.delete(key(prefix::RECENT_ID, &[&k[9..]]));
+            self.delete(k);
+        }
+        self.commit_entry();
+        Ok(())
+    }
+
+    fn effect_membership(&mut self, change: &MemberChange) -> Result<(), StateError> {
+        let (org, power, key_) = match change {
+            MemberChange::RegisterOrg {
+                org,
+                name,
+                role,
+                key: k,
+                power,
+            } => {
+                self.put_s(
+                    key(prefix::ORG, &[org.as_str().as_bytes()]),
+                    &OrgRecord {
+                        name: name.clone(),
+                        role: *role,
+                        key: *k,
+                        power: *power,
+                    },
+                )?;
+                self.delete(key(prefix::PENDING_ORG, &[org.as_str().as_bytes()]));
+                (org.clone(), *power, *k)
+            }
+            MemberChange::RotateKey { org, key: k } => {
+                let Some(mut rec) = self.org(org)? else {
+                    return Ok(());
+                };
+                rec.key = *k;
+                let p = rec.power;
+                self.put_s(key(prefix::ORG, &[org.as_str().as_bytes()]), &rec)?;
+                (org.clone(), p, *k)
+            }
+            MemberChange::SetPower { org, power } => {
+                let Some(mut rec) = self.org(org)? else {
+                    return Ok(());
+                };
+                let mut set = self.validators()?;
+                let others: u64 = set
+                    .validators
+                    .iter()
+                    .filter(|v| &v.org != org)
+                    .map(|v| v.power)
+                    .sum();
+                if others == 0 && *power == 0 {
+                    // The set would become empty: the change has no effect (documented rule).
+                    return Ok(());
+                }
+                set.validators.retain(|v| &v.org != org);
+                rec.power = *power;
+                let k = rec.key;
+                self.put_s(key(prefix::ORG, &[org.as_str().as_bytes()]), &rec)?;
+                self.put_s(vec![prefix::VALIDATORS], &set)?;
+                (org.clone(), *power, k)
+            }
+        };
+        let mut set = self.validators()?;
+        set.validators.retain(|v| v.org != org);
+        if power > 0 {
+            let pos = set
+                .validators
+                .binary_search_by(|v| v.org.cmp(&org))
+                .unwrap_or_else(|p| p);
+            set.validators.insert(
+                pos,
+                Validator {
+                    org,
+                    key: key_,
+                    power,
+                },
+            );
+        }
+        self.put_s(vec![prefix::VALIDATORS], &set)
+    }
+
+    /// Applies one statically valid entry inside the open block, atomically: on error nothing
+    /// changes. `log` is the global entry log including every entry before this one.
+    pub fn apply_entry(&mut self, e: &Entry, log: &MerkleTree) -> Result<Applied, StateError> {
+        if !self.in_block {
+            return Err(StateError::Sequence("no block is open".into()));
+        }
+        let r = self.apply_inner(e, log);
+        match r {
+            Ok(a) => {
+                self.commit_entry();
+                Ok(a)
+            }
+            Err(err) => {
+                self.entry.clear();
+                Err(err)
+            }
+        }
+    }
+
+    /// Checks an entry against the current state (the open block, if any) without changing
+    /// anything; returns the signatures it needs. Used by nodes to admit transactions.
+    pub fn check_entry(
+        &mut self,
+        e: &Entry,
+        log: &MerkleTree,
+        now: TimeMs,
+    ) -> Result<Applied, StateError> {
+        let was_open = self.in_block;
+        let saved_time = self.block_time;
+        if !was_open {
+            self.in_block = true;
+            self.block_time = now;
+        }
+        let r = self.apply_inner(e, log);
+        self.entry.clear();
+        if !was_open {
+            self.in_block = false;
+            self.block_time = saved_time;
+        }
+        r
+    }
+
+    fn author_key(&self, a: &Author) -> Result<(PublicKey, Option<OrgRecord>), StateError> {
+        match a {
+            Author::Org(o) => {
+                let rec = self
+                    .org(o)?
+                    .ok_or_else(|| StateError::UnknownAuthor(o.to_string()))?;
+                Ok((rec.key, Some(rec)))
+            }
+            Author::Firm(f) => {
+                let rec = self
+                    .firm(f)?
+                    .ok_or_else(|| StateError::UnknownAuthor(f.to_string()))?;
+                Ok((rec.key, None))
+            }
+        }
+    }
+
+    fn apply_inner(&mut self, e: &Entry, log: &MerkleTree) -> Result<Applied, StateError> {
+        let now = self.block_time;
+        let w = self.params.entry_time_window_ms;
+        let body = &e.body;
+        if body.time + w < now || body.time > now + w {
+            return Err(StateError::StaleOrFuture {
+                entry: body.time,
+                block: now,
+            });
+        }
+        let rid = key(prefix::RECENT_ID, &[e.id.as_bytes()]);
+        if self.raw(&rid).is_some() {
+            return Err(StateError::Replay(e.id));
+        }
+        self.entry
+            .insert(rid, Some(body.time.to_be_bytes().to_vec()));
+        self.entry.insert(
+            key(prefix::RECENT, &[&body.time.to_be_bytes(), e.id.as_bytes()]),
+            Some(Vec::new()),
+        );
+
+        let (author_key, org) = self.author_key(&body.author)?;
+        let mut sigs = vec![SigRequirement {
+            message: signing_message(
+                SigDomain::Entry,
+                &entry_signing_payload(&self.chain, &e.body_bytes),
+            ),
+            key: author_key,
+            signature: e.signature,
+        }];
+        let kind = body.kind.name();
+        let org_id = match &body.author {
+            Author::Org(o) => Some(o.clone()),
+            Author::Firm(_) => None,
+        };
+        let role = org.as_ref().map(|o| o.role);
+        let require_role = |ok: bool| -> Result<(), StateError> {
+            match (ok, role, &org_id) {
+                (true, _, _) => Ok(()),
+                (false, Some(role), Some(o)) => Err(StateError::Forbidden {
+                    author: o.to_string(),
+                    role,
+                    kind,
+                }),
+                _ => Err(StateError::Invalid(format!(
+                    "{kind} must be signed by an organisation"
+                ))),
+            }
+        };
+        let author_firm = match &body.author {
+            Author::Firm(f) => Some(*f),
+            Author::Org(_) => None,
+        };
+        let mut firm = body.firm();
+
+        match &body.kind {
+            EntryKind::Membership(m) => {
+                let set = self.validators()?;
+                require_role(org_id.as_ref().is_some_and(|o| set.get(o).is_some()))?;
+                if m.proposal.effective_height <= self.height + 1 {
+                    return Err(StateError::Membership(format!(
+                        "effective height {} must be above the including block {}",
+                        m.proposal.effective_height,
+                        self.height + 1
+                    )));
+                }
+                let payload =
+                    membership_signing_payload(&self.chain, &m.proposal).map_err(|err| {
+                        StateError::Corrupt {
+                            key: "proposal".into(),
+                            err,
+                        }
+                    })?;
+                let message = signing_message(SigDomain::Membership, &payload);
+                let mut power = 0;
+                for a in &m.approvals {
+                    let v = set.get(&a.validator).ok_or_else(|| {
+                        StateError::Membership(format!("{} is not a validator", a.validator))
+                    })?;
+                    power += v.power;
+                    sigs.push(SigRequirement {
+                        message: message.clone(),
+                        key: v.key,
+                        signature: a.signature,
+                    });
+                }
+                if power < set.quorum() {
+                    return Err(StateError::Membership(format!(
+                        "approvals carry power {power}, quorum is {}",
+                        set.quorum()
+                    )));
+                }
+                match &m.proposal.change {
+                    MemberChange::RegisterOrg { org, key: k, .. } => {
+                        k.verifying_key()
+                            .map_err(|_| StateError::Membership("invalid key".into()))?;
+                        let pk = key(prefix::PENDING_ORG, &[org.as_str().as_bytes()]);
+                        if self.org(org)?.is_some() || self.raw(&pk).is_some() {
+                            return Err(StateError::AlreadyExists {
+                                what: "organisation",
+                                id: org.to_string(),
+                            });
+                        }
+                        self.entry.insert(pk, Some(Vec::new()));
+                    }
+                    MemberChange::RotateKey { org, key: k } => {
+                        k.verifying_key()
+                            .map_err(|_| StateError::Membership("invalid key".into()))?;
+                        self.require_org(org)?;
+                    }
+                    MemberChange::SetPower { org, .. } => {
+                        self.require_org(org)?;
+                    }
+                }
+                self.put_s(
+                    key(
+                        prefix::PENDING,
+                        &[&m.proposal.effective_height.to_be_bytes(), e.id.as_bytes()],
+                    ),
+                    &m.proposal.change,
+                )?;
+            }
+            EntryKind::FirmRegistered { firm: f, key: k } => {
+                require_role(role == Some(Role::Agency))?;
+                k.verifying_key()
+                    .map_err(|_| StateError::Invalid("firm key is invalid".into()))?;
+                self.put_s(
+                    key(prefix::FIRM, &[f.as_str().as_bytes()]),
+                    &FirmRecord {
+                        key: *k,
+                        registered_by: org_id
+                            .clone()
+                            .ok_or_else(|| StateError::Invalid("no org".into()))?,
+                    },
+                )?;
+            }
+            EntryKind::ConsentGranted(c) => {
+                let f = author_firm.ok_or_else(|| {
+                    StateError::Invalid("consent must be signed by the firm".into())
+                })?;
+                match self.org(&c.bank)? {
+                    Some(b) if b.role == Role::Bank => {}
+                    Some(_) => {
+                        return Err(StateError::Invalid(format!("{} is not a bank", c.bank)))
+                    }
+                    None => {
+                        return Err(StateError::NotFound {
+                            what: "bank",
+                            id: c.bank.to_string(),
+                        })
+                    }
+                }
+                if c.not_after <= now {
+                    return Err(StateError::Invalid(
+                        "consent already expired at grant".into(),
+                    ));
+                }
+                self.put_s(
+                    key(prefix::CONSENT, &[e.id.as_bytes()]),
+                    &ConsentRecord {
+                        firm: f,
+                        consent: c.clone(),
+                        used: 0,
+                        revoked: false,
+                        granted_at: now,
+                    },
+                )?;
+            }
+            EntryKind::ConsentRevoked { consent } => {
+                let f = author_firm.ok_or_else(|| {
+                    StateError::Invalid("revocation must be signed by the firm".into())
+                })?;
+                let mut c = self.consent(consent)?.ok_or_else(|| StateError::NotFound {
+                    what: "consent",
+                    id: consent.to_hex(),
+                })?;
+                if c.firm != f {
+                    return Err(StateError::NotOwner(format!(
+                        "consent {consent} belongs to another firm"
+                    )));
+                }
+                if c.revoked {
+                    return Err(StateError::Invalid(format!(
+                        "consent {consent} is already revoked"
+                    )));
+                }
+                c.revoked = true;
+                self.put_s(key(prefix::CONSENT, &[consent.as_bytes()]), &c)?;
+            }
+            EntryKind::QueryServed(q) => {
+                require_role(role == Some(Role::Agency))?;
+                let req = &q.request.request;
+                sigs.push(self.bank_signature(req, &q.request.signature)?);
+                self.check_query(req, now)
+                    .map_err(StateError::QueryNotAuthorized)?;
+                let ck = key(prefix::CONSENT, &[req.consent.as_bytes()]);
+                let mut c: ConsentRecord = self
+                    .get(&ck)?
+                    .ok_or(StateError::QueryNotAuthorized(DenialReason::ConsentUnknown))?;
+                c.used += 1;
+                self.put_s(ck, &c)?;
+            }
+            EntryKind::QueryDenied { request, reason } => {
+                require_role(role == Some(Role::Agency))?;
+                sigs.push(self.bank_signature(&request.request, &request.signature)?);
+                let actual = self.check_query(&request.request, now).err();
+                if actual != Some(*reason) {
+                    return Err(StateError::WrongDenial {
+                        claimed: *reason,
+                        actual,
+                    });
+                }
+            }
+            EntryKind::CreditRecordPublished(r) => {
+                require_role(role == Some(Role::Agency))?;
+                let k = key(prefix::RECORD, &[r.record.as_bytes()]);
+                if self.raw(&k).is_some() {
+                    return Err(StateError::AlreadyExists {
+                        what: "record",
+                        id: r.record.to_hex(),
+                    });
+                }
+                self.put_s(
+                    k,
+                    &RecordState {
+                        agency: org_id
+                            .clone()
+                            .ok_or_else(|| StateError::Invalid("no org".into()))?,
+                        firm: r.firm,
+                        category: r.category,
+                        severity: r.severity,
+                        min_publicity_days: r.min_publicity_days,
+                        published_at: now,
+                        open_repair: None,
+                        repaired: false,
+                    },
+                )?;
+            }
+            EntryKind::CommitmentMade {
+                agency,
+                content,
+                due,
+            } => {
+                let f = author_firm.ok_or_else(|| {
+                    StateError::Invalid("commitment must be signed by the firm".into())
+                })?;
+                match self.org(agency)? {
+                    Some(a) if a.role == Role::Agency => {}
+                    _ => {
+                        return Err(StateError::NotFound {
+                            what: "agency",
+                            id: agency.to_string(),
+                        })
+                    }
+                }
+                self.put_s(
+                    key(prefix::COMMITMENT, &[e.id.as_bytes()]),
+                    &CommitmentRecord {
+                        firm: f,
+                        agency: agency.clone(),
+                        content: *content,
+                        due: *due,
+                        made_at: now,
+                        broken: false,
+                    },
+                )?;
+            }
+            EntryKind::CommitmentBroken { commitment, .. } => {
+                let k = key(prefix::COMMITMENT, &[commitment.as_bytes()]);
+                let mut c: CommitmentRecord =
+                    self.get(&k)?.ok_or_else(|| StateError::NotFound {
+                        what: "commitment",
+                        id: commitment.to_hex(),
+                    })?;
+                if org_id.as_ref() != Some(&c.agency) {
+                    return Err(StateError::NotOwner(format!(
+                        "only {} may record commitment {commitment} as broken",
+                        c.agency
+                    )));
+                }
+                if c.broken {
+                    return Err(StateError::Invalid(
+                        "commitment already recorded as broken".into(),
+                    ));
+                }
+                c.broken = true;
+                firm = Some(c.firm);
+                self.put_s(k, &c)?;
+            }
+            EntryKind::GradeAssigned {
+                firm: f,
+                domain,
+                grade,
+            } => {
+                require_role(role == Some(Role::Agency))?;
+                self.put_s(
+                    key(
+                        prefix::GRADE,
+                        &[f.as_str().as_bytes(), b"/", domain.as_bytes()],
+                    ),
+                    &GradeRecord {
+                        agency: org_id
+                            .clone()
+                            .ok_or_else(|| StateError::Invalid("no org".into()))?,
+                        grade: *grade,
+                        assigned_at: now,
+                    },
+                )?;
+            }
+            EntryKind::RepairRequested { record, .. } => {
+                let f = author_firm.ok_or_else(|| {
+                    StateError::Invalid("repair must be requested by the firm".into())
+                })?;
+                let rk = key(prefix::RECORD, &[record.as_bytes()]);
+                let mut rec: RecordState = self.get(&rk)?.ok_or_else(|| StateError::NotFound {
+                    what: "record",
+                    id: record.to_hex(),
+                })?;
+                if rec.firm != f {
+                    return Err(StateError::NotOwner(format!(
+                        "record {record} concerns another firm"
+                    )));
+                }
+                if rec.repaired {
+                    return Err(StateError::Invalid(format!(
+                        "record {record} is already repaired"
+                    )));
+                }
+                if let Some(open) = rec.open_repair {
+                    return Err(StateError::AlreadyExists {
+                        what: "open repair",
+                        id: open.to_hex(),
+                    });
+                }
+                let ends = rec.published_at + u64::from(rec.min_publicity_days) * DAY_MS;
+                if now < ends {
+                    return Err(StateError::PublicityPeriodNotElapsed { ends, now });
+                }
+                rec.open_repair = Some(e.id);
+                let agency = rec.agency.clone();
+                self.put_s(rk, &rec)?;
+                self.put_s(
+                    key(prefix::REPAIR, &[e.id.as_bytes()]),
+                    &RepairRecord {
+                        firm: f,
+                        record: *record,
+                        agency,
+                        status: RepairStatus::Requested,
+                        requested_at: now,
+                        decided_at: None,
+                        reason: None,
+                        deadline: None,
+                        credit_china_applied_at: None,
+                        gsxt_applied_at: None,
+                        overdue: false,
+                    },
+                )?;
+            }
+            EntryKind::RepairDecided {
+                repair,
+                approved,
+                reason,
+            } => {
+                let pk = key(prefix::REPAIR, &[repair.as_bytes()]);
+                let mut r: RepairRecord = self.get(&pk)?.ok_or_else(|| StateError::NotFound {
+                    what: "repair",
+                    id: repair.to_hex(),
+                })?;
+                firm = Some(r.firm);
+                if org_id.as_ref() != Some(&r.agency) {
+                    return Err(StateError::NotOwner(format!(
+                        "only {} may decide repair {repair}",
+                        r.agency
+                    )));
+                }
+                if r.status != RepairStatus::Requested {
+                    return Err(StateError::RepairState {
+                        repair: *repair,
+                        reason: format!("cannot decide a repair in status {:?}", r.status),
+                    });
+                }
+                r.decided_at = Some(now);
+                r.reason = Some(reason.clone());
+                let rk = key(prefix::RECORD, &[r.record.as_bytes()]);
+                if *approved {
+                    let deadline =
+                        working_days_deadline(now, self.params.repair_deadline_working_days);
+                    r.status = RepairStatus::Approved;
+                    r.deadline = Some(deadline);
+                    self.entry.insert(
+                        key(
+                            prefix::DEADLINE,
+                            &[&deadline.to_be_bytes(), repair.as_bytes()],
+                        ),
+                        Some(Vec::new()),
+                    );
+                } else {
+                    r.status = RepairStatus::Rejected;
+                    if let Some(mut rec) = self.get::<RecordState>(&rk)? {
+                        rec.open_repair = None;
+                        self.put_s(rk, &rec)?;
+                    }
+                }
+                self.put_s(pk, &r)?;
+            }
+            EntryKind::RepairApplied { repair } => {
+                require_role(role.is_some_and(Role::is_registry))?;
+                let pk = key(prefix::REPAIR, &[repair.as_bytes()]);
+                let mut r: RepairRecord = self.get(&pk)?.ok_or_else(|| StateError::NotFound {
+                    what: "repair",
+                    id: repair.to_hex(),
+                })?;
+                firm = Some(r.firm);
+                if r.status != RepairStatus::Approved {
+                    return Err(StateError::RepairState {
+                        repair: *repair,
+                        reason: format!("cannot apply a repair in status {:?}", r.status),
+                    });
+                }
+                let slot = if role == Some(Role::CreditChina) {
+                    &mut r.credit_china_applied_at
+                } else {
+                    &mut r.gsxt_applied_at
+                };
+                if slot.is_some() {
+                    return Err(StateError::RepairState {
+                        repair: *repair,
+                        reason: "this registry already applied it".into(),
+                    });
+                }
+                *slot = Some(now);
+                if r.credit_china_applied_at.is_some() && r.gsxt_applied_at.is_some() {
+                    r.status = RepairStatus::Applied;
+                    if let Some(d) = r.deadline {
+                        self.delete(key(
+                            prefix::DEADLINE,
+                            &[&d.to_be_bytes(), repair.as_bytes()],
+                        ));
+                    }
+                    let rk = key(prefix::RECORD, &[r.record.as_bytes()]);
+                    if let Some(mut rec) = self.get::<RecordState>(&rk)? {
+                        rec.open_repair = None;
+                        rec.repaired = true;
+                        self.put_s(rk, &rec)?;
+                    }
+                }
+                self.put_s(pk, &r)?;
+            }
+            EntryKind::CheckpointCosigned {
+                size,
+                root,
+                signature,
+            } => {
+                let set = self.validators()?;
+                require_role(org_id.as_ref().is_some_and(|o| set.get(o).is_some()))?;
+                self.check_log_root(log, *size, root)?;
+                let text = checkpoint_text(&self.origin, *size, root);
+                sigs.push(SigRequirement {
+                    message: text.into_bytes(),
+                    key: author_key,
+                    signature: *signature,
+                });
+                let o = org_id
+                    .clone()
+                    .ok_or_else(|| StateError::Invalid("no org".into()))?;
+                let k = key(
+                    prefix::COSIGNED,
+                    &[&size.to_be_bytes(), o.as_str().as_bytes()],
+                );
+                if self.raw(&k).is_some() {
+                    return Err(StateError::AlreadyExists {
+                        what: "cosignature",
+                        id: format!("{o}@{size}"),
+                    });
+                }
+                self.entry.insert(k, Some(signature.0.to_vec()));
+            }
+            EntryKind::AnchorReceipt {
+                size,
+                root,
+                chain,
+                tx,
+            } => {
+                require_role(matches!(role, Some(Role::Agency | Role::Auditor)))?;
+                self.check_log_root(log, *size, root)?;
+                self.entry.insert(
+                    key(prefix::ANCHOR, &[&size.to_be_bytes(), chain.as_bytes()]),
+                    Some(tx.as_bytes().to_vec()),
+                );
+            }
+            EntryKind::Misbehaviour(ev) => {
+                let set = self.validators()?;
+                require_role(org_id.as_ref().is_some_and(|o| set.get(o).is_some()))?;
+                let offender = self
+                    .org(&ev.validator)?
+                    .ok_or_else(|| StateError::NotFound {
+                        what: "validator",
+                        id: ev.validator.to_string(),
+                    })?;
+                for (h, s) in [
+                    (&ev.header_a, &ev.signature_a),
+                    (&ev.header_b, &ev.signature_b),
+                ] {
+                    sigs.push(SigRequirement {
+                        message: signing_message(
+                            SigDomain::Commit,
+                            &crate::block::commit_payload(&self.chain, ev.height, h),
+                        ),
+                        key: offender.key,
+                        signature: *s,
+                    });
+                }
+                let k = key(
+                    prefix::EVIDENCE,
+                    &[
+                        ev.validator.as_str().as_bytes(),
+                        b"/",
+                        &ev.height.to_be_bytes(),
+                    ],
+                );
+                if self.raw(&k).is_some() {
+                    return Err(StateError::AlreadyExists {
+                        what: "evidence",
+                        id: format!("{}@{}", ev.validator, ev.height),
+                    });
+                }
+                self.entry.insert(k, Some(e.id.0.to_vec()));
+            }
+        }
+        Ok(Applied {
+            signatures: sigs,
+            firm,
+        })
+    }
+
+    fn require_org(&self, org: &OrgId) -> Result<(), StateError> {
+        if self.org(org)?.is_none() {
+            return Err(StateError::NotFound {
+                what: "organisation",
+                id: org.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn bank_signature(
+        &self,
+        req: &QueryRequest,
+        sig: &Signature,
+    ) -> Result<SigRequirement, StateError> {
+        let bank = self.org(&req.bank)?.ok_or_else(|| StateError::NotFound {
+            what: "bank",
+            id: req.bank.to_string(),
+        })?;
+        if bank.role != Role::Bank {
+            return Err(StateError::Invalid(format!("{} is not a bank", req.bank)));
+        }
+        let payload =
+            query_signing_payload(&self.chain, req).map_err(|err| StateError::Corrupt {
+                key: "query request".into(),
+                err,
+            })?;
+        Ok(SigRequirement {
+            message: signing_message(SigDomain::QueryRequest, &payload),
+            key: bank.key,
+            signature: *sig,
+        })
+    }
+
+    fn check_log_root(&self, log: &MerkleTree, size: u64, root: &Digest) -> Result<(), StateError> {
+        let actual = log.root_at(size).map_err(|e| StateError::Checkpoint {
+            size,
+            reason: e.to_string(),
+        })?;
+        if actual != root.0 {
+            return Err(StateError::Checkpoint {
+                size,
+                reason: "root differs from the log's root at that size".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the open block: returns its sorted write set, advances the state root and
+    /// commits the changes.
+    pub fn end_block(&mut self, height: u64, time: TimeMs) -> Result<WriteSet, StateError> {
+        if !self.in_block {
+            return Err(StateError::Sequence("no block is open".into()));
+        }
+        self.finish_block(height, time)
+            .map_err(|err| StateError::Corrupt {
+                key: "write set".into(),
+                err,
+            })
+    }
+
+    /// The state root the open block would produce, without closing it.
+    pub fn pending_root(&self, height: u64) -> Result<Digest, CodecError> {
+        let ws: WriteSet = self
+            .block
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(next_root(&self.root, height, &ws)?)
+    }
+
+    fn finish_block(&mut self, height: u64, time: TimeMs) -> Result<WriteSet, CodecError> {
+        self.commit_entry();
+        let block = std::mem::take(&mut self.block);
+        let ws: WriteSet = block.into_iter().collect();
+        self.root = next_root(&self.root, height, &ws)?;
+        for (k, v) in &ws {
+            match v {
+                Some(v) => {
+                    self.base.insert(k.clone(), v.clone());
+                }
+                None => {
+                    self.base.remove(k);
+                }
+            }
+        }
+        self.height = height;
+        self.time = time;
+        self.in_block = false;
+        Ok(ws)
+    }
+
+    /// Discards the open block.
+    pub fn rollback_block(&mut self) {
+        self.entry.clear();
+        self.block.clear();
+        self.in_block = false;
+    }
+}
+
+/// `root_h = tagged(State, root_{h-1} ‖ h (u64 BE) ‖ tagged(WriteSet, CBOR(write set)))`.
+pub fn next_root(prev: &Digest, height: u64, ws: &WriteSet) -> Result<Digest, CodecError> {
+    let encoded: Vec<(serde_bytes::ByteBuf, Option<serde_bytes::ByteBuf>)> = ws
+        .iter()
+        .map(|(k, v)| {
+            (
+                serde_bytes::ByteBuf::from(k.clone()),
+                v.clone().map(serde_bytes::ByteBuf::from),
+            )
+        })
+        .collect();
+    let ws_hash = hash::tagged(Domain::WriteSet, &[&codec::encode(&encoded)?]);
+    Ok(hash::tagged(
+        Domain::State,
+        &[prev.as_bytes(), &height.to_be_bytes(), ws_hash.as_bytes()],
+    ))
+}
+
+/// The C2SP tlog-checkpoint body for this log: origin, size, base64 root.
+pub fn checkpoint_text(origin: &str, size: u64, root: &Digest) -> String {
+    use base64::Engine as _;
+    format!(
+        "{origin}\n{size}\n{}\n",
+        base64::engine::general_purpose::STANDARD.encode(root.0)
+    )
+}

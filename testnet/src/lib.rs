@@ -1,0 +1,1 @@
+//! Local testnet tooling and benchmarks.
