@@ -25,6 +25,7 @@ pub mod hash;
 pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod sample;
 pub mod state;
 pub mod store;
 pub mod types;

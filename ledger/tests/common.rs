@@ -1,0 +1,130 @@
+//! Shared helpers for the ledger's integration tests: a sample consortium and a driver that
+//! builds, certifies and commits blocks through the same code the node uses.
+#![allow(dead_code)]
+
+use xinyi_ledger::chain::{Chain, CommittedBlock, Dropped};
+use xinyi_ledger::entry::{Consent, EntryKind, QueryRecord, QueryRequest};
+use xinyi_ledger::hash::{self, Digest, Domain};
+use xinyi_ledger::sample::SampleConsortium;
+use xinyi_ledger::types::{Category, OrgId, TimeMs, DAY_MS};
+use xinyi_ledger::{Entry, Uscc};
+
+pub const T0: TimeMs = 1_795_000_000_000;
+
+pub struct Driver {
+    pub c: SampleConsortium,
+    pub chain: Chain,
+    pub blocks: Vec<CommittedBlock>,
+    pub now: TimeMs,
+    pub nonce: u64,
+}
+
+impl Driver {
+    pub fn new() -> Driver {
+        let c = SampleConsortium::new(b"test", 1, T0);
+        let (chain, _) = Chain::from_genesis(&c.genesis).unwrap();
+        Driver {
+            c,
+            chain,
+            blocks: vec![],
+            now: T0 + 1000,
+            nonce: 0,
+        }
+    }
+
+    pub fn nonce(&mut self) -> u64 {
+        self.nonce += 1;
+        self.nonce
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        self.now += ms;
+    }
+
+    /// Builds, certifies and commits one block; returns what was dropped.
+    pub fn block(&mut self, entries: Vec<Entry>) -> Vec<Dropped> {
+        self.now += 10;
+        let proposer = OrgId::new("gz-credit").unwrap();
+        let (block, dropped) = self.chain.build_block(self.now, proposer, entries).unwrap();
+        let cert = self.c.certify(&block).unwrap();
+        let committed = self.chain.commit_built(cert).unwrap();
+        self.blocks.push(committed);
+        dropped
+    }
+
+    pub fn org(&mut self, org: &str, kind: EntryKind) -> Entry {
+        let n = self.nonce();
+        self.c.org_entry(org, self.now, n, kind).unwrap()
+    }
+
+    pub fn firm_e(&mut self, firm: Uscc, kind: EntryKind) -> Entry {
+        let n = self.nonce();
+        self.c.firm_entry(firm, self.now, n, kind).unwrap()
+    }
+
+    pub fn register_firm(&mut self, firm: Uscc) -> Entry {
+        let key = self.c.firm_key(&firm).public();
+        self.org("gz-credit", EntryKind::FirmRegistered { firm, key })
+    }
+
+    pub fn consent(&mut self, firm: Uscc, bank: &str, cats: &[Category], uses: u32) -> Entry {
+        self.firm_e(
+            firm,
+            EntryKind::ConsentGranted(Consent {
+                bank: OrgId::new(bank).unwrap(),
+                purpose: "loan application".into(),
+                categories: cats.to_vec(),
+                not_before: self.now - 1000,
+                not_after: self.now + 30 * DAY_MS,
+                max_uses: uses,
+            }),
+        )
+    }
+
+    pub fn request(
+        &mut self,
+        bank: &str,
+        firm: Uscc,
+        consent: Digest,
+        cats: &[Category],
+    ) -> QueryRequest {
+        QueryRequest {
+            bank: OrgId::new(bank).unwrap(),
+            firm,
+            consent,
+            categories: cats.to_vec(),
+            nonce: self.nonce(),
+            time: self.now,
+        }
+    }
+
+    pub fn served(&mut self, bank: &str, firm: Uscc, consent: Digest, cats: &[Category]) -> Entry {
+        let req = self.request(bank, firm, consent, cats);
+        let signed = self.c.signed_query(bank, req).unwrap();
+        self.org(
+            "gz-credit",
+            EntryKind::QueryServed(QueryRecord {
+                request: signed,
+                response: hash::tagged(Domain::Data, &[b"response"]),
+                records: vec![],
+            }),
+        )
+    }
+
+    pub fn bundle(&self) -> Vec<u8> {
+        let mut w = xinyi_ledger::bundle::BundleWriter::new(
+            Vec::new(),
+            self.c.genesis.to_json().as_bytes(),
+        )
+        .unwrap();
+        for b in &self.blocks {
+            w.block(&b.block.encode().unwrap(), &b.certificate.encode().unwrap())
+                .unwrap();
+        }
+        w.finish().unwrap()
+    }
+}
+
+pub fn firm(i: u32) -> Uscc {
+    SampleConsortium::firm(i).unwrap()
+}
