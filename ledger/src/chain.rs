@@ -119,6 +119,46 @@ struct Pending {
     log_size_before: u64,
 }
 
+/// Below this many signatures a batch is verified on the calling thread.
+const PARALLEL_MIN_SIGNATURES: usize = 512;
+
+/// Batch-verifies `checks`, split across the machine's cores when there are many. Returns the
+/// index of the first failing signature. The verdict does not depend on the split: every chunk
+/// is verified and the smallest failing index is reported.
+fn verify_parallel(checks: &[SigCheck<'_>]) -> Result<(), usize> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads <= 1 || checks.len() < PARALLEL_MIN_SIGNATURES {
+        return match keys::verify_many(checks) {
+            Ok(()) => Ok(()),
+            Err(KeyError::BadSignatureInBatch { index }) => Err(index),
+            Err(_) => Err(0),
+        };
+    }
+    let chunk = checks.len().div_ceil(threads);
+    let results: Vec<Result<(), usize>> = std::thread::scope(|s| {
+        let handles: Vec<_> = checks
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, part)| {
+                s.spawn(move || match keys::verify_many(part) {
+                    Ok(()) => Ok(()),
+                    Err(KeyError::BadSignatureInBatch { index }) => Err(i * chunk + index),
+                    Err(_) => Err(i * chunk),
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| h.join().unwrap_or(Err(i * chunk)))
+            .collect()
+    });
+    match results.into_iter().filter_map(Result::err).min() {
+        None => Ok(()),
+        Some(i) => Err(i),
+    }
+}
+
 /// State, log and head: a replica of the ledger in memory.
 pub struct Chain {
     genesis: Genesis,
@@ -252,10 +292,9 @@ impl Chain {
                 signature: &s.signature,
             })
             .collect();
-        match keys::verify_many(&checks) {
+        match verify_parallel(&checks) {
             Ok(()) => Ok(()),
-            Err(KeyError::BadSignatureInBatch { index }) => Err(owner[index]),
-            Err(_) => Err(0),
+            Err(index) => Err(owner.get(index).copied().unwrap_or(0)),
         }
     }
 
