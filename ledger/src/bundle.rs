@@ -72,6 +72,9 @@ impl BundleError {
     }
 }
 
+/// One block's stored bytes and its certificate's stored bytes.
+pub type BlockFrames = (Vec<u8>, Vec<u8>);
+
 /// Writes a bundle.
 pub struct BundleWriter<W: Write> {
     out: W,
@@ -186,7 +189,7 @@ impl<R: Read> BundleReader<R> {
         Ok(Some((head[0], payload)))
     }
 
-    fn next_pair(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, BundleError> {
+    fn next_pair(&mut self) -> Result<Option<BlockFrames>, BundleError> {
         let index = self.frames;
         match self.frame(MAX_BLOCK_BYTES)? {
             None => Err(BundleError::Truncated {
@@ -235,7 +238,7 @@ impl<R: Read> BundleReader<R> {
 }
 
 impl<R: Read> Iterator for BundleReader<R> {
-    type Item = Result<(Vec<u8>, Vec<u8>), BundleError>;
+    type Item = Result<BlockFrames, BundleError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {

@@ -1427,7 +1427,7 @@ impl State {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        Ok(next_root(&self.root, height, &ws)?)
+        next_root(&self.root, height, &ws)
     }
 
     fn finish_block(&mut self, height: u64, time: TimeMs) -> Result<WriteSet, CodecError> {

@@ -1,6 +1,6 @@
 //! Shared helpers for the ledger's integration tests: a sample consortium and a driver that
 //! builds, certifies and commits blocks through the same code the node uses.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::new_without_default)]
 
 use xinyi_ledger::chain::{Chain, CommittedBlock, Dropped};
 use xinyi_ledger::entry::{Consent, EntryKind, QueryRecord, QueryRequest};
