@@ -254,7 +254,7 @@ impl Chain {
 
     /// Checks that an entry could be included now (signatures included). Changes nothing.
     pub fn admit(&mut self, e: &Entry, now: TimeMs) -> Result<(), ChainErrorKind> {
-        let now = now.max(self.state.head().time + 1);
+        let now = now.max(self.state.head().time.saturating_add(1));
         let applied = self.state.check_entry(e, &self.log, now)?;
         self.verify_signatures(std::slice::from_ref(&applied))
             .map_err(|_| ChainErrorKind::Signature)
@@ -499,7 +499,7 @@ impl Chain {
             self.abort_built();
         }
         let height = self.height() + 1;
-        let time = time.max(self.state.head().time + 1);
+        let time = time.max(self.state.head().time.saturating_add(1));
         let max = self.state.params().max_block_entries as usize;
         let mut candidates = candidates;
         let mut dropped = Vec::new();

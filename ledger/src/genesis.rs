@@ -124,6 +124,11 @@ impl Genesis {
                 .verifying_key()
                 .map_err(|_| bad(format!("org {} has an invalid key", o.id)))?;
         }
+        if self.params.repair_deadline_working_days > 365 {
+            return Err(bad(
+                "repair_deadline_working_days must be at most 365".into()
+            ));
+        }
         if self.params.max_block_entries == 0 || self.params.entry_time_window_ms == 0 {
             return Err(bad("params must be positive".into()));
         }

@@ -828,7 +828,7 @@ impl State {
         let now = self.block_time;
         let w = self.params.entry_time_window_ms;
         let body = &e.body;
-        if body.time + w < now || body.time > now + w {
+        if body.time.saturating_add(w) < now || body.time > now.saturating_add(w) {
             return Err(StateError::StaleOrFuture {
                 entry: body.time,
                 block: now,
@@ -1158,7 +1158,9 @@ impl State {
                         id: open.to_hex(),
                     });
                 }
-                let ends = rec.published_at + u64::from(rec.min_publicity_days) * DAY_MS;
+                let ends = rec
+                    .published_at
+                    .saturating_add(u64::from(rec.min_publicity_days) * DAY_MS);
                 if now < ends {
                     return Err(StateError::PublicityPeriodNotElapsed { ends, now });
                 }

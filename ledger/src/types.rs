@@ -284,7 +284,7 @@ pub fn check_text(
 /// have passed (midnight CST after the n-th working day).
 pub fn working_days_deadline(t: TimeMs, n: u32) -> TimeMs {
     const CST_OFFSET_MS: u64 = 8 * 3_600_000;
-    let local_day = (t + CST_OFFSET_MS) / DAY_MS;
+    let local_day = t.saturating_add(CST_OFFSET_MS) / DAY_MS;
     // 1970-01-01 was a Thursday: weekday index 0 = Monday.
     let weekday = |day: u64| (day + 3) % 7;
     let mut day = local_day;
@@ -296,7 +296,9 @@ pub fn working_days_deadline(t: TimeMs, n: u32) -> TimeMs {
         }
     }
     // Midnight CST at the start of the day after `day`.
-    (day + 1) * DAY_MS - CST_OFFSET_MS
+    (day + 1)
+        .saturating_mul(DAY_MS)
+        .saturating_sub(CST_OFFSET_MS)
 }
 
 #[cfg(test)]

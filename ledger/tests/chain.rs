@@ -225,3 +225,51 @@ fn verifier_names_the_entry_with_a_bad_signature() {
     assert_eq!((err.height(), err.entry()), (Some(3), Some(1)), "{err}");
     assert_eq!(err.code(), "entry.bad_signature");
 }
+
+mod header_mutations {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+        #[test]
+        fn arbitrary_header_values_are_rejected_without_panic(
+            field in 0usize..6, value in any::<u64>()
+        ) {
+            let d = scenario();
+            let (mut replica, _) = Chain::from_genesis(&d.c.genesis).unwrap();
+            let b = &d.blocks[0];
+            let mut block = b.block.clone();
+            let h = &mut block.header;
+            match field {
+                0 => h.time = value,
+                1 => h.height = value,
+                2 => h.log_size = value,
+                3 => h.entry_count = value as u32,
+                4 => h.version = value as u32,
+                _ => h.prev.0[(value % 32) as usize] ^= 1,
+            }
+            prop_assume!(block != b.block);
+            // The certificate no longer matches, or a field is inconsistent: rejected either way.
+            prop_assert!(replica.apply_block(block.clone(), b.certificate.clone()).is_err());
+            // Even with a certificate re-signed over the mutated header.
+            let cert = d.c.certify(&block).unwrap();
+            prop_assert!(replica.apply_block(block, cert).is_err());
+            prop_assert_eq!(replica.height(), 0);
+        }
+    }
+
+    #[test]
+    fn unknown_header_version_is_named() {
+        let d = scenario();
+        let (mut replica, _) = Chain::from_genesis(&d.c.genesis).unwrap();
+        let mut block = d.blocks[0].block.clone();
+        block.header.version = 2;
+        let cert = d.c.certify(&block).unwrap();
+        let err = replica.apply_block(block, cert).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown header version 2"),
+            "{err}"
+        );
+    }
+}

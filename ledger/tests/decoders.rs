@@ -51,13 +51,25 @@ fn sample_entry() -> Entry {
 fn truncated_and_trailing_bytes_are_distinct_errors() {
     let e = sample_entry();
     let err = Entry::decode(&e.bytes[..e.bytes.len() - 1]).unwrap_err();
-    assert!(matches!(err, EntryError::Codec(CodecError::Malformed { .. })), "{err:?}");
+    assert!(
+        matches!(err, EntryError::Codec(CodecError::Malformed { .. })),
+        "{err:?}"
+    );
     let mut long = e.bytes.clone();
     long.push(0);
-    assert!(matches!(Entry::decode(&long).unwrap_err(), EntryError::Codec(CodecError::Malformed { .. })));
-    assert!(matches!(Entry::decode(&[]).unwrap_err(), EntryError::Codec(CodecError::Empty { .. })));
+    assert!(matches!(
+        Entry::decode(&long).unwrap_err(),
+        EntryError::Codec(CodecError::Malformed { .. })
+    ));
+    assert!(matches!(
+        Entry::decode(&[]).unwrap_err(),
+        EntryError::Codec(CodecError::Empty { .. })
+    ));
     let huge = vec![0u8; MAX_ENTRY_BYTES + 1];
-    assert!(matches!(Entry::decode(&huge).unwrap_err(), EntryError::Codec(CodecError::TooLarge { .. })));
+    assert!(matches!(
+        Entry::decode(&huge).unwrap_err(),
+        EntryError::Codec(CodecError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -67,7 +79,10 @@ fn non_canonical_encoding_is_rejected() {
     // Same content, named-field (non-packed) encoding.
     let named = serde_cbor::to_vec(&wire).unwrap();
     assert_ne!(named, e.bytes);
-    assert_eq!(Entry::decode(&named).unwrap_err().code(), "codec.non_canonical");
+    assert_eq!(
+        Entry::decode(&named).unwrap_err().code(),
+        "codec.non_canonical"
+    );
 }
 
 #[test]
@@ -80,10 +95,15 @@ fn unknown_entry_kind_is_rejected() {
     if let serde_cbor::Value::Map(m) = &mut body {
         let kind = m.get_mut(&serde_cbor::Value::Integer(3)).unwrap();
         *kind = serde_cbor::Value::Map(
-            [(serde_cbor::Value::Integer(99), serde_cbor::Value::Null)].into_iter().collect(),
+            [(serde_cbor::Value::Integer(99), serde_cbor::Value::Null)]
+                .into_iter()
+                .collect(),
         );
     }
-    let wire2 = EntryWire { body: serde_cbor::to_vec(&body).unwrap(), signature: wire.signature };
+    let wire2 = EntryWire {
+        body: serde_cbor::to_vec(&body).unwrap(),
+        signature: wire.signature,
+    };
     let bytes = codec::encode(&wire2).unwrap();
     assert_eq!(Entry::decode(&bytes).unwrap_err().code(), "codec.malformed");
 }
@@ -100,7 +120,11 @@ fn invalid_uscc_inside_an_entry_is_rejected_at_decode() {
     let mut raw = wire.body.clone();
     let at = raw.windows(18).position(|w| w == good.as_bytes()).unwrap() + 17;
     raw[at] = if raw[at] == b'0' { b'1' } else { b'0' };
-    let bytes = codec::encode(&EntryWire { body: raw, signature: wire.signature }).unwrap();
+    let bytes = codec::encode(&EntryWire {
+        body: raw,
+        signature: wire.signature,
+    })
+    .unwrap();
     let err = Entry::decode(&bytes).unwrap_err();
     assert_eq!(err.code(), "codec.malformed");
     assert!(err.to_string().contains("check"), "{err}");
@@ -113,7 +137,9 @@ fn wrong_author_kind_and_bad_fields_are_rejected_statically() {
         author: xinyi_ledger::entry::Author::Org(xinyi_ledger::OrgId::new("bank-a").unwrap()),
         time: d.now,
         nonce: 1,
-        kind: EntryKind::ConsentRevoked { consent: xinyi_ledger::Digest([1; 32]) },
+        kind: EntryKind::ConsentRevoked {
+            consent: xinyi_ledger::Digest([1; 32]),
+        },
     };
     let err = Entry::sign(&d.c.chain, body, d.c.key("bank-a").unwrap()).unwrap_err();
     assert_eq!(err.code(), "entry.wrong_author_kind");
@@ -156,13 +182,22 @@ fn certificate_with_duplicate_signer_is_rejected() {
     let mut dup = b.certificate.clone();
     dup.votes.push(dup.votes[0].clone());
     let set = d.chain.state().validators().unwrap();
-    assert_eq!(dup.verify(&b.block.header, &set).unwrap_err().code(), "cert.duplicate_signer");
+    assert_eq!(
+        dup.verify(&b.block.header, &set).unwrap_err().code(),
+        "cert.duplicate_signer"
+    );
     let mut wrong = b.certificate.clone();
     wrong.height += 1;
-    assert_eq!(wrong.verify(&b.block.header, &set).unwrap_err().code(), "cert.wrong_height");
+    assert_eq!(
+        wrong.verify(&b.block.header, &set).unwrap_err().code(),
+        "cert.wrong_height"
+    );
     let mut other = b.certificate.clone();
     other.header_hash = xinyi_ledger::Digest([3; 32]);
-    assert_eq!(other.verify(&b.block.header, &set).unwrap_err().code(), "cert.wrong_header");
+    assert_eq!(
+        other.verify(&b.block.header, &set).unwrap_err().code(),
+        "cert.wrong_header"
+    );
 }
 
 #[test]
