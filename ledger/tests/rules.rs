@@ -406,3 +406,124 @@ fn same_blocks_give_byte_identical_state_everywhere() {
     assert_eq!(kv_a, kv_b);
     assert_eq!(a.state_head().root, d.chain.state_head().root);
 }
+
+#[test]
+fn validator_set_change_and_key_rotation_take_effect_at_their_height() {
+    let mut d = Driver::new();
+    let k2 = xinyi_ledger::KeyPair::from_seed([7; 32]);
+    let sign_all = |d: &Driver, p: &MembershipProposal| {
+        let payload = xinyi_ledger::entry::membership_signing_payload(&d.c.chain, p).unwrap();
+        vec![Approval {
+            validator: OrgId::new("gz-credit").unwrap(),
+            signature: d
+                .c
+                .key("gz-credit")
+                .unwrap()
+                .sign(SigDomain::Membership, &payload),
+        }]
+    };
+    let p = MembershipProposal {
+        change: MemberChange::RegisterOrg {
+            org: OrgId::new("agency-2").unwrap(),
+            name: "Second agency".into(),
+            role: Role::Agency,
+            key: k2.public(),
+            power: 1,
+        },
+        effective_height: 3,
+    };
+    let approvals = sign_all(&d, &p);
+    let e = d.org(
+        "gz-credit",
+        EntryKind::Membership(MembershipChange {
+            proposal: p,
+            approvals,
+        }),
+    );
+    assert_eq!(one(&mut d, e), None); // height 1
+    d.block(vec![]); // height 2, still one validator
+    assert_eq!(d.chain.state().validators().unwrap().validators.len(), 1);
+    // Height 3: two validators of power 1 each; quorum is 2, so gz-credit alone cannot certify.
+    let (block, _) = d
+        .chain
+        .build_block(d.now + 10, OrgId::new("gz-credit").unwrap(), vec![])
+        .unwrap();
+    let set = d.chain.pending_validators().unwrap();
+    assert_eq!(set.validators.len(), 2);
+    assert_eq!(set.quorum(), 2);
+    let alone = d.c.certify(&block).unwrap();
+    assert_eq!(
+        d.chain.commit_built(alone.clone()).unwrap_err().kind.code(),
+        "cert.below_quorum"
+    );
+    let hh = block.header.hash().unwrap();
+    let mut both = alone;
+    both.votes.insert(
+        0,
+        xinyi_ledger::block::sign_commit(&k2, OrgId::new("agency-2").unwrap(), &d.c.chain, 3, &hh),
+    );
+    let committed = d.chain.commit_built(both).unwrap();
+    d.blocks.push(committed);
+    // Rotate agency-2's key from height 5 on (approved by both validators).
+    let k2b = xinyi_ledger::KeyPair::from_seed([8; 32]);
+    let p = MembershipProposal {
+        change: MemberChange::RotateKey {
+            org: OrgId::new("agency-2").unwrap(),
+            key: k2b.public(),
+        },
+        effective_height: 5,
+    };
+    let payload = xinyi_ledger::entry::membership_signing_payload(&d.c.chain, &p).unwrap();
+    let approvals = vec![
+        Approval {
+            validator: OrgId::new("agency-2").unwrap(),
+            signature: k2.sign(SigDomain::Membership, &payload),
+        },
+        Approval {
+            validator: OrgId::new("gz-credit").unwrap(),
+            signature: d
+                .c
+                .key("gz-credit")
+                .unwrap()
+                .sign(SigDomain::Membership, &payload),
+        },
+    ];
+    let e = d.org(
+        "gz-credit",
+        EntryKind::Membership(MembershipChange {
+            proposal: p,
+            approvals,
+        }),
+    );
+    for (h, key) in [(4u64, &k2), (5, &k2b)] {
+        d.now += 10;
+        let entries = if h == 4 { vec![e.clone()] } else { vec![] };
+        let (block, dropped) = d
+            .chain
+            .build_block(d.now, OrgId::new("gz-credit").unwrap(), entries)
+            .unwrap();
+        assert!(dropped.is_empty(), "{dropped:?}");
+        let hh = block.header.hash().unwrap();
+        let mut cert = d.c.certify(&block).unwrap();
+        cert.votes.insert(
+            0,
+            xinyi_ledger::block::sign_commit(
+                key,
+                OrgId::new("agency-2").unwrap(),
+                &d.c.chain,
+                h,
+                &hh,
+            ),
+        );
+        let committed = d.chain.commit_built(cert).unwrap();
+        d.blocks.push(committed);
+    }
+    // A replica accepts exactly these certificates.
+    let (mut replica, _) = xinyi_ledger::Chain::from_genesis(&d.c.genesis).unwrap();
+    for b in &d.blocks {
+        replica
+            .apply_block(b.block.clone(), b.certificate.clone())
+            .unwrap();
+    }
+    assert_eq!(replica.state_head(), d.chain.state_head());
+}
