@@ -1,1 +1,1105 @@
-fn main() {}
+//! `xinyi`: the command line for banks, firms and auditors.
+//!
+//! Parses arguments (clap), signs with the key given by `--key`, talks to one node (`--node`)
+//! and verifies every proof the node returns before printing the result. Usage errors exit 2
+//! (clap); every other failure prints one line `error: ...` on stderr and exits 1. This file is
+//! wiring only: HTTP is in `xinyi_client::api`, signing in `signer`, checks in `proof`/`audit`.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use xinyi_client::api::{one_line, Api, ApiError, EntryAnswer, Health, WriteAnswer};
+use xinyi_client::audit;
+use xinyi_client::fmt_time;
+use xinyi_client::proof::{self, Included, Trust};
+use xinyi_client::signer::{parse_uscc, Signer};
+use xinyi_ledger::entry::{Consent, Entry, EntryKind, QueryRequest};
+use xinyi_ledger::genesis::Genesis;
+use xinyi_ledger::hash::{self, Digest};
+use xinyi_ledger::types::{Category, Grade, OrgId, DAY_MS};
+use xinyi_ledger::KeyPair;
+
+#[derive(Parser)]
+#[command(
+    name = "xinyi",
+    version,
+    about = "xinyi (信易) client: consents, authorized credit queries, access logs, credit repair and audit"
+)]
+struct Cli {
+    /// Node base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "XINYI_NODE",
+        default_value = "http://127.0.0.1:7878"
+    )]
+    node: String,
+    /// Signing key file (`xinyi-ed25519-secret:<hex>`).
+    #[arg(long, global = true, env = "XINYI_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Signer identity; inferred from the key file name (firm-<USCC>.key, <org>.key) if absent.
+    #[arg(long = "as", global = true, value_name = "org:<id>|firm:<USCC>")]
+    as_: Option<String>,
+    /// Trusted genesis file (validator keys for checkpoints); fetched from the node if absent.
+    #[arg(long, global = true, env = "XINYI_GENESIS", value_name = "FILE")]
+    genesis: Option<PathBuf>,
+    /// Machine-readable JSON output on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a signing key file (mode 0600; never overwrites).
+    Keygen {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show the node's health (chain id, height, log size, clock).
+    Status,
+    /// Grant, revoke or show consents (firm).
+    #[command(subcommand)]
+    Consent(ConsentCmd),
+    /// Submit an authorized query (bank) and verify the returned proof.
+    Query {
+        /// Consent id.
+        #[arg(long)]
+        consent: String,
+        /// Firm USCC.
+        #[arg(long)]
+        firm: String,
+        /// Categories, comma-separated.
+        #[arg(long)]
+        categories: String,
+    },
+    /// Every query and denial on a firm's data (signed by the firm or an auditor).
+    AccessLog {
+        /// Firm USCC.
+        #[arg(long)]
+        firm: String,
+    },
+    /// Published credit records of a firm.
+    Records {
+        /// Firm USCC.
+        #[arg(long)]
+        firm: String,
+    },
+    /// Credit repair (信用修复): request, decide, apply, status.
+    #[command(subcommand)]
+    Repair(RepairCmd),
+    /// Credit commitments (信用承诺).
+    #[command(subcommand)]
+    Commitment(CommitmentCmd),
+    /// Supervision grades.
+    #[command(subcommand)]
+    Grade(GradeCmd),
+    /// Inclusion proofs.
+    #[command(subcommand)]
+    Proof(ProofCmd),
+    /// Verify the whole chain.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Download the node's audit bundle.
+    Export {
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsentCmd {
+    /// Grant a bank a consent (signed by the firm).
+    Grant {
+        /// Firm USCC (must be the signer).
+        #[arg(long)]
+        firm: String,
+        /// Bank org id.
+        #[arg(long)]
+        bank: String,
+        /// Categories, comma-separated.
+        #[arg(long)]
+        categories: String,
+        /// Number of queries allowed.
+        #[arg(long)]
+        uses: u32,
+        /// Validity in days from now.
+        #[arg(long)]
+        days: u32,
+        /// Purpose.
+        #[arg(long, default_value = "loan application")]
+        purpose: String,
+    },
+    /// Revoke a consent (signed by the firm).
+    Revoke {
+        /// Consent id.
+        id: String,
+    },
+    /// Show a consent.
+    Show {
+        /// Consent id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepairCmd {
+    /// Ask for a record to be repaired (firm).
+    Request {
+        /// Record id.
+        #[arg(long)]
+        record: String,
+        /// File proving obligations were fulfilled (only its salted digest is logged).
+        #[arg(long)]
+        fulfilment: Option<PathBuf>,
+        /// Signed commitment letter file (only its salted digest is logged).
+        #[arg(long)]
+        letter: Option<PathBuf>,
+    },
+    /// Approve or reject a repair (the penalising agency).
+    Decide {
+        /// Repair id.
+        id: String,
+        #[command(flatten)]
+        verdict: Verdict,
+        /// Reason.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Record that this registry applied an approved repair.
+    Apply {
+        /// Repair id.
+        id: String,
+    },
+    /// Show a repair's status (overdue evaluated at the node clock).
+    Status {
+        /// Repair id.
+        id: String,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Verdict {
+    /// Approve.
+    #[arg(long)]
+    approve: bool,
+    /// Reject.
+    #[arg(long)]
+    reject: bool,
+}
+
+#[derive(Subcommand)]
+enum CommitmentCmd {
+    /// Make a commitment to an agency (firm).
+    Make {
+        /// Agency org id.
+        #[arg(long)]
+        agency: String,
+        /// Commitment text (only its salted digest is logged).
+        #[arg(long)]
+        text: String,
+        /// Due in this many days.
+        #[arg(long)]
+        due_days: u32,
+    },
+    /// Record a commitment as broken (agency).
+    Broken {
+        /// Commitment id.
+        id: String,
+        /// Finding text (only its salted digest is logged).
+        #[arg(long)]
+        finding: String,
+    },
+    /// Show a commitment.
+    Show {
+        /// Commitment id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GradeCmd {
+    /// Assign a supervision grade (agency).
+    Assign {
+        /// Firm USCC.
+        #[arg(long)]
+        firm: String,
+        /// Supervision domain, e.g. food-drug.
+        #[arg(long)]
+        domain: String,
+        /// a|b|c|d|green|blue|yellow|red.
+        #[arg(long)]
+        grade: String,
+    },
+    /// Show a firm's grade in a domain.
+    Show {
+        /// Firm USCC.
+        #[arg(long)]
+        firm: String,
+        /// Domain.
+        #[arg(long)]
+        domain: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProofCmd {
+    /// Verify an entry's inclusion in a signed checkpoint (online by position, or offline).
+    Verify {
+        /// Fetch this log position from the node.
+        #[arg(long, conflicts_with_all = ["entry", "proof", "checkpoint"])]
+        entry_position: Option<u64>,
+        /// With --entry-position: save entry.bin, proof.json and checkpoint.txt here.
+        #[arg(long, requires = "entry_position")]
+        save: Option<PathBuf>,
+        /// Offline: stored entry bytes (raw or base64).
+        #[arg(long, requires_all = ["proof", "checkpoint"])]
+        entry: Option<PathBuf>,
+        /// Offline: JSON with "position" and "inclusion_proof".
+        #[arg(long, requires = "entry")]
+        proof: Option<PathBuf>,
+        /// Offline: signed checkpoint note.
+        #[arg(long, requires = "entry")]
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify every block, certificate, signature and state transition from the genesis.
+    Verify {
+        /// Offline: an audit bundle file (needs --genesis).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+    },
+}
+
+/// Everything a command needs: flags, the node, and lazily its health and trust.
+struct Ctx {
+    api: Api,
+    json: bool,
+    key: Option<PathBuf>,
+    as_: Option<String>,
+    genesis: Option<PathBuf>,
+}
+
+fn out(s: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(s.as_bytes());
+    if !s.ends_with('\n') {
+        let _ = o.write_all(b"\n");
+    }
+    let _ = o.flush();
+}
+
+fn out_json(v: &Value) {
+    out(&serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn warn(s: &str) {
+    let _ = writeln!(std::io::stderr(), "warning: {s}");
+}
+
+fn digest_arg(what: &str, s: &str) -> Result<Digest> {
+    Digest::from_hex(s.trim()).map_err(|e| anyhow!("invalid {what} {s:?}: {e}"))
+}
+
+fn org_arg(what: &str, s: &str) -> Result<OrgId> {
+    OrgId::new(s).map_err(|e| anyhow!("{what}: {e}"))
+}
+
+fn categories_arg(s: &str) -> Result<Vec<Category>> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        v.push(Category::parse(part).map_err(|e| anyhow!("{e}"))?);
+    }
+    if v.is_empty() {
+        bail!("--categories: at least one category is required");
+    }
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+fn read_genesis(path: &Path) -> Result<Genesis> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read genesis {}", path.display()))?;
+    Genesis::from_json(&bytes).map_err(|e| anyhow!("genesis {}: {e}", path.display()))
+}
+
+impl Ctx {
+    fn signer(&self) -> Result<Signer> {
+        Signer::load(self.key.as_deref(), self.as_.as_deref())
+    }
+
+    fn health(&self) -> Result<Health> {
+        let h = self.api.health()?;
+        if h.status != "ok" {
+            bail!("node at {} reports status {:?}", self.api.base(), h.status);
+        }
+        Ok(h)
+    }
+
+    /// The trusted genesis: `--genesis`, or the node's (with `fetched = true`).
+    fn genesis(&self) -> Result<(Genesis, bool)> {
+        match &self.genesis {
+            Some(p) => Ok((read_genesis(p)?, false)),
+            None => {
+                let text = self.api.get_text("/v1/genesis")?;
+                let g = Genesis::from_json(text.as_bytes())
+                    .map_err(|e| anyhow!("the node's genesis is unusable: {e}"))?;
+                Ok((g, true))
+            }
+        }
+    }
+
+    fn trust(&self, health: Option<&Health>) -> Result<Trust> {
+        let (g, _) = self.genesis()?;
+        let t = Trust::from_genesis(&g)?;
+        if let Some(h) = health {
+            if h.chain_id != t.chain_id {
+                bail!(
+                    "chain.mismatch: the node serves chain {} but the genesis is chain {}",
+                    h.chain_id,
+                    t.chain_id
+                );
+            }
+        }
+        Ok(t)
+    }
+
+    /// Signs `kind`, posts it to `path`, checks the answer and its inclusion proof.
+    fn submit(
+        &self,
+        signer: &Signer,
+        path: &str,
+        kind: EntryKind,
+    ) -> Result<(Entry, WriteAnswer, Included)> {
+        let h = self.health()?;
+        let entry = signer.entry(&h.chain_id, h.time_ms, kind)?;
+        let ans = self.api.post_entry(path, &entry.bytes)?;
+        if ans.id != entry.id {
+            bail!(
+                "the node answered for entry {} but the submitted entry is {}",
+                ans.id,
+                entry.id
+            );
+        }
+        let trust = self.trust(Some(&h))?;
+        let inc = proof::verify_inclusion(
+            &trust,
+            &entry.bytes,
+            ans.position,
+            &ans.inclusion_proof,
+            &ans.checkpoint,
+        )?;
+        Ok((entry, ans, inc))
+    }
+
+    fn report_write(&self, what: &str, ans: &WriteAnswer, inc: &Included, extra: Value) {
+        if self.json {
+            let mut v = serde_json::to_value(ans).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.insert(
+                    "verified".into(),
+                    json!({"position": inc.position, "checkpoint_size": inc.size}),
+                );
+                if let Value::Object(x) = extra {
+                    m.extend(x);
+                }
+            }
+            out_json(&v);
+        } else {
+            let mut s = format!(
+                "{what}: id {}\n  {} at log position {} in block {} ({})\n",
+                ans.id, ans.kind, ans.position, ans.height, ans.block_hash
+            );
+            if let Value::Object(x) = extra {
+                for (k, v) in x {
+                    s += &format!(
+                        "  {k}: {}\n",
+                        v.as_str().map_or(v.to_string(), str::to_string)
+                    );
+                }
+            }
+            s += &inc.to_string();
+            out(&s);
+        }
+    }
+
+    fn show(&self, v: &Value) {
+        if self.json {
+            out_json(v);
+        } else {
+            out(&human(v, 0));
+        }
+    }
+}
+
+/// A plain indented rendering of a JSON value (times ending in `_at`/`time` get a UTC form).
+fn human(v: &Value, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Object(m) => {
+            let mut s = String::new();
+            for (k, x) in m {
+                match x {
+                    Value::Object(_) | Value::Array(_) if !is_scalar_array(x) => {
+                        s += &format!("{pad}{k}:\n{}", human(x, indent + 2));
+                    }
+                    _ => {
+                        let mut line = scalar(x);
+                        if let Some(n) = x.as_u64() {
+                            if (k.ends_with("_at")
+                                || k == "time"
+                                || k == "deadline"
+                                || k == "due"
+                                || k.starts_with("not_"))
+                                && n > 1_000_000_000_000
+                            {
+                                line = format!("{n} ({})", fmt_time(n));
+                            }
+                        }
+                        s += &format!("{pad}{k}: {line}\n");
+                    }
+                }
+            }
+            s
+        }
+        Value::Array(a) => {
+            let mut s = String::new();
+            for (i, x) in a.iter().enumerate() {
+                s += &format!("{pad}- [{i}]\n{}", human(x, indent + 2));
+            }
+            s
+        }
+        x => format!("{pad}{}\n", scalar(x)),
+    }
+}
+
+fn is_scalar_array(v: &Value) -> bool {
+    matches!(v, Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()))
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        Value::Array(a) => a.iter().map(scalar).collect::<Vec<_>>().join(", "),
+        x => x.to_string(),
+    }
+}
+
+fn keygen(ctx: &Ctx, out_path: &Path) -> Result<()> {
+    let key = KeyPair::generate();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(out_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow!(
+                "{} already exists; refusing to overwrite a key",
+                out_path.display()
+            )
+        } else {
+            anyhow!("cannot create {}: {e}", out_path.display())
+        }
+    })?;
+    f.write_all(key.to_file_text().as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", out_path.display()))?;
+    if ctx.json {
+        out_json(&json!({"file": out_path, "public_key": key.public().to_hex()}));
+    } else {
+        out(&format!(
+            "wrote {} (mode 0600)\npublic key: {}",
+            out_path.display(),
+            key.public().to_hex()
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct QueryOk<'a> {
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+    salt: String,
+    response_digest: Digest,
+    record: WriteAnswer,
+}
+
+fn query(ctx: &Ctx, consent: &str, firm: &str, categories: &str) -> Result<()> {
+    let firm = parse_uscc(firm)?;
+    let consent = digest_arg("consent id", consent)?;
+    let categories = categories_arg(categories)?;
+    let signer = ctx.signer()?;
+    let bank = signer.org("a query")?;
+    let h = ctx.health()?;
+    let signed = signer.query(
+        &h.chain_id,
+        QueryRequest {
+            bank,
+            firm,
+            consent,
+            categories,
+            nonce: rand::random(),
+            time: h.time_ms,
+        },
+    )?;
+    let body = json!({ "request": signed });
+    let text = match ctx.api.post_text("/v1/queries", &body) {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(api) = e.downcast_ref::<ApiError>() {
+                if let Some(d) = api.body.get("denial") {
+                    let pos = d.get("position").and_then(Value::as_u64);
+                    if ctx.json {
+                        out_json(&api.body);
+                    }
+                    return Err(anyhow!(
+                        "query refused: {}{}",
+                        api,
+                        pos.map(|p| format!("; denial recorded at log position {p}"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+            return Err(e);
+        }
+    };
+    let ok: QueryOk<'_> = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("the node's query answer is not as specified: {e}"))?;
+    let data: Value = serde_json::from_str(ok.data.get())
+        .map_err(|e| anyhow!("the node's query data is not JSON: {e}"))?;
+    // 1. The data matches the digest that was logged.
+    proof::verify_response_digest(ok.data.get(), &data, &ok.salt, &ok.response_digest)?;
+    // 2. The logged entry is a QueryServed of exactly this request with that digest.
+    let ea: EntryAnswer = ctx
+        .api
+        .get(&format!("/v1/entries/{}", ok.record.position))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(ea.entry.trim())
+        .map_err(|_| anyhow!("the node's entry is not base64"))?;
+    let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    if entry.id != ok.record.id {
+        bail!(
+            "query.record_mismatch: entry at position {} is not the query record",
+            ok.record.position
+        );
+    }
+    match &entry.body.kind {
+        EntryKind::QueryServed(q) if q.request == signed && q.response == ok.response_digest => {}
+        _ => bail!("query.record_mismatch: the logged query record does not match this request and response"),
+    }
+    // 3. That entry is in the signed checkpoint the node returned.
+    let trust = ctx.trust(Some(&h))?;
+    let inc = proof::verify_inclusion(
+        &trust,
+        &entry.bytes,
+        ok.record.position,
+        &ok.record.inclusion_proof,
+        &ok.record.checkpoint,
+    )?;
+    if ctx.json {
+        out_json(&json!({
+            "data": data,
+            "salt": ok.salt,
+            "response_digest": ok.response_digest,
+            "record": ok.record,
+            "verified": {"position": inc.position, "checkpoint_size": inc.size, "response_digest": true},
+        }));
+    } else {
+        let mut s = format!(
+            "query served: record {} at log position {} in block {}\n",
+            ok.record.id, ok.record.position, ok.record.height
+        );
+        s += &human(&data, 2);
+        s += "verified: response digest matches the logged record\n";
+        s += &inc.to_string();
+        out(&s);
+    }
+    Ok(())
+}
+
+fn access_log(ctx: &Ctx, firm: &str) -> Result<()> {
+    let firm = parse_uscc(firm)?;
+    let signer = ctx.signer()?;
+    let h = ctx.health()?;
+    let path = format!("/v1/firms/{firm}/access-log");
+    let auth = signer.auth_header(&h.chain_id, "GET", &path, h.time_ms);
+    let v: Value = ctx.api.get_auth(&path, &auth)?;
+    if ctx.json {
+        out_json(&v);
+        return Ok(());
+    }
+    let entries = v
+        .get("entries")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut s = format!("access log of {firm}: {} entries\n", entries.len());
+    for e in &entries {
+        let g = |k: &str| e.get(k).map(scalar).unwrap_or_else(|| "-".into());
+        let time = e
+            .get("time")
+            .and_then(Value::as_u64)
+            .map(fmt_time)
+            .unwrap_or_default();
+        s += &format!(
+            "  #{:<6} {} {:<13} bank {:<10} consent {} [{}]{}\n",
+            g("position"),
+            time,
+            g("kind"),
+            g("bank"),
+            g("consent"),
+            g("categories"),
+            e.get("reason")
+                .filter(|r| !r.is_null())
+                .map(|r| format!(" reason {}", scalar(r)))
+                .unwrap_or_default()
+        );
+    }
+    out(&s);
+    Ok(())
+}
+
+fn salted_random(data: &[u8]) -> (Digest, String) {
+    let salt: [u8; 32] = rand::random();
+    (hash::salted(&salt, data), hex::encode(salt))
+}
+
+fn file_or(path: Option<&Path>, default: String) -> Result<Vec<u8>> {
+    match path {
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display())),
+        None => Ok(default.into_bytes()),
+    }
+}
+
+fn parse_grade(s: &str) -> Result<Grade> {
+    serde_json::from_value(Value::String(s.trim().to_ascii_lowercase())).map_err(|_| {
+        anyhow!("unknown grade {s:?}; expected one of a, b, c, d, green, blue, yellow, red")
+    })
+}
+
+fn proof_verify_online(ctx: &Ctx, position: u64, save: Option<&Path>) -> Result<()> {
+    let h = ctx.health()?;
+    let ea: EntryAnswer = ctx.api.get(&format!("/v1/entries/{position}"))?;
+    if ea.position != position {
+        bail!(
+            "the node answered with position {} for {position}",
+            ea.position
+        );
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(ea.entry.trim())
+        .map_err(|_| anyhow!("the node's entry is not base64"))?;
+    let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    let trust = ctx.trust(Some(&h))?;
+    let inc = proof::verify_inclusion(
+        &trust,
+        &bytes,
+        position,
+        &ea.inclusion_proof,
+        &ea.checkpoint,
+    )?;
+    if let Some(dir) = save {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let w = |name: &str, data: &[u8]| {
+            std::fs::write(dir.join(name), data)
+                .with_context(|| format!("writing {}", dir.join(name).display()))
+        };
+        w("entry.bin", &bytes)?;
+        w(
+            "proof.json",
+            serde_json::to_string_pretty(
+                &json!({"position": position, "inclusion_proof": ea.inclusion_proof}),
+            )
+            .unwrap_or_default()
+            .as_bytes(),
+        )?;
+        w("checkpoint.txt", ea.checkpoint.as_bytes())?;
+    }
+    report_proof(ctx, &entry, &inc);
+    Ok(())
+}
+
+fn report_proof(ctx: &Ctx, entry: &Entry, inc: &Included) {
+    if ctx.json {
+        out_json(&json!({
+            "id": entry.id,
+            "kind": entry.body.kind.name(),
+            "position": inc.position,
+            "checkpoint_size": inc.size,
+            "verified": true,
+        }));
+    } else {
+        out(&format!(
+            "{} entry {}\n{inc}",
+            entry.body.kind.name(),
+            entry.id
+        ));
+    }
+}
+
+#[derive(Deserialize)]
+struct ProofFile {
+    position: u64,
+    inclusion_proof: Vec<String>,
+}
+
+fn proof_verify_offline(
+    ctx: &Ctx,
+    entry: &Path,
+    proof_file: &Path,
+    checkpoint: &Path,
+) -> Result<()> {
+    let gpath = ctx.genesis.as_deref().ok_or_else(|| {
+        anyhow!("offline proof verification needs --genesis FILE (the trusted validator keys)")
+    })?;
+    let trust = Trust::from_genesis(&read_genesis(gpath)?)?;
+    let raw = std::fs::read(entry).with_context(|| format!("cannot read {}", entry.display()))?;
+    let bytes = match Entry::decode(&raw) {
+        Ok(_) => raw,
+        Err(_) => base64::engine::general_purpose::STANDARD
+            .decode(String::from_utf8_lossy(&raw).trim())
+            .map_err(|_| anyhow!("{} holds neither entry bytes nor base64", entry.display()))?,
+    };
+    let e = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    let pf: ProofFile = serde_json::from_slice(
+        &std::fs::read(proof_file)
+            .with_context(|| format!("cannot read {}", proof_file.display()))?,
+    )
+    .map_err(|e| {
+        anyhow!(
+            "{}: expected {{\"position\", \"inclusion_proof\"}}: {e}",
+            proof_file.display()
+        )
+    })?;
+    let note = std::fs::read_to_string(checkpoint)
+        .with_context(|| format!("cannot read {}", checkpoint.display()))?;
+    let inc = proof::verify_inclusion(&trust, &bytes, pf.position, &pf.inclusion_proof, &note)?;
+    report_proof(ctx, &e, &inc);
+    Ok(())
+}
+
+/// Runs `audit verify`. Returns Ok(false) when the chain fails verification (already reported).
+fn audit_verify(ctx: &Ctx, bundle: Option<&Path>) -> Result<bool> {
+    let show = !ctx.json && std::io::stderr().is_terminal();
+    let result = match bundle {
+        Some(b) => {
+            let gpath = ctx.genesis.as_deref().ok_or_else(|| {
+                anyhow!("audit verify --bundle needs --genesis FILE (the trusted genesis)")
+            })?;
+            let genesis = read_genesis(gpath)?;
+            let f = std::fs::File::open(b)
+                .with_context(|| format!("cannot open bundle {}", b.display()))?;
+            audit::run(&genesis, f, 0, show)
+        }
+        None => {
+            let h = ctx.health()?;
+            let (genesis, fetched) = ctx.genesis()?;
+            if fetched {
+                warn(&format!(
+                    "using the genesis fetched from {}: a fetched genesis is only as trustworthy as the node; pass --genesis FILE to audit against a genesis you trust",
+                    ctx.api.base()
+                ));
+            }
+            let stream = ctx.api.get_stream("/v1/export")?;
+            audit::run(&genesis, stream, h.height, show)
+        }
+    };
+    match result {
+        Ok(s) => {
+            if ctx.json {
+                out_json(&serde_json::to_value(&s).unwrap_or(Value::Null));
+            } else {
+                out(&s.text());
+            }
+            Ok(true)
+        }
+        Err(f) => {
+            if ctx.json {
+                out_json(&serde_json::to_value(&f).unwrap_or(Value::Null));
+            }
+            let _ = writeln!(std::io::stderr(), "error: {}", f.line());
+            Ok(false)
+        }
+    }
+}
+
+fn export(ctx: &Ctx, path: &Path) -> Result<()> {
+    let mut stream = ctx.api.get_stream("/v1/export")?;
+    let tmp = path.with_extension("part");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let n = std::io::copy(&mut stream, &mut f).with_context(|| "downloading the bundle")?;
+    f.sync_all()
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    if ctx.json {
+        out_json(&json!({"file": path, "bytes": n}));
+    } else {
+        out(&format!("wrote {} ({n} bytes); verify it with: xinyi audit verify --bundle {} --genesis GENESIS", path.display(), path.display()));
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    let ctx = Ctx {
+        api: Api::new(&cli.node),
+        json: cli.json,
+        key: cli.key,
+        as_: cli.as_,
+        genesis: cli.genesis,
+    };
+    match cli.cmd {
+        Cmd::Keygen { out } => keygen(&ctx, &out)?,
+        Cmd::Status => {
+            let h = ctx.health()?;
+            ctx.show(&serde_json::to_value(&h)?);
+        }
+        Cmd::Consent(c) => match c {
+            ConsentCmd::Grant {
+                firm,
+                bank,
+                categories,
+                uses,
+                days,
+                purpose,
+            } => {
+                let firm = parse_uscc(&firm)?;
+                let bank = org_arg("--bank", &bank)?;
+                let categories = categories_arg(&categories)?;
+                if uses == 0 {
+                    bail!("--uses must be at least 1");
+                }
+                if days == 0 {
+                    bail!("--days must be at least 1");
+                }
+                let signer = ctx.signer()?;
+                let me = signer.firm("a consent")?;
+                if me != firm {
+                    bail!("the key signs as firm {me} but --firm is {firm}: a consent is granted by the firm itself");
+                }
+                let now = ctx.health()?.time_ms;
+                let kind = EntryKind::ConsentGranted(Consent {
+                    bank,
+                    purpose,
+                    categories,
+                    not_before: now.saturating_sub(60_000),
+                    not_after: now + u64::from(days) * DAY_MS,
+                    max_uses: uses,
+                });
+                let (_, ans, inc) = ctx.submit(&signer, "/v1/consents", kind)?;
+                ctx.report_write("consent granted", &ans, &inc, json!({}));
+            }
+            ConsentCmd::Revoke { id } => {
+                let consent = digest_arg("consent id", &id)?;
+                let signer = ctx.signer()?;
+                signer.firm("a revocation")?;
+                let (_, ans, inc) = ctx.submit(
+                    &signer,
+                    &format!("/v1/consents/{consent}/revoke"),
+                    EntryKind::ConsentRevoked { consent },
+                )?;
+                ctx.report_write("consent revoked", &ans, &inc, json!({"consent": consent}));
+            }
+            ConsentCmd::Show { id } => {
+                let id = digest_arg("consent id", &id)?;
+                let v: Value = ctx.api.get(&format!("/v1/consents/{id}"))?;
+                ctx.show(&v);
+            }
+        },
+        Cmd::Query {
+            consent,
+            firm,
+            categories,
+        } => query(&ctx, &consent, &firm, &categories)?,
+        Cmd::AccessLog { firm } => access_log(&ctx, &firm)?,
+        Cmd::Records { firm } => {
+            let firm = parse_uscc(&firm)?;
+            let v: Value = ctx.api.get(&format!("/v1/firms/{firm}/records"))?;
+            ctx.show(&v);
+        }
+        Cmd::Repair(r) => match r {
+            RepairCmd::Request {
+                record,
+                fulfilment,
+                letter,
+            } => {
+                let record = digest_arg("record id", &record)?;
+                let signer = ctx.signer()?;
+                signer.firm("a repair request")?;
+                let f = file_or(fulfilment.as_deref(), format!("fulfilment of {record}"))?;
+                let l = file_or(letter.as_deref(), format!("commitment letter for {record}"))?;
+                let (fd, fs) = salted_random(&f);
+                let (ld, ls) = salted_random(&l);
+                let (_, ans, inc) = ctx.submit(
+                    &signer,
+                    "/v1/repairs",
+                    EntryKind::RepairRequested {
+                        record,
+                        fulfilment: fd,
+                        commitment_letter: ld,
+                    },
+                )?;
+                ctx.report_write(
+                    "repair requested",
+                    &ans,
+                    &inc,
+                    json!({"fulfilment_salt": fs, "commitment_letter_salt": ls}),
+                );
+            }
+            RepairCmd::Decide {
+                id,
+                verdict,
+                reason,
+            } => {
+                let repair = digest_arg("repair id", &id)?;
+                let signer = ctx.signer()?;
+                signer.org("a repair decision")?;
+                let approved = verdict.approve && !verdict.reject;
+                let (_, ans, inc) = ctx.submit(
+                    &signer,
+                    &format!("/v1/repairs/{repair}/decision"),
+                    EntryKind::RepairDecided {
+                        repair,
+                        approved,
+                        reason,
+                    },
+                )?;
+                let what = if approved { "repair approved" } else { "repair rejected" };
+                ctx.report_write(what, &ans, &inc, json!({}));
+            }
+            RepairCmd::Apply { id } => {
+                let repair = digest_arg("repair id", &id)?;
+                let signer = ctx.signer()?;
+                signer.org("a repair application")?;
+                let (_, ans, inc) = ctx.submit(
+                    &signer,
+                    &format!("/v1/repairs/{repair}/applications"),
+                    EntryKind::RepairApplied { repair },
+                )?;
+                ctx.report_write("repair applied", &ans, &inc, json!({}));
+            }
+            RepairCmd::Status { id } => {
+                let id = digest_arg("repair id", &id)?;
+                let v: Value = ctx.api.get(&format!("/v1/repairs/{id}"))?;
+                ctx.show(&v);
+            }
+        },
+        Cmd::Commitment(c) => match c {
+            CommitmentCmd::Make {
+                agency,
+                text,
+                due_days,
+            } => {
+                let agency = org_arg("--agency", &agency)?;
+                let signer = ctx.signer()?;
+                signer.firm("a commitment")?;
+                let now = ctx.health()?.time_ms;
+                let (content, salt) = salted_random(text.as_bytes());
+                let (_, ans, inc) = ctx.submit(
+                    &signer,
+                    "/v1/commitments",
+                    EntryKind::CommitmentMade {
+                        agency,
+                        content,
+                        due: now + u64::from(due_days) * DAY_MS,
+                    },
+                )?;
+                ctx.report_write("commitment made", &ans, &inc, json!({"content_salt": salt}));
+            }
+            CommitmentCmd::Broken { id, finding } => {
+                let commitment = digest_arg("commitment id", &id)?;
+                let signer = ctx.signer()?;
+                signer.org("a broken-commitment finding")?;
+                let (fd, salt) = salted_random(finding.as_bytes());
+                let (_, ans, inc) = ctx.submit(
+                    &signer,
+                    &format!("/v1/commitments/{commitment}/broken"),
+                    EntryKind::CommitmentBroken {
+                        commitment,
+                        finding: fd,
+                    },
+                )?;
+                ctx.report_write("commitment broken", &ans, &inc, json!({"finding_salt": salt}));
+            }
+            CommitmentCmd::Show { id } => {
+                let id = digest_arg("commitment id", &id)?;
+                let v: Value = ctx.api.get(&format!("/v1/commitments/{id}"))?;
+                ctx.show(&v);
+            }
+        },
+        Cmd::Grade(g) => match g {
+            GradeCmd::Assign {
+                firm,
+                domain,
+                grade,
+            } => {
+                let firm = parse_uscc(&firm)?;
+                let grade = parse_grade(&grade)?;
+                let signer = ctx.signer()?;
+                signer.org("a grade")?;
+                let (_, ans, inc) = ctx.submit(
+                    &signer,
+                    "/v1/grades",
+                    EntryKind::GradeAssigned {
+                        firm,
+                        domain,
+                        grade,
+                    },
+                )?;
+                ctx.report_write("grade assigned", &ans, &inc, json!({}));
+            }
+            GradeCmd::Show { firm, domain } => {
+                let firm = parse_uscc(&firm)?;
+                if domain.is_empty() || domain.contains('/') {
+                    bail!("--domain must be a non-empty name without '/'");
+                }
+                let v: Value = ctx.api.get(&format!("/v1/firms/{firm}/grades/{domain}"))?;
+                ctx.show(&v);
+            }
+        },
+        Cmd::Proof(ProofCmd::Verify {
+            entry_position,
+            save,
+            entry,
+            proof,
+            checkpoint,
+        }) => match (entry_position, entry, proof, checkpoint) {
+            (Some(n), None, None, None) => proof_verify_online(&ctx, n, save.as_deref())?,
+            (None, Some(e), Some(p), Some(c)) => proof_verify_offline(&ctx, &e, &p, &c)?,
+            _ => bail!("proof verify needs --entry-position N, or --entry FILE --proof FILE --checkpoint FILE"),
+        },
+        Cmd::Audit(AuditCmd::Verify { bundle }) => return audit_verify(&ctx, bundle.as_deref()),
+        Cmd::Export { out } => export(&ctx, &out)?,
+    }
+    Ok(true)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {}", one_line(&format!("{e:#}")));
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The HTTP side of the client: a small blocking wrapper over the node's v1 JSON API
+//! (`specs/api.md`), with its one error shape turned into [`ApiError`].
+//!
+//! It knows URLs, headers and JSON shapes only. It does not sign, verify or decide anything:
+//! entries are built and signed in [`crate::signer`], and every proof a node returns is checked
+//! in [`crate::proof`] before the CLI believes it.
+
+use anyhow::{anyhow, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::Read;
+use std::time::Duration;
+use xinyi_ledger::hash::Digest;
+
+/// An error answer of the node: HTTP status and the API's `{code, message}` body.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable machine-readable code (`consent.exhausted`, `api.bad_request`, ...).
+    pub code: String,
+    /// One readable line.
+    pub message: String,
+    /// The whole JSON body (a refused query carries its `denial` record here).
+    pub body: Value,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} (HTTP {})", self.code, self.message, self.status)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// `GET /health`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// Chain id (hex).
+    pub chain_id: Digest,
+    /// Head height.
+    pub height: u64,
+    /// Global log size.
+    pub log_size: u64,
+    /// The node's clock.
+    pub time_ms: u64,
+    /// Dev mode.
+    #[serde(default)]
+    pub dev: bool,
+}
+
+/// The answer to a successful write (`POST` of an entry).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WriteAnswer {
+    /// Entry id (also the consent / repair / commitment id it creates).
+    pub id: Digest,
+    /// Entry kind name.
+    pub kind: String,
+    /// Position in the global log.
+    pub position: u64,
+    /// Height of the block holding it.
+    pub height: u64,
+    /// Header hash of that block.
+    pub block_hash: Digest,
+    /// RFC 9162 inclusion proof (hex hashes) for `position` in the checkpoint's tree.
+    pub inclusion_proof: Vec<String>,
+    /// Signed checkpoint note text.
+    pub checkpoint: String,
+}
+
+/// `GET /v1/entries/{position}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EntryAnswer {
+    /// Position in the global log.
+    pub position: u64,
+    /// Height of the block holding it.
+    #[serde(default)]
+    pub height: u64,
+    /// Stored entry bytes, base64.
+    pub entry: String,
+    /// Entry id.
+    #[serde(default)]
+    pub id: Option<Digest>,
+    /// Kind name.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Decoded body (informative; the client decodes `entry` itself).
+    #[serde(default)]
+    pub body: Value,
+    /// Inclusion proof (hex).
+    pub inclusion_proof: Vec<String>,
+    /// Signed checkpoint.
+    pub checkpoint: String,
+}
+
+/// A node's API at one base URL.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:7878`).
+    pub fn new(base: &str) -> Api {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout_read(Duration::from_secs(120))
+            .timeout_write(Duration::from_secs(30))
+            .build();
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn check(&self, r: std::result::Result<ureq::Response, ureq::Error>) -> Result<ureq::Response> {
+        match r {
+            Ok(resp) => Ok(resp),
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let code = body
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("api.http")
+                    .to_string();
+                let message = body
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        let t = text.trim();
+                        if t.is_empty() {
+                            format!("HTTP status {status}")
+                        } else {
+                            t.chars().take(200).collect()
+                        }
+                    });
+                Err(anyhow!(ApiError {
+                    status,
+                    code,
+                    message: one_line(&message),
+                    body,
+                }))
+            }
+            Err(ureq::Error::Transport(t)) => Err(anyhow!(
+                "cannot reach the node at {}: {}",
+                self.base,
+                one_line(&t.to_string())
+            )),
+        }
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, resp: ureq::Response, what: &str) -> Result<T> {
+        let text = resp
+            .into_string()
+            .with_context(|| format!("reading the {what} answer"))?;
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow!("the node's {what} answer is not as specified: {e}"))
+    }
+
+    /// GET returning JSON.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let r = self.check(self.agent.get(&self.url(path)).call())?;
+        self.json(r, path)
+    }
+
+    /// GET with an `X-Xinyi-Auth` header, returning JSON.
+    pub fn get_auth<T: serde::de::DeserializeOwned>(&self, path: &str, auth: &str) -> Result<T> {
+        let r = self.check(
+            self.agent
+                .get(&self.url(path))
+                .set("X-Xinyi-Auth", auth)
+                .call(),
+        )?;
+        self.json(r, path)
+    }
+
+    /// GET returning text.
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        let r = self.check(self.agent.get(&self.url(path)).call())?;
+        r.into_string()
+            .with_context(|| format!("reading the {path} answer"))
+    }
+
+    /// GET returning a byte stream.
+    pub fn get_stream(&self, path: &str) -> Result<Box<dyn Read + Send + Sync + 'static>> {
+        let r = self.check(self.agent.get(&self.url(path)).call())?;
+        Ok(r.into_reader())
+    }
+
+    /// POST a JSON body, returning the answer text (so callers can keep exact bytes).
+    pub fn post_text(&self, path: &str, body: &Value) -> Result<String> {
+        let r = self.check(
+            self.agent
+                .post(&self.url(path))
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string()),
+        )?;
+        r.into_string()
+            .with_context(|| format!("reading the {path} answer"))
+    }
+
+    /// POST a JSON body, returning JSON.
+    pub fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
+        let text = self.post_text(path, body)?;
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow!("the node's {path} answer is not as specified: {e}"))
+    }
+
+    /// POST a signed entry (`{"entry": base64}`) and return the write answer.
+    pub fn post_entry(&self, path: &str, entry_bytes: &[u8]) -> Result<WriteAnswer> {
+        use base64::Engine as _;
+        let body = serde_json::json!({
+            "entry": base64::engine::general_purpose::STANDARD.encode(entry_bytes)
+        });
+        self.post(path, &body)
+    }
+
+    /// `GET /health`.
+    pub fn health(&self) -> Result<Health> {
+        self.get("/health")
+    }
+}
+
+/// Collapses any line breaks so an error stays on one line.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
