@@ -73,9 +73,9 @@ enum Cmd {
         /// Consent id.
         #[arg(long)]
         consent: String,
-        /// Firm USCC.
+        /// Firm USCC (taken from the consent if absent).
         #[arg(long)]
-        firm: String,
+        firm: Option<String>,
         /// Categories, comma-separated.
         #[arg(long)]
         categories: String,
@@ -542,12 +542,20 @@ struct QueryOk<'a> {
     record: WriteAnswer,
 }
 
-fn query(ctx: &Ctx, consent: &str, firm: &str, categories: &str) -> Result<()> {
-    let firm = parse_uscc(firm)?;
+fn query(ctx: &Ctx, consent: &str, firm: Option<&str>, categories: &str) -> Result<()> {
+    let firm = firm.map(parse_uscc).transpose()?;
     let consent = digest_arg("consent id", consent)?;
     let categories = categories_arg(categories)?;
     let signer = ctx.signer()?;
     let bank = signer.org("a query")?;
+    let firm = match firm {
+        Some(f) => f,
+        None => {
+            let c: Value = ctx.api.get(&format!("/v1/consents/{consent}"))?;
+            let f = c.get("firm").and_then(Value::as_str).unwrap_or_default();
+            parse_uscc(f).map_err(|e| anyhow!("the consent's firm: {e}"))?
+        }
+    };
     let h = ctx.health()?;
     let signed = signer.query(
         &h.chain_id,
@@ -928,7 +936,7 @@ fn run(cli: Cli) -> Result<bool> {
             consent,
             firm,
             categories,
-        } => query(&ctx, &consent, &firm, &categories)?,
+        } => query(&ctx, &consent, firm.as_deref(), &categories)?,
         Cmd::AccessLog { firm } => access_log(&ctx, &firm)?,
         Cmd::Records { firm } => {
             let firm = parse_uscc(&firm)?;
