@@ -1,0 +1,866 @@
+//! Route handlers: thin adapters between HTTP and the engine, the ledger state and the agency
+//! data store.
+//!
+//! Writes decode a signed entry, check that it is the kind the route is for, and hand it to the
+//! engine, answering only after the block is durable. Queries are the agency's service: verify
+//! the bank's signed request, evaluate the consent with the ledger's own rule at the node clock,
+//! commit a `QueryServed` (then release data) or a `QueryDenied` (then 403). Reads take the
+//! engine lock only on blocking threads.
+
+use super::auth::{parse_auth, requester_key, verify_auth, Requester};
+use super::error::ApiError;
+use super::{openapi, parse_json, AppState};
+use crate::datastore::canonical_json;
+use crate::engine::{ser_proof, Committed, SubmitError};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use xinyi_ledger::entry::{
+    query_signing_payload, Author, DenialReason, EntryKind, QueryRecord, SignedQueryRequest,
+    MAX_RECORD_IDS,
+};
+use xinyi_ledger::hash::{self, Digest};
+use xinyi_ledger::keys::SigDomain;
+use xinyi_ledger::merkle::Hash;
+use xinyi_ledger::state::StateError;
+use xinyi_ledger::types::{check_categories, Role};
+use xinyi_ledger::{Entry, Uscc};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+// ---------- helpers ----------
+
+fn parse_uscc(s: &str) -> ApiResult<Uscc> {
+    Uscc::parse(s).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))
+}
+
+fn parse_id(what: &str, s: &str) -> ApiResult<Digest> {
+    Digest::from_hex(s).map_err(|e| {
+        ApiError::bad_request(
+            "api.bad_id",
+            format!("{what} id must be 64 hex digits: {e}"),
+        )
+    })
+}
+
+fn parse_u64(what: &str, s: &str) -> ApiResult<u64> {
+    s.parse().map_err(|_| {
+        ApiError::bad_request(
+            "api.bad_param",
+            format!("{what} must be a non-negative integer, got {s:?}"),
+        )
+    })
+}
+
+fn to_json<T: Serialize>(v: &T) -> ApiResult<Value> {
+    serde_json::to_value(v).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn json_ok(v: Value) -> Response {
+    (StatusCode::OK, Json(v)).into_response()
+}
+
+fn hex_proof(p: &[Hash]) -> Vec<String> {
+    p.iter().map(hex::encode).collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct WriteBody {
+    entry: String,
+}
+
+fn decode_entry(body: &[u8]) -> ApiResult<Entry> {
+    let w: WriteBody = parse_json(body)?;
+    let bytes = B64.decode(w.entry.trim()).map_err(|e| {
+        ApiError::bad_request("api.bad_base64", format!("entry is not base64: {e}"))
+    })?;
+    Entry::decode(&bytes).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))
+}
+
+fn author_key(a: &Author) -> String {
+    match a {
+        Author::Org(o) => format!("org:{o}"),
+        Author::Firm(f) => format!("firm:{f}"),
+    }
+}
+
+/// The generic write path: decode, check kind, rate-limit, admit, commit, answer.
+async fn write(
+    s: &AppState,
+    body: &[u8],
+    check: impl FnOnce(&EntryKind) -> ApiResult<()>,
+) -> ApiResult<Json<Committed>> {
+    let e = decode_entry(body)?;
+    check(&e.body.kind)?;
+    s.limiter.check(&author_key(&e.body.author))?;
+    Ok(Json(s.engine.submit(e).await?))
+}
+
+fn wrong_kind(want: &str, got: &EntryKind) -> ApiError {
+    ApiError::bad_request(
+        "api.wrong_kind",
+        format!("this endpoint takes a {want} entry, got {}", got.name()),
+    )
+}
+
+fn id_mismatch(path: &Digest, body: &Digest) -> ApiError {
+    ApiError::bad_request(
+        "api.id_mismatch",
+        format!("the entry refers to {body}, the path to {path}"),
+    )
+}
+
+// ---------- service endpoints ----------
+
+/// `GET /health`
+pub async fn health(State(s): State<AppState>) -> Response {
+    let m = s.engine.metrics();
+    json_ok(json!({
+        "status": if s.engine.failed() { "failed" } else { "ok" },
+        "chain_id": s.engine.chain_id().to_hex(),
+        "height": m.height.load(std::sync::atomic::Ordering::Relaxed),
+        "log_size": m.log_size.load(std::sync::atomic::Ordering::Relaxed),
+        "time_ms": s.engine.now(),
+        "dev": s.cfg.dev,
+    }))
+}
+
+/// `GET /metrics`
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.engine.metrics().render(),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`
+pub async fn openapi() -> Response {
+    json_ok(openapi::document())
+}
+
+/// Unknown path.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /openapi.json")
+}
+
+/// `GET /v1/genesis`
+pub async fn genesis(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.engine.genesis().to_json(),
+    )
+        .into_response()
+}
+
+// ---------- writes ----------
+
+/// `POST /v1/entries`
+pub async fn post_entry(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Committed>> {
+    write(&s, &body, |_| Ok(())).await
+}
+
+/// `POST /v1/consents`
+pub async fn post_consent(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Committed>> {
+    write(&s, &body, |k| match k {
+        EntryKind::ConsentGranted(_) => Ok(()),
+        other => Err(wrong_kind("consent_granted", other)),
+    })
+    .await
+}
+
+/// `POST /v1/consents/{id}/revoke`
+pub async fn revoke_consent(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Committed>> {
+    let id = parse_id("consent", &id)?;
+    write(&s, &body, |k| match k {
+        EntryKind::ConsentRevoked { consent } if *consent == id => Ok(()),
+        EntryKind::ConsentRevoked { consent } => Err(id_mismatch(&id, consent)),
+        other => Err(wrong_kind("consent_revoked", other)),
+    })
+    .await
+}
+
+/// `POST /v1/repairs`
+pub async fn post_repair(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Committed>> {
+    write(&s, &body, |k| match k {
+        EntryKind::RepairRequested { .. } => Ok(()),
+        other => Err(wrong_kind("repair_requested", other)),
+    })
+    .await
+}
+
+/// `POST /v1/repairs/{id}/decision`
+pub async fn decide_repair(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Committed>> {
+    let id = parse_id("repair", &id)?;
+    write(&s, &body, |k| match k {
+        EntryKind::RepairDecided { repair, .. } if *repair == id => Ok(()),
+        EntryKind::RepairDecided { repair, .. } => Err(id_mismatch(&id, repair)),
+        other => Err(wrong_kind("repair_decided", other)),
+    })
+    .await
+}
+
+/// `POST /v1/repairs/{id}/applications`
+pub async fn apply_repair(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Committed>> {
+    let id = parse_id("repair", &id)?;
+    write(&s, &body, |k| match k {
+        EntryKind::RepairApplied { repair } if *repair == id => Ok(()),
+        EntryKind::RepairApplied { repair } => Err(id_mismatch(&id, repair)),
+        other => Err(wrong_kind("repair_applied", other)),
+    })
+    .await
+}
+
+/// `POST /v1/commitments`
+pub async fn post_commitment(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Committed>> {
+    write(&s, &body, |k| match k {
+        EntryKind::CommitmentMade { .. } => Ok(()),
+        other => Err(wrong_kind("commitment_made", other)),
+    })
+    .await
+}
+
+/// `POST /v1/commitments/{id}/broken`
+pub async fn break_commitment(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Committed>> {
+    let id = parse_id("commitment", &id)?;
+    write(&s, &body, |k| match k {
+        EntryKind::CommitmentBroken { commitment, .. } if *commitment == id => Ok(()),
+        EntryKind::CommitmentBroken { commitment, .. } => Err(id_mismatch(&id, commitment)),
+        other => Err(wrong_kind("commitment_broken", other)),
+    })
+    .await
+}
+
+/// `POST /v1/grades`
+pub async fn post_grade(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Committed>> {
+    write(&s, &body, |k| match k {
+        EntryKind::GradeAssigned { .. } => Ok(()),
+        other => Err(wrong_kind("grade_assigned", other)),
+    })
+    .await
+}
+
+// ---------- queries ----------
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    request: SignedQueryRequest,
+}
+
+fn denial_message(r: DenialReason) -> &'static str {
+    match r {
+        DenialReason::ConsentUnknown => "query refused: no consent with that id",
+        DenialReason::WrongFirm => "query refused: the consent was granted by another firm",
+        DenialReason::WrongBank => "query refused: the consent names another bank",
+        DenialReason::ConsentRevoked => "query refused: the firm revoked this consent",
+        DenialReason::ConsentNotYetValid => "query refused: the consent is not valid yet",
+        DenialReason::ConsentExpired => "query refused: the consent has expired",
+        DenialReason::CategoryNotCovered => {
+            "query refused: a requested category is not covered by the consent"
+        }
+        DenialReason::UsesExhausted => "query refused: the consent has no uses left",
+    }
+}
+
+/// `POST /v1/queries`: the agency's authorized-query service (log before release).
+pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let QueryBody { request: sq } = parse_json(&body)?;
+    let req = sq.request.clone();
+    s.limiter.check(&format!("org:{}", req.bank))?;
+    check_categories(&req.categories)
+        .map_err(|e| ApiError::bad_request("entry.field", e.to_string()))?;
+    let now = s.engine.now();
+    let window = s.engine.genesis().params.entry_time_window_ms;
+    if req.time.abs_diff(now) > window {
+        return Err(ApiError::unauthorized(
+            "api.stale",
+            format!(
+                "request time {} is more than {} s from the node clock {now}",
+                req.time,
+                window / 1000
+            ),
+        ));
+    }
+    let engine = s.engine.clone();
+    let chain_id = *s.engine.chain_id();
+    let sq2 = sq.clone();
+    let verdict = blocking(move || {
+        let (key, verdict) = {
+            let core = engine.lock();
+            let st = core.chain.state();
+            let bank = st.org(&sq2.request.bank)?.ok_or_else(|| {
+                ApiError::unauthorized(
+                    "api.unknown_signer",
+                    format!("{} is not a registered organisation", sq2.request.bank),
+                )
+            })?;
+            if bank.role != Role::Bank {
+                return Err(ApiError::forbidden(
+                    "api.forbidden",
+                    format!("{} is not a bank", sq2.request.bank),
+                ));
+            }
+            (bank.key, st.check_query(&sq2.request, now))
+        };
+        let payload = query_signing_payload(&chain_id, &sq2.request)
+            .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+        key.verify(SigDomain::QueryRequest, &payload, &sq2.signature)
+            .map_err(|_| {
+                ApiError::unauthorized(
+                    "api.bad_signature",
+                    "the query request's signature does not verify under the bank's key",
+                )
+            })?;
+        Ok(verdict)
+    })
+    .await?;
+    if !s
+        .query_replay
+        .check_and_insert(hex::encode(sq.signature.0), now)
+    {
+        return Err(ApiError::unauthorized(
+            "api.replay",
+            "this signed query request was already submitted",
+        ));
+    }
+    match verdict {
+        Err(reason) => Err(deny(&s, sq, reason).await),
+        Ok(()) => serve(&s, sq).await,
+    }
+}
+
+async fn deny(s: &AppState, sq: SignedQueryRequest, reason: DenialReason) -> ApiError {
+    let entry = match s.engine.sign_own(EntryKind::QueryDenied {
+        request: sq,
+        reason,
+    }) {
+        Ok(e) => e,
+        Err(e) => return ApiError::internal(format!("signing the denial: {e}")),
+    };
+    match s.engine.enqueue(entry).await {
+        Ok(c) => {
+            crate::metrics::Metrics::inc(&s.engine.metrics().queries_denied);
+            let denial = serde_json::to_value(&c).unwrap_or(Value::Null);
+            ApiError::forbidden(reason.code(), denial_message(reason)).with("denial", denial)
+        }
+        Err(e) => e.into(),
+    }
+}
+
+async fn serve(s: &AppState, sq: SignedQueryRequest) -> ApiResult<Response> {
+    let data = s.data.clone();
+    let firm = sq.request.firm;
+    let cats = sq.request.categories.clone();
+    let (released, ids) = blocking(move || Ok(data.release(&firm, &cats, MAX_RECORD_IDS)?)).await?;
+    let salt: [u8; 32] = rand::random();
+    let digest = hash::salted(&salt, &canonical_json(&released));
+    let entry = s
+        .engine
+        .sign_own(EntryKind::QueryServed(QueryRecord {
+            request: sq.clone(),
+            response: digest,
+            records: ids,
+        }))
+        .map_err(|e| ApiError::internal(format!("signing the query record: {e}")))?;
+    match s.engine.enqueue(entry).await {
+        Ok(c) => {
+            crate::metrics::Metrics::inc(&s.engine.metrics().queries_served);
+            Ok(json_ok(json!({
+                "data": released,
+                "salt": hex::encode(salt),
+                "response_digest": digest.to_hex(),
+                "record": to_json(&c)?,
+            })))
+        }
+        Err(SubmitError::Dropped(StateError::QueryNotAuthorized(reason))) => {
+            Err(deny(s, sq, reason).await)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---------- reads ----------
+
+/// `GET /v1/consents/{id}`
+pub async fn get_consent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_id("consent", &id)?;
+    let engine = s.engine.clone();
+    let c = blocking(move || Ok(engine.lock().chain.state().consent(&id)?)).await?;
+    let c = c.ok_or_else(|| ApiError::not_found(format!("consent {id} not found")))?;
+    Ok(json_ok(json!({
+        "id": id.to_hex(),
+        "firm": c.firm,
+        "bank": c.consent.bank,
+        "purpose": c.consent.purpose,
+        "categories": c.consent.categories,
+        "not_before": c.consent.not_before,
+        "not_after": c.consent.not_after,
+        "max_uses": c.consent.max_uses,
+        "used": c.used,
+        "revoked": c.revoked,
+        "granted_at": c.granted_at,
+    })))
+}
+
+/// `GET /v1/repairs/{id}`
+pub async fn get_repair(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_id("repair", &id)?;
+    let engine = s.engine.clone();
+    let r = blocking(move || Ok(engine.lock().chain.state().repair(&id)?)).await?;
+    let r = r.ok_or_else(|| ApiError::not_found(format!("repair {id} not found")))?;
+    let overdue = r.overdue_at(s.engine.now());
+    let mut v = to_json(&r)?;
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), json!(id.to_hex()));
+        m.insert("overdue".into(), json!(overdue));
+    }
+    Ok(json_ok(v))
+}
+
+/// `GET /v1/commitments/{id}`
+pub async fn get_commitment(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_id("commitment", &id)?;
+    let engine = s.engine.clone();
+    let r = blocking(move || Ok(engine.lock().chain.state().commitment(&id)?)).await?;
+    let r = r.ok_or_else(|| ApiError::not_found(format!("commitment {id} not found")))?;
+    let mut v = to_json(&r)?;
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), json!(id.to_hex()));
+    }
+    Ok(json_ok(v))
+}
+
+/// `GET /v1/firms/{uscc}/grades/{domain}`
+pub async fn get_grade(
+    State(s): State<AppState>,
+    Path((uscc, domain)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let firm = parse_uscc(&uscc)?;
+    let engine = s.engine.clone();
+    let d = domain.clone();
+    let r = blocking(move || Ok(engine.lock().chain.state().grade(&firm, &d)?)).await?;
+    let r =
+        r.ok_or_else(|| ApiError::not_found(format!("no grade for {firm} in domain {domain:?}")))?;
+    let mut v = to_json(&r)?;
+    if let Value::Object(m) = &mut v {
+        m.insert("firm".into(), json!(firm));
+        m.insert("domain".into(), json!(domain));
+    }
+    Ok(json_ok(v))
+}
+
+/// `GET /v1/firms/{uscc}/records`
+pub async fn firm_records(
+    State(s): State<AppState>,
+    Path(uscc): Path<String>,
+) -> ApiResult<Response> {
+    let firm = parse_uscc(&uscc)?;
+    let engine = s.engine.clone();
+    let records = blocking(move || {
+        let store = engine.store().clone();
+        let positions = store
+            .firm_positions(&firm, None, usize::MAX)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut found = Vec::new();
+        for pos in positions {
+            let Some(bytes) = store
+                .entry(pos)
+                .map_err(|e| ApiError::internal(e.to_string()))?
+            else {
+                continue;
+            };
+            let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+            if let EntryKind::CreditRecordPublished(r) = &e.body.kind {
+                found.push((pos, r.record));
+            }
+        }
+        let core = engine.lock();
+        let mut out = Vec::new();
+        for (pos, id) in found {
+            if let Some(r) = core.chain.state().record(&id)? {
+                out.push(json!({
+                    "id": id.to_hex(),
+                    "position": pos,
+                    "agency": r.agency,
+                    "category": r.category,
+                    "severity": r.severity,
+                    "min_publicity_days": r.min_publicity_days,
+                    "published_at": r.published_at,
+                    "open_repair": r.open_repair,
+                    "repaired": r.repaired,
+                }));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(json_ok(json!({"firm": firm, "records": records})))
+}
+
+/// `GET /v1/firms/{uscc}/access-log` (firm itself or an auditor, `X-Xinyi-Auth`)
+pub async fn access_log(
+    State(s): State<AppState>,
+    Path(uscc): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let firm = parse_uscc(&uscc)?;
+    let raw = headers
+        .get("x-xinyi-auth")
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "api.missing_auth",
+                "this endpoint needs an X-Xinyi-Auth header",
+            )
+        })?
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("api.bad_auth", "X-Xinyi-Auth is not ASCII"))?;
+    let auth = parse_auth(raw)?;
+    s.limiter.check(&auth.who.key())?;
+    let pq = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string());
+    let now = s.engine.now();
+    let engine = s.engine.clone();
+    let a = auth.clone();
+    let role = blocking(move || {
+        let (key, role) = {
+            let core = engine.lock();
+            requester_key(core.chain.state(), &a.who)?
+        };
+        verify_auth(
+            &a,
+            &key,
+            engine.chain_id().as_bytes(),
+            method.as_str(),
+            &pq,
+            now,
+        )?;
+        Ok(role)
+    })
+    .await?;
+    let allowed = match &auth.who {
+        Requester::Firm(f) => *f == firm,
+        Requester::Org(_) => role == Some(Role::Auditor),
+    };
+    if !s
+        .auth_replay
+        .check_and_insert(format!("{}|{}", auth.who.key(), auth.nonce), now)
+    {
+        return Err(ApiError::unauthorized(
+            "api.replay",
+            "this request nonce was already used",
+        ));
+    }
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "api.forbidden",
+            format!("{} may not read the access log of {firm}", auth.who.key()),
+        ));
+    }
+    let engine = s.engine.clone();
+    let entries = blocking(move || {
+        let store = engine.store().clone();
+        let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+        let positions = store.firm_positions(&firm, None, usize::MAX).map_err(ie)?;
+        let mut times: HashMap<u64, u64> = HashMap::new();
+        let mut out = Vec::new();
+        for pos in positions {
+            let Some(bytes) = store.entry(pos).map_err(ie)? else {
+                continue;
+            };
+            let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+            let (req, reason) = match &e.body.kind {
+                EntryKind::QueryServed(q) => (&q.request.request, None),
+                EntryKind::QueryDenied { request, reason } => (&request.request, Some(*reason)),
+                _ => continue,
+            };
+            let height = store.height_of_position(pos).map_err(ie)?.unwrap_or(0);
+            let time = match times.get(&height) {
+                Some(t) => *t,
+                None => {
+                    let t = store
+                        .header(height)
+                        .map_err(ie)?
+                        .map(|h| h.time)
+                        .unwrap_or(0);
+                    times.insert(height, t);
+                    t
+                }
+            };
+            let mut item = json!({
+                "position": pos,
+                "height": height,
+                "time": time,
+                "kind": e.body.kind.name(),
+                "id": e.id.to_hex(),
+                "bank": req.bank,
+                "consent": req.consent,
+                "categories": req.categories,
+            });
+            if let (Some(r), Value::Object(m)) = (reason, &mut item) {
+                m.insert("reason".into(), json!(r.code()));
+            }
+            out.push(item);
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(json_ok(json!({"firm": firm, "entries": entries})))
+}
+
+/// `GET /v1/blocks/{height}`
+pub async fn get_block(State(s): State<AppState>, Path(h): Path<String>) -> ApiResult<Response> {
+    let height = parse_u64("height", &h)?;
+    let store = s.engine.store().clone();
+    let b = blocking(move || {
+        store
+            .block(height)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    let (block, cert) =
+        b.ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
+    let header_hash = block
+        .header
+        .hash()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_ok(json!({
+        "header": to_json(&block.header)?,
+        "header_hash": header_hash.to_hex(),
+        "certificate": to_json(&cert)?,
+        "entries": block.entries.iter().map(|e| B64.encode(e.as_slice())).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /v1/entries/{position}`
+pub async fn get_entry(State(s): State<AppState>, Path(p): Path<String>) -> ApiResult<Response> {
+    let position = parse_u64("position", &p)?;
+    let engine = s.engine.clone();
+    let (bytes, proof, checkpoint) = blocking(move || {
+        let core = engine.lock();
+        let size = core.chain.log().size();
+        if position >= size {
+            return Err(ApiError::not_found(format!(
+                "no entry at position {position}; the log has {size}"
+            )));
+        }
+        let bytes = core
+            .store
+            .entry(position)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| {
+                ApiError::internal(format!("entry {position} missing from the store"))
+            })?;
+        let proof = core
+            .chain
+            .log()
+            .inclusion_proof(position, size)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok((bytes, proof, core.checkpoint.clone()))
+    })
+    .await?;
+    let store = s.engine.store().clone();
+    let height = blocking(move || {
+        store
+            .height_of_position(position)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_ok(json!({
+        "position": position,
+        "height": height,
+        "entry": B64.encode(&bytes),
+        "id": e.id.to_hex(),
+        "kind": e.body.kind.name(),
+        "body": to_json(&e.body)?,
+        "inclusion_proof": hex_proof(&proof),
+        "checkpoint": checkpoint,
+    })))
+}
+
+/// `GET /v1/checkpoint`
+pub async fn checkpoint(State(s): State<AppState>) -> ApiResult<Response> {
+    let engine = s.engine.clone();
+    let cp = blocking(move || Ok(engine.lock().checkpoint.clone())).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], cp).into_response())
+}
+
+#[derive(Serialize)]
+struct ConsistencyAnswer {
+    from: u64,
+    to: u64,
+    #[serde(serialize_with = "ser_proof")]
+    proof: Vec<Hash>,
+}
+
+/// `GET /v1/consistency?from=N&to=M`
+pub async fn consistency(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    if let Some(k) = q.keys().find(|k| *k != "from" && *k != "to") {
+        return Err(ApiError::bad_request(
+            "api.bad_param",
+            format!("unknown parameter {k:?}"),
+        ));
+    }
+    let get = |k: &str| -> ApiResult<u64> {
+        let v = q.get(k).ok_or_else(|| {
+            ApiError::bad_request("api.bad_param", format!("missing parameter {k}"))
+        })?;
+        parse_u64(k, v)
+    };
+    let (from, to) = (get("from")?, get("to")?);
+    let engine = s.engine.clone();
+    let proof = blocking(move || {
+        let core = engine.lock();
+        core.chain
+            .log()
+            .consistency_proof(from, to)
+            .map_err(|e| ApiError::bad_request("api.bad_range", e.to_string()))
+    })
+    .await?;
+    Ok(json_ok(to_json(&ConsistencyAnswer { from, to, proof })?))
+}
+
+/// A `Write` that sends 64 KiB chunks into a channel (export streaming).
+struct ChannelWriter {
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+/// `GET /v1/export`: the audit bundle, streamed.
+pub async fn export(State(s): State<AppState>) -> ApiResult<Response> {
+    let store = s.engine.store().clone();
+    let height = store
+        .height()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let genesis = s.engine.genesis().to_json();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let err_tx = tx.clone();
+        let run = || -> Result<(), String> {
+            let w = ChannelWriter {
+                buf: Vec::new(),
+                tx,
+            };
+            let mut bw = xinyi_ledger::bundle::BundleWriter::new(w, genesis.as_bytes())
+                .map_err(|e| e.to_string())?;
+            for h in 1..=height {
+                let (b, c) = store
+                    .block(h)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("block {h} missing"))?;
+                let bb = b.encode().map_err(|e| e.to_string())?;
+                let cb = c.encode().map_err(|e| e.to_string())?;
+                bw.block(&bb, &cb).map_err(|e| e.to_string())?;
+            }
+            bw.finish().map_err(|e| e.to_string())?;
+            Ok(())
+        };
+        if let Err(e) = run() {
+            tracing::warn!("export stopped: {e}");
+            let _ = err_tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"xinyi-bundle-{height}.bin\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ClockBody {
+    advance_ms: u64,
+}
+
+/// `POST /v1/dev/clock` (dev mode only)
+pub async fn dev_clock(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    if !s.cfg.dev || !s.engine.clock().is_adjustable() {
+        return Err(ApiError::not_found(
+            "the dev clock exists only on a node started with --dev",
+        ));
+    }
+    let b: ClockBody = parse_json(&body)?;
+    let clock = s.engine.clock().clone();
+    let offset = blocking(move || {
+        clock
+            .advance(b.advance_ms)
+            .map_err(|e| ApiError::internal(format!("saving the clock offset: {e}")))
+    })
+    .await?;
+    Ok(json_ok(
+        json!({"time_ms": s.engine.now(), "offset_ms": offset}),
+    ))
+}

@@ -1,0 +1,233 @@
+//! The HTTP API (axum): routes, shared state, body parsing and the middleware stack.
+//!
+//! `specs/api.md` is the contract. Every error leaves as `{"code","message"}`: handlers return
+//! [`ApiError`], and a last middleware rewrites any other error response (framework rejections,
+//! 405, 413 from the body limit, 503 from the timeout) into that shape. Bodies are parsed
+//! strictly: malformed JSON, wrong types and unknown fields (at any depth) are 400. Not here:
+//! ledger rules (the engine and the ledger crate decide), data generation (`dev`).
+
+pub mod auth;
+pub mod error;
+pub mod handlers;
+pub mod openapi;
+
+use crate::datastore::AgencyData;
+use crate::engine::Engine;
+use auth::{RateLimiter, ReplayCache};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+pub use error::ApiError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// API settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Dev endpoints enabled.
+    pub dev: bool,
+    /// Signed requests per second per signer (0 = unlimited).
+    pub rate_limit_per_sec: u32,
+    /// Request timeout.
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            dev: false,
+            rate_limit_per_sec: 20_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The ledger engine.
+    pub engine: Engine,
+    /// The agency's off-ledger data.
+    pub data: AgencyData,
+    /// Settings.
+    pub cfg: Arc<ApiConfig>,
+    /// Rate limiter.
+    pub limiter: Arc<RateLimiter>,
+    /// Nonces of authenticated reads.
+    pub auth_replay: Arc<ReplayCache>,
+    /// Signatures of query requests already answered.
+    pub query_replay: Arc<ReplayCache>,
+}
+
+impl AppState {
+    /// State for `engine` and `data`.
+    pub fn new(engine: Engine, data: AgencyData, cfg: ApiConfig) -> AppState {
+        let window = engine.genesis().params.entry_time_window_ms;
+        AppState {
+            limiter: Arc::new(RateLimiter::new(cfg.rate_limit_per_sec)),
+            auth_replay: Arc::new(ReplayCache::new(auth::AUTH_WINDOW_MS)),
+            query_replay: Arc::new(ReplayCache::new(window)),
+            engine,
+            data,
+            cfg: Arc::new(cfg),
+        }
+    }
+}
+
+/// The router with every route of `specs/api.md` and the middleware stack.
+pub fn router(state: AppState) -> Router {
+    use handlers as h;
+    let timeout = state.cfg.request_timeout;
+    Router::new()
+        .route("/health", get(h::health))
+        .route("/metrics", get(h::metrics))
+        .route("/openapi.json", get(h::openapi))
+        .route("/v1/genesis", get(h::genesis))
+        .route("/v1/entries", post(h::post_entry))
+        .route("/v1/entries/{position}", get(h::get_entry))
+        .route("/v1/consents", post(h::post_consent))
+        .route("/v1/consents/{id}", get(h::get_consent))
+        .route("/v1/consents/{id}/revoke", post(h::revoke_consent))
+        .route("/v1/queries", post(h::post_query))
+        .route("/v1/firms/{uscc}/access-log", get(h::access_log))
+        .route("/v1/firms/{uscc}/records", get(h::firm_records))
+        .route("/v1/firms/{uscc}/grades/{domain}", get(h::get_grade))
+        .route("/v1/repairs", post(h::post_repair))
+        .route("/v1/repairs/{id}", get(h::get_repair))
+        .route("/v1/repairs/{id}/decision", post(h::decide_repair))
+        .route("/v1/repairs/{id}/applications", post(h::apply_repair))
+        .route("/v1/commitments", post(h::post_commitment))
+        .route("/v1/commitments/{id}", get(h::get_commitment))
+        .route("/v1/commitments/{id}/broken", post(h::break_commitment))
+        .route("/v1/grades", post(h::post_grade))
+        .route("/v1/blocks/{height}", get(h::get_block))
+        .route("/v1/checkpoint", get(h::checkpoint))
+        .route("/v1/consistency", get(h::consistency))
+        .route("/v1/export", get(h::export))
+        .route("/v1/dev/clock", post(h::dev_clock))
+        .fallback(h::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            normalize_errors,
+        ))
+        .with_state(state)
+}
+
+/// Counts responses and rewrites non-JSON error responses into `{"code","message"}`.
+async fn normalize_errors(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    s.engine.metrics().http_response(status.as_u16());
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        match status.as_u16() {
+            405 => "method not allowed on this path".to_string(),
+            503 => "the request timed out".to_string(),
+            _ => status
+                .canonical_reason()
+                .unwrap_or("request failed")
+                .to_string(),
+        }
+    } else {
+        text.lines().next().unwrap_or_default().to_string()
+    };
+    let mut out = ApiError::new(status, error::code_for_status(status), message).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}
+
+/// Parses a JSON body strictly: syntax, types, and no unknown fields at any depth.
+pub fn parse_json<T: DeserializeOwned + Serialize>(body: &[u8]) -> Result<T, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("api.bad_json", format!("malformed JSON: {e}")))?;
+    let t: T = serde_json::from_value(v.clone()).map_err(|e| {
+        let m = e.to_string();
+        let code = if m.contains("unknown field") {
+            "api.unknown_field"
+        } else if m.contains("social credit code") {
+            "uscc.invalid"
+        } else {
+            "api.bad_field"
+        };
+        ApiError::bad_request(code, format!("invalid request body: {m}"))
+    })?;
+    let back = serde_json::to_value(&t).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(path) = find_extra(&v, &back, "") {
+        return Err(ApiError::bad_request(
+            "api.unknown_field",
+            format!("invalid request body: unknown field `{path}`"),
+        ));
+    }
+    Ok(t)
+}
+
+/// The first object key present in `input` but not in `parsed` (dotted path).
+fn find_extra(input: &Value, parsed: &Value, path: &str) -> Option<String> {
+    match (input, parsed) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    None => return Some(p),
+                    Some(w) => {
+                        if let Some(x) = find_extra(v, w, &p) {
+                            return Some(x);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        (Value::Array(a), Value::Array(b)) => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (v, w))| find_extra(v, w, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}

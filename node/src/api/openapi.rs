@@ -1,0 +1,119 @@
+//! The OpenAPI 3 document, produced from a hand-maintained route table.
+//!
+//! [`ROUTES`] lists every route the router serves (a test checks each one is routed); the
+//! document gives each its parameters, body and the shared error schema. It is a map of the API
+//! for tools, not a second contract: `specs/api.md` remains the contract.
+
+use serde_json::{json, Map, Value};
+
+/// One route: method, path, who may call it, summary.
+pub struct Route {
+    /// HTTP method (lower case).
+    pub method: &'static str,
+    /// Path with `{param}` segments.
+    pub path: &'static str,
+    /// Tag.
+    pub tag: &'static str,
+    /// One line.
+    pub summary: &'static str,
+    /// Request body description (None = no body).
+    pub body: Option<&'static str>,
+}
+
+const WRITE: Option<&str> = Some("{\"entry\": \"<base64 of the signed EntryWire>\"}");
+
+/// Every route of the API.
+pub const ROUTES: &[Route] = &[
+    Route { method: "get", path: "/health", tag: "service", summary: "Liveness, chain id, height, log size, node time", body: None },
+    Route { method: "get", path: "/metrics", tag: "service", summary: "Prometheus text metrics", body: None },
+    Route { method: "get", path: "/openapi.json", tag: "service", summary: "This document", body: None },
+    Route { method: "get", path: "/v1/genesis", tag: "chain", summary: "The genesis document", body: None },
+    Route { method: "post", path: "/v1/entries", tag: "writes", summary: "Write any signed entry; answers after commit", body: WRITE },
+    Route { method: "get", path: "/v1/entries/{position}", tag: "chain", summary: "Entry at a log position with inclusion proof and checkpoint", body: None },
+    Route { method: "post", path: "/v1/consents", tag: "consents", summary: "Grant a consent (firm-signed ConsentGranted)", body: WRITE },
+    Route { method: "get", path: "/v1/consents/{id}", tag: "consents", summary: "A consent and its use", body: None },
+    Route { method: "post", path: "/v1/consents/{id}/revoke", tag: "consents", summary: "Revoke a consent (firm-signed ConsentRevoked)", body: WRITE },
+    Route { method: "post", path: "/v1/queries", tag: "queries", summary: "Authorized query: data released only after its QueryServed record is committed; refusals are recorded as QueryDenied (403)", body: Some("{\"request\": SignedQueryRequest}") },
+    Route { method: "get", path: "/v1/firms/{uscc}/access-log", tag: "queries", summary: "Every served and denied query on a firm (X-Xinyi-Auth: the firm or an auditor)", body: None },
+    Route { method: "get", path: "/v1/firms/{uscc}/records", tag: "records", summary: "Published credit records of a firm", body: None },
+    Route { method: "get", path: "/v1/firms/{uscc}/grades/{domain}", tag: "records", summary: "A firm's latest grade in a supervision domain", body: None },
+    Route { method: "post", path: "/v1/repairs", tag: "repairs", summary: "Request a credit repair (firm-signed RepairRequested)", body: WRITE },
+    Route { method: "get", path: "/v1/repairs/{id}", tag: "repairs", summary: "Repair status, with overdue evaluated at the node clock", body: None },
+    Route { method: "post", path: "/v1/repairs/{id}/decision", tag: "repairs", summary: "Approve or reject a repair (agency RepairDecided)", body: WRITE },
+    Route { method: "post", path: "/v1/repairs/{id}/applications", tag: "repairs", summary: "Apply an approved repair (registry RepairApplied)", body: WRITE },
+    Route { method: "post", path: "/v1/commitments", tag: "records", summary: "Make a credit commitment (firm-signed CommitmentMade)", body: WRITE },
+    Route { method: "get", path: "/v1/commitments/{id}", tag: "records", summary: "A commitment", body: None },
+    Route { method: "post", path: "/v1/commitments/{id}/broken", tag: "records", summary: "Record a broken commitment (agency CommitmentBroken)", body: WRITE },
+    Route { method: "post", path: "/v1/grades", tag: "records", summary: "Assign a grade (agency GradeAssigned)", body: WRITE },
+    Route { method: "get", path: "/v1/blocks/{height}", tag: "chain", summary: "Block header, hash, certificate and entries", body: None },
+    Route { method: "get", path: "/v1/checkpoint", tag: "chain", summary: "Latest signed checkpoint (C2SP note, text/plain)", body: None },
+    Route { method: "get", path: "/v1/consistency", tag: "chain", summary: "RFC 9162 consistency proof between two log sizes (?from=N&to=M)", body: None },
+    Route { method: "get", path: "/v1/export", tag: "chain", summary: "Audit bundle (genesis + blocks + certificates), streamed", body: None },
+    Route { method: "post", path: "/v1/dev/clock", tag: "dev", summary: "Advance the node clock (dev mode only; 404 otherwise)", body: Some("{\"advance_ms\": N}") },
+];
+
+/// The OpenAPI 3.0 document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for r in ROUTES {
+        let params: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .chain(if r.path == "/v1/consistency" {
+                vec![
+                    json!({"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}}),
+                    json!({"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}}),
+                ]
+            } else {
+                vec![]
+            })
+            .chain(if r.path.ends_with("access-log") {
+                vec![json!({"name": "X-Xinyi-Auth", "in": "header", "required": true, "schema": {"type": "string"}, "description": "<author>;<time_ms>;<nonce>;<signature hex>"})]
+            } else {
+                vec![]
+            })
+            .collect();
+        let mut op = json!({
+            "summary": r.summary,
+            "tags": [r.tag],
+            "operationId": format!("{}{}", r.method, r.path.replace(['/', '{', '}', '.', '-'], "_")),
+            "responses": {
+                "200": {"description": "success"},
+                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        });
+        if let Value::Object(m) = &mut op {
+            if !params.is_empty() {
+                m.insert("parameters".into(), Value::Array(params));
+            }
+            if let Some(b) = r.body {
+                m.insert(
+                    "requestBody".into(),
+                    json!({"required": true, "description": b, "content": {"application/json": {"schema": {"type": "object"}}}}),
+                );
+            }
+        }
+        let entry = paths
+            .entry(r.path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = entry {
+            m.insert(r.method.to_string(), op);
+        }
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "xinyi node API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Consents, authorized credit queries, access logs, credit repair and audit of the xinyi ledger. Contract: specs/api.md.",
+        },
+        "paths": paths,
+        "components": {"schemas": {"Error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }}},
+    })
+}

@@ -1,0 +1,161 @@
+//! Configuration of a real (non-dev) node: `xinyi-node init` writes it, `xinyi-node start`
+//! reads it.
+//!
+//! A TOML file names the data directory, HTTP address, the node's organisation id, its key file
+//! and the genesis file; environment variables (`XINYI_DATA`, `XINYI_HTTP`, `XINYI_ORG`,
+//! `XINYI_KEY`, `XINYI_GENESIS`, `XINYI_RATE_LIMIT`) override the file. Relative paths are
+//! resolved against the config file's directory. Not here: multi-node peers (later release).
+
+use crate::dev::write_secret;
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use xinyi_ledger::genesis::{GenesisOrg, Params};
+use xinyi_ledger::types::Role;
+use xinyi_ledger::{Genesis, KeyPair, OrgId};
+
+/// The TOML configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the ledger database and agency data.
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// This node's organisation id (must be the chain's validator).
+    pub org: String,
+    /// The organisation's key file.
+    pub key_file: PathBuf,
+    /// The genesis file.
+    pub genesis: PathBuf,
+    /// Signed requests per second allowed per signer.
+    #[serde(default = "default_rate")]
+    pub rate_limit_per_sec: u32,
+    /// Mempool capacity.
+    #[serde(default = "default_mempool")]
+    pub mempool_capacity: usize,
+    /// Request timeout in milliseconds.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_rate() -> u32 {
+    20_000
+}
+fn default_mempool() -> usize {
+    50_000
+}
+fn default_timeout() -> u64 {
+    10_000
+}
+
+impl Config {
+    /// Reads `path` and applies environment overrides.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let mut c: Config =
+            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        c.apply_env(|k| std::env::var(k).ok())?;
+        for p in [&mut c.data_dir, &mut c.key_file, &mut c.genesis] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        OrgId::new(&c.org).with_context(|| "config field org")?;
+        Ok(c)
+    }
+
+    /// Applies overrides from `env` (a lookup function, for tests).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = env("XINYI_DATA") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = env("XINYI_HTTP") {
+            self.http = v
+                .parse()
+                .with_context(|| format!("XINYI_HTTP={v} is not an address like 127.0.0.1:7878"))?;
+        }
+        if let Some(v) = env("XINYI_ORG") {
+            self.org = v;
+        }
+        if let Some(v) = env("XINYI_KEY") {
+            self.key_file = v.into();
+        }
+        if let Some(v) = env("XINYI_GENESIS") {
+            self.genesis = v.into();
+        }
+        if let Some(v) = env("XINYI_RATE_LIMIT") {
+            self.rate_limit_per_sec = v
+                .parse()
+                .with_context(|| format!("XINYI_RATE_LIMIT={v} is not a number"))?;
+        }
+        Ok(())
+    }
+}
+
+/// What `init` created.
+#[derive(Debug)]
+pub struct InitOutput {
+    /// Config file.
+    pub config: PathBuf,
+    /// Key file.
+    pub key: PathBuf,
+    /// Genesis file.
+    pub genesis: PathBuf,
+    /// Public key.
+    pub public_key: String,
+}
+
+/// Creates a key, a one-validator genesis and a config in `dir`. Refuses to overwrite a key.
+pub fn init(dir: &Path, org: &str, name: &str, http: SocketAddr) -> anyhow::Result<InitOutput> {
+    let org_id = OrgId::new(org)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key_path = dir.join(format!("{org}.key"));
+    let config_path = dir.join("xinyi.toml");
+    let genesis_path = dir.join("genesis.json");
+    for p in [&key_path, &config_path, &genesis_path] {
+        if p.exists() {
+            anyhow::bail!("{} already exists; refusing to overwrite it", p.display());
+        }
+    }
+    let key = KeyPair::generate();
+    write_secret(&key_path, &key.to_file_text())?;
+    let genesis = Genesis {
+        name: name.to_string(),
+        time: crate::clock::system_ms(),
+        orgs: vec![GenesisOrg {
+            id: org_id,
+            name: format!("{org} (validator agency)"),
+            role: Role::Agency,
+            key: key.public(),
+            power: 1,
+        }],
+        params: Params::default(),
+    };
+    genesis.validate().context("genesis")?;
+    std::fs::write(&genesis_path, genesis.to_json())?;
+    let cfg = Config {
+        data_dir: PathBuf::from("data"),
+        http,
+        org: org.to_string(),
+        key_file: PathBuf::from(format!("{org}.key")),
+        genesis: PathBuf::from("genesis.json"),
+        rate_limit_per_sec: default_rate(),
+        mempool_capacity: default_mempool(),
+        request_timeout_ms: default_timeout(),
+    };
+    let text = format!(
+        "# xinyi-node configuration (written by `xinyi-node init`).\n# Relative paths are relative to this file. Environment variables XINYI_DATA, XINYI_HTTP,\n# XINYI_ORG, XINYI_KEY, XINYI_GENESIS and XINYI_RATE_LIMIT override these values.\n{}",
+        toml::to_string_pretty(&cfg)?
+    );
+    std::fs::write(&config_path, text)?;
+    Ok(InitOutput {
+        config: config_path,
+        key: key_path,
+        genesis: genesis_path,
+        public_key: key.public().to_hex(),
+    })
+}

@@ -1,0 +1,516 @@
+//! The engine: the ledger replica (`Chain` + `Store`), the mempool and the block producer.
+//!
+//! Writers hand signed entries to [`Engine::submit`]: the entry is admitted against the current
+//! state (`Chain::admit`, signatures included), queued in a bounded mempool, and a dedicated
+//! producer thread builds a block from whatever is waiting (`Chain::build_block`), certifies it
+//! with this node's validator key (a 1-of-1 commit certificate, `block::sign_commit`), commits
+//! it (`Chain::commit_built`), appends it to sled atomically and flushed (`Store::append`), and
+//! only then answers each waiter with its position, inclusion proof and a signed checkpoint.
+//! Chain and store sit behind one mutex; every caller that takes it runs on a blocking thread,
+//! never on the async runtime. Not here: HTTP (`api`), consensus between several validators.
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot};
+use xinyi_ledger::block::{sign_commit, CommitCertificate};
+use xinyi_ledger::chain::ChainErrorKind;
+use xinyi_ledger::entry::{Author, EntryBody, EntryError};
+use xinyi_ledger::hash::Digest;
+use xinyi_ledger::merkle::Hash;
+use xinyi_ledger::note::{sign_checkpoint, Checkpoint, NoteSigner};
+use xinyi_ledger::state::StateError;
+use xinyi_ledger::store::Store;
+use xinyi_ledger::{Chain, Entry, EntryKind, Genesis, KeyPair, OrgId, TimeMs};
+
+/// The answer to a committed write.
+#[derive(Debug, Clone, Serialize)]
+pub struct Committed {
+    /// Entry id (also the consent / repair / commitment id where the entry creates one).
+    pub id: Digest,
+    /// Entry kind name.
+    pub kind: &'static str,
+    /// Log position.
+    pub position: u64,
+    /// Block height.
+    pub height: u64,
+    /// Block header hash.
+    pub block_hash: Digest,
+    /// RFC 9162 inclusion proof in the log of the checkpoint's size, hex.
+    #[serde(serialize_with = "ser_proof")]
+    pub inclusion_proof: Vec<Hash>,
+    /// Signed checkpoint (C2SP note) for the log after this block.
+    pub checkpoint: String,
+}
+
+/// Serialises a proof as a list of hex strings.
+pub fn ser_proof<S: serde::Serializer>(p: &[Hash], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(p.iter().map(hex::encode))
+}
+
+/// Why a write was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Refused at admission (before the mempool).
+    #[error("{0}")]
+    Rejected(ChainErrorKind),
+    /// Dropped by the block builder.
+    #[error("{0}")]
+    Dropped(StateError),
+    /// The mempool is full.
+    #[error("the mempool is full; retry later")]
+    MempoolFull,
+    /// The node cannot commit (storage failure or shutting down).
+    #[error("node unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct Job {
+    entry: Entry,
+    reply: oneshot::Sender<Result<Committed, SubmitError>>,
+}
+
+/// Chain, store and the latest checkpoint, kept consistent under one lock.
+pub struct Core {
+    /// The replica.
+    pub chain: Chain,
+    /// Its durable store.
+    pub store: Arc<Store>,
+    /// Signed note for the current log size.
+    pub checkpoint: String,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Mempool capacity (entries); submissions beyond it get 429.
+    pub mempool_capacity: usize,
+    /// Largest batch per block (capped by the chain's max_block_entries).
+    pub max_batch: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            mempool_capacity: 50_000,
+            max_batch: 5_000,
+        }
+    }
+}
+
+/// The ledger engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    core: Arc<Mutex<Core>>,
+    store: Arc<Store>,
+    tx: mpsc::Sender<Job>,
+    clock: Arc<Clock>,
+    org: OrgId,
+    key: KeyPair,
+    genesis: Arc<Genesis>,
+    chain_id: Digest,
+    metrics: Arc<Metrics>,
+    failed: Arc<AtomicBool>,
+}
+
+struct Producer {
+    org: OrgId,
+    key: KeyPair,
+    signer: NoteSigner,
+    origin: String,
+    chain_id: Digest,
+}
+
+fn sign_cp(chain: &Chain, p: &Producer) -> Result<String, String> {
+    let cp = Checkpoint {
+        origin: p.origin.clone(),
+        size: chain.log().size(),
+        root: chain.log().root(),
+        extensions: vec![],
+    };
+    sign_checkpoint(&cp, &[&p.signer]).map_err(|e| format!("signing checkpoint: {e}"))
+}
+
+impl Engine {
+    /// Opens (or creates) the ledger in `dir` and starts the block producer thread.
+    /// `org`/`key` must be the chain's only validator.
+    pub fn open(
+        dir: &Path,
+        genesis: &Genesis,
+        org: OrgId,
+        key: KeyPair,
+        clock: Arc<Clock>,
+        metrics: Arc<Metrics>,
+        cfg: EngineConfig,
+    ) -> anyhow::Result<Engine> {
+        let (store, chain) = Store::open_or_create(dir, genesis)
+            .map_err(|e| anyhow::anyhow!("opening the ledger in {}: {e}", dir.display()))?;
+        let set = chain
+            .state()
+            .validators()
+            .map_err(|e| anyhow::anyhow!("reading the validator set: {e}"))?;
+        match set.get(&org) {
+            Some(v) if v.key == key.public() => {}
+            Some(_) => anyhow::bail!(
+                "the key file's public key {} is not the key of validator {org} in the ledger",
+                key.public()
+            ),
+            None => anyhow::bail!("{org} is not a validator of this chain"),
+        }
+        if set.validators.len() != 1 {
+            anyhow::bail!(
+                "this chain has {} validators; this version runs single-validator chains only \
+                 (multi-node consensus comes with the network release)",
+                set.validators.len()
+            );
+        }
+        let signer = NoteSigner::new(genesis.name.clone(), key.signing_key().clone())
+            .map_err(|e| anyhow::anyhow!("checkpoint signer: {e}"))?;
+        let chain_id = *chain.chain_id();
+        let producer = Producer {
+            org: org.clone(),
+            key: key.clone(),
+            signer,
+            origin: genesis.name.clone(),
+            chain_id,
+        };
+        let checkpoint = sign_cp(&chain, &producer).map_err(|e| anyhow::anyhow!(e))?;
+        metrics.height.store(chain.height(), Ordering::Relaxed);
+        metrics
+            .log_size
+            .store(chain.log().size(), Ordering::Relaxed);
+        let store = Arc::new(store);
+        let core = Arc::new(Mutex::new(Core {
+            chain,
+            store: store.clone(),
+            checkpoint,
+        }));
+        let max_block = genesis.params.max_block_entries as usize;
+        let max_batch = cfg.max_batch.clamp(1, max_block.max(1));
+        let (tx, rx) = mpsc::channel(cfg.mempool_capacity.max(1));
+        let failed = Arc::new(AtomicBool::new(false));
+        {
+            let core = core.clone();
+            let clock = clock.clone();
+            let metrics = metrics.clone();
+            let failed = failed.clone();
+            std::thread::Builder::new()
+                .name("xinyi-producer".into())
+                .spawn(move || {
+                    producer_loop(rx, core, producer, clock, metrics, failed, max_batch)
+                })?;
+        }
+        Ok(Engine {
+            core,
+            store,
+            tx,
+            clock,
+            org,
+            key,
+            genesis: Arc::new(genesis.clone()),
+            chain_id,
+            metrics,
+            failed,
+        })
+    }
+
+    /// Chain id.
+    pub fn chain_id(&self) -> &Digest {
+        &self.chain_id
+    }
+    /// Genesis document.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+    /// This node's organisation.
+    pub fn org(&self) -> &OrgId {
+        &self.org
+    }
+    /// The node clock.
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
+    }
+    /// Metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+    /// The store (thread-safe reads without the core lock).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+    /// Whether the node stopped committing after a storage failure.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Locks the core. Call only from blocking threads.
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with the core locked, on a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core) -> T + Send + 'static,
+    ) -> Result<T, SubmitError> {
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = core.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut g)
+        })
+        .await
+        .map_err(|e| SubmitError::Unavailable(format!("worker failed: {e}")))
+    }
+
+    /// Signs an entry by this node's organisation at the node clock, with a random nonce.
+    pub fn sign_own(&self, kind: EntryKind) -> Result<Entry, EntryError> {
+        Entry::sign(
+            &self.chain_id,
+            EntryBody {
+                author: Author::Org(self.org.clone()),
+                time: self.clock.now(),
+                nonce: rand::random(),
+                kind,
+            },
+            &self.key,
+        )
+    }
+
+    /// Admits `entry` against the current state, then queues it and waits until its block is
+    /// committed and flushed.
+    pub async fn submit(&self, entry: Entry) -> Result<Committed, SubmitError> {
+        let now = self.clock.now();
+        let entry = self
+            .read(move |core| core.chain.admit(&entry, now).map(|()| entry))
+            .await?
+            .map_err(SubmitError::Rejected)?;
+        self.enqueue(entry).await
+    }
+
+    /// Queues an entry without admission (for entries this node built and checked itself).
+    pub async fn enqueue(&self, entry: Entry) -> Result<Committed, SubmitError> {
+        if self.failed() {
+            return Err(SubmitError::Unavailable(
+                "the node stopped committing after a storage failure".into(),
+            ));
+        }
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Job { entry, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Metrics::inc(&self.metrics.mempool_full);
+                return Err(SubmitError::MempoolFull);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(SubmitError::Unavailable("block producer stopped".into()))
+            }
+        }
+        self.metrics
+            .mempool_depth
+            .store(self.mempool_depth() as u64, Ordering::Relaxed);
+        rx.await
+            .map_err(|_| SubmitError::Unavailable("block producer stopped".into()))?
+    }
+
+    fn mempool_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Commits `entries` in one block right now, on the calling thread (start-up seeding).
+    pub fn commit_now(&self, entries: Vec<Entry>) -> Vec<Result<Committed, SubmitError>> {
+        let producer = match self.producer() {
+            Ok(p) => p,
+            Err(e) => {
+                return entries
+                    .iter()
+                    .map(|_| Err(SubmitError::Unavailable(e.clone())))
+                    .collect()
+            }
+        };
+        let mut core = self.lock();
+        produce(
+            &mut core,
+            &producer,
+            self.clock.now(),
+            entries,
+            &self.metrics,
+            &self.failed,
+        )
+    }
+
+    fn producer(&self) -> Result<Producer, String> {
+        Ok(Producer {
+            org: self.org.clone(),
+            key: self.key.clone(),
+            signer: NoteSigner::new(self.genesis.name.clone(), self.key.signing_key().clone())
+                .map_err(|e| e.to_string())?,
+            origin: self.genesis.name.clone(),
+            chain_id: self.chain_id,
+        })
+    }
+
+    /// Current node time.
+    pub fn now(&self) -> TimeMs {
+        self.clock.now()
+    }
+}
+
+fn producer_loop(
+    mut rx: mpsc::Receiver<Job>,
+    core: Arc<Mutex<Core>>,
+    p: Producer,
+    clock: Arc<Clock>,
+    metrics: Arc<Metrics>,
+    failed: Arc<AtomicBool>,
+    max_batch: usize,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut entries = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            entries.push(j.entry);
+            replies.push(j.reply);
+        }
+        let results = {
+            let mut g = core.lock().unwrap_or_else(|p| p.into_inner());
+            produce(&mut g, &p, clock.now(), entries, &metrics, &failed)
+        };
+        metrics
+            .mempool_depth
+            .store(rx.len() as u64, Ordering::Relaxed);
+        for (reply, r) in replies.into_iter().zip(results) {
+            let _ = reply.send(r);
+        }
+    }
+}
+
+/// Builds, certifies, commits and stores one block of `entries`; one result per entry, in order.
+fn produce(
+    core: &mut Core,
+    p: &Producer,
+    now: TimeMs,
+    entries: Vec<Entry>,
+    metrics: &Metrics,
+    failed: &AtomicBool,
+) -> Vec<Result<Committed, SubmitError>> {
+    let n = entries.len();
+    let fail_all = |msg: String| -> Vec<Result<Committed, SubmitError>> {
+        (0..n)
+            .map(|_| Err(SubmitError::Unavailable(msg.clone())))
+            .collect()
+    };
+    if failed.load(Ordering::SeqCst) {
+        return fail_all("the node stopped committing after a storage failure".into());
+    }
+    let ids: Vec<Digest> = entries.iter().map(|e| e.id).collect();
+    let (block, mut dropped) = match core.chain.build_block(now, p.org.clone(), entries) {
+        Ok(x) => x,
+        Err(e) => {
+            core.chain.abort_built();
+            tracing::error!("building a block failed: {e}");
+            return fail_all(format!("building a block failed: {e}"));
+        }
+    };
+    let take_dropped = |dropped: &mut Vec<xinyi_ledger::chain::Dropped>, id: &Digest| {
+        let i = dropped.iter().position(|d| &d.id == id)?;
+        Some(dropped.remove(i).reason)
+    };
+    if block.entries.is_empty() {
+        core.chain.abort_built();
+        return ids
+            .iter()
+            .map(|id| {
+                Metrics::inc(&metrics.entries_dropped);
+                Err(match take_dropped(&mut dropped, id) {
+                    Some(r) => SubmitError::Dropped(r),
+                    None => SubmitError::Unavailable("entry was not included".into()),
+                })
+            })
+            .collect();
+    }
+    let height = block.header.height;
+    let header_hash = match block.header.hash() {
+        Ok(h) => h,
+        Err(e) => {
+            core.chain.abort_built();
+            return fail_all(format!("hashing the header: {e}"));
+        }
+    };
+    let cert = CommitCertificate {
+        height,
+        header_hash,
+        votes: vec![sign_commit(
+            &p.key,
+            p.org.clone(),
+            &p.chain_id,
+            height,
+            &header_hash,
+        )],
+    };
+    let committed = match core.chain.commit_built(cert) {
+        Ok(c) => c,
+        Err(e) => {
+            core.chain.abort_built();
+            tracing::error!("committing block {height} failed: {e}");
+            return fail_all(format!("committing block {height} failed: {e}"));
+        }
+    };
+    if let Err(e) = core.store.append(&committed) {
+        // The in-memory replica is now ahead of the disk: stop committing, answer nobody
+        // "committed"; a restart reloads the durable state.
+        failed.store(true, Ordering::SeqCst);
+        tracing::error!("storing block {height} failed, node stops committing: {e}");
+        return fail_all(format!("storing block {height} failed: {e}"));
+    }
+    let size = core.chain.log().size();
+    match sign_cp(&core.chain, p) {
+        Ok(cp) => core.checkpoint = cp,
+        Err(e) => tracing::error!("{e}"),
+    }
+    metrics.height.store(height, Ordering::Relaxed);
+    metrics.log_size.store(size, Ordering::Relaxed);
+    Metrics::inc(&metrics.blocks_produced);
+    let mut out = Vec::with_capacity(n);
+    let mut kept = committed.entries.iter().enumerate().peekable();
+    for id in &ids {
+        match kept.peek() {
+            Some((i, e)) if &e.id == id => {
+                let position = committed.first_position + *i as u64;
+                let proof = core
+                    .chain
+                    .log()
+                    .inclusion_proof(position, size)
+                    .unwrap_or_default();
+                out.push(Ok(Committed {
+                    id: e.id,
+                    kind: e.body.kind.name(),
+                    position,
+                    height,
+                    block_hash: header_hash,
+                    inclusion_proof: proof,
+                    checkpoint: core.checkpoint.clone(),
+                }));
+                metrics.entries_committed.fetch_add(1, Ordering::Relaxed);
+                kept.next();
+            }
+            _ => {
+                Metrics::inc(&metrics.entries_dropped);
+                out.push(Err(match take_dropped(&mut dropped, id) {
+                    Some(r) => SubmitError::Dropped(r),
+                    None => SubmitError::Unavailable("entry was not included".into()),
+                }))
+            }
+        }
+    }
+    out
+}

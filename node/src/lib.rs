@@ -1,0 +1,20 @@
+//! xinyi-node: the daemon that turns the ledger library into a running service.
+//!
+//! This crate wires `xinyi-ledger` to a block producer ([`engine`]), the agency's off-ledger
+//! credit data ([`datastore`]), a sample consortium for `--dev` ([`dev`]), configuration files
+//! for real deployments ([`config`]), metrics ([`metrics`]) and the HTTP API ([`api`]). It adds
+//! no ledger rules of its own: every decision about what may be committed is made by the ledger
+//! crate's `Chain`/`State`. Not here (yet): multi-node networking and BFT consensus; this node is
+//! a single validator that certifies its own blocks (1-of-1 commit certificate).
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod datastore;
+pub mod dev;
+pub mod engine;
+pub mod metrics;
+pub mod node;

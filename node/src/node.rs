@@ -1,0 +1,133 @@
+//! Assembling a node: dev directory or config file → engine + agency data + router, and serving.
+//!
+//! This is the glue `main` and the tests share; it holds no logic of its own beyond choosing
+//! paths and settings.
+
+use crate::api::{self, ApiConfig, AppState};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::datastore::AgencyData;
+use crate::dev::{self, DevSetup};
+use crate::engine::{Engine, EngineConfig};
+use crate::metrics::Metrics;
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::Duration;
+use xinyi_ledger::{Genesis, OrgId};
+
+/// A running node's parts.
+#[derive(Clone)]
+pub struct Node {
+    /// API state (engine, data, settings).
+    pub state: AppState,
+}
+
+impl Node {
+    /// The HTTP router.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
+    /// Opens a dev node in `dir`, creating the sample consortium on first start.
+    pub fn open_dev(
+        dir: &std::path::Path,
+        api_cfg: ApiConfig,
+        engine_cfg: EngineConfig,
+    ) -> anyhow::Result<(Node, DevSetup)> {
+        let setup = dev::prepare(dir)?;
+        let clock = Arc::new(
+            Clock::adjustable(setup.paths.clock.clone())
+                .with_context(|| format!("reading {}", setup.paths.clock.display()))?,
+        );
+        let metrics = Arc::new(Metrics::default());
+        let engine = Engine::open(
+            &setup.paths.ledger,
+            &setup.genesis,
+            OrgId::new(dev::AGENCY)?,
+            setup.node_key.clone(),
+            clock,
+            metrics,
+            engine_cfg,
+        )?;
+        let data = AgencyData::open(&setup.paths.agency)?;
+        dev::seed(&setup, &engine, &data)?;
+        let cfg = ApiConfig {
+            dev: true,
+            ..api_cfg
+        };
+        Ok((
+            Node {
+                state: AppState::new(engine, data, cfg),
+            },
+            setup,
+        ))
+    }
+
+    /// Opens a node from a configuration.
+    pub fn open_config(cfg: &Config) -> anyhow::Result<Node> {
+        let genesis = Genesis::from_json(
+            &std::fs::read(&cfg.genesis)
+                .with_context(|| format!("reading genesis {}", cfg.genesis.display()))?,
+        )
+        .with_context(|| format!("genesis {}", cfg.genesis.display()))?;
+        let key = dev::read_key(&cfg.key_file)?;
+        let org = OrgId::new(&cfg.org)?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let engine = Engine::open(
+            &cfg.data_dir.join("ledger"),
+            &genesis,
+            org,
+            key,
+            Arc::new(Clock::system()),
+            Arc::new(Metrics::default()),
+            EngineConfig {
+                mempool_capacity: cfg.mempool_capacity,
+                ..EngineConfig::default()
+            },
+        )?;
+        let data = AgencyData::open(&cfg.data_dir.join("agency-data"))?;
+        Ok(Node {
+            state: AppState::new(
+                engine,
+                data,
+                ApiConfig {
+                    dev: false,
+                    rate_limit_per_sec: cfg.rate_limit_per_sec,
+                    request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+                },
+            ),
+        })
+    }
+}
+
+/// Serves `router` on `listener` until Ctrl-C / SIGTERM.
+pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(t) => t,
+                        Err(_) => {
+                            let _ = ctrl_c.await;
+                            return;
+                        }
+                    };
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = ctrl_c.await;
+            }
+        })
+        .await
+        .context("HTTP server")?;
+    Ok(())
+}
