@@ -190,7 +190,6 @@ fn verify_stream(
                 reason: format!("certificate bytes: {e}"),
             })
         })?;
-        let kept = block.clone();
         match chain.apply_block(block, cert) {
             Ok(committed) => {
                 report.blocks += 1;
@@ -204,10 +203,10 @@ fn verify_stream(
                 progress(height, report.entries);
             }
             Err(ce) => {
-                let located = if ce.entry.is_none() {
-                    locate_entry(&chain, &kept)
-                } else {
-                    None
+                // Re-decode (it decoded a moment ago) rather than keep a copy of every block.
+                let located = match (ce.entry, Block::decode(&block_bytes)) {
+                    (None, Ok(kept)) => locate_entry(&chain, &kept),
+                    _ => None,
                 };
                 return Err(failure(&VerifyError::Chain(ce), located));
             }

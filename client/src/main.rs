@@ -579,7 +579,7 @@ fn query(ctx: &Ctx, consent: &str, firm: Option<&str>, categories: &str) -> Resu
                         out_json(&api.body);
                     }
                     return Err(anyhow!(
-                        "query refused: {}{}",
+                        "{}{}",
                         api,
                         pos.map(|p| format!("; denial recorded at log position {p}"))
                             .unwrap_or_default()
