@@ -1,0 +1,433 @@
+"""A second, independent xinyi bundle verifier, written from specs/ (not from the Rust code).
+
+Non-normative cross-check of the specification: it re-implements the canonical CBOR, hashing,
+Merkle log, certificate rules and the state machine of specs/*.md and must reproduce every
+header hash, log root and state root of the vectors. It checks the happy path (assertions, no
+typed error codes), implements only the static validation it needs, and verifies Ed25519 with
+OpenSSL (not byte-for-byte the strict rules of hashing.md). Not run by CI.
+
+    python3 specs/tools/verify_bundle.py specs/vectors/genesis.json specs/vectors/chain.bundle
+
+Needs Python 3.8+ and the `cryptography` package.
+"""
+import base64, hashlib, json, struct, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+# ---------------- CBOR (encoding.md) ----------------
+class Dec:
+    def __init__(s, b): s.b, s.i = b, 0
+    def arg(s, ai):
+        if ai < 24: return ai
+        n = {24: 1, 25: 2, 26: 4, 27: 8}[ai]
+        v = int.from_bytes(s.b[s.i:s.i + n], 'big'); s.i += n; return v
+    def item(s):
+        ib = s.b[s.i]; s.i += 1
+        mt, ai = ib >> 5, ib & 31
+        if mt == 7:
+            return {20: False, 21: True, 22: None}[ai]
+        a = s.arg(ai)
+        if mt == 0: return a
+        if mt == 2:
+            v = s.b[s.i:s.i + a]; assert len(v) == a; s.i += a; return bytes(v)
+        if mt == 3:
+            v = s.b[s.i:s.i + a]; assert len(v) == a; s.i += a; return v.decode('utf-8')
+        if mt == 4: return [s.item() for _ in range(a)]
+        if mt == 5:
+            d = {}
+            for _ in range(a):
+                k = s.item(); assert k not in d; d[k] = s.item()
+            return d
+        raise ValueError('bad major type %d' % mt)
+
+def head(mt, n):
+    if n < 24: return bytes([mt << 5 | n])
+    for ai, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if n < 1 << (8 * size): return bytes([mt << 5 | ai]) + n.to_bytes(size, 'big')
+
+def enc(v):
+    if v is None: return b'\xf6'
+    if v is True: return b'\xf5'
+    if v is False: return b'\xf4'
+    if isinstance(v, int): return head(0, v)
+    if isinstance(v, bytes): return head(2, len(v)) + v
+    if isinstance(v, str): b = v.encode(); return head(3, len(b)) + b
+    if isinstance(v, list): return head(4, len(v)) + b''.join(enc(x) for x in v)
+    if isinstance(v, dict): return head(5, len(v)) + b''.join(enc(k) + enc(x) for k, x in v.items())
+    raise TypeError(v)
+
+def decode(b, limit):
+    assert 0 < len(b) <= limit
+    d = Dec(b); v = d.item(); assert d.i == len(b), 'trailing'
+    assert enc(v) == b, 'non-canonical'
+    return v
+
+def st(*vals): return {i: v for i, v in enumerate(vals)}
+def fields(m, n):
+    assert isinstance(m, dict) and list(m.keys()) == list(range(n)), m
+    return [m[i] for i in range(n)]
+def variant(v):
+    if isinstance(v, int): return v, None
+    assert isinstance(v, dict) and len(v) == 1
+    (k, x), = v.items(); return k, x
+
+# ---------------- hashing (hashing.md) ----------------
+def tagged(tag, *parts):
+    h = hashlib.sha256(tag.encode() + b'\0')
+    for p in parts: h.update(p)
+    return h.digest()
+def smsg(tag, payload): return ('xinyi/v1/sig/' + tag).encode() + b'\0' + payload
+BE64 = lambda n: n.to_bytes(8, 'big')
+
+# ---------------- merkle (merkle.md) ----------------
+def leaf(d): return hashlib.sha256(b'\0' + d).digest()
+def mth(leaves):
+    if not leaves: return hashlib.sha256(b'').digest()
+    if len(leaves) == 1: return leaves[0]
+    k = 1
+    while k * 2 < len(leaves): k *= 2
+    return hashlib.sha256(b'\1' + mth(leaves[:k]) + mth(leaves[k:])).digest()
+
+# ---------------- genesis ----------------
+ROLES = ['agency', 'bank', 'credit_china', 'gsxt', 'auditor']
+def genesis_cbor(g):
+    orgs = [st(o['id'], o['name'], ROLES.index(o['role']), bytes.fromhex(o['key']), o['power']) for o in g['orgs']]
+    p = g['params']
+    return enc(st(g['name'], g['time'], orgs,
+                  st(p['repair_deadline_working_days'], p['entry_time_window_ms'], p['max_block_entries'])))
+
+DAY = 86_400_000
+def deadline(t, n):
+    day = (t + 8 * 3_600_000) // DAY
+    while n > 0:
+        day += 1
+        if (day + 3) % 7 < 5: n -= 1
+    return (day + 1) * DAY - 8 * 3_600_000
+
+class Fail(Exception): pass
+
+class State:
+    def __init__(s, g, chain):
+        s.chain, s.origin, s.params = chain, g['name'], g['params']
+        s.base, s.blk, s.ent = {}, {}, {}
+        s.height, s.time = 0, g['time']
+        vals = []
+        for o in g['orgs']:
+            s.put(b'o' + o['id'].encode(), st(o['name'], ROLES.index(o['role']), bytes.fromhex(o['key']), o['power']))
+            if o['power'] > 0: vals.append(st(o['id'], bytes.fromhex(o['key']), o['power']))
+        s.put(b'V', {0: vals})
+        s.root = chain
+        s.finish(0, g['time'])
+    # overlays
+    def raw(s, k):
+        for m in (s.ent, s.blk):
+            if k in m: return m[k]
+        return s.base.get(k)
+    def get(s, k):
+        v = s.raw(k); return None if v is None else decode(v, 65536)
+    def put(s, k, v): s.ent[k] = enc(v)
+    def putraw(s, k, v): s.ent[k] = v
+    def delete(s, k): s.ent[k] = None
+    def commit_entry(s): s.blk.update(s.ent); s.ent = {}
+    def finish(s, h, t):
+        s.commit_entry()
+        ws = sorted(s.blk.items())
+        wsc = enc([[k, v] for k, v in ws])
+        s.root = tagged('xinyi/v1/state', s.root, BE64(h), tagged('xinyi/v1/write-set', wsc))
+        for k, v in ws:
+            if v is None: s.base.pop(k, None)
+            else: s.base[k] = v
+        s.blk = {}; s.height, s.time = h, t
+        return ws
+    def pending_root(s, h):
+        ws = sorted({**s.blk}.items())
+        return tagged('xinyi/v1/state', s.root, BE64(h), tagged('xinyi/v1/write-set', enc([[k, v] for k, v in ws])))
+    def validators(s):
+        return fields(s.get(b'V'), 1)[0]
+    def vget(s, org):
+        for v in s.validators():
+            o, k, p = fields(v, 3)
+            if o == org: return k, p
+        return None
+    def quorum(s): return sum(fields(v, 3)[2] for v in s.validators()) * 2 // 3 + 1
+    def prefix(s, p):
+        return sorted((k, v) for k, v in s.base.items() if k.startswith(p))
+
+    def begin(s, h, t):
+        if t <= s.time: raise Fail('state.sequence')
+        s.now = t
+        for k, v in s.prefix(b'M' + BE64(h)):
+            s.effect(decode(v, 65536)); s.delete(k)
+        for k, _ in s.prefix(b'd'):
+            if int.from_bytes(k[1:9], 'big') > t: break
+            rid = k[9:]
+            r = s.get(b'p' + rid)
+            if r is not None and r[3] == 1:
+                r[10] = True; s.put(b'p' + rid, r)
+            s.delete(k)
+        cutoff = max(0, t - s.params['entry_time_window_ms'])
+        for k, _ in s.prefix(b'n'):
+            if int.from_bytes(k[1:9], 'big') >= cutoff: break
+            s.delete(b'N' + k[9:]); s.delete(k)
+        s.commit_entry()
+
+    def set_validator(s, org, key, power):
+        vals = [v for v in s.validators() if v[0] != org]
+        if power > 0:
+            vals.append(st(org, key, power)); vals.sort(key=lambda v: v[0].encode())
+        s.put(b'V', {0: vals})
+
+    def effect(s, change):
+        idx, x = variant(change)
+        if idx == 0:
+            org, name, role, key, power = fields(x, 5)
+            s.put(b'o' + org.encode(), st(name, role, key, power)); s.delete(b'P' + org.encode())
+            s.set_validator(org, key, power)
+        elif idx == 1:
+            org, key = fields(x, 2); rec = s.get(b'o' + org.encode())
+            if rec is None: return
+            rec[2] = key; s.put(b'o' + org.encode(), rec); s.set_validator(org, key, rec[3])
+        elif idx == 2:
+            org, power = fields(x, 2); rec = s.get(b'o' + org.encode())
+            if rec is None: return
+            others = sum(v[2] for v in s.validators() if v[0] != org)
+            if others == 0 and power == 0: return
+            rec[3] = power; s.put(b'o' + org.encode(), rec); s.set_validator(org, rec[2], power)
+
+    def check_query(s, req):
+        bank, firm, consent, cats, nonce, time = fields(req, 6)
+        c = s.get(b'c' + consent)
+        if c is None: return 0
+        cfirm, terms, used, revoked, granted = fields(c, 5)
+        cbank, purpose, ccats, nb, na, mx = fields(terms, 6)
+        if cfirm != firm: return 1
+        if cbank != bank: return 2
+        if revoked: return 3
+        if s.now < nb: return 4
+        if s.now >= na: return 5
+        if not all(x in ccats for x in cats): return 6
+        if used >= mx: return 7
+        return None
+
+    def apply(s, e, log):
+        """e: dict(id, body_bytes, sig, author, time, kind). Returns list of (msg, key, sig)."""
+        try:
+            r = s.apply_inner(e, log)
+            s.commit_entry(); return r
+        except Fail:
+            s.ent = {}; raise
+
+    def apply_inner(s, e, log):
+        now, w = s.now, s.params['entry_time_window_ms']
+        if e['time'] + w < now or e['time'] > now + w: raise Fail('state.stale_or_future')
+        if s.raw(b'N' + e['id']) is not None: raise Fail('state.replay')
+        s.putraw(b'N' + e['id'], BE64(e['time'])); s.putraw(b'n' + BE64(e['time']) + e['id'], b'')
+        akind, aval = e['author']
+        if akind == 'org':
+            rec = s.get(b'o' + aval.encode())
+            if rec is None: raise Fail('state.unknown_author')
+            akey, role = rec[2], rec[1]
+        else:
+            rec = s.get(b'f' + aval.encode())
+            if rec is None: raise Fail('state.unknown_author')
+            akey, role = rec[0], None
+        sigs = [(smsg('entry', s.chain + e['body_bytes']), akey, e['sig'])]
+        def need(ok):
+            if not ok: raise Fail('state.forbidden')
+        kind, x = variant(e['kind'])
+        is_val = akind == 'org' and s.vget(aval) is not None
+        if kind == 'membership':
+            need(is_val)
+            proposal, approvals = fields(x, 2)
+            change, eff = fields(proposal, 2)
+            if eff <= s.height + 1: raise Fail('state.membership')
+            msg = smsg('membership', s.chain + enc(proposal)); power = 0
+            for a in approvals:
+                v, sig = fields(a, 2); kv = s.vget(v)
+                if kv is None: raise Fail('state.membership')
+                power += kv[1]; sigs.append((msg, kv[0], sig))
+            if power < s.quorum(): raise Fail('state.membership')
+            ci, cx = variant(change)
+            org = cx[0]
+            if ci == 0:
+                if s.get(b'o' + org.encode()) is not None or s.raw(b'P' + org.encode()) is not None: raise Fail('state.already_exists')
+                s.putraw(b'P' + org.encode(), b'')
+            elif s.get(b'o' + org.encode()) is None: raise Fail('state.not_found')
+            s.put(b'M' + BE64(eff) + e['id'], change)
+        elif kind == 1:  # firm_registered
+            need(role == 0); firm, key = fields(x, 2)
+            s.put(b'f' + firm.encode(), st(key, aval))
+        elif kind == 'consent_granted':
+            bank, purpose, cats, nb, na, mx = fields(x, 6)
+            b = s.get(b'o' + bank.encode())
+            if b is None: raise Fail('state.not_found')
+            if b[1] != 1 or na <= now: raise Fail('state.invalid')
+            s.put(b'c' + e['id'], st(aval, x, 0, False, now))
+        elif kind == 3:
+            cid, = fields(x, 1); c = s.get(b'c' + cid)
+            if c is None: raise Fail('state.not_found')
+            if c[0] != aval: raise Fail('state.not_owner')
+            if c[3]: raise Fail('state.invalid')
+            c[3] = True; s.put(b'c' + cid, c)
+        elif kind in ('query_served', 5):
+            need(role == 0)
+            if kind == 5: sreq, reason = fields(x, 2)
+            else: sreq, resp, recs = fields(x, 3)
+            req, rsig = fields(sreq, 2)
+            bank = s.get(b'o' + req[0].encode())
+            if bank is None: raise Fail('state.not_found')
+            if bank[1] != 1: raise Fail('state.invalid')
+            sigs.append((smsg('query-request', s.chain + enc(req)), bank[2], rsig))
+            actual = s.check_query(req)
+            if kind == 5:
+                if actual != reason: raise Fail('state.wrong_denial')
+            else:
+                if actual is not None: raise Fail('consent.%d' % actual)
+                c = s.get(b'c' + req[2]); c[2] += 1; s.put(b'c' + req[2], c)
+        elif kind == 'credit_record_published':
+            need(role == 0); rec, firm, cat, sev, days = fields(x, 5)
+            if s.raw(b'r' + rec) is not None: raise Fail('state.already_exists')
+            s.put(b'r' + rec, st(aval, firm, cat, sev, days, now, None, False))
+        elif kind == 7:
+            agency, content, due = fields(x, 3); a = s.get(b'o' + agency.encode())
+            if a is None or a[1] != 0: raise Fail('state.not_found')
+            s.put(b'm' + e['id'], st(aval, agency, content, due, now, False))
+        elif kind == 8:
+            cid, finding = fields(x, 2); c = s.get(b'm' + cid)
+            if c is None: raise Fail('state.not_found')
+            if c[1] != aval: raise Fail('state.not_owner')
+            if c[5]: raise Fail('state.invalid')
+            c[5] = True; s.put(b'm' + cid, c)
+        elif kind == 9:
+            need(role == 0); firm, domain, grade = fields(x, 3)
+            s.put(b'g' + firm.encode() + b'/' + domain.encode(), st(aval, grade, now))
+        elif kind == 10:
+            record, ful, letter = fields(x, 3); r = s.get(b'r' + record)
+            if r is None: raise Fail('state.not_found')
+            if r[1] != aval: raise Fail('state.not_owner')
+            if r[7]: raise Fail('state.invalid')
+            if r[6] is not None: raise Fail('state.already_exists')
+            if now < r[5] + r[4] * DAY: raise Fail('state.publicity_period')
+            r[6] = e['id']; s.put(b'r' + record, r)
+            s.put(b'p' + e['id'], st(aval, record, r[0], 0, now, None, None, None, None, None, False))
+        elif kind == 11:
+            rid, approved, reason = fields(x, 3); r = s.get(b'p' + rid)
+            if r is None: raise Fail('state.not_found')
+            if r[2] != aval: raise Fail('state.not_owner')
+            if r[3] != 0: raise Fail('state.repair')
+            r[5], r[6] = now, reason
+            if approved:
+                d = deadline(now, s.params['repair_deadline_working_days'])
+                r[3], r[7] = 1, d; s.putraw(b'd' + BE64(d) + rid, b'')
+            else:
+                r[3] = 2; rec = s.get(b'r' + r[1]); rec[6] = None; s.put(b'r' + r[1], rec)
+            s.put(b'p' + rid, r)
+        elif kind == 12:
+            need(role in (2, 3)); rid, = fields(x, 1); r = s.get(b'p' + rid)
+            if r is None: raise Fail('state.not_found')
+            if r[3] != 1: raise Fail('state.repair')
+            slot = 8 if role == 2 else 9
+            if r[slot] is not None: raise Fail('state.repair')
+            r[slot] = now
+            if r[8] is not None and r[9] is not None:
+                r[3] = 3; s.delete(b'd' + BE64(r[7]) + rid)
+                rec = s.get(b'r' + r[1]); rec[6] = None; rec[7] = True; s.put(b'r' + r[1], rec)
+            s.put(b'p' + rid, r)
+        elif kind in (13, 14):
+            if kind == 13: need(is_val); size, root, sig = fields(x, 3)
+            else: need(role in (0, 4)); size, root, ch, tx = fields(x, 4)
+            if size > len(log) or mth(log[:size]) != root: raise Fail('state.checkpoint')
+            if kind == 13:
+                text = '%s\n%d\n%s\n' % (s.origin, size, base64.b64encode(root).decode())
+                sigs.append((text.encode(), akey, sig))
+                k = b'k' + BE64(size) + aval.encode()
+                if s.raw(k) is not None: raise Fail('state.already_exists')
+                s.putraw(k, sig)
+            else:
+                s.putraw(b'a' + BE64(size) + ch.encode(), tx.encode())
+        elif kind == 'misbehaviour':
+            need(is_val); v, h, ha, sa, hb, sb = fields(x, 6)
+            o = s.get(b'o' + v.encode())
+            if o is None: raise Fail('state.not_found')
+            for hh, ss in ((ha, sa), (hb, sb)):
+                sigs.append((smsg('commit', s.chain + BE64(h) + hh), o[2], ss))
+            k = b'x' + v.encode() + b'/' + BE64(h)
+            if s.raw(k) is not None: raise Fail('state.already_exists')
+            s.putraw(k, e['id'])
+        else:
+            raise Fail('unknown kind %r' % (kind,))
+        return sigs
+
+def ed_ok(msg, key, sig):
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(sig, msg); return True
+    except Exception:
+        return False
+
+def verify(genesis_path, bundle_path):
+    g = json.load(open(genesis_path))
+    chain = tagged('xinyi/v1/genesis', genesis_cbor(g))
+    b = open(bundle_path, 'rb').read()
+    assert b[:16] == b'xinyi-bundle/v1\n'; i = 16
+    frames = []
+    while i < len(b):
+        k, n = b[i:i + 1], int.from_bytes(b[i + 1:i + 5], 'big'); frames.append((k, b[i + 5:i + 5 + n])); i += 5 + n
+    assert frames[0][0] == b'G' and frames[-1][0] == b'Z'
+    bg = json.loads(frames[0][1])
+    assert tagged('xinyi/v1/genesis', genesis_cbor(bg)) == chain, 'genesis mismatch'
+    pairs = frames[1:-1]
+    assert int.from_bytes(frames[-1][1], 'big') * 2 == len(pairs)
+    s = State(g, chain)
+    print('root_0', s.root.hex())
+    log, head = [], chain
+    for j in range(0, len(pairs), 2):
+        (kb, bb), (kc, cb) = pairs[j], pairs[j + 1]
+        assert kb == b'B' and kc == b'C'
+        blk = fields(decode(bb, 64 << 20), 2); cert = fields(decode(cb, 65536), 3)
+        H = fields(blk[0], 12)
+        ver, ch, h, prev, t, proposer, vs, eroot, ecount, lsize, lroot, sroot = H
+        assert ver == 1 and ch == chain and h == s.height + 1 and prev == head, 'header link'
+        entries = blk[1]
+        assert ecount == len(entries) <= g['params']['max_block_entries']
+        assert mth([leaf(e) for e in entries]) == eroot, 'entries root'
+        dec = []
+        for e in entries:
+            body_bytes, sig = fields(decode(e, 16384), 2)
+            author, etime, nonce, kind = fields(decode(body_bytes, 16384), 4)
+            (ak, av), = author.items()
+            dec.append(dict(id=tagged('xinyi/v1/entry', e), body_bytes=body_bytes, sig=sig,
+                            author=(ak, av), time=etime, kind=kind, bytes=e))
+        s.begin(h, t)
+        assert tagged('xinyi/v1/validator-set', enc(s.get(b'V'))) == vs, 'validator set hash'
+        assert s.vget(proposer) is not None
+        hh = tagged('xinyi/v1/header', enc(blk[0]))
+        chh, cheader, votes = cert
+        assert chh == h and cheader == hh
+        power, prevv = 0, None
+        for v in votes:
+            org, sig = fields(v, 2)
+            assert prevv is None or org.encode() > prevv.encode(); prevv = org
+            kp = s.vget(org); assert kp
+            assert ed_ok(smsg('commit', chain + BE64(h) + hh), kp[0], sig), 'vote sig'
+            power += kp[1]
+        assert power >= s.quorum(), 'quorum'
+        allsigs = []
+        for e in dec:
+            allsigs += s.apply(e, log); log.append(leaf(e['bytes']))
+        for m, k, sg in allsigs:
+            assert ed_ok(m, k, sg), 'entry signature'
+        assert len(log) == lsize and mth(log) == lroot, 'log'
+        assert s.pending_root(h) == sroot, 'state root at %d' % h
+        s.finish(h, t); head = hh
+        print('block', h, 'ok', len(entries), 'entries', 'state', sroot.hex()[:16], 'sigs', len(allsigs))
+    print('head', head.hex(), 'log', len(log), mth(log).hex(), 'state', s.root.hex())
+    return dict(head_hash=head.hex(), log_size=len(log), log_root=mth(log).hex(), state_root=s.root.hex())
+
+if __name__ == '__main__':
+    got = verify(sys.argv[1], sys.argv[2])
+    import os
+    expected = os.path.join(os.path.dirname(sys.argv[2]), 'bundle.json')
+    if os.path.exists(expected):
+        report = json.load(open(expected))['report']
+        for k, v in got.items():
+            assert report[k] == v, '%s: expected %s, got %s' % (k, report[k], v)
+        print('matches', expected)
