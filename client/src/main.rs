@@ -22,7 +22,7 @@ use xinyi_ledger::entry::{Consent, Entry, EntryKind, QueryRequest};
 use xinyi_ledger::genesis::Genesis;
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::types::{Category, Grade, OrgId, DAY_MS};
-use xinyi_ledger::KeyPair;
+use xinyi_ledger::{KeyPair, Uscc};
 
 #[derive(Parser)]
 #[command(
@@ -85,6 +85,9 @@ enum Cmd {
         /// Firm USCC.
         #[arg(long)]
         firm: String,
+        /// Also fetch every listed entry and verify it and its inclusion proof.
+        #[arg(long)]
+        verify: bool,
     },
     /// Published credit records of a firm.
     Records {
@@ -643,13 +646,73 @@ fn query(ctx: &Ctx, consent: &str, firm: Option<&str>, categories: &str) -> Resu
     Ok(())
 }
 
-fn access_log(ctx: &Ctx, firm: &str) -> Result<()> {
+/// Checks one access-log item against the entry stored at its position and that entry's
+/// inclusion proof; returns the checkpoint size it was verified in.
+fn verify_access_item(ctx: &Ctx, trust: &Trust, firm: &Uscc, item: &Value) -> Result<u64> {
+    let pos = item
+        .get("position")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| anyhow!("an access-log item has no position"))?;
+    let ea: EntryAnswer = ctx.api.get(&format!("/v1/entries/{pos}"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(ea.entry.trim())
+        .map_err(|_| anyhow!("the node's entry {pos} is not base64"))?;
+    let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    let (req, reason) = match &entry.body.kind {
+        EntryKind::QueryServed(q) => (&q.request.request, None),
+        EntryKind::QueryDenied { request, reason } => (&request.request, Some(reason.code())),
+        other => bail!(
+            "access_log.mismatch: entry {pos} is a {} entry",
+            other.name()
+        ),
+    };
+    let listed = (
+        item.get("kind").and_then(Value::as_str),
+        item.get("bank").and_then(Value::as_str),
+        item.get("consent").and_then(Value::as_str),
+        item.get("reason").and_then(Value::as_str),
+    );
+    let consent = req.consent.to_hex();
+    let stored = (
+        Some(entry.body.kind.name()),
+        Some(req.bank.as_str()),
+        Some(consent.as_str()),
+        reason,
+    );
+    if req.firm != *firm || listed != stored {
+        bail!("access_log.mismatch: the access log's item at position {pos} does not match the stored entry");
+    }
+    let inc = proof::verify_inclusion(trust, &bytes, pos, &ea.inclusion_proof, &ea.checkpoint)?;
+    Ok(inc.size)
+}
+
+fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
     let firm = parse_uscc(firm)?;
     let signer = ctx.signer()?;
     let h = ctx.health()?;
     let path = format!("/v1/firms/{firm}/access-log");
     let auth = signer.auth_header(&h.chain_id, "GET", &path, h.time_ms);
-    let v: Value = ctx.api.get_auth(&path, &auth)?;
+    let mut v: Value = ctx.api.get_auth(&path, &auth)?;
+    let mut verified = None;
+    if verify {
+        let trust = ctx.trust(Some(&h))?;
+        let items = v
+            .get("entries")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut size = 0;
+        for item in &items {
+            size = size.max(verify_access_item(ctx, &trust, &firm, item)?);
+        }
+        verified = Some((items.len(), size));
+        if let Value::Object(m) = &mut v {
+            m.insert(
+                "verified".into(),
+                json!({"entries": items.len(), "checkpoint_size": size}),
+            );
+        }
+    }
     if ctx.json {
         out_json(&v);
         return Ok(());
@@ -680,6 +743,9 @@ fn access_log(ctx: &Ctx, firm: &str) -> Result<()> {
                 .map(|r| format!(" reason {}", scalar(r)))
                 .unwrap_or_default()
         );
+    }
+    if let Some((n, size)) = verified {
+        s += &format!("verified: all {n} entries match the ledger and are included in checkpoints up to size {size}\n");
     }
     out(&s);
     Ok(())
@@ -937,7 +1003,7 @@ fn run(cli: Cli) -> Result<bool> {
             firm,
             categories,
         } => query(&ctx, &consent, firm.as_deref(), &categories)?,
-        Cmd::AccessLog { firm } => access_log(&ctx, &firm)?,
+        Cmd::AccessLog { firm, verify } => access_log(&ctx, &firm, verify)?,
         Cmd::Records { firm } => {
             let firm = parse_uscc(&firm)?;
             let v: Value = ctx.api.get(&format!("/v1/firms/{firm}/records"))?;

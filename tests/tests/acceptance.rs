@@ -259,6 +259,12 @@ fn acceptance_scenario() {
         .map(|e| e["position"].as_u64().unwrap())
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    // Every item matches the stored entry and is in a signed checkpoint.
+    let checked = ok_json(&node.xinyi(
+        Some(fk),
+        &["--json", "access-log", "--firm", &firm, "--verify"],
+    ));
+    assert_eq!(checked["verified"]["entries"], 6, "{checked}");
     // The human form works too; a bank may not read it.
     let human = ok(&node.xinyi(Some(fk), &["access-log", "--firm", &firm]));
     assert!(human.contains("6 entries"), "{human}");
