@@ -1,0 +1,196 @@
+//! The `xinyi` client against a real dev node beyond the acceptance scenario: commitments and
+//! grades, and the errors a user meets (wrong role, wrong key, unknown ids, a query under an
+//! unknown consent), each one line on stderr with the API's code and exit code 1.
+
+use serde_json::Value;
+use std::process::Output;
+use std::time::Duration;
+use xinyi_ledger::sample::sample_firm;
+use xinyi_tests::DevNode;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+#[track_caller]
+fn ok_json(o: &Output) -> Value {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("JSON output")
+}
+
+#[track_caller]
+fn fails(o: &Output, needle: &str) {
+    let e = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stderr: {e}");
+    assert_eq!(e.lines().count(), 1, "{e:?}");
+    assert!(
+        e.starts_with("error: ") && e.contains(needle),
+        "{e:?} lacks {needle:?}"
+    );
+}
+
+#[test]
+fn commitments_grades_and_user_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node = DevNode::start(
+        &tmp.path().join("data"),
+        &tmp.path().join("node.log"),
+        Duration::from_secs(60),
+    );
+    let firm = sample_firm(1).expect("firm").to_string();
+    let other = sample_firm(2).expect("firm").to_string();
+    let fk = format!("firm-{firm}");
+
+    // Commitment: made by the firm, broken by the agency.
+    let made = ok_json(&node.xinyi(
+        Some(&fk),
+        &[
+            "--json",
+            "commitment",
+            "make",
+            "--agency",
+            "gz-credit",
+            "--text",
+            "pay the arrears by month end",
+            "--due-days",
+            "30",
+        ],
+    ));
+    let id = made["id"].as_str().expect("id").to_string();
+    assert!(made["content_salt"].is_string());
+    ok_json(&node.xinyi(
+        Some("gz-credit"),
+        &[
+            "--json",
+            "commitment",
+            "broken",
+            &id,
+            "--finding",
+            "not paid",
+        ],
+    ));
+    let c = ok_json(&node.xinyi(None, &["--json", "commitment", "show", &id]));
+    assert_eq!(c["broken"], true, "{c}");
+    assert_eq!(c["firm"], firm.as_str());
+
+    // Grade: assigned by the agency; a bank may not.
+    ok_json(&node.xinyi(
+        Some("gz-credit"),
+        &[
+            "--json",
+            "grade",
+            "assign",
+            "--firm",
+            &firm,
+            "--domain",
+            "food-drug",
+            "--grade",
+            "B",
+        ],
+    ));
+    let g = ok_json(&node.xinyi(
+        None,
+        &[
+            "--json",
+            "grade",
+            "show",
+            "--firm",
+            &firm,
+            "--domain",
+            "food-drug",
+        ],
+    ));
+    assert_eq!(g["grade"], "b", "{g}");
+    fails(
+        &node.xinyi(
+            Some("bank-a"),
+            &[
+                "grade", "assign", "--firm", &firm, "--domain", "tax", "--grade", "a",
+            ],
+        ),
+        "HTTP 403",
+    );
+
+    // A firm's key cannot grant another firm's consent (refused before anything is sent).
+    fails(
+        &node.xinyi(
+            Some(&fk),
+            &[
+                "consent",
+                "grant",
+                "--firm",
+                &other,
+                "--bank",
+                "bank-a",
+                "--categories",
+                "tax",
+                "--uses",
+                "1",
+                "--days",
+                "1",
+            ],
+        ),
+        "granted by the firm itself",
+    );
+    // Signing as another firm with this firm's key: the node refuses the signature.
+    let o = node.xinyi(
+        Some(&fk),
+        &[
+            "--as",
+            &format!("firm:{other}"),
+            "consent",
+            "grant",
+            "--firm",
+            &other,
+            "--bank",
+            "bank-a",
+            "--categories",
+            "tax",
+            "--uses",
+            "1",
+            "--days",
+            "1",
+        ],
+    );
+    fails(&o, "HTTP 401");
+
+    // Unknown ids: 404 with the API's code.
+    let zero = "00".repeat(32);
+    fails(&node.xinyi(None, &["consent", "show", &zero]), "HTTP 404");
+    fails(&node.xinyi(None, &["repair", "status", &zero]), "HTTP 404");
+
+    // A query under an unknown consent is refused and the denial is on the ledger.
+    fails(
+        &node.xinyi(
+            Some("bank-a"),
+            &[
+                "query",
+                "--consent",
+                &zero,
+                "--firm",
+                &firm,
+                "--categories",
+                "tax",
+            ],
+        ),
+        "consent.unknown",
+    );
+    let log = ok_json(&node.xinyi(
+        Some(&fk),
+        &["--json", "access-log", "--firm", &firm, "--verify"],
+    ));
+    assert_eq!(log["entries"][0]["reason"], "consent.unknown", "{log}");
+    assert_eq!(log["verified"]["entries"], 1);
+
+    // A firm cannot read another firm's access log.
+    fails(
+        &node.xinyi(Some(&fk), &["access-log", "--firm", &other]),
+        "HTTP 403",
+    );
+}
