@@ -20,6 +20,7 @@ use xinyi_ledger::block::{sign_commit, CommitCertificate};
 use xinyi_ledger::chain::ChainErrorKind;
 use xinyi_ledger::entry::{Author, EntryBody, EntryError};
 use xinyi_ledger::hash::Digest;
+use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::merkle::Hash;
 use xinyi_ledger::note::{sign_checkpoint, Checkpoint, NoteSigner};
 use xinyi_ledger::state::StateError;
@@ -283,10 +284,42 @@ impl Engine {
     /// committed and flushed.
     pub async fn submit(&self, entry: Entry) -> Result<Committed, SubmitError> {
         let now = self.clock.now();
-        let entry = self
-            .read(move |core| core.chain.admit(&entry, now).map(|()| entry))
-            .await?
-            .map_err(SubmitError::Rejected)?;
+        let core = self.core.clone();
+        let chain_id = self.chain_id;
+        let entry = tokio::task::spawn_blocking(move || {
+            // Authenticate before evaluating rules: an entry whose signature does not verify
+            // under its author's registered key is a 401, whatever else is wrong with it.
+            let key = {
+                let g = core.lock().unwrap_or_else(|p| p.into_inner());
+                let st = g.chain.state();
+                match &entry.body.author {
+                    Author::Org(o) => st.org(o).map(|r| r.map(|r| r.key)),
+                    Author::Firm(f) => st.firm(f).map(|r| r.map(|r| r.key)),
+                }
+            };
+            let key = match key {
+                Ok(Some(k)) => k,
+                Ok(None) => {
+                    let who = match &entry.body.author {
+                        Author::Org(o) => o.to_string(),
+                        Author::Firm(f) => f.to_string(),
+                    };
+                    return Err(ChainErrorKind::State(StateError::UnknownAuthor(who)));
+                }
+                Err(e) => return Err(ChainErrorKind::State(e)),
+            };
+            key.verify(
+                SigDomain::Entry,
+                &entry.signing_payload(&chain_id),
+                &entry.signature,
+            )
+            .map_err(|_| ChainErrorKind::Signature)?;
+            let mut g = core.lock().unwrap_or_else(|p| p.into_inner());
+            g.chain.admit(&entry, now).map(|()| entry)
+        })
+        .await
+        .map_err(|e| SubmitError::Unavailable(format!("worker failed: {e}")))?
+        .map_err(SubmitError::Rejected)?;
         self.enqueue(entry).await
     }
 
