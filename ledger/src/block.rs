@@ -106,12 +106,16 @@ pub struct ValidatorSet {
 impl ValidatorSet {
     /// Total voting power.
     pub fn total_power(&self) -> u64 {
-        self.validators.iter().map(|v| v.power).sum()
+        // Powers are bounded by `genesis::MAX_POWER` and membership validation; saturate anyway
+        // so that a bad value cannot wrap around into a small quorum.
+        self.validators
+            .iter()
+            .fold(0u64, |acc, v| acc.saturating_add(v.power))
     }
 
     /// Smallest power that is more than two thirds of the total.
     pub fn quorum(&self) -> u64 {
-        self.total_power() * 2 / 3 + 1
+        (u128::from(self.total_power()) * 2 / 3 + 1).min(u128::from(u64::MAX)) as u64
     }
 
     /// Hash committed in headers.
@@ -277,7 +281,7 @@ impl CommitCertificate {
                     .verifying_key()
                     .map_err(|_| CertError::BadKey(v.validator.clone()))?,
             );
-            power += val.power;
+            power = power.saturating_add(val.power);
         }
         if power < set.quorum() {
             return Err(CertError::BelowQuorum {

@@ -119,40 +119,53 @@ struct Pending {
     log_size_before: u64,
 }
 
-/// Below this many signatures a batch is verified on the calling thread.
-const PARALLEL_MIN_SIGNATURES: usize = 512;
+/// Signatures per batch. Blocks are verified in fixed chunks of this size (spread over the
+/// machine's cores), so the verdict on a block is a function of the block alone, identical on
+/// every node whatever its core count: ed25519-dalek's batch coefficients are derived from the
+/// chunk's inputs.
+pub const SIGNATURE_CHUNK: usize = 256;
 
-/// Batch-verifies `checks`, split across the machine's cores when there are many. Returns the
-/// index of the first failing signature. The verdict does not depend on the split: every chunk
-/// is verified and the smallest failing index is reported.
+/// Batch-verifies `checks` in fixed chunks of [`SIGNATURE_CHUNK`], chunks spread across the
+/// machine's cores. Returns the index of the first failing signature (the smallest index over
+/// all failing chunks).
 fn verify_parallel(checks: &[SigCheck<'_>]) -> Result<(), usize> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads <= 1 || checks.len() < PARALLEL_MIN_SIGNATURES {
-        return match keys::verify_many(checks) {
-            Ok(()) => Ok(()),
-            Err(KeyError::BadSignatureInBatch { index }) => Err(index),
-            Err(_) => Err(0),
-        };
-    }
-    let chunk = checks.len().div_ceil(threads);
-    let results: Vec<Result<(), usize>> = std::thread::scope(|s| {
-        let handles: Vec<_> = checks
-            .chunks(chunk)
+    let chunk_verdict = |i: usize, part: &[SigCheck<'_>]| match keys::verify_many(part) {
+        Ok(()) => Ok(()),
+        Err(KeyError::BadSignatureInBatch { index }) => Err(i * SIGNATURE_CHUNK + index),
+        Err(_) => Err(i * SIGNATURE_CHUNK),
+    };
+    let chunks: Vec<&[SigCheck<'_>]> = checks.chunks(SIGNATURE_CHUNK).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(chunks.len());
+    let results: Vec<Result<(), usize>> = if threads <= 1 {
+        chunks
+            .iter()
             .enumerate()
-            .map(|(i, part)| {
-                s.spawn(move || match keys::verify_many(part) {
-                    Ok(()) => Ok(()),
-                    Err(KeyError::BadSignatureInBatch { index }) => Err(i * chunk + index),
-                    Err(_) => Err(i * chunk),
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| h.join().unwrap_or(Err(i * chunk)))
+            .map(|(i, part)| chunk_verdict(i, part))
             .collect()
-    });
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(part) = chunks.get(i) else { break };
+                            out.push(chunk_verdict(i, part));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_else(|_| vec![Err(0)]))
+                .collect()
+        })
+    };
     match results.into_iter().filter_map(Result::err).min() {
         None => Ok(()),
         Some(i) => Err(i),

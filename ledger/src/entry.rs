@@ -413,6 +413,16 @@ pub fn membership_signing_payload(
     Ok(entry_signing_payload(chain, &codec::encode(proposal)?))
 }
 
+fn check_power(power: u64) -> Result<(), ValueError> {
+    if power > crate::genesis::MAX_POWER {
+        return Err(ValueError {
+            what: "power",
+            reason: format!("{power} exceeds {}", crate::genesis::MAX_POWER),
+        });
+    }
+    Ok(())
+}
+
 impl EntryKind {
     /// Short name of the kind (stable; used in errors, indexes and the API).
     pub fn name(&self) -> &'static str {
@@ -479,8 +489,13 @@ impl EntryKind {
                         "must be sorted by validator without duplicates",
                     ));
                 }
-                if let MemberChange::RegisterOrg { name, .. } = &m.proposal.change {
-                    check_text("org name", name, 128, false)?;
+                match &m.proposal.change {
+                    MemberChange::RegisterOrg { name, power, .. } => {
+                        check_text("org name", name, 128, false)?;
+                        check_power(*power)?;
+                    }
+                    MemberChange::SetPower { power, .. } => check_power(*power)?,
+                    MemberChange::RotateKey { .. } => {}
                 }
             }
             EntryKind::ConsentGranted(c) => {

@@ -10,6 +10,11 @@ use crate::keys::PublicKey;
 use crate::types::{check_text, OrgId, Role, TimeMs, ValueError};
 use serde::{Deserialize, Serialize};
 
+/// Maximum voting power of one validator (keeps every quorum computation far from overflow).
+pub const MAX_POWER: u64 = 1_000_000;
+/// Maximum number of founding organisations.
+pub const MAX_ORGS: usize = 10_000;
+
 /// Maximum genesis file size.
 pub const MAX_GENESIS_BYTES: usize = 1024 * 1024;
 
@@ -118,8 +123,14 @@ impl Genesis {
         if !self.orgs.iter().any(|o| o.power > 0) {
             return Err(bad("at least one org must have voting power".into()));
         }
+        if self.orgs.len() > MAX_ORGS {
+            return Err(bad(format!("at most {MAX_ORGS} founding organisations")));
+        }
         for o in &self.orgs {
             check_text("org name", &o.name, 128, false)?;
+            if o.power > MAX_POWER {
+                return Err(bad(format!("org {} has power above {MAX_POWER}", o.id)));
+            }
             o.key
                 .verifying_key()
                 .map_err(|_| bad(format!("org {} has an invalid key", o.id)))?;

@@ -898,12 +898,12 @@ impl State {
                         }
                     })?;
                 let message = signing_message(SigDomain::Membership, &payload);
-                let mut power = 0;
+                let mut power: u64 = 0;
                 for a in &m.approvals {
                     let v = set.get(&a.validator).ok_or_else(|| {
                         StateError::Membership(format!("{} is not a validator", a.validator))
                     })?;
-                    power += v.power;
+                    power = power.saturating_add(v.power);
                     sigs.push(SigRequirement {
                         message: message.clone(),
                         key: v.key,
@@ -948,6 +948,15 @@ impl State {
             }
             EntryKind::FirmRegistered { firm: f, key: k } => {
                 require_role(role == Some(Role::Agency))?;
+                if let Some(existing) = self.firm(f)? {
+                    // Re-registration rotates the firm's key: only the registering agency may.
+                    if Some(&existing.registered_by) != org_id.as_ref() {
+                        return Err(StateError::NotOwner(format!(
+                            "firm {f} was registered by {}; only it may rotate the firm's key",
+                            existing.registered_by
+                        )));
+                    }
+                }
                 k.verifying_key()
                     .map_err(|_| StateError::Invalid("firm key is invalid".into()))?;
                 self.put_s(
@@ -1017,6 +1026,7 @@ impl State {
                 require_role(role == Some(Role::Agency))?;
                 let req = &q.request.request;
                 sigs.push(self.bank_signature(req, &q.request.signature)?);
+                self.consume_request(req, now)?;
                 self.check_query(req, now)
                     .map_err(StateError::QueryNotAuthorized)?;
                 let ck = key(prefix::CONSENT, &[req.consent.as_bytes()]);
@@ -1029,6 +1039,7 @@ impl State {
             EntryKind::QueryDenied { request, reason } => {
                 require_role(role == Some(Role::Agency))?;
                 sigs.push(self.bank_signature(&request.request, &request.signature)?);
+                self.consume_request(&request.request, now)?;
                 let actual = self.check_query(&request.request, now).err();
                 if actual != Some(*reason) {
                     return Err(StateError::WrongDenial {
@@ -1359,6 +1370,34 @@ impl State {
             signatures: sigs,
             firm,
         })
+    }
+
+    /// A bank's signed request is answered once (served or denied): its time must lie in the
+    /// replay window and its id (`tagged(Entry, canonical request bytes)`) must be new.
+    fn consume_request(&mut self, req: &QueryRequest, now: TimeMs) -> Result<(), StateError> {
+        let w = self.params.entry_time_window_ms;
+        if req.time.saturating_add(w) < now || req.time > now.saturating_add(w) {
+            return Err(StateError::StaleOrFuture {
+                entry: req.time,
+                block: now,
+            });
+        }
+        let bytes = codec::encode(req).map_err(|err| StateError::Corrupt {
+            key: "query request".into(),
+            err,
+        })?;
+        let id = hash::tagged(Domain::Entry, &[b"query-request", &bytes]);
+        let rid = key(prefix::RECENT_ID, &[id.as_bytes()]);
+        if self.raw(&rid).is_some() {
+            return Err(StateError::Replay(id));
+        }
+        self.entry
+            .insert(rid, Some(req.time.to_be_bytes().to_vec()));
+        self.entry.insert(
+            key(prefix::RECENT, &[&req.time.to_be_bytes(), id.as_bytes()]),
+            Some(Vec::new()),
+        );
+        Ok(())
     }
 
     fn require_org(&self, org: &OrgId) -> Result<(), StateError> {

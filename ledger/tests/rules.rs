@@ -527,3 +527,105 @@ fn validator_set_change_and_key_rotation_take_effect_at_their_height() {
     }
     assert_eq!(replica.state_head(), d.chain.state_head());
 }
+
+#[test]
+fn one_signed_request_is_answered_only_once() {
+    let (mut d, f) = setup();
+    let c = d.consent(f, "bank-a", &[Tax], 5);
+    let cid = c.id;
+    assert_eq!(one(&mut d, c), None);
+    let req = d.request("bank-a", f, cid, &[Tax]);
+    let signed = d.c.signed_query("bank-a", req).unwrap();
+    let serve = |d: &mut Driver| {
+        d.org(
+            "gz-credit",
+            EntryKind::QueryServed(xinyi_ledger::entry::QueryRecord {
+                request: signed.clone(),
+                response: Digest([5; 32]),
+                records: vec![],
+            }),
+        )
+    };
+    let first = serve(&mut d);
+    assert_eq!(one(&mut d, first), None);
+    // A second record of the same bank request (new agency nonce) is a replay.
+    let second = serve(&mut d);
+    assert_eq!(one(&mut d, second), Some("state.replay"));
+    assert_eq!(d.chain.state().consent(&cid).unwrap().unwrap().used, 1);
+    // A request signed long ago is stale.
+    let mut old = d.request("bank-a", f, cid, &[Tax]);
+    old.time -= 11 * 60 * 1000;
+    let signed_old = d.c.signed_query("bank-a", old).unwrap();
+    let e = d.org(
+        "gz-credit",
+        EntryKind::QueryServed(xinyi_ledger::entry::QueryRecord {
+            request: signed_old,
+            response: Digest([5; 32]),
+            records: vec![],
+        }),
+    );
+    assert_eq!(one(&mut d, e), Some("state.stale_or_future"));
+}
+
+#[test]
+fn only_the_registering_agency_may_rotate_a_firms_key() {
+    let c = xinyi_ledger::sample::SampleConsortium::new(b"test", 2, T0);
+    let (chain, _) = xinyi_ledger::Chain::from_genesis(&c.genesis).unwrap();
+    let mut d = Driver {
+        c,
+        chain,
+        blocks: vec![],
+        now: T0 + 1000,
+        nonce: 0,
+    };
+    let f = firm(4);
+    let reg = d.register_firm(f);
+    // Two validators: certify() signs with both.
+    assert_eq!(one(&mut d, reg), None);
+    let thief = xinyi_ledger::KeyPair::from_seed([66; 32]);
+    let e = d.org(
+        "agency-2",
+        EntryKind::FirmRegistered {
+            firm: f,
+            key: thief.public(),
+        },
+    );
+    assert_eq!(one(&mut d, e), Some("state.not_owner"));
+    let rotate = d.org(
+        "gz-credit",
+        EntryKind::FirmRegistered {
+            firm: f,
+            key: thief.public(),
+        },
+    );
+    assert_eq!(one(&mut d, rotate), None);
+    assert_eq!(
+        d.chain.state().firm(&f).unwrap().unwrap().key,
+        thief.public()
+    );
+}
+
+#[test]
+fn excessive_voting_power_is_rejected_statically() {
+    let d = Driver::new();
+    let p = MembershipProposal {
+        change: MemberChange::SetPower {
+            org: OrgId::new("gz-credit").unwrap(),
+            power: u64::MAX,
+        },
+        effective_height: 5,
+    };
+    let e = d.c.org_entry(
+        "gz-credit",
+        d.now,
+        1,
+        EntryKind::Membership(MembershipChange {
+            proposal: p,
+            approvals: vec![Approval {
+                validator: OrgId::new("gz-credit").unwrap(),
+                signature: xinyi_ledger::Signature([0; 64]),
+            }],
+        }),
+    );
+    assert_eq!(e.unwrap_err().code(), "entry.field");
+}

@@ -255,6 +255,8 @@ class State:
             s.put(b'M' + BE64(eff) + e['id'], change)
         elif kind == 1:  # firm_registered
             need(role == 0); firm, key = fields(x, 2)
+            old = s.get(b'f' + firm.encode())
+            if old is not None and old[1] != aval: raise Fail('state.not_owner')
             s.put(b'f' + firm.encode(), st(key, aval))
         elif kind == 'consent_granted':
             bank, purpose, cats, nb, na, mx = fields(x, 6)
@@ -277,6 +279,11 @@ class State:
             if bank is None: raise Fail('state.not_found')
             if bank[1] != 1: raise Fail('state.invalid')
             sigs.append((smsg('query-request', s.chain + enc(req)), bank[2], rsig))
+            rtime = req[5]
+            if rtime + w < now or rtime > now + w: raise Fail('state.stale_or_future')
+            rid = hashlib.sha256(b'xinyi/v1/entry\x00' + b'query-request' + enc(req)).digest()
+            if s.raw(b'N' + rid) is not None: raise Fail('state.replay')
+            s.putraw(b'N' + rid, BE64(rtime)); s.putraw(b'n' + BE64(rtime) + rid, b'')
             actual = s.check_query(req)
             if kind == 5:
                 if actual != reason: raise Fail('state.wrong_denial')
