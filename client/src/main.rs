@@ -933,6 +933,21 @@ fn export(ctx: &Ctx, path: &Path) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<bool> {
+    let offline = matches!(
+        cli.cmd,
+        Cmd::Keygen { .. }
+            | Cmd::Proof(ProofCmd::Verify {
+                entry_position: None,
+                ..
+            })
+            | Cmd::Audit(AuditCmd::Verify { bundle: Some(_) })
+    );
+    if !offline && !cli.node.starts_with("http://") {
+        bail!(
+            "--node must be an http:// URL (this build speaks plain HTTP, e.g. to a node on loopback), got {:?}",
+            cli.node
+        );
+    }
     let ctx = Ctx {
         api: Api::new(&cli.node),
         json: cli.json,
