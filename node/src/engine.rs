@@ -80,8 +80,11 @@ pub struct Core {
     pub chain: Chain,
     /// Its durable store.
     pub store: Arc<Store>,
-    /// Signed note for the current log size.
+    /// Signed note for the durable log size.
     pub checkpoint: String,
+    /// Log size of the last block that is in the store (the checkpoint's size). The chain may
+    /// be one block ahead while that block is being flushed: proofs and entry reads use this.
+    pub durable_size: u64,
 }
 
 /// Engine settings.
@@ -125,11 +128,15 @@ struct Producer {
     chain_id: Digest,
 }
 
-fn sign_cp(chain: &Chain, p: &Producer) -> Result<String, String> {
+fn sign_cp_at(chain: &Chain, p: &Producer, size: u64) -> Result<String, String> {
+    let root = chain
+        .log()
+        .root_at(size)
+        .map_err(|e| format!("log root at {size}: {e}"))?;
     let cp = Checkpoint {
         origin: p.origin.clone(),
-        size: chain.log().size(),
-        root: chain.log().root(),
+        size,
+        root,
         extensions: vec![],
     };
     sign_checkpoint(&cp, &[&p.signer]).map_err(|e| format!("signing checkpoint: {e}"))
@@ -178,7 +185,9 @@ impl Engine {
             origin: genesis.name.clone(),
             chain_id,
         };
-        let checkpoint = sign_cp(&chain, &producer).map_err(|e| anyhow::anyhow!(e))?;
+        let durable_size = chain.log().size();
+        let checkpoint =
+            sign_cp_at(&chain, &producer, durable_size).map_err(|e| anyhow::anyhow!(e))?;
         metrics.height.store(chain.height(), Ordering::Relaxed);
         metrics
             .log_size
@@ -188,6 +197,7 @@ impl Engine {
             chain,
             store: store.clone(),
             checkpoint,
+            durable_size,
         }));
         let max_block = genesis.params.max_block_entries as usize;
         let max_batch = cfg.max_batch.clamp(1, max_block.max(1));
@@ -363,9 +373,8 @@ impl Engine {
                     .collect()
             }
         };
-        let mut core = self.lock();
         produce(
-            &mut core,
+            &self.core,
             &producer,
             self.clock.now(),
             entries,
@@ -414,10 +423,7 @@ fn producer_loop(
             entries.push(j.entry);
             replies.push(j.reply);
         }
-        let results = {
-            let mut g = core.lock().unwrap_or_else(|p| p.into_inner());
-            produce(&mut g, &p, clock.now(), entries, &metrics, &failed)
-        };
+        let results = produce(&core, &p, clock.now(), entries, &metrics, &failed);
         metrics
             .mempool_depth
             .store(rx.len() as u64, Ordering::Relaxed);
@@ -428,8 +434,13 @@ fn producer_loop(
 }
 
 /// Builds, certifies, commits and stores one block of `entries`; one result per entry, in order.
+///
+/// The core lock is held while the block is built and committed in memory, released while it
+/// is written and flushed (so readers and admission checks are not stalled by the disk), and
+/// taken again to publish the new durable size and checkpoint and to compute the proofs. Only
+/// this (single) producer appends, so blocks reach the store in order.
 fn produce(
-    core: &mut Core,
+    core: &Mutex<Core>,
     p: &Producer,
     now: TimeMs,
     entries: Vec<Entry>,
@@ -446,68 +457,83 @@ fn produce(
         return fail_all("the node stopped committing after a storage failure".into());
     }
     let ids: Vec<Digest> = entries.iter().map(|e| e.id).collect();
-    let (block, mut dropped) = match core.chain.build_block(now, p.org.clone(), entries) {
-        Ok(x) => x,
-        Err(e) => {
-            core.chain.abort_built();
-            tracing::error!("building a block failed: {e}");
-            return fail_all(format!("building a block failed: {e}"));
-        }
-    };
     let take_dropped = |dropped: &mut Vec<xinyi_ledger::chain::Dropped>, id: &Digest| {
         let i = dropped.iter().position(|d| &d.id == id)?;
         Some(dropped.remove(i).reason)
     };
-    if block.entries.is_empty() {
-        core.chain.abort_built();
-        return ids
-            .iter()
-            .map(|id| {
-                Metrics::inc(&metrics.entries_dropped);
-                Err(match take_dropped(&mut dropped, id) {
-                    Some(r) => SubmitError::Dropped(r),
-                    None => SubmitError::Unavailable("entry was not included".into()),
+    let t0 = std::time::Instant::now();
+    // Phase 1 (locked): build, certify, commit in memory.
+    let (committed, mut dropped, store) = {
+        let mut g = core.lock().unwrap_or_else(|p| p.into_inner());
+        let (block, mut dropped) = match g.chain.build_block(now, p.org.clone(), entries) {
+            Ok(x) => x,
+            Err(e) => {
+                g.chain.abort_built();
+                tracing::error!("building a block failed: {e}");
+                return fail_all(format!("building a block failed: {e}"));
+            }
+        };
+        if block.entries.is_empty() {
+            g.chain.abort_built();
+            return ids
+                .iter()
+                .map(|id| {
+                    Metrics::inc(&metrics.entries_dropped);
+                    Err(match take_dropped(&mut dropped, id) {
+                        Some(r) => SubmitError::Dropped(r),
+                        None => SubmitError::Unavailable("entry was not included".into()),
+                    })
                 })
-            })
-            .collect();
-    }
-    let height = block.header.height;
-    let header_hash = match block.header.hash() {
-        Ok(h) => h,
-        Err(e) => {
-            core.chain.abort_built();
-            return fail_all(format!("hashing the header: {e}"));
+                .collect();
         }
-    };
-    let cert = CommitCertificate {
-        height,
-        header_hash,
-        votes: vec![sign_commit(
-            &p.key,
-            p.org.clone(),
-            &p.chain_id,
+        let height = block.header.height;
+        let header_hash = match block.header.hash() {
+            Ok(h) => h,
+            Err(e) => {
+                g.chain.abort_built();
+                return fail_all(format!("hashing the header: {e}"));
+            }
+        };
+        let cert = CommitCertificate {
             height,
-            &header_hash,
-        )],
-    };
-    let committed = match core.chain.commit_built(cert) {
-        Ok(c) => c,
-        Err(e) => {
-            core.chain.abort_built();
-            tracing::error!("committing block {height} failed: {e}");
-            return fail_all(format!("committing block {height} failed: {e}"));
+            header_hash,
+            votes: vec![sign_commit(
+                &p.key,
+                p.org.clone(),
+                &p.chain_id,
+                height,
+                &header_hash,
+            )],
+        };
+        match g.chain.commit_built(cert) {
+            Ok(c) => (c, dropped, g.store.clone()),
+            Err(e) => {
+                g.chain.abort_built();
+                tracing::error!("committing block {height} failed: {e}");
+                return fail_all(format!("committing block {height} failed: {e}"));
+            }
         }
     };
-    if let Err(e) = core.store.append(&committed) {
+    let height = committed.block.header.height;
+    let header_hash = committed.header_hash;
+    let size = committed.block.header.log_size;
+    let t1 = t0.elapsed();
+    // Phase 2 (unlocked): one atomic, flushed batch.
+    if let Err(e) = store.append(&committed) {
         // The in-memory replica is now ahead of the disk: stop committing, answer nobody
         // "committed"; a restart reloads the durable state.
         failed.store(true, Ordering::SeqCst);
         tracing::error!("storing block {height} failed, node stops committing: {e}");
         return fail_all(format!("storing block {height} failed: {e}"));
     }
-    let size = core.chain.log().size();
-    match sign_cp(&core.chain, p) {
-        Ok(cp) => core.checkpoint = cp,
+    let t2 = t0.elapsed();
+    // Phase 3 (locked): publish the durable size and checkpoint; proofs.
+    let mut g = core.lock().unwrap_or_else(|p| p.into_inner());
+    match sign_cp_at(&g.chain, p, size) {
+        Ok(cp) => {
+            g.checkpoint = cp;
+            g.durable_size = size;
+        }
         Err(e) => tracing::error!("{e}"),
     }
     metrics.height.store(height, Ordering::Relaxed);
@@ -519,7 +545,7 @@ fn produce(
         match kept.peek() {
             Some((i, e)) if &e.id == id => {
                 let position = committed.first_position + *i as u64;
-                let proof = core
+                let proof = g
                     .chain
                     .log()
                     .inclusion_proof(position, size)
@@ -531,7 +557,7 @@ fn produce(
                     height,
                     block_hash: header_hash,
                     inclusion_proof: proof,
-                    checkpoint: core.checkpoint.clone(),
+                    checkpoint: g.checkpoint.clone(),
                 }));
                 metrics.entries_committed.fetch_add(1, Ordering::Relaxed);
                 kept.next();
@@ -545,5 +571,11 @@ fn produce(
             }
         }
     }
+    tracing::debug!(
+        "block {height}: {} of {n} entries, build {t1:?}, store {:?}, total {:?}",
+        committed.entries.len(),
+        t2 - t1,
+        t0.elapsed()
+    );
     out
 }

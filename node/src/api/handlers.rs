@@ -680,7 +680,7 @@ pub async fn get_entry(State(s): State<AppState>, Path(p): Path<String>) -> ApiR
     let engine = s.engine.clone();
     let (bytes, proof, checkpoint) = blocking(move || {
         let core = engine.lock();
-        let size = core.chain.log().size();
+        let size = core.durable_size;
         if position >= size {
             return Err(ApiError::not_found(format!(
                 "no entry at position {position}; the log has {size}"
@@ -757,6 +757,12 @@ pub async fn consistency(
     let engine = s.engine.clone();
     let proof = blocking(move || {
         let core = engine.lock();
+        if to > core.durable_size {
+            return Err(ApiError::bad_request(
+                "api.bad_range",
+                format!("to={to} is beyond the log size {}", core.durable_size),
+            ));
+        }
         core.chain
             .log()
             .consistency_proof(from, to)
