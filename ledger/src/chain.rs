@@ -413,22 +413,6 @@ impl Chain {
         if block.entries.len() > self.state.params().max_block_entries as usize {
             return Err(err(None, ChainErrorKind::Header("too many entries".into())));
         }
-        // Entries root first: cheap, and catches any changed entry byte before heavier work.
-        let mut block_tree = MerkleTree::new();
-        for e in &block.entries {
-            block_tree.append(e);
-        }
-        let computed = Digest(block_tree.root());
-        if computed != h.entries_root {
-            return Err(err(
-                None,
-                ChainErrorKind::RootMismatch {
-                    what: "entries root",
-                    claimed: h.entries_root,
-                    computed,
-                },
-            ));
-        }
         let mut entries = Vec::with_capacity(block.entries.len());
         for (i, b) in block.entries.iter().enumerate() {
             entries.push(Entry::decode(b).map_err(|e| err(Some(i), e.into()))?);
@@ -467,6 +451,24 @@ impl Chain {
         }
         self.verify_signatures(&applied)
             .map_err(|i| err(Some(i), ChainErrorKind::Signature))?;
+        // The entries root is checked last among the per-entry checks so that a changed entry
+        // byte is reported against its entry (decode or signature failure) rather than only as
+        // a root mismatch of the whole block.
+        let mut block_tree = MerkleTree::new();
+        for e in &block.entries {
+            block_tree.append(e);
+        }
+        let computed = Digest(block_tree.root());
+        if computed != h.entries_root {
+            return Err(err(
+                None,
+                ChainErrorKind::RootMismatch {
+                    what: "entries root",
+                    claimed: h.entries_root,
+                    computed,
+                },
+            ));
+        }
         self.check_roots(h).map_err(|k| err(None, k))?;
         let firms = applied.into_iter().map(|a| a.firm).collect();
         Ok((entries, firms))
