@@ -87,3 +87,24 @@ impl Clock {
         Ok(new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_persists_and_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("clock");
+        let c = Clock::adjustable(f.clone()).unwrap();
+        let t0 = c.now();
+        assert_eq!(c.advance(5_000).unwrap(), 5_000);
+        assert_eq!(c.advance(1_000).unwrap(), 6_000);
+        assert!(c.now() >= t0 + 6_000);
+        let again = Clock::adjustable(f.clone()).unwrap();
+        assert_eq!(again.offset(), 6_000);
+        std::fs::write(&f, "garbage").unwrap();
+        assert!(Clock::adjustable(f).is_err());
+        assert!(Clock::system().advance(1).is_err());
+    }
+}

@@ -154,8 +154,14 @@ impl Engine {
         metrics: Arc<Metrics>,
         cfg: EngineConfig,
     ) -> anyhow::Result<Engine> {
-        let (store, chain) = Store::open_or_create(dir, genesis)
-            .map_err(|e| anyhow::anyhow!("opening the ledger in {}: {e}", dir.display()))?;
+        let (store, chain) = Store::open_or_create(dir, genesis).map_err(|e| {
+            let hint = if e.to_string().contains("could not acquire lock") {
+                " (is another xinyi-node using this data directory?)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("opening the ledger in {}: {e}{hint}", dir.display())
+        })?;
         let set = chain
             .state()
             .validators()

@@ -233,3 +233,52 @@ impl RateLimiter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_header_parsing() {
+        let f = xinyi_ledger::sample::sample_firm(1).unwrap();
+        let sig = "ab".repeat(64);
+        let h = parse_auth(&format!("firm:{f};1700;n1;{sig}")).unwrap();
+        assert_eq!(h.who, Requester::Firm(f));
+        assert_eq!((h.time, h.nonce.as_str()), (1700, "n1"));
+        let h = parse_auth(&format!("org:auditor;1;x;{sig}")).unwrap();
+        assert_eq!(h.who.key(), "org:auditor");
+        for bad in [
+            String::new(),
+            format!("auditor;1;x;{sig}"),
+            format!("org:Auditor;1;x;{sig}"),
+            format!("firm:123;1;x;{sig}"),
+            format!("org:auditor;t;x;{sig}"),
+            format!("org:auditor;1;;{sig}"),
+            "org:auditor;1;x;abcd".to_string(),
+            format!("org:auditor;1;x;{sig};extra"),
+        ] {
+            let e = parse_auth(&bad).unwrap_err();
+            assert_eq!(e.status.as_u16(), 401, "{bad}");
+        }
+    }
+
+    #[test]
+    fn replay_cache_refuses_second_sighting_and_forgets_old_keys() {
+        let c = ReplayCache::new(1000);
+        assert!(c.check_and_insert("a".into(), 10_000));
+        assert!(!c.check_and_insert("a".into(), 10_001));
+        assert!(c.check_and_insert("b".into(), 10_001));
+        // Far later, "a" has been pruned (window 1 s, kept for 2).
+        assert!(c.check_and_insert("c".into(), 20_000));
+        assert!(c.check_and_insert("a".into(), 20_001));
+    }
+
+    #[test]
+    fn rate_limiter_allows_a_burst_then_refuses() {
+        let r = RateLimiter::new(2);
+        let ok = (0..10).filter(|_| r.check("k").is_ok()).count();
+        assert_eq!(ok, 4, "burst of twice the rate");
+        assert!(r.check("other").is_ok(), "buckets are per key");
+        assert!(RateLimiter::new(0).check("k").is_ok());
+    }
+}

@@ -231,3 +231,36 @@ fn find_extra(input: &Value, parsed: &Value, path: &str) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Inner {
+        a: u32,
+    }
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        inner: Inner,
+        list: Vec<Inner>,
+    }
+
+    #[test]
+    fn strict_parsing_finds_unknown_fields_at_any_depth() {
+        assert!(parse_json::<Outer>(br#"{"inner":{"a":1},"list":[{"a":2}]}"#).is_ok());
+        let e = parse_json::<Outer>(br#"{"inner":{"a":1,"b":2},"list":[]}"#).unwrap_err();
+        assert_eq!(e.code, "api.unknown_field");
+        assert!(e.message.contains("inner.b"), "{}", e.message);
+        let e = parse_json::<Outer>(br#"{"inner":{"a":1},"list":[{"a":2,"z":0}]}"#).unwrap_err();
+        assert!(e.message.contains("list[0].z"), "{}", e.message);
+        let e = parse_json::<Outer>(br#"{"inner":{"a":1},"list":[],"x":1}"#).unwrap_err();
+        assert_eq!(e.code, "api.unknown_field");
+        let e = parse_json::<Outer>(br#"{"inner":{"a":"1"},"list":[]}"#).unwrap_err();
+        assert_eq!(e.code, "api.bad_field");
+        let e = parse_json::<Outer>(br#"{"inner":"#).unwrap_err();
+        assert_eq!(e.code, "api.bad_json");
+    }
+}
