@@ -792,9 +792,16 @@ fn restart_resumes_without_regenerating() {
         };
         let r = rt.block_on(t.post(
             "/v1/consents",
-            &write_body(&t.consent_entry(1, "bank-b", &[Tax], 1)),
+            &write_body(&t.consent_entry(1, "bank-b", &[Tax], 2)),
         ));
         assert_eq!(r.status, 200);
+        let q = t.query("bank-b", 1, r.body["id"].as_str().unwrap(), &[Tax]);
+        assert_eq!(rt.block_on(t.post("/v1/queries", &q)).status, 200);
+        std::fs::write(
+            dir.path().join("replay.json"),
+            serde_json::to_vec(&q).unwrap(),
+        )
+        .unwrap();
         let head = rt.block_on(t.get("/health")).body;
         (
             std::fs::read_to_string(t.setup.paths.org_key("bank-a")).unwrap(),
@@ -837,28 +844,53 @@ fn restart_resumes_without_regenerating() {
         rt.block_on(t.get(&format!("/v1/consents/{cid}"))).status,
         200
     );
+    // A signed query answered before the restart is still recognised as a replay.
+    let q: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("replay.json")).unwrap()).unwrap();
+    let r = rt.block_on(t.post("/v1/queries", &q));
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (401, Some("api.replay"))
+    );
+    assert_eq!(
+        rt.block_on(t.get("/health")).body["log_size"],
+        head["log_size"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_socket_health() {
+async fn real_socket_health_and_per_ip_limit() {
     use std::io::{Read, Write};
-    let t = start();
+    let t = start_with(xinyi_node::api::ApiConfig {
+        rate_limit_per_sec: 1,
+        ..Default::default()
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = t.app.clone();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let text = tokio::task::spawn_blocking(move || {
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    let get = move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
-    })
-    .await
-    .unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.contains("\"status\":\"ok\""), "{text}");
+    };
+    let texts = tokio::task::spawn_blocking(move || (0..3).map(|_| get()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(texts[0].starts_with("HTTP/1.1 200"), "{}", texts[0]);
+    assert!(texts[0].contains("\"status\":\"ok\""), "{}", texts[0]);
+    // Rate 1/s, burst 2: the third unsigned read from this IP is refused.
+    assert!(texts[2].starts_with("HTTP/1.1 429"), "{}", texts[2]);
+    assert!(texts[2].contains("api.rate_limited"), "{}", texts[2]);
 }
 
 #[test]

@@ -108,7 +108,7 @@ async fn write(
 ) -> ApiResult<Json<Committed>> {
     let e = decode_entry(body)?;
     check(&e.body.kind)?;
-    s.limiter.check(&author_key(&e.body.author))?;
+    s.rate_check(&author_key(&e.body.author))?;
     Ok(Json(s.engine.submit(e).await?))
 }
 
@@ -302,7 +302,7 @@ fn denial_message(r: DenialReason) -> &'static str {
 pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
     let QueryBody { request: sq } = parse_json(&body)?;
     let req = sq.request.clone();
-    s.limiter.check(&format!("org:{}", req.bank))?;
+    s.rate_check(&format!("org:{}", req.bank))?;
     check_categories(&req.categories)
         .map_err(|e| ApiError::bad_request("entry.field", e.to_string()))?;
     let now = s.engine.now();
@@ -556,7 +556,7 @@ pub async fn access_log(
         .to_str()
         .map_err(|_| ApiError::unauthorized("api.bad_auth", "X-Xinyi-Auth is not ASCII"))?;
     let auth = parse_auth(raw)?;
-    s.limiter.check(&auth.who.key())?;
+    s.rate_check(&auth.who.key())?;
     let pq = uri
         .path_and_query()
         .map(|p| p.as_str().to_string())

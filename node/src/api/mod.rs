@@ -60,8 +60,10 @@ pub struct AppState {
     pub data: AgencyData,
     /// Settings.
     pub cfg: Arc<ApiConfig>,
-    /// Rate limiter.
+    /// Rate limiter of signed requests, by signer.
     pub limiter: Arc<RateLimiter>,
+    /// Rate limiter of unsigned reads, by client IP (when the server knows it).
+    pub anon_limiter: Arc<RateLimiter>,
     /// Nonces of authenticated reads.
     pub auth_replay: Arc<ReplayCache>,
     /// Signatures of query requests already answered.
@@ -72,15 +74,64 @@ impl AppState {
     /// State for `engine` and `data`.
     pub fn new(engine: Engine, data: AgencyData, cfg: ApiConfig) -> AppState {
         let window = engine.genesis().params.entry_time_window_ms;
+        let query_replay = Arc::new(ReplayCache::new(window));
+        if let Err(e) = remember_recent_queries(&engine, &query_replay, window) {
+            tracing::warn!("could not reload recent query requests from the ledger: {e}");
+        }
         AppState {
             limiter: Arc::new(RateLimiter::new(cfg.rate_limit_per_sec)),
+            anon_limiter: Arc::new(RateLimiter::new(cfg.rate_limit_per_sec)),
             auth_replay: Arc::new(ReplayCache::new(auth::AUTH_WINDOW_MS)),
-            query_replay: Arc::new(ReplayCache::new(window)),
+            query_replay,
             engine,
             data,
             cfg: Arc::new(cfg),
         }
     }
+}
+
+impl AppState {
+    /// Takes a rate-limit token for a signer (429 and a metric when none is left).
+    pub fn rate_check(&self, key: &str) -> Result<(), ApiError> {
+        self.limiter.check(key).inspect_err(|_| {
+            crate::metrics::Metrics::inc(&self.engine.metrics().rate_limited);
+        })
+    }
+}
+
+/// Fills the query replay cache with the signed requests answered in the recent blocks (within
+/// twice the entry window of the node clock), so a restart does not forget them.
+fn remember_recent_queries(
+    engine: &Engine,
+    cache: &ReplayCache,
+    window: u64,
+) -> Result<(), xinyi_ledger::store::StoreError> {
+    use xinyi_ledger::{Entry, EntryKind};
+    let store = engine.store();
+    let now = engine.now();
+    let cutoff = now.saturating_sub(2 * window);
+    let mut height = store.height()?;
+    while height > 0 {
+        let Some((block, _)) = store.block(height)? else {
+            break;
+        };
+        if block.header.time < cutoff {
+            break;
+        }
+        for bytes in &block.entries {
+            let Ok(e) = Entry::decode(bytes) else {
+                continue;
+            };
+            let sig = match &e.body.kind {
+                EntryKind::QueryServed(q) => q.request.signature,
+                EntryKind::QueryDenied { request, .. } => request.signature,
+                _ => continue,
+            };
+            cache.check_and_insert(hex::encode(sig.0), now);
+        }
+        height -= 1;
+    }
+    Ok(())
 }
 
 /// The router with every route of `specs/api.md` and the middleware stack.
@@ -122,9 +173,34 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            limit_unsigned_reads,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             normalize_errors,
         ))
         .with_state(state)
+}
+
+/// Rate-limits unsigned reads (GET without `X-Xinyi-Auth`) per client IP, when the server was
+/// started with connection info (`node::serve`); signed requests are limited per signer.
+async fn limit_unsigned_reads(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method() == axum::http::Method::GET && !req.headers().contains_key("x-xinyi-auth") {
+        if let Some(ci) = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        {
+            if let Err(e) = s.anon_limiter.check(&format!("ip:{}", ci.0.ip())) {
+                crate::metrics::Metrics::inc(&s.engine.metrics().rate_limited);
+                return e.into_response();
+            }
+        }
+    }
+    next.run(req).await
 }
 
 /// Counts responses and rewrites non-JSON error responses into `{"code","message"}`.
