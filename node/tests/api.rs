@@ -933,3 +933,49 @@ fn init_then_start_config() {
         .unwrap();
     assert!(!node.state.cfg.dev);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queries_never_exceed_max_uses() {
+    let t = std::sync::Arc::new(start());
+    let r = t
+        .post(
+            "/v1/consents",
+            &write_body(&t.consent_entry(2, "bank-a", &[Tax], 3)),
+        )
+        .await;
+    let cid = r.body["id"].as_str().unwrap().to_string();
+    let size = t.log_size().await;
+    let bodies: Vec<Value> = (0..20)
+        .map(|_| t.query("bank-a", 2, &cid, &[Tax]))
+        .collect();
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|b| {
+            let t = t.clone();
+            tokio::spawn(async move { t.post("/v1/queries", &b).await })
+        })
+        .collect();
+    let mut served = 0;
+    let mut exhausted = 0;
+    for task in tasks {
+        let r = task.await.unwrap();
+        match r.status.as_u16() {
+            200 => served += 1,
+            403 if r.body["code"] == "consent.exhausted" => {
+                assert_eq!(r.body["denial"]["kind"], "query_denied");
+                exhausted += 1
+            }
+            _ => panic!("unexpected answer: {}", r.text),
+        }
+    }
+    assert_eq!((served, exhausted), (3, 17));
+    assert_eq!(t.get(&format!("/v1/consents/{cid}")).await.body["used"], 3);
+    assert_eq!(
+        t.log_size().await,
+        size + 20,
+        "every attempt is on the ledger"
+    );
+    let m = t.get("/metrics").await.text;
+    assert!(m.contains("xinyi_queries_served_total 3"), "{m}");
+    assert!(m.contains("xinyi_queries_denied_total 17"), "{m}");
+}

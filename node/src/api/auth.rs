@@ -189,6 +189,17 @@ impl ReplayCache {
     }
 }
 
+impl ReplayCache {
+    /// Forgets `key` (its request was not recorded and may be retried).
+    pub fn remove(&self, key: &str) {
+        let mut g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, by_time) = &mut *g;
+        if let Some(t) = map.remove(key) {
+            by_time.remove(&(t, key.to_string()));
+        }
+    }
+}
+
 /// Token buckets keyed by signer.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -271,6 +282,8 @@ mod tests {
         // Far later, "a" has been pruned (window 1 s, kept for 2).
         assert!(c.check_and_insert("c".into(), 20_000));
         assert!(c.check_and_insert("a".into(), 20_001));
+        c.remove("a");
+        assert!(c.check_and_insert("a".into(), 20_002));
     }
 
     #[test]

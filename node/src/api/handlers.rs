@@ -359,28 +359,53 @@ pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Res
             "this signed query request was already submitted",
         ));
     }
-    match verdict {
+    let key = hex::encode(sq.signature.0);
+    let result = match verdict {
         Err(reason) => Err(deny(&s, sq, reason).await),
         Ok(()) => serve(&s, sq).await,
+    };
+    // Nothing was recorded for this request (full mempool, node failure): let the bank retry
+    // the same signed request.
+    if let Err(e) = &result {
+        if e.status == StatusCode::TOO_MANY_REQUESTS || e.status.is_server_error() {
+            s.query_replay.remove(&key);
+        }
     }
+    result
 }
 
+/// Commits a `QueryDenied` for `reason` and returns the 403. If the consent changed before the
+/// denial committed (the ledger then computes another reason), the denial is re-issued with
+/// the reason the ledger gives.
 async fn deny(s: &AppState, sq: SignedQueryRequest, reason: DenialReason) -> ApiError {
-    let entry = match s.engine.sign_own(EntryKind::QueryDenied {
-        request: sq,
-        reason,
-    }) {
-        Ok(e) => e,
-        Err(e) => return ApiError::internal(format!("signing the denial: {e}")),
-    };
-    match s.engine.enqueue(entry).await {
-        Ok(c) => {
-            crate::metrics::Metrics::inc(&s.engine.metrics().queries_denied);
-            let denial = serde_json::to_value(&c).unwrap_or(Value::Null);
-            ApiError::forbidden(reason.code(), denial_message(reason)).with("denial", denial)
+    let mut reason = reason;
+    for _ in 0..3 {
+        let entry = match s.engine.sign_own(EntryKind::QueryDenied {
+            request: sq.clone(),
+            reason,
+        }) {
+            Ok(e) => e,
+            Err(e) => return ApiError::internal(format!("signing the denial: {e}")),
+        };
+        match s.engine.enqueue(entry).await {
+            Ok(c) => {
+                crate::metrics::Metrics::inc(&s.engine.metrics().queries_denied);
+                let denial = serde_json::to_value(&c).unwrap_or(Value::Null);
+                return ApiError::forbidden(reason.code(), denial_message(reason))
+                    .with("denial", denial);
+            }
+            Err(SubmitError::Dropped(StateError::WrongDenial {
+                actual: Some(actual),
+                ..
+            })) => reason = actual,
+            Err(e) => return e.into(),
         }
-        Err(e) => e.into(),
     }
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "state.wrong_denial",
+        "the consent kept changing while the refusal was being recorded; retry",
+    )
 }
 
 async fn serve(s: &AppState, sq: SignedQueryRequest) -> ApiResult<Response> {
