@@ -12,9 +12,10 @@
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use xinyi_ledger::block::{sign_commit, CommitCertificate};
 use xinyi_ledger::chain::ChainErrorKind;
@@ -23,7 +24,7 @@ use xinyi_ledger::hash::Digest;
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::merkle::Hash;
 use xinyi_ledger::note::{sign_checkpoint, Checkpoint, NoteSigner};
-use xinyi_ledger::state::StateError;
+use xinyi_ledger::state::{OrgRecord, StateError};
 use xinyi_ledger::store::Store;
 use xinyi_ledger::{Chain, Entry, EntryKind, Genesis, KeyPair, OrgId, TimeMs};
 
@@ -118,9 +119,14 @@ pub struct Engine {
     chain_id: Digest,
     metrics: Arc<Metrics>,
     failed: Arc<AtomicBool>,
+    orgs: OrgCache,
 }
 
+/// The registered organisations, refreshed after every block (read without the core lock).
+pub type OrgCache = Arc<RwLock<BTreeMap<OrgId, OrgRecord>>>;
+
 struct Producer {
+    orgs: OrgCache,
     org: OrgId,
     key: KeyPair,
     signer: NoteSigner,
@@ -184,7 +190,16 @@ impl Engine {
         let signer = NoteSigner::new(genesis.name.clone(), key.signing_key().clone())
             .map_err(|e| anyhow::anyhow!("checkpoint signer: {e}"))?;
         let chain_id = *chain.chain_id();
+        let orgs: OrgCache = Arc::new(RwLock::new(
+            chain
+                .state()
+                .orgs()
+                .map_err(|e| anyhow::anyhow!("reading organisations: {e}"))?
+                .into_iter()
+                .collect(),
+        ));
         let producer = Producer {
+            orgs: orgs.clone(),
             org: org.clone(),
             key: key.clone(),
             signer,
@@ -231,6 +246,7 @@ impl Engine {
             chain_id,
             metrics,
             failed,
+            orgs,
         })
     }
 
@@ -258,6 +274,24 @@ impl Engine {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
+    /// A registered organisation, from the cache refreshed after every block.
+    pub fn org_record(&self, id: &OrgId) -> Option<OrgRecord> {
+        self.orgs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The core lock if it is free right now (None while a block is being built).
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
+        match self.core.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Whether the node stopped committing after a storage failure.
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
@@ -391,6 +425,7 @@ impl Engine {
 
     fn producer(&self) -> Result<Producer, String> {
         Ok(Producer {
+            orgs: self.orgs.clone(),
             org: self.org.clone(),
             key: self.key.clone(),
             signer: NoteSigner::new(self.genesis.name.clone(), self.key.signing_key().clone())
@@ -541,6 +576,10 @@ fn produce(
             g.durable_size = size;
         }
         Err(e) => tracing::error!("{e}"),
+    }
+    // Membership changes (new orgs, rotated keys) take effect at block boundaries.
+    if let Ok(orgs) = g.chain.state().orgs() {
+        *p.orgs.write().unwrap_or_else(|e| e.into_inner()) = orgs.into_iter().collect();
     }
     metrics.height.store(height, Ordering::Relaxed);
     metrics.log_size.store(size, Ordering::Relaxed);

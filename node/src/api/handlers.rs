@@ -317,37 +317,39 @@ pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Res
             ),
         ));
     }
+    let bank = s.engine.org_record(&req.bank).ok_or_else(|| {
+        ApiError::unauthorized(
+            "api.unknown_signer",
+            format!("{} is not a registered organisation", req.bank),
+        )
+    })?;
+    if bank.role != Role::Bank {
+        return Err(ApiError::forbidden(
+            "api.forbidden",
+            format!("{} is not a bank", req.bank),
+        ));
+    }
     let engine = s.engine.clone();
     let chain_id = *s.engine.chain_id();
     let sq2 = sq.clone();
+    // Signature first (401, nothing written), then the consent rule at the node clock. The
+    // pre-check is skipped while a block is being built rather than waiting for it: the ledger
+    // applies the same rule when the QueryServed is committed, and a refusal there is recorded
+    // as a denial just the same (see `serve`).
     let verdict = blocking(move || {
-        let (key, verdict) = {
-            let core = engine.lock();
-            let st = core.chain.state();
-            let bank = st.org(&sq2.request.bank)?.ok_or_else(|| {
-                ApiError::unauthorized(
-                    "api.unknown_signer",
-                    format!("{} is not a registered organisation", sq2.request.bank),
-                )
-            })?;
-            if bank.role != Role::Bank {
-                return Err(ApiError::forbidden(
-                    "api.forbidden",
-                    format!("{} is not a bank", sq2.request.bank),
-                ));
-            }
-            (bank.key, st.check_query(&sq2.request, now))
-        };
         let payload = query_signing_payload(&chain_id, &sq2.request)
             .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-        key.verify(SigDomain::QueryRequest, &payload, &sq2.signature)
+        bank.key
+            .verify(SigDomain::QueryRequest, &payload, &sq2.signature)
             .map_err(|_| {
                 ApiError::unauthorized(
                     "api.bad_signature",
                     "the query request's signature does not verify under the bank's key",
                 )
             })?;
-        Ok(verdict)
+        Ok(engine
+            .try_lock()
+            .map(|core| core.chain.state().check_query(&sq2.request, now)))
     })
     .await?;
     if !s
@@ -361,8 +363,8 @@ pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Res
     }
     let key = hex::encode(sq.signature.0);
     let result = match verdict {
-        Err(reason) => Err(deny(&s, sq, reason).await),
-        Ok(()) => serve(&s, sq).await,
+        Some(Err(reason)) => Err(deny(&s, sq, reason).await),
+        Some(Ok(())) | None => serve(&s, sq).await,
     };
     // Nothing was recorded for this request (full mempool, node failure): let the bank retry
     // the same signed request.
