@@ -11,6 +11,11 @@ use xinyi_ledger::Category::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn queries_per_second() {
+    // RUST_LOG=xinyi_node::engine=debug shows each block's build/store timings.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let t = Arc::new(start_with(xinyi_node::api::ApiConfig {
         rate_limit_per_sec: 0,
         ..Default::default()
