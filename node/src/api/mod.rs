@@ -18,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 pub use error::ApiError;
 use serde::de::DeserializeOwned;
@@ -135,37 +135,63 @@ fn remember_recent_queries(
 }
 
 /// The router with every route of `specs/api.md` and the middleware stack.
-pub fn router(state: AppState) -> Router {
+/// The handler of a route of the table [`openapi::ROUTES`] (None if the table names a route
+/// this function does not know; a test checks there is none).
+pub fn method_router(method: &str, path: &str) -> Option<MethodRouter<AppState>> {
     use handlers as h;
+    Some(match (method, path) {
+        ("get", "/health") => get(h::health),
+        ("get", "/metrics") => get(h::metrics),
+        ("get", "/openapi.json") => get(h::openapi),
+        ("get", "/v1/genesis") => get(h::genesis),
+        ("post", "/v1/entries") => post(h::post_entry),
+        ("get", "/v1/entries/{position}") => get(h::get_entry),
+        ("post", "/v1/consents") => post(h::post_consent),
+        ("get", "/v1/consents/{id}") => get(h::get_consent),
+        ("post", "/v1/consents/{id}/revoke") => post(h::revoke_consent),
+        ("post", "/v1/queries") => post(h::post_query),
+        ("get", "/v1/firms/{uscc}/access-log") => get(h::access_log),
+        ("get", "/v1/firms/{uscc}/records") => get(h::firm_records),
+        ("get", "/v1/firms/{uscc}/grades/{domain}") => get(h::get_grade),
+        ("post", "/v1/repairs") => post(h::post_repair),
+        ("get", "/v1/repairs/{id}") => get(h::get_repair),
+        ("post", "/v1/repairs/{id}/decision") => post(h::decide_repair),
+        ("post", "/v1/repairs/{id}/applications") => post(h::apply_repair),
+        ("post", "/v1/commitments") => post(h::post_commitment),
+        ("get", "/v1/commitments/{id}") => get(h::get_commitment),
+        ("post", "/v1/commitments/{id}/broken") => post(h::break_commitment),
+        ("post", "/v1/grades") => post(h::post_grade),
+        ("get", "/v1/blocks/{height}") => get(h::get_block),
+        ("get", "/v1/checkpoint") => get(h::checkpoint),
+        ("get", "/v1/consistency") => get(h::consistency),
+        ("get", "/v1/export") => get(h::export),
+        ("post", "/v1/dev/clock") => post(h::dev_clock),
+        _ => return None,
+    })
+}
+
+/// The router: exactly the routes of [`openapi::ROUTES`] (so the OpenAPI document lists every
+/// route), and the middleware stack.
+pub fn router(state: AppState) -> Router {
     let timeout = state.cfg.request_timeout;
-    Router::new()
-        .route("/health", get(h::health))
-        .route("/metrics", get(h::metrics))
-        .route("/openapi.json", get(h::openapi))
-        .route("/v1/genesis", get(h::genesis))
-        .route("/v1/entries", post(h::post_entry))
-        .route("/v1/entries/{position}", get(h::get_entry))
-        .route("/v1/consents", post(h::post_consent))
-        .route("/v1/consents/{id}", get(h::get_consent))
-        .route("/v1/consents/{id}/revoke", post(h::revoke_consent))
-        .route("/v1/queries", post(h::post_query))
-        .route("/v1/firms/{uscc}/access-log", get(h::access_log))
-        .route("/v1/firms/{uscc}/records", get(h::firm_records))
-        .route("/v1/firms/{uscc}/grades/{domain}", get(h::get_grade))
-        .route("/v1/repairs", post(h::post_repair))
-        .route("/v1/repairs/{id}", get(h::get_repair))
-        .route("/v1/repairs/{id}/decision", post(h::decide_repair))
-        .route("/v1/repairs/{id}/applications", post(h::apply_repair))
-        .route("/v1/commitments", post(h::post_commitment))
-        .route("/v1/commitments/{id}", get(h::get_commitment))
-        .route("/v1/commitments/{id}/broken", post(h::break_commitment))
-        .route("/v1/grades", post(h::post_grade))
-        .route("/v1/blocks/{height}", get(h::get_block))
-        .route("/v1/checkpoint", get(h::checkpoint))
-        .route("/v1/consistency", get(h::consistency))
-        .route("/v1/export", get(h::export))
-        .route("/v1/dev/clock", post(h::dev_clock))
-        .fallback(h::not_found)
+    let mut by_path: std::collections::BTreeMap<&str, MethodRouter<AppState>> =
+        std::collections::BTreeMap::new();
+    for r in openapi::ROUTES {
+        let Some(m) = method_router(r.method, r.path) else {
+            tracing::error!("route {} {} has no handler", r.method, r.path);
+            continue;
+        };
+        let merged = match by_path.remove(r.path) {
+            Some(prev) => prev.merge(m),
+            None => m,
+        };
+        by_path.insert(r.path, merged);
+    }
+    let mut app = Router::new();
+    for (path, m) in by_path {
+        app = app.route(path, m);
+    }
+    app.fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -322,6 +348,19 @@ mod tests {
     struct Outer {
         inner: Inner,
         list: Vec<Inner>,
+    }
+
+    #[test]
+    fn every_route_of_the_table_has_a_handler() {
+        for r in openapi::ROUTES {
+            assert!(
+                method_router(r.method, r.path).is_some(),
+                "{} {}",
+                r.method,
+                r.path
+            );
+        }
+        assert!(method_router("get", "/v1/unknown").is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The OpenAPI 3 document, produced from a hand-maintained route table.
 //!
-//! [`ROUTES`] lists every route the router serves (a test checks each one is routed); the
-//! document gives each its parameters, body and the shared error schema. It is a map of the API
-//! for tools, not a second contract: `specs/api.md` remains the contract.
+//! [`ROUTES`] is the single list of routes: the router is built from it (`api::router`), so the
+//! document lists exactly the routes served, each with its parameters, body and the shared
+//! error schema. It is a map of the API for tools, not a second contract: `specs/api.md`
+//! remains the contract.
 
 use serde_json::{json, Map, Value};
 
