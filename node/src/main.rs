@@ -26,21 +26,38 @@ http://127.0.0.1:7878. Restarting with the same --data resumes it.\n\n\
 Deployment:   xinyi-node init --dir DIR   then   xinyi-node start --config DIR/xinyi.toml\n\n\
 This version runs single-validator chains only: the node certifies its own blocks (1-of-1 commit \
 certificates). Multi-node BFT networking comes in a later release.",
-    after_help = "Environment: RUST_LOG sets the log filter (default info). `start` also reads \
-XINYI_DATA, XINYI_HTTP, XINYI_ORG, XINYI_KEY, XINYI_GENESIS, XINYI_RATE_LIMIT."
+    after_help = "Environment: RUST_LOG sets the log filter (default info; \
+xinyi_node=debug logs every request and block). `start` reads XINYI_DATA, XINYI_HTTP, XINYI_ORG, \
+XINYI_KEY, XINYI_GENESIS, XINYI_RATE_LIMIT over its config file; --dev reads XINYI_DATA, \
+XINYI_HTTP and XINYI_RATE_LIMIT for its options."
 )]
 struct Cli {
     /// Run a self-contained dev node with a sample consortium and sample data.
     #[arg(long)]
     dev: bool,
     /// Dev mode: data directory (created on first start, resumed afterwards).
-    #[arg(long, value_name = "DIR", default_value = "./xinyi-dev-data")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "./xinyi-dev-data",
+        env = "XINYI_DATA"
+    )]
     data: PathBuf,
     /// Dev mode: HTTP listen address.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7878",
+        env = "XINYI_HTTP"
+    )]
     http: SocketAddr,
     /// Dev mode: signed requests per second allowed per signer (0 = unlimited).
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20_000,
+        env = "XINYI_RATE_LIMIT"
+    )]
     rate_limit: u32,
     #[command(subcommand)]
     cmd: Option<Cmd>,

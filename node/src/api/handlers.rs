@@ -131,8 +131,17 @@ fn id_mismatch(path: &Digest, body: &Digest) -> ApiError {
 /// `GET /health`
 pub async fn health(State(s): State<AppState>) -> Response {
     let m = s.engine.metrics();
+    if s.engine.failed() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api.unavailable",
+            "the node stopped committing after a storage failure; restart it",
+        )
+        .with("status", json!("failed"))
+        .into_response();
+    }
     json_ok(json!({
-        "status": if s.engine.failed() { "failed" } else { "ok" },
+        "status": "ok",
         "chain_id": s.engine.chain_id().to_hex(),
         "height": m.height.load(std::sync::atomic::Ordering::Relaxed),
         "log_size": m.log_size.load(std::sync::atomic::Ordering::Relaxed),

@@ -235,9 +235,16 @@ async fn normalize_errors(
     req: Request,
     next: Next,
 ) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status();
     s.engine.metrics().http_response(status.as_u16());
+    tracing::debug!(
+        "{method} {path} -> {} in {:?}",
+        status.as_u16(),
+        started.elapsed()
+    );
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
