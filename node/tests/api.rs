@@ -979,3 +979,15 @@ async fn concurrent_queries_never_exceed_max_uses() {
     assert!(m.contains("xinyi_queries_served_total 3"), "{m}");
     assert!(m.contains("xinyi_queries_denied_total 17"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_requests_get_the_error_shape() {
+    let t = start_with(xinyi_node::api::ApiConfig {
+        request_timeout: std::time::Duration::from_nanos(1),
+        ..Default::default()
+    });
+    let grant = t.consent_entry(0, "bank-a", &[Tax], 1);
+    let r = t.post("/v1/consents", &write_body(&grant)).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.body["code"], "api.timeout");
+}
