@@ -991,3 +991,57 @@ async fn timed_out_requests_get_the_error_shape() {
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.body["code"], "api.timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_mempool_is_429_and_the_request_can_be_retried() {
+    let t = std::sync::Arc::new(start_full(
+        Default::default(),
+        xinyi_node::engine::EngineConfig {
+            mempool_capacity: 1,
+            max_batch: 1,
+        },
+    ));
+    let r = t
+        .post(
+            "/v1/consents",
+            &write_body(&t.consent_entry(3, "bank-a", &[Tax], 1000)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cid = r.body["id"].as_str().unwrap().to_string();
+    let size = t.log_size().await;
+    let bodies: Vec<Value> = (0..40)
+        .map(|_| t.query("bank-a", 3, &cid, &[Tax]))
+        .collect();
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|b| {
+            let t = t.clone();
+            tokio::spawn(async move { (t.post("/v1/queries", &b).await, b) })
+        })
+        .collect();
+    let (mut ok, mut full) = (0u64, vec![]);
+    for task in tasks {
+        let (r, b) = task.await.unwrap();
+        match r.status.as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert_eq!(r.body["code"], "api.mempool_full");
+                full.push(b);
+            }
+            _ => panic!("{}", r.text),
+        }
+    }
+    assert!(
+        !full.is_empty(),
+        "a mempool of one entry overflows under 40 concurrent queries"
+    );
+    assert_eq!(
+        t.log_size().await,
+        size + ok,
+        "refused queries wrote nothing"
+    );
+    // The same signed request can be sent again once there is room.
+    let r = t.post("/v1/queries", &full[0]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

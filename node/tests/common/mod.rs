@@ -31,8 +31,12 @@ pub fn start() -> T {
 }
 
 pub fn start_with(cfg: ApiConfig) -> T {
+    start_full(cfg, EngineConfig::default())
+}
+
+pub fn start_full(cfg: ApiConfig, engine: EngineConfig) -> T {
     let dir = tempfile::tempdir().unwrap();
-    let (node, setup) = Node::open_dev(dir.path(), cfg, EngineConfig::default()).unwrap();
+    let (node, setup) = Node::open_dev(dir.path(), cfg, engine).unwrap();
     let app = node.router();
     T {
         dir,
