@@ -503,7 +503,9 @@ impl Chain {
 
     /// Proposer side: executes `candidates` at `time` (clamped above the head time), drops the
     /// ones the rules or signatures refuse, and returns the unsigned block. The block stays
-    /// pending until [`Chain::commit_built`] or [`Chain::abort_built`].
+    /// pending until [`Chain::commit_built`] or [`Chain::abort_built`]. Callers pass at most
+    /// `params.max_block_entries` candidates (a mempool keeps the rest for the next block);
+    /// candidates beyond that limit are not considered and not reported as dropped.
     pub fn build_block(
         &mut self,
         time: TimeMs,

@@ -523,6 +523,16 @@ impl State {
             .collect()
     }
 
+    /// Committed keys with prefix `p` whose next 8 bytes (a big-endian time) are below
+    /// `bound`, in key order. Reads only what it returns, so pruning costs what it prunes.
+    fn base_keys_before(&self, p: u8, bound: u64) -> Vec<Vec<u8>> {
+        let end = key(p, &[&bound.to_be_bytes()]);
+        self.base
+            .range(vec![p]..end)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     // ---- typed reads (public, through the overlays) ----
 
     /// An organisation.
@@ -660,17 +670,14 @@ impl State {
             self.delete(k);
         }
         // Overdue repairs.
-        for (k, _) in self.base_range(&[prefix::DEADLINE]) {
-            let deadline = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0xff; 8]));
-            if deadline > time {
-                break;
-            }
-            let id = Digest::from_slice(&k[9..]).map_err(|_| StateError::Corrupt {
-                key: hex::encode(&k),
-                err: CodecError::NonCanonical {
-                    what: "deadline key",
-                },
-            })?;
+        for k in self.base_keys_before(prefix::DEADLINE, time.saturating_add(1)) {
+            let id =
+                Digest::from_slice(k.get(9..).unwrap_or(&[])).map_err(|_| StateError::Corrupt {
+                    key: hex::encode(&k),
+                    err: CodecError::NonCanonical {
+                        what: "deadline key",
+                    },
+                })?;
             if let Some(mut r) = self.repair(&id)? {
                 if r.status == RepairStatus::Approved {
                     r.overdue = true;
@@ -681,12 +688,8 @@ impl State {
         }
         // Replay window.
         let cutoff = time.saturating_sub(self.params.entry_time_window_ms);
-        for (k, _) in self.base_range(&[prefix::RECENT]) {
-            let t = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
-            if t >= cutoff {
-                break;
-            }
-            self.delete(key(prefix::RECENT_ID, &[&k[9..]]));
+        for k in self.base_keys_before(prefix::RECENT, cutoff) {
+            self.delete(key(prefix::RECENT_ID, &[k.get(9..).unwrap_or(&[])]));
             self.delete(k);
         }
         self.commit_entry();
