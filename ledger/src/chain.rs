@@ -327,7 +327,7 @@ impl Chain {
     ) -> Result<CommittedBlock, ChainError> {
         let height = block.header.height;
         let log_before = self.log.size();
-        let r = self.apply_block_inner(&block, &cert);
+        let r = self.apply_block_inner(&block, Some(&cert));
         match r {
             Ok((entries, firms)) => {
                 let write_set = self
@@ -389,7 +389,7 @@ impl Chain {
     fn apply_block_inner(
         &mut self,
         block: &Block,
-        cert: &CommitCertificate,
+        cert: Option<&CommitCertificate>,
     ) -> Result<(Vec<Entry>, Vec<Option<Uscc>>), ChainError> {
         let h = &block.header;
         let height = h.height;
@@ -439,7 +439,10 @@ impl Chain {
                 ChainErrorKind::Header(format!("proposer {} is not a validator", h.proposer)),
             ));
         }
-        cert.verify(h, &set).map_err(|e| err(None, e.into()))?;
+        // Only a [`Speculative`] copy executes without a certificate.
+        if let Some(cert) = cert {
+            cert.verify(h, &set).map_err(|e| err(None, e.into()))?;
+        }
         let mut applied = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let a = self
@@ -650,5 +653,261 @@ impl Chain {
             self.state.rollback_block();
             self.log.truncate(p.log_size_before);
         }
+    }
+
+    /// A [`Speculative`] copy of the committed chain (a pending built block is not copied).
+    pub fn speculate(&self) -> Speculative {
+        let mut state = self.state.clone();
+        let mut log = self.log.clone();
+        if let Some(p) = &self.pending {
+            state.rollback_block();
+            log.truncate(p.log_size_before);
+        }
+        Speculative {
+            chain: Chain {
+                genesis: self.genesis.clone(),
+                chain_id: self.chain_id,
+                state,
+                log,
+                head: self.head.clone(),
+                head_hash: self.head_hash,
+                key_cache: self.key_cache.clone(),
+                pending: None,
+            },
+        }
+    }
+}
+
+/// A copy of a chain that runs ahead of finality, for the consensus engine.
+///
+/// Consensus votes on blocks before they are final, and a proposal may build on a parent that
+/// is notarized but not final yet (its certificate does not exist yet). A validator verifies
+/// such a proposal, or builds its own on such a parent, on a `Speculative` copy: it executes
+/// blocks with every check of [`Chain::apply_block`] except the certificate. A speculative copy
+/// is a throw-away value: it cannot become a [`Chain`] again, is never persisted and never
+/// serves reads; the committed chain advances only through [`Chain::apply_block`] or
+/// [`Chain::commit_built`], both with a certificate.
+pub struct Speculative {
+    chain: Chain,
+}
+
+impl Clone for Speculative {
+    fn clone(&self) -> Speculative {
+        self.chain.speculate()
+    }
+}
+
+impl Speculative {
+    /// The chain as executed so far (read-only).
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Verifies `block` like [`Chain::apply_block`] except for the certificate, and advances
+    /// past it. Returns the header hash. On any error nothing changes.
+    pub fn execute(&mut self, block: &Block) -> Result<Digest, ChainError> {
+        let c = &mut self.chain;
+        let height = block.header.height;
+        let mk = |kind: ChainErrorKind| ChainError {
+            height,
+            entry: None,
+            kind,
+        };
+        let header_hash = block.header.hash().map_err(|e| mk(e.into()))?;
+        let log_before = c.log.size();
+        match c.apply_block_inner(block, None) {
+            Ok(_) => {
+                if let Err(e) = c.state.end_block(height, block.header.time) {
+                    c.state.rollback_block();
+                    c.log.truncate(log_before);
+                    return Err(mk(e.into()));
+                }
+                c.head_hash = header_hash;
+                c.head = Some(block.header.clone());
+                Ok(header_hash)
+            }
+            Err(e) => {
+                c.state.rollback_block();
+                c.log.truncate(log_before);
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds a block like [`Chain::build_block`] and advances past it (no certificate).
+    pub fn build(
+        &mut self,
+        time: TimeMs,
+        proposer: OrgId,
+        candidates: Vec<Entry>,
+    ) -> Result<(Block, Vec<Dropped>), ChainError> {
+        let c = &mut self.chain;
+        let (block, dropped) = c.build_block(time, proposer, candidates)?;
+        let height = block.header.height;
+        let Some(p) = c.pending.take() else {
+            return Err(ChainError {
+                height,
+                entry: None,
+                kind: ChainErrorKind::Header("no pending block".into()),
+            });
+        };
+        if let Err(e) = c.state.end_block(height, block.header.time) {
+            c.state.rollback_block();
+            c.log.truncate(p.log_size_before);
+            return Err(ChainError {
+                height,
+                entry: None,
+                kind: e.into(),
+            });
+        }
+        c.head_hash = p.header_hash;
+        c.head = Some(block.header.clone());
+        Ok((block, dropped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryKind;
+    use crate::sample::{sample_firm, SampleConsortium};
+
+    const T0: TimeMs = 1_795_000_000_000;
+
+    fn setup() -> (SampleConsortium, Chain) {
+        let c = SampleConsortium::new(b"speculative", 4, T0);
+        let (chain, _) = Chain::from_genesis(&c.genesis).unwrap();
+        (c, chain)
+    }
+
+    fn registrations(c: &SampleConsortium, from: u32, n: u32, time: TimeMs) -> Vec<Entry> {
+        (from..from + n)
+            .map(|i| {
+                let firm = sample_firm(i).unwrap();
+                let key = c.firm_key(&firm).public();
+                c.org_entry(
+                    "gz-credit",
+                    time,
+                    u64::from(i),
+                    EntryKind::FirmRegistered { firm, key },
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn proposer() -> OrgId {
+        OrgId::new("gz-credit").unwrap()
+    }
+
+    #[test]
+    fn speculative_execute_matches_commit_and_leaves_chain_alone() {
+        let (c, mut builder) = setup();
+        let (mut replica, _) = Chain::from_genesis(&c.genesis).unwrap();
+        let (block, dropped) = builder
+            .build_block(T0 + 10, proposer(), registrations(&c, 0, 3, T0 + 10))
+            .unwrap();
+        assert!(dropped.is_empty());
+        let mut spec = replica.speculate();
+        let hh = spec.execute(&block).unwrap();
+        assert_eq!(hh, block.header.hash().unwrap());
+        assert_eq!(spec.chain().height(), 1);
+        assert_eq!(spec.chain().head_hash(), &hh);
+        assert_eq!(spec.chain().state_head().root, block.header.state_root);
+        // The committed replica did not move.
+        assert_eq!(replica.height(), 0);
+        assert_eq!(replica.log().size(), 0);
+        // Committing with the certificate reaches the same state.
+        let cert = c.certify(&block).unwrap();
+        replica.apply_block(block, cert).unwrap();
+        assert_eq!(replica.state_head(), spec.chain().state_head());
+    }
+
+    #[test]
+    fn speculative_execute_rejects_bad_block_and_changes_nothing() {
+        let (c, mut builder) = setup();
+        let (block, _) = builder
+            .build_block(T0 + 10, proposer(), registrations(&c, 0, 2, T0 + 10))
+            .unwrap();
+        let (replica, _) = Chain::from_genesis(&c.genesis).unwrap();
+        let mut spec = replica.speculate();
+        let mut bad = block.clone();
+        bad.header.state_root = Digest([7; 32]);
+        let e = spec.execute(&bad).unwrap_err();
+        assert_eq!(e.kind.code(), "block.root_mismatch");
+        let mut wrong_parent = block.clone();
+        wrong_parent.header.prev = Digest([1; 32]);
+        assert_eq!(
+            spec.execute(&wrong_parent).unwrap_err().kind.code(),
+            "block.header"
+        );
+        assert_eq!(spec.chain().height(), 0);
+        assert_eq!(spec.chain().log().size(), 0);
+        // The good block still executes afterwards.
+        spec.execute(&block).unwrap();
+        assert_eq!(spec.chain().height(), 1);
+    }
+
+    #[test]
+    fn speculative_build_chain_then_commit_with_certificates() {
+        let (c, chain) = setup();
+        // Proposer builds two blocks ahead of finality; a verifier executes both.
+        let mut proposer_spec = chain.speculate();
+        let (b1, _) = proposer_spec
+            .build(T0 + 10, proposer(), registrations(&c, 0, 2, T0 + 10))
+            .unwrap();
+        let (b2, _) = proposer_spec
+            .build(T0 + 20, proposer(), registrations(&c, 2, 2, T0 + 20))
+            .unwrap();
+        assert_eq!(b2.header.prev, b1.header.hash().unwrap());
+        let mut verifier = chain.speculate();
+        verifier.execute(&b1).unwrap();
+        let fork = verifier.clone();
+        verifier.execute(&b2).unwrap();
+        assert_eq!(
+            verifier.chain().state_head(),
+            proposer_spec.chain().state_head()
+        );
+        // The clone taken before b2 is independent.
+        assert_eq!(fork.chain().height(), 1);
+        // Replaying a block twice is refused (height no longer follows).
+        assert!(verifier.execute(&b2).is_err());
+        // The committed chain advances only with certificates, to the same state.
+        let (mut committed, _) = Chain::from_genesis(&c.genesis).unwrap();
+        let cert1 = c.certify(&b1).unwrap();
+        committed.apply_block(b1, cert1).unwrap();
+        let cert2 = c.certify(&b2).unwrap();
+        committed.apply_block(b2, cert2).unwrap();
+        assert_eq!(committed.state_head(), proposer_spec.chain().state_head());
+    }
+
+    #[test]
+    fn speculate_ignores_a_pending_built_block() {
+        let (c, mut chain) = setup();
+        let (block, _) = chain
+            .build_block(T0 + 10, proposer(), registrations(&c, 0, 2, T0 + 10))
+            .unwrap();
+        let mut spec = chain.speculate();
+        assert_eq!(spec.chain().height(), 0);
+        assert_eq!(spec.chain().log().size(), 0);
+        spec.execute(&block).unwrap();
+        // The original pending block can still be committed.
+        let cert = c.certify(&block).unwrap();
+        chain.commit_built(cert).unwrap();
+        assert_eq!(chain.state_head(), spec.chain().state_head());
+    }
+
+    #[test]
+    fn apply_block_still_requires_a_certificate() {
+        let (c, mut builder) = setup();
+        let (block, _) = builder
+            .build_block(T0 + 10, proposer(), registrations(&c, 0, 1, T0 + 10))
+            .unwrap();
+        let (mut replica, _) = Chain::from_genesis(&c.genesis).unwrap();
+        let mut cert = c.certify(&block).unwrap();
+        cert.votes.truncate(2);
+        let e = replica.apply_block(block, cert).unwrap_err();
+        assert_eq!(e.kind.code(), "cert.below_quorum");
+        assert_eq!(replica.height(), 0);
     }
 }
