@@ -686,10 +686,15 @@ impl State {
             }
             self.delete(k);
         }
-        // Replay window.
-        let cutoff = time.saturating_sub(self.params.entry_time_window_ms);
+        // Replay window: an id recorded by a block at time B can be replayed only by an entry
+        // (or request) whose own time is at least now - window, and such a time was at most
+        // B + window when it was recorded; so blocks older than two windows are forgotten.
+        let cutoff = time.saturating_sub(self.params.entry_time_window_ms.saturating_mul(2));
         for k in self.base_keys_before(prefix::RECENT, cutoff) {
-            self.delete(key(prefix::RECENT_ID, &[k.get(9..).unwrap_or(&[])]));
+            let ids = self.base.get(&k).cloned().unwrap_or_default();
+            for id in ids.chunks(32) {
+                self.delete(key(prefix::RECENT_ID, &[id]));
+            }
             self.delete(k);
         }
         self.commit_entry();
@@ -843,10 +848,6 @@ impl State {
         }
         self.entry
             .insert(rid, Some(body.time.to_be_bytes().to_vec()));
-        self.entry.insert(
-            key(prefix::RECENT, &[&body.time.to_be_bytes(), e.id.as_bytes()]),
-            Some(Vec::new()),
-        );
 
         let (author_key, org) = self.author_key(&body.author)?;
         let mut sigs = vec![SigRequirement {
@@ -1396,10 +1397,6 @@ impl State {
         }
         self.entry
             .insert(rid, Some(req.time.to_be_bytes().to_vec()));
-        self.entry.insert(
-            key(prefix::RECENT, &[&req.time.to_be_bytes(), id.as_bytes()]),
-            Some(Vec::new()),
-        );
         Ok(())
     }
 
@@ -1466,16 +1463,46 @@ impl State {
 
     /// The state root the open block would produce, without closing it.
     pub fn pending_root(&self, height: u64) -> Result<Digest, CodecError> {
-        let ws: WriteSet = self
-            .block
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut block = self.block.clone();
+        block.extend(self.entry.clone());
+        if let Some((k, v)) = self.replay_index(&block, height) {
+            block.insert(k, Some(v));
+        }
+        let ws: WriteSet = block.into_iter().collect();
         next_root(&self.root, height, &ws)
+    }
+
+    /// The block's replay-index record: `n ‖ block time ‖ height → the 32-byte ids` of every
+    /// replay id (entry or request) this block recorded, in key order. One key per block keeps
+    /// the per-entry store cost down; pruning reads it back to forget the ids.
+    fn replay_index(
+        &self,
+        block: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        height: u64,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mut ids = Vec::new();
+        for (k, v) in block.range(vec![prefix::RECENT_ID]..vec![prefix::RECENT_ID + 1]) {
+            if v.is_some() {
+                ids.extend_from_slice(k.get(1..).unwrap_or(&[]));
+            }
+        }
+        if ids.is_empty() {
+            return None;
+        }
+        Some((
+            key(
+                prefix::RECENT,
+                &[&self.block_time.to_be_bytes(), &height.to_be_bytes()],
+            ),
+            ids,
+        ))
     }
 
     fn finish_block(&mut self, height: u64, time: TimeMs) -> Result<WriteSet, CodecError> {
         self.commit_entry();
+        if let Some((k, v)) = self.replay_index(&self.block, height) {
+            self.block.insert(k, Some(v));
+        }
         let block = std::mem::take(&mut self.block);
         let ws: WriteSet = block.into_iter().collect();
         self.root = next_root(&self.root, height, &ws)?;

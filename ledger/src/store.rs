@@ -25,7 +25,6 @@ mod prefix {
     pub const HEADER: u8 = b'H';
     pub const CERT: u8 = b'C';
     pub const ENTRY: u8 = b'E';
-    pub const LEAF: u8 = b'L';
     pub const BY_ID: u8 = b'I';
     pub const BY_FIRM: u8 = b'F';
     pub const BY_ORG: u8 = b'O';
@@ -104,7 +103,6 @@ fn describe(key: &[u8]) -> String {
         Some(&prefix::HEADER) => format!("header of block {}", num(rest).unwrap_or(0)),
         Some(&prefix::CERT) => format!("certificate of block {}", num(rest).unwrap_or(0)),
         Some(&prefix::ENTRY) => format!("entry at log position {}", num(rest).unwrap_or(0)),
-        Some(&prefix::LEAF) => format!("leaf hash at log position {}", num(rest).unwrap_or(0)),
         Some(&prefix::STATE) => format!("state key {}", hex::encode(rest)),
         Some(&prefix::META) => format!("metadata {}", String::from_utf8_lossy(rest)),
         _ => format!("key {}", hex::encode(key)),
@@ -268,15 +266,19 @@ impl Store {
             kv.push((key[1..].to_vec(), unseal(&key, &v)?));
         }
         let state = State::restore(&store.genesis, head.state, kv)?;
+        // The log is rebuilt from the stored entries themselves (no separate leaf keys): every
+        // entry is read, its seal checked and its leaf hash recomputed.
         let mut leaves = Vec::with_capacity(head.log_size as usize);
-        for item in store.db.scan_prefix([prefix::LEAF]) {
+        for item in store.db.scan_prefix([prefix::ENTRY]) {
             let (key, v) = item?;
-            let v = unseal(&key, &v)?;
-            let h: [u8; 32] = v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
-                location: describe(&key),
-                reason: "leaf hash is not 32 bytes".into(),
-            })?;
-            leaves.push(h);
+            let expected = leaves.len() as u64;
+            if key.get(1..) != Some(&expected.to_be_bytes()[..]) {
+                return Err(StoreError::Corrupt {
+                    location: describe(&key),
+                    reason: format!("expected the entry at log position {expected}"),
+                });
+            }
+            leaves.push(crate::merkle::leaf_hash(&unseal(&key, &v)?));
         }
         if leaves.len() as u64 != head.log_size {
             return Err(StoreError::Corrupt {
@@ -349,11 +351,6 @@ impl Store {
         for (i, e) in b.entries.iter().enumerate() {
             let pos = (b.first_position + i as u64).to_be_bytes();
             self.put(&mut batch, k(prefix::ENTRY, &[&pos]), &e.bytes);
-            self.put(
-                &mut batch,
-                k(prefix::LEAF, &[&pos]),
-                &crate::merkle::leaf_hash(&e.bytes),
-            );
             self.put(&mut batch, k(prefix::BY_ID, &[e.id.as_bytes()]), &pos);
             if let Some(f) = b.firms.get(i).copied().flatten() {
                 self.put(

@@ -128,8 +128,13 @@ class State:
     def putraw(s, k, v): s.ent[k] = v
     def delete(s, k): s.ent[k] = None
     def commit_entry(s): s.blk.update(s.ent); s.ent = {}
+    def replay_index(s, blk, h):
+        ids = b''.join(k[1:] for k, v in sorted(blk.items()) if k[:1] == b'N' and v is not None)
+        return (b'n' + BE64(s.now) + BE64(h), ids) if ids else None
     def finish(s, h, t):
         s.commit_entry()
+        ri = s.replay_index(s.blk, h)
+        if ri: s.blk[ri[0]] = ri[1]
         ws = sorted(s.blk.items())
         wsc = enc([[k, v] for k, v in ws])
         s.root = tagged('xinyi/v1/state', s.root, BE64(h), tagged('xinyi/v1/write-set', wsc))
@@ -139,7 +144,10 @@ class State:
         s.blk = {}; s.height, s.time = h, t
         return ws
     def pending_root(s, h):
-        ws = sorted({**s.blk}.items())
+        blk = {**s.blk}
+        ri = s.replay_index(blk, h)
+        if ri: blk[ri[0]] = ri[1]
+        ws = sorted(blk.items())
         return tagged('xinyi/v1/state', s.root, BE64(h), tagged('xinyi/v1/write-set', enc([[k, v] for k, v in ws])))
     def validators(s):
         return fields(s.get(b'V'), 1)[0]
@@ -164,10 +172,11 @@ class State:
             if r is not None and r[3] == 1:
                 r[10] = True; s.put(b'p' + rid, r)
             s.delete(k)
-        cutoff = max(0, t - s.params['entry_time_window_ms'])
-        for k, _ in s.prefix(b'n'):
+        cutoff = max(0, t - 2 * s.params['entry_time_window_ms'])
+        for k, v in s.prefix(b'n'):
             if int.from_bytes(k[1:9], 'big') >= cutoff: break
-            s.delete(b'N' + k[9:]); s.delete(k)
+            for i in range(0, len(v), 32): s.delete(b'N' + v[i:i + 32])
+            s.delete(k)
         s.commit_entry()
 
     def set_validator(s, org, key, power):
@@ -220,7 +229,7 @@ class State:
         now, w = s.now, s.params['entry_time_window_ms']
         if e['time'] + w < now or e['time'] > now + w: raise Fail('state.stale_or_future')
         if s.raw(b'N' + e['id']) is not None: raise Fail('state.replay')
-        s.putraw(b'N' + e['id'], BE64(e['time'])); s.putraw(b'n' + BE64(e['time']) + e['id'], b'')
+        s.putraw(b'N' + e['id'], BE64(e['time']))
         akind, aval = e['author']
         if akind == 'org':
             rec = s.get(b'o' + aval.encode())
@@ -283,7 +292,7 @@ class State:
             if rtime + w < now or rtime > now + w: raise Fail('state.stale_or_future')
             rid = hashlib.sha256(b'xinyi/v1/entry\x00' + b'query-request' + enc(req)).digest()
             if s.raw(b'N' + rid) is not None: raise Fail('state.replay')
-            s.putraw(b'N' + rid, BE64(rtime)); s.putraw(b'n' + BE64(rtime) + rid, b'')
+            s.putraw(b'N' + rid, BE64(rtime))
             actual = s.check_query(req)
             if kind == 5:
                 if actual != reason: raise Fail('state.wrong_denial')
