@@ -139,6 +139,13 @@ fn unseal(key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
     Ok(value.to_vec())
 }
 
+/// Opens sled without its background flusher: every block is flushed explicitly before
+/// `append` returns, and without the flusher thread a dropped store releases the directory
+/// at once (so it can be reopened in the same process).
+fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    sled::Config::new().path(dir).flush_every_ms(None).open()
+}
+
 fn k(p: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut v = vec![p];
     for x in parts {
@@ -165,7 +172,7 @@ impl Store {
     /// Opens the ledger in `dir`, creating it from `genesis` if the directory holds none.
     /// An existing ledger must be of the same chain.
     pub fn open_or_create(dir: &Path, genesis: &Genesis) -> Result<(Store, Chain), StoreError> {
-        let db = sled::open(dir)?;
+        let db = open_db(dir)?;
         if db.get(META_GENESIS)?.is_some() {
             let (store, chain) = Store::load(db)?;
             let wanted = genesis.chain_id()?;
@@ -210,7 +217,7 @@ impl Store {
         if !dir.exists() {
             return Err(StoreError::Missing(dir.display().to_string()));
         }
-        let db = sled::open(dir)?;
+        let db = open_db(dir)?;
         if db.get(META_GENESIS)?.is_none() {
             return Err(StoreError::Missing(dir.display().to_string()));
         }

@@ -144,7 +144,12 @@ fn damaged_store_value_is_reported_with_its_location() {
         }
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        // No background flusher: the handle is gone as soon as it is dropped.
+        let db = sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
         let mut key = vec![b'E'];
         key.extend_from_slice(&2u64.to_be_bytes());
         let mut v = db.get(&key).unwrap().unwrap().to_vec();
