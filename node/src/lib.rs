@@ -13,6 +13,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod consensus;
 pub mod datastore;
 pub mod dev;
 pub mod engine;

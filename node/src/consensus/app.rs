@@ -1,0 +1,380 @@
+//! The engine-facing side: `Automaton`, `CertifiableAutomaton`, `Relay` and `Reporter` over a
+//! shared [`Core`], the ledger channel's receive and tick loops, and the engine start-up.
+
+use super::core::{Core, To, Verdict};
+use super::wire::Wire;
+use super::{engine_digest, ledger_digest, Activity, EngineDigest, EnginePublicKey, Scheme};
+use commonware_actor::Feedback;
+use commonware_consensus::simplex::{
+    config::{self, ForwardPolicy, SkipBudget, SkipPolicy},
+    elector::RoundRobin,
+    types::Context,
+    Engine, Plan,
+};
+use commonware_consensus::types::{Epoch, ViewDelta};
+use commonware_consensus::{Automaton, CertifiableAutomaton, Relay, Reporter, Reporters};
+use commonware_cryptography::Sha256;
+use commonware_p2p::{Blocker, Receiver, Recipients, Sender};
+use commonware_parallel::Sequential;
+use commonware_runtime::{buffer::paged::CacheRef, Clock, Handle, Metrics, Spawner, Storage};
+use commonware_utils::channel::oneshot;
+use std::collections::BTreeMap;
+use std::num::{NonZeroU16, NonZeroUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, UNIX_EPOCH};
+use xinyi_ledger::{Digest, OrgId, TimeMs};
+
+/// How often a pending propose/verify re-checks for missing data.
+const POLL: Duration = Duration::from_millis(20);
+/// How often the ledger channel's periodic work runs (re-requests, vote re-sends).
+const TICK: Duration = Duration::from_millis(250);
+
+/// Organisations ↔ engine keys.
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    by_org: BTreeMap<OrgId, EnginePublicKey>,
+    by_key: BTreeMap<EnginePublicKey, OrgId>,
+}
+
+impl Peers {
+    /// From (organisation, engine key) pairs.
+    pub fn new(pairs: impl IntoIterator<Item = (OrgId, EnginePublicKey)>) -> Peers {
+        let mut p = Peers::default();
+        for (o, k) in pairs {
+            p.by_key.insert(k.clone(), o.clone());
+            p.by_org.insert(o, k);
+        }
+        p
+    }
+    /// The organisation of an engine key.
+    pub fn org(&self, k: &EnginePublicKey) -> Option<&OrgId> {
+        self.by_key.get(k)
+    }
+    /// The engine key of an organisation.
+    pub fn key(&self, o: &OrgId) -> Option<&EnginePublicKey> {
+        self.by_org.get(o)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms(c: &impl Clock) -> TimeMs {
+    c.current()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The application the engine drives: one per validator process.
+pub struct Application<E, S> {
+    core: Arc<Mutex<Core>>,
+    ctx: Arc<Mutex<E>>,
+    net: Arc<Mutex<S>>,
+    peers: Arc<Peers>,
+}
+
+impl<E, S> Clone for Application<E, S> {
+    fn clone(&self) -> Self {
+        Application {
+            core: self.core.clone(),
+            ctx: self.ctx.clone(),
+            net: self.net.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+impl<E, S> Application<E, S>
+where
+    E: Spawner + Clock,
+    S: Sender<PublicKey = EnginePublicKey>,
+{
+    /// Wraps `core`; `sender` is the ledger channel.
+    pub fn new(ctx: E, core: Arc<Mutex<Core>>, peers: Peers, sender: S) -> Self {
+        Application {
+            core,
+            ctx: Arc::new(Mutex::new(ctx)),
+            net: Arc::new(Mutex::new(sender)),
+            peers: Arc::new(peers),
+        }
+    }
+
+    /// The shared core (for tests and status).
+    pub fn core(&self) -> Arc<Mutex<Core>> {
+        self.core.clone()
+    }
+
+    fn spawn<F, Fut>(&self, label: &'static str, f: F) -> Handle<()>
+    where
+        F: FnOnce(E) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let ctx = lock(&self.ctx).child(label);
+        ctx.spawn(f)
+    }
+
+    /// Sends what the core queued.
+    fn flush(&self) {
+        let out = lock(&self.core).take_outbox();
+        if out.is_empty() {
+            return;
+        }
+        let mut net = lock(&self.net);
+        for (to, w) in out {
+            let Ok(bytes) = w.encode() else { continue };
+            let r = match to {
+                To::All => Recipients::All,
+                To::One(o) => match self.peers.key(&o) {
+                    Some(k) => Recipients::One(k.clone()),
+                    None => continue,
+                },
+            };
+            let _ = net.send(r, bytes, false);
+        }
+    }
+
+    fn send_block(&self, d: &EngineDigest, r: Recipients<EnginePublicKey>) {
+        let block = lock(&self.core).block(&ledger_digest(d)).cloned();
+        if let Some(b) = block {
+            if let Ok(bytes) = Wire::Block(b).encode() {
+                let _ = lock(&self.net).send(r, bytes, false);
+            }
+        }
+    }
+
+    /// Starts the ledger channel's receive loop and periodic work.
+    pub fn start<R>(&self, mut receiver: R) -> Vec<Handle<()>>
+    where
+        R: Receiver<PublicKey = EnginePublicKey>,
+    {
+        let app = self.clone();
+        let rx = self.spawn("ledger_rx", move |_| async move {
+            while let Ok((from, buf)) = receiver.recv().await {
+                let Some(org) = app.peers.org(&from).cloned() else {
+                    continue;
+                };
+                {
+                    let mut core = lock(&app.core);
+                    match Wire::decode(buf.as_ref()) {
+                        Ok(w) => core.on_message(&org, w),
+                        Err(_) => core.refused(),
+                    }
+                }
+                app.flush();
+            }
+        });
+        let app = self.clone();
+        let tick = self.spawn("ledger_tick", move |ctx| async move {
+            loop {
+                ctx.sleep(TICK).await;
+                lock(&app.core).tick();
+                app.flush();
+            }
+        });
+        vec![rx, tick]
+    }
+}
+
+impl<E, S> Automaton for Application<E, S>
+where
+    E: Spawner + Clock,
+    S: Sender<PublicKey = EnginePublicKey>,
+{
+    type Context = Context<EngineDigest, EnginePublicKey>;
+    type Digest = EngineDigest;
+
+    async fn propose(&mut self, context: Self::Context) -> oneshot::Receiver<EngineDigest> {
+        let (tx, rx) = oneshot::channel();
+        let app = self.clone();
+        let parent = ledger_digest(&context.parent.1);
+        self.spawn("propose", move |ctx| async move {
+            loop {
+                if tx.is_closed() {
+                    return;
+                }
+                let d = lock(&app.core).propose(parent, now_ms(&ctx));
+                app.flush();
+                if let Some(d) = d {
+                    let _ = tx.send(engine_digest(&d));
+                    return;
+                }
+                ctx.sleep(POLL).await;
+            }
+        });
+        rx
+    }
+
+    async fn verify(
+        &mut self,
+        context: Self::Context,
+        payload: EngineDigest,
+    ) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        let app = self.clone();
+        let parent = ledger_digest(&context.parent.1);
+        let leader = self.peers.org(&context.leader).cloned();
+        let d = ledger_digest(&payload);
+        self.spawn("verify", move |ctx| async move {
+            let Some(leader) = leader else {
+                let _ = tx.send(false);
+                return;
+            };
+            loop {
+                if tx.is_closed() {
+                    return;
+                }
+                let v = lock(&app.core).verify(parent, &leader, d, now_ms(&ctx));
+                app.flush();
+                match v {
+                    Verdict::Valid => {
+                        let _ = tx.send(true);
+                        return;
+                    }
+                    Verdict::Invalid => {
+                        let _ = tx.send(false);
+                        return;
+                    }
+                    Verdict::Pending => ctx.sleep(POLL).await,
+                }
+            }
+        });
+        rx
+    }
+}
+
+impl<E, S> CertifiableAutomaton for Application<E, S>
+where
+    E: Spawner + Clock,
+    S: Sender<PublicKey = EnginePublicKey>,
+{
+}
+
+impl<E, S> Relay for Application<E, S>
+where
+    E: Spawner + Clock,
+    S: Sender<PublicKey = EnginePublicKey>,
+{
+    type Digest = EngineDigest;
+    type PublicKey = EnginePublicKey;
+    type Plan = Plan<EnginePublicKey>;
+
+    fn broadcast(&mut self, payload: EngineDigest, plan: Self::Plan) -> Feedback {
+        match plan {
+            Plan::Prepare { .. } | Plan::Propose { .. } => {
+                self.send_block(&payload, Recipients::All)
+            }
+            Plan::Forward { recipients, .. } => self.send_block(&payload, recipients),
+        }
+        Feedback::Ok
+    }
+}
+
+impl<E, S> Reporter for Application<E, S>
+where
+    E: Spawner + Clock,
+    S: Sender<PublicKey = EnginePublicKey>,
+{
+    type Activity = Activity;
+
+    fn report(&mut self, activity: Activity) -> Feedback {
+        if let Activity::Finalization(f) = &activity {
+            lock(&self.core).on_finalized(ledger_digest(&f.proposal.payload));
+            self.flush();
+        }
+        Feedback::Ok
+    }
+}
+
+/// Engine timing and storage parameters.
+#[derive(Debug, Clone)]
+pub struct EngineParams {
+    /// Wait for a leader's proposal.
+    pub leader_timeout: Duration,
+    /// Wait for certification after notarization.
+    pub certification_timeout: Duration,
+    /// Re-broadcast of timeout votes.
+    pub timeout_retry: Duration,
+    /// Wait for a fetch response.
+    pub fetch_timeout: Duration,
+    /// Views kept after finalization.
+    pub view_retention: u64,
+    /// Engine mailbox size.
+    pub mailbox_size: usize,
+}
+
+impl Default for EngineParams {
+    fn default() -> Self {
+        EngineParams {
+            leader_timeout: Duration::from_secs(1),
+            certification_timeout: Duration::from_secs(2),
+            timeout_retry: Duration::from_secs(5),
+            fetch_timeout: Duration::from_secs(1),
+            view_retention: 10,
+            mailbox_size: 1024,
+        }
+    }
+}
+
+type Channel<S, R> = (S, R);
+
+/// Starts the simplex engine for one validator with `app` as automaton, relay and (together
+/// with `extra`, e.g. a test observer) reporter. The engine's WAL lives in storage partition
+/// `partition`; restarting with the same partition replays it.
+#[allow(clippy::too_many_arguments)]
+pub fn start_validator<E, A, S, B, X, S1, R1, S2, R2, S3, R3>(
+    ctx: E,
+    params: &EngineParams,
+    scheme: Scheme,
+    genesis: Digest,
+    partition: String,
+    blocker: B,
+    app: Application<A, S>,
+    extra: X,
+    votes: Channel<S1, R1>,
+    certificates: Channel<S2, R2>,
+    resolver: Channel<S3, R3>,
+) -> Option<Handle<()>>
+where
+    E: Clock + rand_core::CryptoRng + Spawner + Storage + Metrics,
+    A: Spawner + Clock,
+    S: Sender<PublicKey = EnginePublicKey>,
+    B: Blocker<PublicKey = EnginePublicKey>,
+    X: Reporter<Activity = Activity>,
+    S1: Sender<PublicKey = EnginePublicKey>,
+    R1: Receiver<PublicKey = EnginePublicKey>,
+    S2: Sender<PublicKey = EnginePublicKey>,
+    R2: Receiver<PublicKey = EnginePublicKey>,
+    S3: Sender<PublicKey = EnginePublicKey>,
+    R3: Receiver<PublicKey = EnginePublicKey>,
+{
+    let cfg = config::Config {
+        scheme,
+        elector: RoundRobin::<Sha256>::default(),
+        blocker,
+        automaton: app.clone(),
+        relay: app.clone(),
+        reporter: Reporters::from((app, extra)),
+        strategy: Sequential,
+        partition,
+        mailbox_size: NonZeroUsize::new(params.mailbox_size)?,
+        epoch: Epoch::new(1),
+        floor: config::Floor::Genesis(engine_digest(&genesis)),
+        leader_timeout: params.leader_timeout,
+        certification_timeout: params.certification_timeout,
+        timeout_retry: params.timeout_retry,
+        fetch_timeout: commonware_utils::NonZeroDuration::new(params.fetch_timeout)?,
+        fetch_retry_delay: Duration::from_millis(100),
+        view_retention: ViewDelta::new(params.view_retention),
+        skip: SkipPolicy::Enabled {
+            timeout: params.leader_timeout * 8,
+            budget: SkipBudget::Participants,
+        },
+        replay_buffer: NonZeroUsize::new(1024 * 1024)?,
+        write_buffer: NonZeroUsize::new(1024 * 1024)?,
+        page_cache: CacheRef::new(NonZeroU16::new(1024)?, NonZeroUsize::new(10)?),
+        forward: ForwardPolicy::Disabled,
+        track_historical_votes: false,
+    };
+    Some(Engine::new(ctx, cfg).start(votes, certificates, resolver))
+}

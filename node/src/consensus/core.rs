@@ -1,0 +1,881 @@
+//! The replica's synchronous core: committed chain, known blocks, speculative states, commit
+//! votes and certificates. No I/O and no async: every input is a method call, every output a
+//! message pushed to the outbox, so the logic is testable without a runtime.
+
+use super::wire::Wire;
+use super::{BlockStore, Mempool};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use xinyi_ledger::block::{commit_payload, sign_commit, Block, CommitCertificate, CommitVote};
+use xinyi_ledger::chain::{Chain, ChainError, Speculative};
+use xinyi_ledger::keys::SigDomain;
+use xinyi_ledger::{Digest, Genesis, KeyPair, OrgId, TimeMs};
+
+/// Blocks further than this above the committed head are ignored (bounded memory).
+pub const WINDOW: u64 = 256;
+/// Committed blocks sent per `Sync` request.
+pub const SYNC_BATCH: u64 = 32;
+/// A proposal whose time is further ahead of the local clock waits (it is not refused).
+pub const MAX_CLOCK_DRIFT_MS: u64 = 2_000;
+/// A missing block is asked for this many ticks, then given up (asked again when needed).
+pub const MAX_WANT_TRIES: u32 = 40;
+/// At most this many known uncommitted blocks are kept.
+pub const MAX_BLOCKS: usize = 4_096;
+
+/// Where an outgoing message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum To {
+    /// Every peer.
+    All,
+    /// One peer (by organisation).
+    One(OrgId),
+}
+
+/// Outcome of a verification request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid on its parent: vote for it.
+    Valid,
+    /// Permanently invalid for this context.
+    Invalid,
+    /// Data missing or too early: ask again later.
+    Pending,
+}
+
+/// Counters for tests and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Blocks proposed.
+    pub proposed: u64,
+    /// Verify verdicts valid / invalid.
+    pub verified: u64,
+    /// Verify verdicts invalid.
+    pub rejected: u64,
+    /// Blocks committed through collected votes.
+    pub committed_by_votes: u64,
+    /// Blocks committed from a received certificate (catch-up).
+    pub committed_by_sync: u64,
+    /// Messages refused (malformed, bad vote, bad certificate).
+    pub refused: u64,
+    /// Two different final digests seen at one height (must stay 0).
+    pub conflicts: u64,
+}
+
+/// The replica's state.
+pub struct Core {
+    me: OrgId,
+    key: KeyPair,
+    chain: Chain,
+    store: Box<dyn BlockStore>,
+    mempool: Box<dyn Mempool>,
+    blocks: HashMap<Digest, Block>,
+    spec: HashMap<Digest, Speculative>,
+    invalid: HashSet<Digest>,
+    final_tips: BTreeSet<Digest>,
+    final_at: BTreeMap<u64, Digest>,
+    voted: BTreeMap<u64, (Digest, CommitVote)>,
+    votes: BTreeMap<(u64, Digest), BTreeMap<OrgId, CommitVote>>,
+    certs: HashMap<Digest, CommitCertificate>,
+    missing: BTreeMap<Digest, u32>,
+    behind: bool,
+    store_error: Option<String>,
+    outbox: Vec<(To, Wire)>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Core {
+    /// Opens a replica: the chain is rebuilt from genesis by re-applying (and so re-verifying)
+    /// every block the store holds with its certificate.
+    pub fn open(
+        genesis: &Genesis,
+        me: OrgId,
+        key: KeyPair,
+        store: Box<dyn BlockStore>,
+        mempool: Box<dyn Mempool>,
+    ) -> Result<Core, String> {
+        let (mut chain, _) = Chain::from_genesis(genesis).map_err(|e| e.to_string())?;
+        for h in 1..=store.height() {
+            let (b, c) = store
+                .get(h)
+                .ok_or_else(|| format!("store lacks block {h}"))?;
+            chain.apply_block(b, c).map_err(|e| e.to_string())?;
+        }
+        Ok(Core {
+            me,
+            key,
+            chain,
+            store,
+            mempool,
+            blocks: HashMap::new(),
+            spec: HashMap::new(),
+            invalid: HashSet::new(),
+            final_tips: BTreeSet::new(),
+            final_at: BTreeMap::new(),
+            voted: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            certs: HashMap::new(),
+            missing: BTreeMap::new(),
+            behind: false,
+            store_error: None,
+            outbox: Vec::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The committed chain.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// This validator's organisation.
+    pub fn me(&self) -> &OrgId {
+        &self.me
+    }
+
+    /// Takes the messages to send.
+    pub fn take_outbox(&mut self) -> Vec<(To, Wire)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    fn send(&mut self, to: To, w: Wire) {
+        self.outbox.push((to, w));
+    }
+
+    fn want(&mut self, d: Digest) {
+        if self.missing.insert(d, 0).is_none() {
+            self.send(To::All, Wire::Want(d));
+        }
+    }
+
+    /// The state after block `d`, executing known uncommitted ancestors as needed.
+    fn state_after(&mut self, d: Digest) -> Option<Speculative> {
+        if d == *self.chain.head_hash() {
+            return Some(self.chain.speculate());
+        }
+        if let Some(s) = self.spec.get(&d) {
+            return Some(s.clone());
+        }
+        if self.invalid.contains(&d) {
+            return None;
+        }
+        let Some(block) = self.blocks.get(&d).cloned() else {
+            self.want(d);
+            return None;
+        };
+        if block.header.height <= self.chain.height() {
+            return None;
+        }
+        let mut s = self.state_after(block.header.prev)?;
+        match s.execute(&block) {
+            Ok(_) => {
+                self.spec.insert(d, s.clone());
+                Some(s)
+            }
+            Err(_) => {
+                self.invalid.insert(d);
+                None
+            }
+        }
+    }
+
+    /// Proposer: builds a block on `parent` at `now`; `None` while the parent's state is not
+    /// available (its block not received yet).
+    pub fn propose(&mut self, parent: Digest, now: TimeMs) -> Option<Digest> {
+        let mut s = self.state_after(parent)?;
+        let time = now.max(s.chain().state_head().time.saturating_add(1));
+        let candidates = self.mempool.candidates(s.chain(), time);
+        match s.build(time, self.me.clone(), candidates) {
+            Ok((block, _dropped)) => {
+                let d = *s.chain().head_hash();
+                self.blocks.insert(d, block);
+                self.spec.insert(d, s);
+                self.stats.proposed += 1;
+                Some(d)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Validator: may the block `d`, proposed by `leader` on `parent`, be voted for?
+    pub fn verify(&mut self, parent: Digest, leader: &OrgId, d: Digest, now: TimeMs) -> Verdict {
+        if self.invalid.contains(&d) {
+            return Verdict::Invalid;
+        }
+        let Some(block) = self.blocks.get(&d).cloned() else {
+            self.want(d);
+            return Verdict::Pending;
+        };
+        if block.header.prev != parent || &block.header.proposer != leader {
+            // The same bytes are invalid in this context only; do not mark the digest.
+            self.stats.rejected += 1;
+            return Verdict::Invalid;
+        }
+        if block.header.time > now.saturating_add(MAX_CLOCK_DRIFT_MS) {
+            return Verdict::Pending;
+        }
+        if self.spec.contains_key(&d) {
+            self.stats.verified += 1;
+            return Verdict::Valid;
+        }
+        if self.invalid.contains(&parent) {
+            self.stats.rejected += 1;
+            return Verdict::Invalid;
+        }
+        let Some(mut s) = self.state_after(parent) else {
+            return Verdict::Pending;
+        };
+        match s.execute(&block) {
+            Ok(_) => {
+                self.spec.insert(d, s);
+                self.stats.verified += 1;
+                Verdict::Valid
+            }
+            Err(_) => {
+                self.invalid.insert(d);
+                self.stats.rejected += 1;
+                Verdict::Invalid
+            }
+        }
+    }
+
+    /// Relay: the block to broadcast for digest `d`, if known.
+    pub fn block(&self, d: &Digest) -> Option<&Block> {
+        self.blocks.get(d)
+    }
+
+    /// The engine finalized `d` (and so every ancestor of it).
+    pub fn on_finalized(&mut self, d: Digest) {
+        self.final_tips.insert(d);
+        self.advance();
+    }
+
+    /// Walks every finalized tip back to the committed head, votes for the final blocks,
+    /// asks for missing ones and commits what has a quorum.
+    fn advance(&mut self) {
+        let tips: Vec<Digest> = self.final_tips.iter().copied().collect();
+        for tip in tips {
+            let mut path = Vec::new();
+            let mut cur = tip;
+            let mut stale = false;
+            loop {
+                if cur == *self.chain.head_hash() {
+                    break;
+                }
+                match self.blocks.get(&cur) {
+                    Some(b) if b.header.height > self.chain.height() => {
+                        path.push(cur);
+                        cur = b.header.prev;
+                    }
+                    Some(_) => {
+                        stale = true;
+                        break;
+                    }
+                    None => {
+                        if self.store.position(&cur).is_some() {
+                            stale = true;
+                        } else {
+                            self.want(cur);
+                            self.behind = true;
+                        }
+                        break;
+                    }
+                }
+            }
+            if stale && path.is_empty() {
+                self.final_tips.remove(&tip);
+            }
+            for d in path.into_iter().rev() {
+                self.mark_final(d);
+            }
+        }
+        self.try_commit();
+    }
+
+    fn mark_final(&mut self, d: Digest) {
+        let Some(h) = self.blocks.get(&d).map(|b| b.header.height) else {
+            return;
+        };
+        match self.final_at.get(&h) {
+            Some(prev) if *prev != d => {
+                self.stats.conflicts += 1;
+                return;
+            }
+            Some(_) => {}
+            None => {
+                self.final_at.insert(h, d);
+            }
+        }
+        if self.voted.contains_key(&h) {
+            return;
+        }
+        let vote = sign_commit(&self.key, self.me.clone(), self.chain.chain_id(), h, &d);
+        self.voted.insert(h, (d, vote.clone()));
+        self.votes
+            .entry((h, d))
+            .or_default()
+            .insert(self.me.clone(), vote.clone());
+        self.send(
+            To::All,
+            Wire::Vote {
+                height: h,
+                header_hash: d,
+                vote,
+            },
+        );
+    }
+
+    /// Commits, in height order, every next block that has a certificate or a quorum of votes.
+    fn try_commit(&mut self) {
+        loop {
+            if self.store_error.is_some() {
+                return;
+            }
+            let h = self.chain.height() + 1;
+            let Some((d, cert, by_sync)) = self.next_certified(h) else {
+                return;
+            };
+            let Some(block) = self.blocks.get(&d).cloned() else {
+                self.want(d);
+                return;
+            };
+            match self.chain.apply_block(block, cert) {
+                Ok(cb) => {
+                    if by_sync {
+                        self.stats.committed_by_sync += 1;
+                    } else {
+                        self.stats.committed_by_votes += 1;
+                    }
+                    if let Err(e) = self.store.append(&cb) {
+                        // The in-memory chain is ahead of the store: stop committing; a restart
+                        // rebuilds the chain from what the store holds.
+                        self.store_error = Some(format!("height {h}: {e}"));
+                        return;
+                    }
+                    self.prune();
+                }
+                Err(ChainError { .. }) => {
+                    self.stats.refused += 1;
+                    self.certs.remove(&d);
+                    self.votes.remove(&(h, d));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn next_certified(&self, h: u64) -> Option<(Digest, CommitCertificate, bool)> {
+        for (d, c) in &self.certs {
+            if c.height == h {
+                return Some((*d, c.clone(), true));
+            }
+        }
+        let set = self.chain.state().validators().ok()?;
+        let quorum = set.quorum();
+        for ((vh, d), vs) in self.votes.range((h, Digest::ZERO)..) {
+            if *vh != h {
+                break;
+            }
+            let power: u64 = vs
+                .keys()
+                .filter_map(|o| set.get(o))
+                .map(|v| v.power)
+                .fold(0, u64::saturating_add);
+            if power >= quorum {
+                let cert = CommitCertificate {
+                    height: h,
+                    header_hash: *d,
+                    votes: vs.values().cloned().collect(),
+                };
+                return Some((*d, cert, false));
+            }
+        }
+        None
+    }
+
+    fn prune(&mut self) {
+        let h = self.chain.height();
+        let head = *self.chain.head_hash();
+        self.blocks.retain(|_, b| b.header.height > h);
+        let blocks = &self.blocks;
+        self.spec.retain(|d, _| blocks.contains_key(d));
+        self.certs.retain(|d, _| blocks.contains_key(d));
+        self.final_tips
+            .retain(|d| *d != head && blocks.get(d).is_none_or(|b| b.header.height > h));
+        self.final_at = self.final_at.split_off(&(h + 1));
+        self.voted = self.voted.split_off(&(h + 1));
+        self.votes = self.votes.split_off(&(h + 1, Digest::ZERO));
+        self.missing.remove(&head);
+        if self.invalid.len() > MAX_BLOCKS {
+            self.invalid.clear();
+        }
+    }
+
+    fn accepts_height(&self, height: u64) -> bool {
+        height > self.chain.height() && height <= self.chain.height() + WINDOW
+    }
+
+    /// A message from peer `from`.
+    pub fn on_message(&mut self, from: &OrgId, w: Wire) {
+        match w {
+            Wire::Block(b) => self.on_block(b),
+            Wire::Vote {
+                height,
+                header_hash,
+                vote,
+            } => self.on_vote(from, height, header_hash, vote),
+            Wire::Certified(b, c) => self.on_certified(b, c),
+            Wire::Want(d) => {
+                if let Some(h) = self.store.position(&d) {
+                    if let Some((b, c)) = self.store.get(h) {
+                        self.send(To::One(from.clone()), Wire::Certified(b, c));
+                    }
+                } else if let Some(b) = self.blocks.get(&d).cloned() {
+                    self.send(To::One(from.clone()), Wire::Block(b));
+                }
+            }
+            Wire::Sync(from_h) => {
+                let top = self
+                    .chain
+                    .height()
+                    .min(from_h.saturating_add(SYNC_BATCH - 1));
+                for h in from_h.max(1)..=top {
+                    if let Some((b, c)) = self.store.get(h) {
+                        self.send(To::One(from.clone()), Wire::Certified(b, c));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_block(&mut self, b: Block) {
+        if !self.accepts_height(b.header.height) || self.blocks.len() >= MAX_BLOCKS {
+            return;
+        }
+        let Ok(d) = b.header.hash() else {
+            self.stats.refused += 1;
+            return;
+        };
+        self.missing.remove(&d);
+        if self.blocks.insert(d, b).is_none() {
+            self.advance();
+        }
+    }
+
+    fn on_vote(&mut self, from: &OrgId, height: u64, d: Digest, vote: CommitVote) {
+        if height <= self.chain.height() {
+            // The sender is behind: give it the committed block.
+            if let Some((b, c)) = self.store.get(height) {
+                if c.header_hash == d {
+                    self.send(To::One(from.clone()), Wire::Certified(b, c));
+                }
+            }
+            return;
+        }
+        if !self.accepts_height(height) || &vote.validator != from {
+            self.stats.refused += 1;
+            return;
+        }
+        let Ok(set) = self.chain.state().validators() else {
+            return;
+        };
+        let ok = set.get(&vote.validator).is_some_and(|v| {
+            v.key
+                .verify(
+                    SigDomain::Commit,
+                    &commit_payload(self.chain.chain_id(), height, &d),
+                    &vote.signature,
+                )
+                .is_ok()
+        });
+        if !ok {
+            self.stats.refused += 1;
+            return;
+        }
+        self.votes
+            .entry((height, d))
+            .or_default()
+            .insert(vote.validator.clone(), vote);
+        if height > self.chain.height() + 1 {
+            self.behind = true;
+        }
+        if !self.blocks.contains_key(&d) {
+            self.want(d);
+        }
+        self.try_commit();
+    }
+
+    fn on_certified(&mut self, b: Block, c: CommitCertificate) {
+        if !self.accepts_height(b.header.height) {
+            return;
+        }
+        let Ok(d) = b.header.hash() else {
+            self.stats.refused += 1;
+            return;
+        };
+        if c.header_hash != d || c.height != b.header.height {
+            self.stats.refused += 1;
+            return;
+        }
+        // Verified against the current set; `apply_block` verifies again at its height.
+        let Ok(set) = self.chain.state().validators() else {
+            return;
+        };
+        if c.verify(&b.header, &set).is_err() {
+            self.stats.refused += 1;
+            return;
+        }
+        if b.header.height > self.chain.height() + 1 {
+            self.behind = true;
+        }
+        self.missing.remove(&d);
+        self.blocks.insert(d, b);
+        self.certs.insert(d, c);
+        self.try_commit();
+        self.advance();
+    }
+
+    /// Periodic work: re-ask for missing blocks, ask for committed blocks when behind,
+    /// re-send own votes for final blocks not committed yet (votes may be lost).
+    pub fn tick(&mut self) {
+        self.advance();
+        // A digest nobody can serve (e.g. a Byzantine leader's) is given up after a while.
+        self.missing.retain(|_, tries| *tries < MAX_WANT_TRIES);
+        let missing: Vec<Digest> = self.missing.keys().take(8).copied().collect();
+        for d in missing {
+            if let Some(t) = self.missing.get_mut(&d) {
+                *t += 1;
+            }
+            self.send(To::All, Wire::Want(d));
+        }
+        if self.behind || !self.missing.is_empty() {
+            self.behind = false;
+            self.send(To::All, Wire::Sync(self.chain.height() + 1));
+        }
+        let mine: Vec<(u64, Digest, CommitVote)> = self
+            .voted
+            .iter()
+            .take(4)
+            .map(|(h, (d, v))| (*h, *d, v.clone()))
+            .collect();
+        for (height, header_hash, vote) in mine {
+            self.send(
+                To::All,
+                Wire::Vote {
+                    height,
+                    header_hash,
+                    vote,
+                },
+            );
+        }
+    }
+
+    /// The committed block at `height` (for tests and the checker).
+    pub fn committed(&self, height: u64) -> Option<(Block, CommitCertificate)> {
+        self.store.get(height)
+    }
+
+    /// Marks a message as refused (malformed).
+    pub fn refused(&mut self) {
+        self.stats.refused += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::MemStore;
+    use xinyi_ledger::entry::EntryKind;
+    use xinyi_ledger::sample::{sample_firm, SampleConsortium};
+
+    const T0: TimeMs = 1_795_000_000_000;
+
+    /// Registers the next two sample firms.
+    struct Firms(std::sync::Arc<SampleConsortium>);
+
+    impl Mempool for Firms {
+        fn candidates(&mut self, parent: &Chain, time: TimeMs) -> Vec<xinyi_ledger::Entry> {
+            let n = parent.log().size();
+            (n..n + 2)
+                .map(|i| {
+                    let firm = sample_firm(i as u32).unwrap();
+                    let key = self.0.firm_key(&firm).public();
+                    self.0
+                        .org_entry(
+                            "gz-credit",
+                            time,
+                            i,
+                            EntryKind::FirmRegistered { firm, key },
+                        )
+                        .unwrap()
+                })
+                .collect()
+        }
+    }
+
+    struct Net {
+        c: std::sync::Arc<SampleConsortium>,
+        cores: Vec<Core>,
+        stores: Vec<MemStore>,
+    }
+
+    impl Net {
+        fn new() -> Net {
+            let c = std::sync::Arc::new(SampleConsortium::new(b"core-tests", 4, T0));
+            let stores: Vec<MemStore> = (0..4).map(|_| MemStore::default()).collect();
+            let cores = (0..4).map(|i| Net::open(&c, &stores[i], i)).collect();
+            Net { c, cores, stores }
+        }
+
+        fn open(c: &std::sync::Arc<SampleConsortium>, store: &MemStore, i: usize) -> Core {
+            let org = c.validators[i].clone();
+            Core::open(
+                &c.genesis,
+                org.clone(),
+                c.keys[&org].clone(),
+                Box::new(store.clone()),
+                Box::new(Firms(c.clone())),
+            )
+            .unwrap()
+        }
+
+        fn org(&self, i: usize) -> OrgId {
+            self.c.validators[i].clone()
+        }
+
+        /// Delivers queued messages until none are left (only among `alive`).
+        fn settle(&mut self, alive: &[usize]) {
+            for _ in 0..100 {
+                let mut any = false;
+                for i in 0..self.cores.len() {
+                    let out = self.cores[i].take_outbox();
+                    if !alive.contains(&i) {
+                        continue;
+                    }
+                    for (to, w) in out {
+                        any = true;
+                        let from = self.org(i);
+                        for j in alive.iter().copied().filter(|j| *j != i) {
+                            let deliver = match &to {
+                                To::All => true,
+                                To::One(o) => *o == self.org(j),
+                            };
+                            if deliver {
+                                self.cores[j].on_message(&from, w.clone());
+                            }
+                        }
+                    }
+                }
+                if !any {
+                    return;
+                }
+            }
+        }
+
+        /// Node `p` proposes on its head, everyone verifies and finalizes, votes settle.
+        fn round(&mut self, p: usize, alive: &[usize]) -> Digest {
+            let parent = *self.cores[p].chain().head_hash();
+            let d = self.cores[p].propose(parent, T0 + 1_000).unwrap();
+            let block = self.cores[p].block(&d).unwrap().clone();
+            let op = self.org(p);
+            for i in alive.iter().copied().filter(|i| *i != p) {
+                self.cores[i].on_message(&op, Wire::Block(block.clone()));
+            }
+            let leader = self.org(p);
+            for i in alive.iter().copied() {
+                assert_eq!(
+                    self.cores[i].verify(parent, &leader, d, T0 + 1_000),
+                    Verdict::Valid
+                );
+            }
+            for i in alive.iter().copied() {
+                self.cores[i].on_finalized(d);
+            }
+            self.settle(alive);
+            d
+        }
+    }
+
+    #[test]
+    fn propose_verify_finalize_commit() {
+        let mut net = Net::new();
+        let all = [0, 1, 2, 3];
+        let d = net.round(0, &all);
+        for (i, core) in net.cores.iter().enumerate() {
+            assert_eq!(core.chain().height(), 1, "node {i}");
+            assert_eq!(*core.chain().head_hash(), d);
+            assert_eq!(core.stats.committed_by_votes, 1);
+            assert!(net.stores[i].snapshot().blocks[0].1.votes.len() >= 3);
+        }
+        // The next proposer builds on the committed head.
+        net.round(1, &all);
+        assert!(net.cores.iter().all(|c| c.chain().height() == 2));
+    }
+
+    #[test]
+    fn verify_before_parent_is_final_uses_speculative_state() {
+        let mut net = Net::new();
+        let p0 = *net.cores[0].chain().head_hash();
+        let d1 = net.cores[0].propose(p0, T0 + 1_000).unwrap();
+        let b1 = net.cores[0].block(&d1).unwrap().clone();
+        // Node 1 builds on d1 before anything is final, node 2 verifies both.
+        let o0 = net.org(0);
+        net.cores[1].on_message(&o0, Wire::Block(b1.clone()));
+        let d2 = net.cores[1].propose(d1, T0 + 1_100).unwrap();
+        let b2 = net.cores[1].block(&d2).unwrap().clone();
+        let (o0, o1) = (net.org(0), net.org(1));
+        // Child first: pending until the parent block arrives.
+        net.cores[2].on_message(&o1, Wire::Block(b2));
+        assert_eq!(
+            net.cores[2].verify(d1, &o1, d2, T0 + 1_100),
+            Verdict::Pending
+        );
+        net.cores[2].on_message(&o0, Wire::Block(b1));
+        assert_eq!(net.cores[2].verify(d1, &o1, d2, T0 + 1_100), Verdict::Valid);
+        assert_eq!(net.cores[2].verify(p0, &o0, d1, T0 + 1_100), Verdict::Valid);
+        assert_eq!(net.cores[2].chain().height(), 0);
+    }
+
+    #[test]
+    fn invalid_proposals_are_refused() {
+        let mut net = Net::new();
+        let p0 = *net.cores[0].chain().head_hash();
+        let d = net.cores[0].propose(p0, T0 + 1_000).unwrap();
+        let mut bad = net.cores[0].block(&d).unwrap().clone();
+        bad.header.state_root = Digest([9; 32]);
+        let bd = bad.header.hash().unwrap();
+        let o0 = net.org(0);
+        net.cores[1].on_message(&o0, Wire::Block(bad));
+        assert_eq!(
+            net.cores[1].verify(p0, &o0, bd, T0 + 1_000),
+            Verdict::Invalid
+        );
+        // Wrong leader or wrong parent for a good block.
+        let good = net.cores[0].block(&d).unwrap().clone();
+        net.cores[1].on_message(&o0, Wire::Block(good));
+        let o2 = net.org(2);
+        assert_eq!(
+            net.cores[1].verify(p0, &o2, d, T0 + 1_000),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            net.cores[1].verify(Digest([1; 32]), &o0, d, T0 + 1_000),
+            Verdict::Invalid
+        );
+        // Far in the future: wait, do not refuse.
+        assert_eq!(
+            net.cores[1].verify(p0, &o0, d, T0 - 10_000),
+            Verdict::Pending
+        );
+        assert_eq!(net.cores[1].verify(p0, &o0, d, T0 + 1_000), Verdict::Valid);
+    }
+
+    #[test]
+    fn bad_votes_and_certificates_are_refused() {
+        let mut net = Net::new();
+        let p0 = *net.cores[0].chain().head_hash();
+        let d = net.cores[0].propose(p0, T0 + 1_000).unwrap();
+        let block = net.cores[0].block(&d).unwrap().clone();
+        let (o0, o1, o2) = (net.org(0), net.org(1), net.org(2));
+        let core = &mut net.cores[1];
+        core.on_message(&o0, Wire::Block(block.clone()));
+        // A vote signed by validator 0 but sent as validator 2's.
+        let v0 = sign_commit(&net.c.keys[&o0], o0.clone(), &net.c.chain, 1, &d);
+        let mut forged = v0.clone();
+        forged.validator = o2.clone();
+        core.on_message(
+            &o2,
+            Wire::Vote {
+                height: 1,
+                header_hash: d,
+                vote: forged,
+            },
+        );
+        // A vote for another height than signed.
+        core.on_message(
+            &o0,
+            Wire::Vote {
+                height: 2,
+                header_hash: d,
+                vote: v0.clone(),
+            },
+        );
+        assert_eq!(core.stats.refused, 2);
+        // A certificate below quorum, and one for another header.
+        let mut cert = net.c.certify(&block).unwrap();
+        cert.votes.truncate(2);
+        core.on_message(&o0, Wire::Certified(block.clone(), cert));
+        let mut other = block.clone();
+        other.header.time += 1;
+        core.on_message(&o0, Wire::Certified(other, net.c.certify(&block).unwrap()));
+        assert_eq!(core.stats.refused, 4);
+        assert_eq!(core.chain().height(), 0);
+        // A full certificate commits (catch-up path).
+        core.on_message(
+            &o0,
+            Wire::Certified(block.clone(), net.c.certify(&block).unwrap()),
+        );
+        assert_eq!(core.chain().height(), 1);
+        assert_eq!(core.stats.committed_by_sync, 1);
+        let _ = o1;
+    }
+
+    #[test]
+    fn restart_rebuilds_from_store_and_catches_up() {
+        let mut net = Net::new();
+        let all = [0, 1, 2, 3];
+        net.round(0, &all);
+        // Node 3 is down for two blocks.
+        let three = [0, 1, 2];
+        net.round(1, &three);
+        net.round(2, &three);
+        assert_eq!(net.cores[3].chain().height(), 1);
+        let store = net.stores[3].clone();
+        net.cores[3] = Net::open(&net.c, &store, 3);
+        assert_eq!(net.cores[3].chain().height(), 1);
+        // Behind: it asks for blocks from its height on and applies them with certificates.
+        net.cores[3].behind = true;
+        net.cores[3].tick();
+        net.settle(&all);
+        assert_eq!(net.cores[3].chain().height(), 3);
+        assert_eq!(
+            net.cores[3].chain().head_hash(),
+            net.cores[0].chain().head_hash()
+        );
+        assert_eq!(net.cores[3].stats.committed_by_sync, 2);
+    }
+
+    #[test]
+    fn wire_round_trip_and_malformed() {
+        let net = Net::new();
+        let o0 = net.org(0);
+        let d = Digest([3; 32]);
+        let v = sign_commit(&net.c.keys[&o0], o0, &net.c.chain, 5, &d);
+        let mut spec = net.cores[0].chain().speculate();
+        let (b, _) = spec.build(T0 + 5, net.org(0), vec![]).unwrap();
+        let cert = net.c.certify(&b).unwrap();
+        for w in [
+            Wire::Block(b.clone()),
+            Wire::Vote {
+                height: 5,
+                header_hash: d,
+                vote: v,
+            },
+            Wire::Certified(b, cert),
+            Wire::Want(d),
+            Wire::Sync(7),
+        ] {
+            assert_eq!(Wire::decode(&w.encode().unwrap()).unwrap(), w);
+        }
+        for bad in [
+            &[][..],
+            &[9][..],
+            &[1, 0, 0][..],
+            &[2, 255, 255, 255, 255][..],
+            &[3, 1, 2][..],
+            &[4, 0][..],
+            &[0, 0xff][..],
+        ] {
+            assert!(Wire::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+}
