@@ -13,7 +13,9 @@ use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use xinyi_ledger::entry::{Author, Consent, EntryBody, EntryKind, QueryRequest, SignedQueryRequest};
+use xinyi_ledger::entry::{
+    Author, Consent, EntryBody, EntryKind, QueryRequest, SignedQueryRequest,
+};
 use xinyi_ledger::keys::{KeyPair, SigDomain};
 use xinyi_ledger::types::{Category, OrgId, DAY_MS};
 use xinyi_ledger::{Digest, Entry, Genesis, Uscc};
@@ -55,7 +57,9 @@ impl Drop for NodeProcess {
 
 fn node_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().ok_or_else(|| anyhow!("no executable directory"))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("no executable directory"))?;
     for cand in [dir.join("xinyi-node"), dir.join("../xinyi-node")] {
         if cand.exists() {
             return Ok(cand);
@@ -68,7 +72,9 @@ fn node_binary() -> Result<PathBuf> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn wait_ready(agent: &ureq::Agent, url: &str) -> Result<serde_json::Value> {
@@ -99,10 +105,20 @@ fn firm_keys(keys: &Path) -> Result<Vec<(Uscc, KeyPair)>> {
     let mut out = Vec::new();
     for item in std::fs::read_dir(keys).with_context(|| format!("reading {}", keys.display()))? {
         let p = item?.path();
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        if let Some(u) = name.strip_prefix("firm-").and_then(|s| s.strip_suffix(".key")) {
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(u) = name
+            .strip_prefix("firm-")
+            .and_then(|s| s.strip_suffix(".key"))
+        {
             let firm = Uscc::parse(u).map_err(|e| anyhow!("{name}: {e}"))?;
-            out.push((firm, KeyPair::from_file_text(&std::fs::read_to_string(&p)?)?));
+            out.push((
+                firm,
+                KeyPair::from_file_text(&std::fs::read_to_string(&p)?)?,
+            ));
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -138,7 +154,8 @@ pub fn run(opts: &DevNodeOptions) -> Result<DevNodeResult> {
     let health = wait_ready(&agent, &url)?;
     let genesis = Genesis::from_json(&std::fs::read(data.join("genesis.json"))?)?;
     let chain = genesis.chain_id()?;
-    let bank = KeyPair::from_file_text(&std::fs::read_to_string(data.join("dev-keys/bank-a.key"))?)?;
+    let bank =
+        KeyPair::from_file_text(&std::fs::read_to_string(data.join("dev-keys/bank-a.key"))?)?;
     let firms = firm_keys(&data.join("dev-keys"))?;
     let mut now = health["time_ms"].as_u64().unwrap_or(0);
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -159,7 +176,11 @@ pub fn run(opts: &DevNodeOptions) -> Result<DevNodeResult> {
             }),
         };
         let e = Entry::sign(&chain, body, &KeyPair::from_seed(key.seed()))?;
-        post(&agent, &format!("{url}/v1/consents"), &serde_json::json!({"entry": b64.encode(&e.bytes)}))?;
+        post(
+            &agent,
+            &format!("{url}/v1/consents"),
+            &serde_json::json!({"entry": b64.encode(&e.bytes)}),
+        )?;
         consents.push((*firm, e.id));
         now += 1;
     }
@@ -190,7 +211,8 @@ pub fn run(opts: &DevNodeOptions) -> Result<DevNodeResult> {
                             nonce: rand::random(),
                             time: now + started.elapsed().as_millis() as u64,
                         };
-                        let Ok(payload) = xinyi_ledger::entry::query_signing_payload(&chain, &req) else {
+                        let Ok(payload) = xinyi_ledger::entry::query_signing_payload(&chain, &req)
+                        else {
                             break;
                         };
                         let signed = SignedQueryRequest {
