@@ -121,7 +121,7 @@ fn firm_keys(keys: &Path) -> Result<Vec<(Uscc, KeyPair)>> {
             ));
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by_key(|a| a.0);
     if out.is_empty() {
         bail!("no firm-*.key files in {}", keys.display());
     }
