@@ -4,8 +4,10 @@
 //! credit data ([`datastore`]), a sample consortium for `--dev` ([`dev`]), configuration files
 //! for real deployments ([`config`]), metrics ([`metrics`]) and the HTTP API ([`api`]). It adds
 //! no ledger rules of its own: every decision about what may be committed is made by the ledger
-//! crate's `Chain`/`State`. Not here (yet): multi-node networking and BFT consensus; this node is
-//! a single validator that certifies its own blocks (1-of-1 commit certificate).
+//! crate's `Chain`/`State`. The BFT glue ([`consensus`]: Commonware simplex ordering ledger
+//! blocks, app-level commit votes, catch-up) runs today in a deterministic simulation; the
+//! libp2p transport that would let the daemon use it is not here yet, so a running node is a
+//! single validator that certifies its own blocks (1-of-1 commit certificate).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
