@@ -28,22 +28,9 @@ use xinyi_ledger::Uscc;
 pub struct AuditSummary {
     /// `ok`.
     pub result: &'static str,
-    /// Chain id.
-    pub chain_id: Digest,
-    /// Blocks verified.
-    pub blocks: u64,
-    /// Entries verified.
-    pub entries: u64,
-    /// Entries per kind.
-    pub entries_by_kind: BTreeMap<String, u64>,
-    /// Head header hash.
-    pub head_hash: Digest,
-    /// Log size.
-    pub log_size: u64,
-    /// Log root.
-    pub log_root: Digest,
-    /// State root.
-    pub state_root: Digest,
+    /// The ledger verifier's report (chain id, blocks, entries by kind, head, roots).
+    #[serde(flatten)]
+    pub report: VerifyReport,
     /// Wall time, seconds.
     pub seconds: f64,
     /// Entries verified per second.
@@ -264,41 +251,33 @@ pub fn run(
 }
 
 fn summary(r: VerifyReport, seconds: f64) -> AuditSummary {
+    let entries_per_second = if seconds > 0.0 {
+        r.entries as f64 / seconds
+    } else {
+        0.0
+    };
     AuditSummary {
         result: "ok",
-        chain_id: r.chain_id,
-        blocks: r.blocks,
-        entries: r.entries,
-        entries_by_kind: r.entries_by_kind,
-        head_hash: r.head_hash,
-        log_size: r.log_size,
-        log_root: r.log_root,
-        state_root: r.state_root,
+        report: r,
         seconds,
-        entries_per_second: if seconds > 0.0 {
-            r.entries as f64 / seconds
-        } else {
-            0.0
-        },
+        entries_per_second,
     }
 }
 
 impl AuditSummary {
     /// The human report.
     pub fn text(&self) -> String {
+        let r = &self.report;
         let mut s = String::from("audit verify: OK\n");
-        s += &format!("  chain id      {}\n", self.chain_id);
-        s += &format!("  blocks        {}\n", self.blocks);
-        s += &format!("  entries       {}\n", self.entries);
-        for (k, n) in &self.entries_by_kind {
+        s += &format!("  chain id      {}\n", r.chain_id);
+        s += &format!("  blocks        {}\n", r.blocks);
+        s += &format!("  entries       {}\n", r.entries);
+        for (k, n) in &r.entries_by_kind {
             s += &format!("    {k:<24}{n}\n");
         }
-        s += &format!("  head hash     {}\n", self.head_hash);
-        s += &format!(
-            "  log           size {} root {}\n",
-            self.log_size, self.log_root
-        );
-        s += &format!("  state root    {}\n", self.state_root);
+        s += &format!("  head hash     {}\n", r.head_hash);
+        s += &format!("  log           size {} root {}\n", r.log_size, r.log_root);
+        s += &format!("  state root    {}\n", r.state_root);
         s += &format!(
             "  time          {:.3} s ({:.0} entries/s)\n",
             self.seconds, self.entries_per_second
