@@ -4,11 +4,18 @@
 //! A TOML file names the data directory, HTTP address, the node's organisation id, its key file
 //! and the genesis file; environment variables (`XINYI_DATA`, `XINYI_HTTP`, `XINYI_ORG`,
 //! `XINYI_KEY`, `XINYI_GENESIS`, `XINYI_RATE_LIMIT`) override the file. Relative paths are
-//! resolved against the config file's directory. Not here: multi-node peers (later release).
+//! resolved against the config file's directory.
+//!
+//! A `[p2p]` section turns the node into a member of a multi-node consortium (consensus over
+//! libp2p; the node validates if the ledger gives its organisation voting power, and follows
+//! otherwise). Without it the node runs a single-validator chain. `[query]` names the node that
+//! holds the agency data (queries are forwarded there), `[sample]` fills this node's agency
+//! data store with synthetic firms (testnets and demos).
 
 use crate::dev::write_secret;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use xinyi_ledger::genesis::{GenesisOrg, Params};
@@ -38,6 +45,63 @@ pub struct Config {
     /// Request timeout in milliseconds.
     #[serde(default = "default_timeout")]
     pub request_timeout_ms: u64,
+    /// Multi-node settings; absent: single-validator chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p2p: Option<P2pSection>,
+    /// Where credit queries go when this node does not hold the agency data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<QuerySection>,
+    /// Synthetic agency data for testnets and demos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<SampleSection>,
+}
+
+/// `[p2p]`: the consortium network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2pSection {
+    /// Listen address for libp2p (TCP).
+    pub listen: SocketAddr,
+    /// Known addresses of other members, by organisation id. Who may connect is decided by the
+    /// ledger's membership, not by this list.
+    #[serde(default)]
+    pub peers: BTreeMap<String, SocketAddr>,
+    /// Largest p2p message accepted, in bytes.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// Messages per second accepted from one peer.
+    #[serde(default = "default_peer_rate")]
+    pub peer_rate_limit_per_sec: u32,
+    /// Consensus leader timeout in milliseconds.
+    #[serde(default = "default_leader_timeout")]
+    pub leader_timeout_ms: u64,
+}
+
+/// `[query]`: cross-node query path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySection {
+    /// Base URL of the node holding the agency data, e.g. `http://127.0.0.1:7801`.
+    pub data_node: String,
+}
+
+/// `[sample]`: synthetic agency data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleSection {
+    /// Number of sample firms (`xinyi_ledger::sample::sample_firm(0..firms)`) whose data this
+    /// node generates into its agency data store if the store is empty.
+    pub firms: u32,
+}
+
+fn default_max_message() -> usize {
+    16 * 1024 * 1024
+}
+fn default_peer_rate() -> u32 {
+    20_000
+}
+fn default_leader_timeout() -> u64 {
+    1_000
 }
 
 fn default_rate() -> u32 {
@@ -146,6 +210,9 @@ pub fn init(dir: &Path, org: &str, name: &str, http: SocketAddr) -> anyhow::Resu
         rate_limit_per_sec: default_rate(),
         mempool_capacity: default_mempool(),
         request_timeout_ms: default_timeout(),
+        p2p: None,
+        query: None,
+        sample: None,
     };
     let text = format!(
         "# xinyi-node configuration (written by `xinyi-node init`).\n# Relative paths are relative to this file. Environment variables XINYI_DATA, XINYI_HTTP,\n# XINYI_ORG, XINYI_KEY, XINYI_GENESIS and XINYI_RATE_LIMIT override these values.\n{}",
