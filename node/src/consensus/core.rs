@@ -3,10 +3,11 @@
 //! message pushed to the outbox, so the logic is testable without a runtime.
 
 use super::wire::Wire;
-use super::{BlockStore, Mempool};
+use super::{lock, BlockStore, ChainGuard, CommitError, Mempool, SharedLedger, StoreLedger};
+use std::sync::{Arc, Mutex};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use xinyi_ledger::block::{commit_payload, sign_commit, Block, CommitCertificate, CommitVote};
-use xinyi_ledger::chain::{Chain, ChainError, Speculative};
+use xinyi_ledger::chain::Speculative;
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::{Digest, Genesis, KeyPair, OrgId, TimeMs};
 
@@ -64,8 +65,8 @@ pub struct Stats {
 pub struct Core {
     me: OrgId,
     key: KeyPair,
-    chain: Chain,
-    store: Box<dyn BlockStore>,
+    chain_id: Digest,
+    ledger: SharedLedger,
     mempool: Box<dyn Mempool>,
     blocks: HashMap<Digest, Block>,
     spec: HashMap<Digest, Speculative>,
@@ -84,8 +85,8 @@ pub struct Core {
 }
 
 impl Core {
-    /// Opens a replica: the chain is rebuilt from genesis by re-applying (and so re-verifying)
-    /// every block the store holds with its certificate.
+    /// Opens a replica over an in-memory chain rebuilt from `store` by re-applying (and so
+    /// re-verifying) every block it holds with its certificate (the simulation's replica).
     pub fn open(
         genesis: &Genesis,
         me: OrgId,
@@ -93,18 +94,19 @@ impl Core {
         store: Box<dyn BlockStore>,
         mempool: Box<dyn Mempool>,
     ) -> Result<Core, String> {
-        let (mut chain, _) = Chain::from_genesis(genesis).map_err(|e| e.to_string())?;
-        for h in 1..=store.height() {
-            let (b, c) = store
-                .get(h)
-                .ok_or_else(|| format!("store lacks block {h}"))?;
-            chain.apply_block(b, c).map_err(|e| e.to_string())?;
-        }
-        Ok(Core {
+        let ledger = StoreLedger::open(genesis, store)?;
+        Ok(Core::new(me, key, Arc::new(Mutex::new(ledger)), mempool))
+    }
+
+    /// A replica extending `ledger` (the committed chain and its durable store, which the node
+    /// shares with its API). `me`/`key` vote only if the ledger makes `me` a validator.
+    pub fn new(me: OrgId, key: KeyPair, ledger: SharedLedger, mempool: Box<dyn Mempool>) -> Core {
+        let chain_id = *lock(&ledger).chain().chain_id();
+        Core {
             me,
             key,
-            chain,
-            store,
+            chain_id,
+            ledger,
             mempool,
             blocks: HashMap::new(),
             spec: HashMap::new(),
@@ -119,12 +121,28 @@ impl Core {
             store_error: None,
             outbox: Vec::new(),
             stats: Stats::default(),
-        })
+        }
     }
 
-    /// The committed chain.
-    pub fn chain(&self) -> &Chain {
-        &self.chain
+    /// The committed chain (holds the ledger lock while alive).
+    pub fn chain(&self) -> ChainGuard<'_> {
+        ChainGuard(lock(&self.ledger))
+    }
+
+    fn stored(&self, height: u64) -> Option<(Block, CommitCertificate)> {
+        lock(&self.ledger).stored(height)
+    }
+
+    fn position(&self, d: &Digest) -> Option<u64> {
+        lock(&self.ledger).position(d)
+    }
+
+    fn height(&self) -> u64 {
+        self.chain().height()
+    }
+
+    fn head_hash(&self) -> Digest {
+        *self.chain().head_hash()
     }
 
     /// This validator's organisation.
@@ -149,8 +167,11 @@ impl Core {
 
     /// The state after block `d`, executing known uncommitted ancestors as needed.
     fn state_after(&mut self, d: Digest) -> Option<Speculative> {
-        if d == *self.chain.head_hash() {
-            return Some(self.chain.speculate());
+        {
+            let c = self.chain();
+            if d == *c.head_hash() {
+                return Some(c.speculate());
+            }
         }
         if let Some(s) = self.spec.get(&d) {
             return Some(s.clone());
@@ -162,7 +183,7 @@ impl Core {
             self.want(d);
             return None;
         };
-        if block.header.height <= self.chain.height() {
+        if block.header.height <= self.height() {
             return None;
         }
         let mut s = self.state_after(block.header.prev)?;
@@ -258,11 +279,11 @@ impl Core {
             let mut cur = tip;
             let mut stale = false;
             loop {
-                if cur == *self.chain.head_hash() {
+                if cur == self.head_hash() {
                     break;
                 }
                 match self.blocks.get(&cur) {
-                    Some(b) if b.header.height > self.chain.height() => {
+                    Some(b) if b.header.height > self.height() => {
                         path.push(cur);
                         cur = b.header.prev;
                     }
@@ -271,7 +292,7 @@ impl Core {
                         break;
                     }
                     None => {
-                        if self.store.position(&cur).is_some() {
+                        if self.position(&cur).is_some() {
                             stale = true;
                         } else {
                             self.want(cur);
@@ -308,7 +329,7 @@ impl Core {
         if self.voted.contains_key(&h) {
             return;
         }
-        let vote = sign_commit(&self.key, self.me.clone(), self.chain.chain_id(), h, &d);
+        let vote = sign_commit(&self.key, self.me.clone(), &self.chain_id, h, &d);
         self.voted.insert(h, (d, vote.clone()));
         self.votes
             .entry((h, d))
@@ -330,7 +351,7 @@ impl Core {
             if self.store_error.is_some() {
                 return;
             }
-            let h = self.chain.height() + 1;
+            let h = self.height() + 1;
             let Some((d, cert, by_sync)) = self.next_certified(h) else {
                 return;
             };
@@ -338,22 +359,23 @@ impl Core {
                 self.want(d);
                 return;
             };
-            match self.chain.apply_block(block, cert) {
-                Ok(cb) => {
+            let r = lock(&self.ledger).commit(block, cert);
+            match r {
+                Ok(()) => {
                     if by_sync {
                         self.stats.committed_by_sync += 1;
                     } else {
                         self.stats.committed_by_votes += 1;
                     }
-                    if let Err(e) = self.store.append(&cb) {
-                        // The in-memory chain is ahead of the store: stop committing; a restart
-                        // rebuilds the chain from what the store holds.
-                        self.store_error = Some(format!("height {h}: {e}"));
-                        return;
-                    }
                     self.prune();
                 }
-                Err(ChainError { .. }) => {
+                Err(CommitError::Store(e)) => {
+                    // The in-memory chain is ahead of the store: stop committing; a restart
+                    // rebuilds the chain from what the store holds.
+                    self.store_error = Some(format!("height {h}: {e}"));
+                    return;
+                }
+                Err(CommitError::Invalid(_)) => {
                     self.stats.refused += 1;
                     self.certs.remove(&d);
                     self.votes.remove(&(h, d));
@@ -369,7 +391,7 @@ impl Core {
                 return Some((*d, c.clone(), true));
             }
         }
-        let set = self.chain.state().validators().ok()?;
+        let set = self.chain().state().validators().ok()?;
         let quorum = set.quorum();
         for ((vh, d), vs) in self.votes.range((h, Digest::ZERO)..) {
             if *vh != h {
@@ -393,8 +415,8 @@ impl Core {
     }
 
     fn prune(&mut self) {
-        let h = self.chain.height();
-        let head = *self.chain.head_hash();
+        let h = self.height();
+        let head = self.head_hash();
         self.blocks.retain(|_, b| b.header.height > h);
         let blocks = &self.blocks;
         self.spec.retain(|d, _| blocks.contains_key(d));
@@ -411,7 +433,7 @@ impl Core {
     }
 
     fn accepts_height(&self, height: u64) -> bool {
-        height > self.chain.height() && height <= self.chain.height() + WINDOW
+        height > self.height() && height <= self.height() + WINDOW
     }
 
     /// A message from peer `from`.
@@ -425,8 +447,8 @@ impl Core {
             } => self.on_vote(from, height, header_hash, vote),
             Wire::Certified(b, c) => self.on_certified(b, c),
             Wire::Want(d) => {
-                if let Some(h) = self.store.position(&d) {
-                    if let Some((b, c)) = self.store.get(h) {
+                if let Some(h) = self.position(&d) {
+                    if let Some((b, c)) = self.stored(h) {
                         self.send(To::One(from.clone()), Wire::Certified(b, c));
                     }
                 } else if let Some(b) = self.blocks.get(&d).cloned() {
@@ -434,12 +456,9 @@ impl Core {
                 }
             }
             Wire::Sync(from_h) => {
-                let top = self
-                    .chain
-                    .height()
-                    .min(from_h.saturating_add(SYNC_BATCH - 1));
+                let top = self.height().min(from_h.saturating_add(SYNC_BATCH - 1));
                 for h in from_h.max(1)..=top {
-                    if let Some((b, c)) = self.store.get(h) {
+                    if let Some((b, c)) = self.stored(h) {
                         self.send(To::One(from.clone()), Wire::Certified(b, c));
                     }
                 }
@@ -462,9 +481,9 @@ impl Core {
     }
 
     fn on_vote(&mut self, from: &OrgId, height: u64, d: Digest, vote: CommitVote) {
-        if height <= self.chain.height() {
+        if height <= self.height() {
             // The sender is behind: give it the committed block.
-            if let Some((b, c)) = self.store.get(height) {
+            if let Some((b, c)) = self.stored(height) {
                 if c.header_hash == d {
                     self.send(To::One(from.clone()), Wire::Certified(b, c));
                 }
@@ -475,14 +494,14 @@ impl Core {
             self.stats.refused += 1;
             return;
         }
-        let Ok(set) = self.chain.state().validators() else {
+        let Ok(set) = self.chain().state().validators() else {
             return;
         };
         let ok = set.get(&vote.validator).is_some_and(|v| {
             v.key
                 .verify(
                     SigDomain::Commit,
-                    &commit_payload(self.chain.chain_id(), height, &d),
+                    &commit_payload(&self.chain_id, height, &d),
                     &vote.signature,
                 )
                 .is_ok()
@@ -495,7 +514,7 @@ impl Core {
             .entry((height, d))
             .or_default()
             .insert(vote.validator.clone(), vote);
-        if height > self.chain.height() + 1 {
+        if height > self.height() + 1 {
             self.behind = true;
         }
         if !self.blocks.contains_key(&d) {
@@ -517,14 +536,14 @@ impl Core {
             return;
         }
         // Verified against the current set; `apply_block` verifies again at its height.
-        let Ok(set) = self.chain.state().validators() else {
+        let Ok(set) = self.chain().state().validators() else {
             return;
         };
         if c.verify(&b.header, &set).is_err() {
             self.stats.refused += 1;
             return;
         }
-        if b.header.height > self.chain.height() + 1 {
+        if b.header.height > self.height() + 1 {
             self.behind = true;
         }
         self.missing.remove(&d);
@@ -549,7 +568,7 @@ impl Core {
         }
         if self.behind || !self.missing.is_empty() {
             self.behind = false;
-            self.send(To::All, Wire::Sync(self.chain.height() + 1));
+            self.send(To::All, Wire::Sync(self.height() + 1));
         }
         let mine: Vec<(u64, Digest, CommitVote)> = self
             .voted
@@ -571,7 +590,7 @@ impl Core {
 
     /// The committed block at `height` (for tests and the checker).
     pub fn committed(&self, height: u64) -> Option<(Block, CommitCertificate)> {
-        self.store.get(height)
+        lock(&self.ledger).stored(height)
     }
 
     /// Marks a message as refused (malformed).
@@ -584,6 +603,7 @@ impl Core {
 mod tests {
     use super::*;
     use crate::consensus::MemStore;
+    use xinyi_ledger::Chain;
     use xinyi_ledger::entry::EntryKind;
     use xinyi_ledger::sample::{sample_firm, SampleConsortium};
 

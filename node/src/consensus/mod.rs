@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use xinyi_ledger::block::{Block, CommitCertificate};
 use xinyi_ledger::chain::{Chain, CommittedBlock};
-use xinyi_ledger::{Digest, Entry, KeyPair, TimeMs};
+use xinyi_ledger::{Digest, Entry, Genesis, KeyPair, TimeMs};
 
 /// The engine's digest type (32 bytes: the ledger header hash, unchanged).
 pub type EngineDigest = sha256::Digest;
@@ -74,6 +74,88 @@ pub fn namespace(chain_id: &Digest) -> Vec<u8> {
 pub trait Mempool: Send + 'static {
     /// Candidate entries, in order.
     fn candidates(&mut self, parent: &Chain, time: TimeMs) -> Vec<Entry>;
+}
+
+/// Why a certified block was not committed.
+#[derive(Debug)]
+pub enum CommitError {
+    /// The ledger refused the block or its certificate (nothing changed).
+    Invalid(xinyi_ledger::ChainError),
+    /// The block was applied in memory but could not be persisted: the replica must stop
+    /// committing (a restart rebuilds from what is durable).
+    Store(String),
+}
+
+/// The committed ledger a replica extends: the chain and its durable store. The node
+/// implements it over its sled store (shared with the HTTP API); the simulation uses
+/// [`StoreLedger`].
+pub trait Ledger: Send + 'static {
+    /// The committed chain.
+    fn chain(&self) -> &Chain;
+    /// Applies the next block with its certificate (every ledger check,
+    /// `Chain::apply_block`) and persists it durably before returning.
+    fn commit(&mut self, block: Block, cert: CommitCertificate) -> Result<(), CommitError>;
+    /// The committed block and certificate at `height`.
+    fn stored(&self, height: u64) -> Option<(Block, CommitCertificate)>;
+    /// Height of the committed block with this header hash.
+    fn position(&self, header_hash: &Digest) -> Option<u64>;
+}
+
+/// A ledger shared between the consensus core and its readers. Lock order: the consensus
+/// core's lock (if any) before this one, never the reverse.
+pub type SharedLedger = Arc<Mutex<dyn Ledger>>;
+
+/// The committed chain, borrowed under the ledger lock.
+pub struct ChainGuard<'a>(std::sync::MutexGuard<'a, dyn Ledger>);
+
+impl std::ops::Deref for ChainGuard<'_> {
+    type Target = Chain;
+    fn deref(&self) -> &Chain {
+        self.0.chain()
+    }
+}
+
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A [`Ledger`] made of an in-memory chain over any [`BlockStore`].
+pub struct StoreLedger {
+    chain: Chain,
+    store: Box<dyn BlockStore>,
+}
+
+impl StoreLedger {
+    /// Rebuilds the chain from genesis by re-applying every stored block with its certificate.
+    pub fn open(genesis: &Genesis, store: Box<dyn BlockStore>) -> Result<StoreLedger, String> {
+        let (mut chain, _) = Chain::from_genesis(genesis).map_err(|e| e.to_string())?;
+        for h in 1..=store.height() {
+            let (b, c) = store
+                .get(h)
+                .ok_or_else(|| format!("store lacks block {h}"))?;
+            chain.apply_block(b, c).map_err(|e| e.to_string())?;
+        }
+        Ok(StoreLedger { chain, store })
+    }
+}
+
+impl Ledger for StoreLedger {
+    fn chain(&self) -> &Chain {
+        &self.chain
+    }
+    fn commit(&mut self, block: Block, cert: CommitCertificate) -> Result<(), CommitError> {
+        let cb = self
+            .chain
+            .apply_block(block, cert)
+            .map_err(CommitError::Invalid)?;
+        self.store.append(&cb).map_err(CommitError::Store)
+    }
+    fn stored(&self, height: u64) -> Option<(Block, CommitCertificate)> {
+        self.store.get(height)
+    }
+    fn position(&self, header_hash: &Digest) -> Option<u64> {
+        self.store.position(header_hash)
+    }
 }
 
 /// Committed blocks with their certificates, in height order (the node's sled store in
