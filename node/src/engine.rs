@@ -10,6 +10,8 @@
 //! never on the async runtime. Not here: HTTP (`api`), consensus between several validators.
 
 use crate::clock::Clock;
+use crate::consensus::{CommitError, Ledger, SharedLedger};
+use crate::mempool::{Pool, PoolError, SharedPool};
 use crate::metrics::Metrics;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -17,7 +19,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::{mpsc, oneshot};
-use xinyi_ledger::block::{sign_commit, CommitCertificate};
+use xinyi_ledger::block::{sign_commit, Block, CommitCertificate};
 use xinyi_ledger::chain::ChainErrorKind;
 use xinyi_ledger::entry::{Author, EntryBody, EntryError};
 use xinyi_ledger::hash::Digest;
@@ -75,6 +77,22 @@ struct Job {
     reply: oneshot::Sender<Result<Committed, SubmitError>>,
 }
 
+/// Callers waiting for entries submitted through this node, by entry id (cluster mode).
+pub type Waiters = Arc<Mutex<BTreeMap<Digest, Vec<oneshot::Sender<Result<Committed, SubmitError>>>>>>;
+
+/// How many recent header hashes are indexed for peers asking for a block by hash.
+const RECENT_HEADERS: u64 = 4_096;
+
+/// What a cluster-mode core does around each block consensus commits.
+pub struct CommitHooks {
+    producer: Producer,
+    metrics: Arc<Metrics>,
+    failed: Arc<AtomicBool>,
+    waiters: Waiters,
+    pool: Option<SharedPool>,
+    recent: BTreeMap<Digest, u64>,
+}
+
 /// Chain, store and the latest checkpoint, kept consistent under one lock.
 pub struct Core {
     /// The replica.
@@ -86,6 +104,101 @@ pub struct Core {
     /// Log size of the last block that is in the store (the checkpoint's size). The chain may
     /// be one block ahead while that block is being flushed: proofs and entry reads use this.
     pub durable_size: u64,
+    /// Cluster mode: what happens when consensus commits a block.
+    hooks: Option<CommitHooks>,
+}
+
+impl Ledger for Core {
+    fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    fn commit(&mut self, block: Block, cert: CommitCertificate) -> Result<(), CommitError> {
+        let Some(hooks) = self.hooks.as_mut() else {
+            return Err(CommitError::Store("this node does not run consensus".into()));
+        };
+        if hooks.failed.load(Ordering::SeqCst) {
+            return Err(CommitError::Store(
+                "the node stopped committing after a storage failure".into(),
+            ));
+        }
+        let cb = self
+            .chain
+            .apply_block(block, cert)
+            .map_err(CommitError::Invalid)?;
+        let height = cb.block.header.height;
+        if let Err(e) = self.store.append(&cb) {
+            hooks.failed.store(true, Ordering::SeqCst);
+            tracing::error!("storing block {height} failed, node stops committing: {e}");
+            return Err(CommitError::Store(e.to_string()));
+        }
+        hooks.recent.insert(cb.header_hash, height);
+        if hooks.recent.len() as u64 > RECENT_HEADERS {
+            let floor = height.saturating_sub(RECENT_HEADERS);
+            hooks.recent.retain(|_, h| *h > floor);
+        }
+        let size = cb.block.header.log_size;
+        match sign_cp_at(&self.chain, &hooks.producer, size) {
+            Ok(cp) => {
+                self.checkpoint = cp;
+                self.durable_size = size;
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+        if let Ok(orgs) = self.chain.state().orgs() {
+            *hooks.producer.orgs.write().unwrap_or_else(|e| e.into_inner()) =
+                orgs.into_iter().collect();
+        }
+        let m = &hooks.metrics;
+        m.height.store(height, Ordering::Relaxed);
+        m.log_size.store(size, Ordering::Relaxed);
+        Metrics::inc(&m.blocks_produced);
+        m.entries_committed
+            .fetch_add(cb.entries.len() as u64, Ordering::Relaxed);
+        if let Some(pool) = &hooks.pool {
+            let mut p = pool.lock();
+            p.remove(cb.entries.iter().map(|e| &e.id));
+            m.mempool_depth.store(p.len() as u64, Ordering::Relaxed);
+        }
+        let mut waiters = hooks.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if !waiters.is_empty() {
+            for (i, e) in cb.entries.iter().enumerate() {
+                let Some(ws) = waiters.remove(&e.id) else {
+                    continue;
+                };
+                let position = cb.first_position + i as u64;
+                let proof = self
+                    .chain
+                    .log()
+                    .inclusion_proof(position, size)
+                    .unwrap_or_default();
+                let answer = Committed {
+                    id: e.id,
+                    kind: e.body.kind.name(),
+                    position,
+                    height,
+                    block_hash: cb.header_hash,
+                    inclusion_proof: proof,
+                    checkpoint: self.checkpoint.clone(),
+                };
+                for w in ws {
+                    let _ = w.send(Ok(answer.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stored(&self, height: u64) -> Option<(Block, CommitCertificate)> {
+        self.store.block(height).ok().flatten()
+    }
+
+    fn position(&self, header_hash: &Digest) -> Option<u64> {
+        if header_hash == self.chain.head_hash() {
+            return Some(self.chain.height());
+        }
+        self.hooks.as_ref()?.recent.get(header_hash).copied()
+    }
 }
 
 /// Engine settings.
@@ -111,7 +224,7 @@ impl Default for EngineConfig {
 pub struct Engine {
     core: Arc<Mutex<Core>>,
     store: Arc<Store>,
-    tx: mpsc::Sender<Job>,
+    mode: Mode,
     clock: Arc<Clock>,
     org: OrgId,
     key: KeyPair,
@@ -120,6 +233,24 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     failed: Arc<AtomicBool>,
     orgs: OrgCache,
+}
+
+/// How blocks are made.
+#[derive(Clone)]
+enum Mode {
+    /// This node is the only validator: a local producer thread builds and certifies blocks.
+    Solo(mpsc::Sender<Job>),
+    /// Consensus among several nodes commits blocks; this node pools (if it validates),
+    /// forwards and waits.
+    Cluster(ClusterSide),
+}
+
+#[derive(Clone)]
+struct ClusterSide {
+    pool: Option<SharedPool>,
+    waiters: Waiters,
+    forward: mpsc::Sender<Entry>,
+    validator: bool,
 }
 
 /// The registered organisations, refreshed after every block (read without the core lock).
@@ -219,6 +350,7 @@ impl Engine {
             store: store.clone(),
             checkpoint,
             durable_size,
+            hooks: None,
         }));
         let max_block = genesis.params.max_block_entries as usize;
         let max_batch = cfg.max_batch.clamp(1, max_block.max(1));
@@ -238,7 +370,7 @@ impl Engine {
         Ok(Engine {
             core,
             store,
-            tx,
+            mode: Mode::Solo(tx),
             clock,
             org,
             key,
@@ -336,40 +468,10 @@ impl Engine {
         let now = self.clock.now();
         let core = self.core.clone();
         let chain_id = self.chain_id;
-        let entry = tokio::task::spawn_blocking(move || {
-            // Authenticate before evaluating rules: an entry whose signature does not verify
-            // under its author's registered key is a 401, whatever else is wrong with it.
-            let key = {
-                let g = core.lock().unwrap_or_else(|p| p.into_inner());
-                let st = g.chain.state();
-                match &entry.body.author {
-                    Author::Org(o) => st.org(o).map(|r| r.map(|r| r.key)),
-                    Author::Firm(f) => st.firm(f).map(|r| r.map(|r| r.key)),
-                }
-            };
-            let key = match key {
-                Ok(Some(k)) => k,
-                Ok(None) => {
-                    let who = match &entry.body.author {
-                        Author::Org(o) => o.to_string(),
-                        Author::Firm(f) => f.to_string(),
-                    };
-                    return Err(ChainErrorKind::State(StateError::UnknownAuthor(who)));
-                }
-                Err(e) => return Err(ChainErrorKind::State(e)),
-            };
-            key.verify(
-                SigDomain::Entry,
-                &entry.signing_payload(&chain_id),
-                &entry.signature,
-            )
-            .map_err(|_| ChainErrorKind::Signature)?;
-            let mut g = core.lock().unwrap_or_else(|p| p.into_inner());
-            g.chain.admit(&entry, now).map(|()| entry)
-        })
-        .await
-        .map_err(|e| SubmitError::Unavailable(format!("worker failed: {e}")))?
-        .map_err(SubmitError::Rejected)?;
+        let entry = tokio::task::spawn_blocking(move || admit(&core, &chain_id, entry, now))
+            .await
+            .map_err(|e| SubmitError::Unavailable(format!("worker failed: {e}")))?
+            .map_err(SubmitError::Rejected)?;
         self.enqueue(entry).await
     }
 
@@ -380,8 +482,12 @@ impl Engine {
                 "the node stopped committing after a storage failure".into(),
             ));
         }
+        let tx = match &self.mode {
+            Mode::Solo(tx) => tx,
+            Mode::Cluster(c) => return self.enqueue_cluster(c, entry).await,
+        };
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { entry, reply }) {
+        match tx.try_send(Job { entry, reply }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 Metrics::inc(&self.metrics.mempool_full);
@@ -399,11 +505,237 @@ impl Engine {
     }
 
     fn mempool_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        match &self.mode {
+            Mode::Solo(tx) => tx.max_capacity() - tx.capacity(),
+            Mode::Cluster(c) => c.pool.as_ref().map_or(0, |p| p.lock().len()),
+        }
+    }
+
+    /// Cluster mode: registers a waiter, pools the entry (validators), forwards it to the peers
+    /// and waits for the block that commits it.
+    async fn enqueue_cluster(
+        &self,
+        c: &ClusterSide,
+        entry: Entry,
+    ) -> Result<Committed, SubmitError> {
+        let id = entry.id;
+        let (reply, rx) = oneshot::channel();
+        c.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .push(reply);
+        let forget = || {
+            c.waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        };
+        if let Some(pool) = &c.pool {
+            if let Err(PoolError::Full) = pool.lock().insert(entry.clone()) {
+                forget();
+                Metrics::inc(&self.metrics.mempool_full);
+                return Err(SubmitError::MempoolFull);
+            }
+        }
+        match c.forward.try_send(entry) {
+            Ok(()) => {}
+            // A validator still has it in its own pool; a follower cannot get it anywhere.
+            Err(mpsc::error::TrySendError::Full(_)) if c.pool.is_some() => {}
+            Err(_) => {
+                forget();
+                Metrics::inc(&self.metrics.mempool_full);
+                return Err(SubmitError::MempoolFull);
+            }
+        }
+        self.metrics
+            .mempool_depth
+            .store(self.mempool_depth() as u64, Ordering::Relaxed);
+        rx.await
+            .map_err(|_| SubmitError::Unavailable("the node stopped".into()))?
+    }
+
+    /// Opens (or creates) the ledger in `dir` for a member of a multi-node consortium: blocks
+    /// come from consensus (which drives [`Engine::ledger`]); submitted entries are pooled (if
+    /// this node validates) and sent to the returned receiver for forwarding to the peers.
+    pub fn open_cluster(
+        dir: &Path,
+        genesis: &Genesis,
+        org: OrgId,
+        key: KeyPair,
+        clock: Arc<Clock>,
+        metrics: Arc<Metrics>,
+        cfg: EngineConfig,
+    ) -> anyhow::Result<(Engine, mpsc::Receiver<Entry>)> {
+        let (store, chain) = Store::open_or_create(dir, genesis).map_err(|e| {
+            let hint = if e.to_string().contains("could not acquire lock") {
+                " (is another xinyi-node using this data directory?)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("opening the ledger in {}: {e}{hint}", dir.display())
+        })?;
+        let record = chain
+            .state()
+            .org(&org)
+            .map_err(|e| anyhow::anyhow!("reading organisation {org}: {e}"))?
+            .ok_or_else(|| anyhow::anyhow!("{org} is not a registered organisation of this chain"))?;
+        if record.key != key.public() {
+            anyhow::bail!(
+                "the key file's public key {} is not the key of {org} in the ledger",
+                key.public()
+            );
+        }
+        let validator = chain
+            .state()
+            .validators()
+            .map_err(|e| anyhow::anyhow!("reading the validator set: {e}"))?
+            .get(&org)
+            .is_some_and(|v| v.power > 0);
+        let chain_id = *chain.chain_id();
+        let orgs: OrgCache = Arc::new(RwLock::new(
+            chain
+                .state()
+                .orgs()
+                .map_err(|e| anyhow::anyhow!("reading organisations: {e}"))?
+                .into_iter()
+                .collect(),
+        ));
+        let producer = Producer {
+            orgs: orgs.clone(),
+            org: org.clone(),
+            key: key.clone(),
+            signer: NoteSigner::new(genesis.name.clone(), key.signing_key().clone())
+                .map_err(|e| anyhow::anyhow!("checkpoint signer: {e}"))?,
+            origin: genesis.name.clone(),
+            chain_id,
+        };
+        let durable_size = chain.log().size();
+        let checkpoint =
+            sign_cp_at(&chain, &producer, durable_size).map_err(|e| anyhow::anyhow!(e))?;
+        metrics.height.store(chain.height(), Ordering::Relaxed);
+        metrics.log_size.store(durable_size, Ordering::Relaxed);
+        let max_block = genesis.params.max_block_entries as usize;
+        let pool = validator.then(|| {
+            SharedPool::new(Pool::new(
+                cfg.mempool_capacity,
+                cfg.max_batch.clamp(1, max_block.max(1)),
+                genesis.params.entry_time_window_ms,
+            ))
+        });
+        let mut recent = BTreeMap::new();
+        let top = chain.height();
+        for h in top.saturating_sub(RECENT_HEADERS).max(1)..=top {
+            if let Ok(Some(hd)) = store.header(h) {
+                if let Ok(hash) = hd.hash() {
+                    recent.insert(hash, h);
+                }
+            }
+        }
+        let waiters: Waiters = Arc::default();
+        let failed = Arc::new(AtomicBool::new(false));
+        let store = Arc::new(store);
+        let core = Arc::new(Mutex::new(Core {
+            chain,
+            store: store.clone(),
+            checkpoint,
+            durable_size,
+            hooks: Some(CommitHooks {
+                producer,
+                metrics: metrics.clone(),
+                failed: failed.clone(),
+                waiters: waiters.clone(),
+                pool: pool.clone(),
+                recent,
+            }),
+        }));
+        let (forward, forwarded) = mpsc::channel(cfg.mempool_capacity.max(1));
+        Ok((
+            Engine {
+                core,
+                store,
+                mode: Mode::Cluster(ClusterSide {
+                    pool,
+                    waiters,
+                    forward,
+                    validator,
+                }),
+                clock,
+                org,
+                key,
+                genesis: Arc::new(genesis.clone()),
+                chain_id,
+                metrics,
+                failed,
+                orgs,
+            },
+            forwarded,
+        ))
+    }
+
+    /// The replica consensus extends (cluster mode; the same chain the API reads).
+    pub fn ledger(&self) -> SharedLedger {
+        self.core.clone()
+    }
+
+    /// The validator's pool (cluster mode, validators only).
+    pub fn pool(&self) -> Option<SharedPool> {
+        match &self.mode {
+            Mode::Cluster(c) => c.pool.clone(),
+            Mode::Solo(_) => None,
+        }
+    }
+
+    /// "solo" (single-validator chain), "validator" or "follower".
+    pub fn role(&self) -> &'static str {
+        match &self.mode {
+            Mode::Solo(_) => "solo",
+            Mode::Cluster(c) if c.validator => "validator",
+            Mode::Cluster(_) => "follower",
+        }
+    }
+
+    /// Entries a peer forwarded: each is authenticated and admitted against the committed
+    /// state, then pooled. Returns how many were refused. Runs on the calling (blocking)
+    /// thread.
+    pub fn pool_forwarded(&self, entries: Vec<Entry>) -> usize {
+        let Some(pool) = self.pool() else {
+            return 0;
+        };
+        let now = self.clock.now();
+        let mut refused = 0;
+        for e in entries {
+            if pool.lock().contains(&e.id) {
+                continue;
+            }
+            match admit(&self.core, &self.chain_id, e, now) {
+                Ok(e) => {
+                    if pool.lock().insert(e).is_err() {
+                        refused += 1;
+                    }
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        self.metrics
+            .mempool_depth
+            .store(pool.lock().len() as u64, Ordering::Relaxed);
+        refused
     }
 
     /// Commits `entries` in one block right now, on the calling thread (start-up seeding).
     pub fn commit_now(&self, entries: Vec<Entry>) -> Vec<Result<Committed, SubmitError>> {
+        if !matches!(self.mode, Mode::Solo(_)) {
+            return entries
+                .iter()
+                .map(|_| {
+                    Err(SubmitError::Unavailable(
+                        "blocks of a consortium are made by consensus".into(),
+                    ))
+                })
+                .collect();
+        }
         let producer = match self.producer() {
             Ok(p) => p,
             Err(e) => {
@@ -439,6 +771,44 @@ impl Engine {
     pub fn now(&self) -> TimeMs {
         self.clock.now()
     }
+}
+
+/// Authenticates `entry` under its author's registered key, then applies the admission rules
+/// at `now`. An entry whose signature does not verify is refused as such (401), whatever else
+/// is wrong with it.
+fn admit(
+    core: &Mutex<Core>,
+    chain_id: &Digest,
+    entry: Entry,
+    now: TimeMs,
+) -> Result<Entry, ChainErrorKind> {
+    let key = {
+        let g = core.lock().unwrap_or_else(|p| p.into_inner());
+        let st = g.chain.state();
+        match &entry.body.author {
+            Author::Org(o) => st.org(o).map(|r| r.map(|r| r.key)),
+            Author::Firm(f) => st.firm(f).map(|r| r.map(|r| r.key)),
+        }
+    };
+    let key = match key {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            let who = match &entry.body.author {
+                Author::Org(o) => o.to_string(),
+                Author::Firm(f) => f.to_string(),
+            };
+            return Err(ChainErrorKind::State(StateError::UnknownAuthor(who)));
+        }
+        Err(e) => return Err(ChainErrorKind::State(e)),
+    };
+    key.verify(
+        SigDomain::Entry,
+        &entry.signing_payload(chain_id),
+        &entry.signature,
+    )
+    .map_err(|_| ChainErrorKind::Signature)?;
+    let mut g = core.lock().unwrap_or_else(|p| p.into_inner());
+    g.chain.admit(&entry, now).map(|()| entry)
 }
 
 fn producer_loop(

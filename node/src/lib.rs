@@ -14,10 +14,13 @@
 
 pub mod api;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod datastore;
 pub mod dev;
 pub mod engine;
+pub mod mempool;
 pub mod metrics;
 pub mod node;
+pub mod p2p;

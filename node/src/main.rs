@@ -122,7 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let out = config::init(&dir, &org, &name, http)?;
             println!(
-                "Created:\n  key      {} (mode 0600; keep it secret)\n  genesis  {}\n  config   {}\n\nPublic key of {org}: {}\n\nNext:\n  1. Review {} (consortium {name:?}, {org} is its only validator).\n  2. Start the node:  xinyi-node start --config {}\n  3. Check it:        curl http://{http}/health\n\nMulti-node consortia come with the network release; this node runs alone.",
+                "Created:\n  key      {} (mode 0600; keep it secret)\n  genesis  {}\n  config   {}\n\nPublic key of {org}: {}\n\nNext:\n  1. Review {} (consortium {name:?}, {org} is its only validator).\n  2. Start the node:  xinyi-node start --config {}\n  3. Check it:        curl http://{http}/health\n\nThis node runs alone; for a consortium add a [p2p] section (see README, `xinyi-testnet up`).",
                 out.key.display(),
                 out.genesis.display(),
                 out.config.display(),
@@ -135,6 +135,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Cmd::Start { config }) => {
             init_logging();
             let cfg = Config::load(&config)?;
+            if cfg.p2p.is_some() {
+                return xinyi_node::cluster::run(cfg);
+            }
             let rt = runtime()?;
             rt.block_on(async move {
                 let node = Node::open_config(&cfg)?;
@@ -161,6 +164,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             dev: true,
                             rate_limit_per_sec: cli.rate_limit,
                             request_timeout: Duration::from_secs(10),
+                            data_node: None,
+                            net: None,
                         },
                         EngineConfig::default(),
                     )

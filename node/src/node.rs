@@ -28,6 +28,13 @@ impl Node {
         api::router(self.state.clone())
     }
 
+    /// A node over an opened engine and data store.
+    pub fn from_parts(engine: Engine, data: AgencyData, cfg: ApiConfig) -> Node {
+        Node {
+            state: AppState::new(engine, data, cfg),
+        }
+    }
+
     /// Opens a dev node in `dir`, creating the sample consortium on first start.
     pub fn open_dev(
         dir: &std::path::Path,
@@ -95,6 +102,8 @@ impl Node {
                     dev: false,
                     rate_limit_per_sec: cfg.rate_limit_per_sec,
                     request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+                    data_node: cfg.query.as_ref().map(|q| q.data_node.clone()),
+                    net: None,
                 },
             ),
         })

@@ -22,6 +22,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::time::Duration;
 use xinyi_ledger::entry::{
     query_signing_payload, Author, DenialReason, EntryKind, QueryRecord, SignedQueryRequest,
     MAX_RECORD_IDS,
@@ -140,14 +141,28 @@ pub async fn health(State(s): State<AppState>) -> Response {
         .with("status", json!("failed"))
         .into_response();
     }
-    json_ok(json!({
+    let engine = s.engine.clone();
+    let head = blocking(move || Ok(engine.lock().chain.head_hash().to_hex()))
+        .await
+        .unwrap_or_default();
+    let mut body = json!({
         "status": "ok",
+        "org": s.engine.org().to_string(),
+        "role": s.engine.role(),
         "chain_id": s.engine.chain_id().to_hex(),
         "height": m.height.load(std::sync::atomic::Ordering::Relaxed),
+        "head": head,
         "log_size": m.log_size.load(std::sync::atomic::Ordering::Relaxed),
+        "mempool": m.mempool_depth.load(std::sync::atomic::Ordering::Relaxed),
         "time_ms": s.engine.now(),
         "dev": s.cfg.dev,
-    }))
+    });
+    if let Some(net) = &s.cfg.net {
+        let v = net.read().unwrap_or_else(|e| e.into_inner()).clone();
+        body["peers"] = json!(v.peers);
+        body["p2p"] = json!({"listen": v.listen, "stats": v.stats});
+    }
+    json_ok(body)
 }
 
 /// `GET /metrics`
@@ -309,6 +324,9 @@ fn denial_message(r: DenialReason) -> &'static str {
 
 /// `POST /v1/queries`: the agency's authorized-query service (log before release).
 pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    if let Some(url) = s.cfg.data_node.clone() {
+        return forward_query(url, body, s.cfg.request_timeout).await;
+    }
     let QueryBody { request: sq } = parse_json(&body)?;
     let req = sq.request.clone();
     s.rate_check(&format!("org:{}", req.bank))?;
@@ -383,6 +401,38 @@ pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Res
         }
     }
     result
+}
+
+/// Cross-node query path: this node does not hold the agency data, so the signed request goes
+/// to the node that does, which records the query on the ledger and releases the data only
+/// once that record is final. Its answer (data, proof, checkpoint, or the error) is passed back
+/// unchanged; the client verifies it.
+async fn forward_query(url: String, body: Bytes, timeout: Duration) -> ApiResult<Response> {
+    let target = format!("{}/v1/queries", url.trim_end_matches('/'));
+    let (status, text) = blocking(move || {
+        let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+        match agent
+            .post(&target)
+            .set("content-type", "application/json")
+            .send_bytes(&body)
+        {
+            Ok(r) => Ok((r.status(), r.into_string().unwrap_or_default())),
+            Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "api.data_node_unreachable",
+                format!("the data node {target} did not answer: {e}"),
+            )),
+        }
+    })
+    .await?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    Ok((
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response())
 }
 
 /// Commits a `QueryDenied` for `reason` and returns the 403. If the consent changed before the

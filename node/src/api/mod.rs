@@ -39,6 +39,10 @@ pub struct ApiConfig {
     pub rate_limit_per_sec: u32,
     /// Request timeout.
     pub request_timeout: Duration,
+    /// Base URL of the node holding the agency data: credit queries are forwarded there.
+    pub data_node: Option<String>,
+    /// The consortium network as seen by this node (cluster mode).
+    pub net: Option<crate::cluster::SharedNetView>,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +51,8 @@ impl Default for ApiConfig {
             dev: false,
             rate_limit_per_sec: 20_000,
             request_timeout: Duration::from_secs(10),
+            data_node: None,
+            net: None,
         }
     }
 }

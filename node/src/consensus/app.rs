@@ -348,6 +348,13 @@ where
     S3: Sender<PublicKey = EnginePublicKey>,
     R3: Receiver<PublicKey = EnginePublicKey>,
 {
+    if params.leader_timeout.is_zero()
+        || params.certification_timeout <= params.leader_timeout
+        || params.timeout_retry.is_zero()
+        || params.view_retention == 0
+    {
+        return None;
+    }
     let cfg = config::Config {
         scheme,
         elector: RoundRobin::<Sha256>::default(),
@@ -367,7 +374,10 @@ where
         fetch_retry_delay: Duration::from_millis(100),
         view_retention: ViewDelta::new(params.view_retention),
         skip: SkipPolicy::Enabled {
-            timeout: params.leader_timeout * 8,
+            // The engine requires skip > certification timeout and > timeout retry.
+            timeout: (params.leader_timeout * 8)
+                .max(params.certification_timeout * 2)
+                .max(params.timeout_retry * 2),
             budget: SkipBudget::Participants,
         },
         replay_buffer: NonZeroUsize::new(1024 * 1024)?,

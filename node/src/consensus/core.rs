@@ -206,7 +206,10 @@ impl Core {
         let time = now.max(s.chain().state_head().time.saturating_add(1));
         let candidates = self.mempool.candidates(s.chain(), time);
         match s.build(time, self.me.clone(), candidates) {
-            Ok((block, _dropped)) => {
+            Ok((block, dropped)) => {
+                if !dropped.is_empty() {
+                    self.mempool.dropped(&dropped);
+                }
                 let d = *s.chain().head_hash();
                 self.blocks.insert(d, block);
                 self.spec.insert(d, s);

@@ -1,0 +1,429 @@
+//! Cluster mode: `xinyi-node start` with a `[p2p]` section, the node as one member of a
+//! multi-node consortium.
+//!
+//! What it is: the wiring of the pieces, in one place. The ledger replica and its sled store
+//! ([`Engine::open_cluster`]), the libp2p network ([`crate::p2p`]), the consensus glue
+//! ([`crate::consensus`]: simplex engine on validators, the ledger channel on every member),
+//! transaction forwarding (entries submitted to any node reach every validator's pool) and the
+//! HTTP API, all on Commonware's tokio runtime, whose storage directory holds the consensus
+//! WAL (`DATA/consensus`). A node validates if the ledger gives its organisation voting power
+//! and follows otherwise (it tracks committed blocks with their certificates, serves reads and
+//! proofs, and forwards writes). What it is not: consensus or ledger logic (those live in
+//! `consensus` and the ledger crate), or validator-set epochs: a committed change of the
+//! validator set is logged and takes effect when the nodes restart.
+
+use crate::api::ApiConfig;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::consensus::{
+    engine_key, namespace, start_validator, Activity, Application, Core, EngineParams, Peers,
+    Scheme,
+};
+use crate::datastore::AgencyData;
+use crate::engine::{Engine, EngineConfig};
+use crate::metrics::Metrics;
+use crate::node::{serve, Node};
+use crate::p2p::{engine_public_key, Network, NetworkConfig, P2pReceiver, P2pSender};
+use anyhow::Context as _;
+use commonware_actor::Feedback;
+use commonware_consensus::Reporter;
+use commonware_p2p::{Receiver as _, Recipients, Sender as _};
+use commonware_runtime::{Runner as _, Supervisor as _};
+use commonware_utils::ordered::Set;
+use serde_bytes::ByteBuf;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use xinyi_ledger::{Entry, Genesis, OrgId, PublicKey};
+
+/// Channel ids on the p2p network.
+pub mod channel {
+    /// Simplex votes.
+    pub const VOTES: u64 = 0;
+    /// Simplex certificates.
+    pub const CERTIFICATES: u64 = 1;
+    /// Simplex resolver (fetching missing certificates).
+    pub const RESOLVER: u64 = 2;
+    /// Ledger channel: block bodies, commit votes, catch-up.
+    pub const LEDGER: u64 = 3;
+    /// Forwarded transactions.
+    pub const TRANSACTIONS: u64 = 4;
+}
+
+/// Most entries in one forwarding message.
+pub const FORWARD_BATCH: usize = 1_024;
+/// Queue bound of each p2p channel receiver.
+const CHANNEL_CAPACITY: usize = 4_096;
+
+/// What `/health` shows about the network, refreshed every second.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NetView {
+    /// Other members: organisation, connected now.
+    pub peers: Vec<PeerRow>,
+    /// Address libp2p listens on.
+    pub listen: Option<SocketAddr>,
+    /// Transport counters.
+    pub stats: Option<crate::p2p::P2pStats>,
+}
+
+/// One member in [`NetView`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerRow {
+    /// Organisation id.
+    pub org: String,
+    /// A connection is established.
+    pub connected: bool,
+    /// The transport blocked it.
+    pub blocked: bool,
+}
+
+/// Shared network view.
+pub type SharedNetView = Arc<RwLock<NetView>>;
+
+/// The simplex reporter of a production validator: the application already gets every
+/// finalization; nothing else listens.
+#[derive(Clone, Copy, Default)]
+struct NoReport;
+
+impl Reporter for NoReport {
+    type Activity = Activity;
+    fn report(&mut self, _activity: Activity) -> Feedback {
+        Feedback::Ok
+    }
+}
+
+/// Runs a consortium member until SIGTERM / Ctrl-C.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let p2p = cfg
+        .p2p
+        .clone()
+        .context("cluster mode needs a [p2p] section in the configuration")?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let runner = commonware_runtime::tokio::Runner::new(
+        commonware_runtime::tokio::Config::new()
+            .with_storage_directory(cfg.data_dir.join("consensus"))
+            .with_worker_threads(2)
+            .with_catch_panics(false),
+    );
+    runner.start(|ctx| async move { run_member(ctx, cfg, p2p).await })
+}
+
+fn org_keys(engine: &Engine) -> anyhow::Result<BTreeMap<OrgId, PublicKey>> {
+    let g = engine.lock();
+    let orgs = g
+        .chain
+        .state()
+        .orgs()
+        .map_err(|e| anyhow::anyhow!("reading organisations: {e}"))?;
+    Ok(orgs.into_iter().map(|(id, r)| (id, r.key)).collect())
+}
+
+fn dial_list(
+    orgs: &BTreeMap<OrgId, PublicKey>,
+    peers: &BTreeMap<String, SocketAddr>,
+    me: &OrgId,
+) -> Vec<(PublicKey, SocketAddr)> {
+    peers
+        .iter()
+        .filter(|(o, _)| o.as_str() != me.as_str())
+        .filter_map(|(o, a)| {
+            let id = OrgId::new(o).ok()?;
+            orgs.get(&id).map(|k| (*k, *a))
+        })
+        .collect()
+}
+
+async fn run_member(
+    ctx: commonware_runtime::tokio::Context,
+    cfg: Config,
+    p2p: crate::config::P2pSection,
+) -> anyhow::Result<()> {
+    let genesis = Genesis::from_json(
+        &std::fs::read(&cfg.genesis)
+            .with_context(|| format!("reading genesis {}", cfg.genesis.display()))?,
+    )
+    .with_context(|| format!("genesis {}", cfg.genesis.display()))?;
+    let key = crate::dev::read_key(&cfg.key_file)?;
+    let org = OrgId::new(&cfg.org)?;
+    for o in p2p.peers.keys() {
+        OrgId::new(o).with_context(|| format!("[p2p] peers: {o:?} is not an organisation id"))?;
+    }
+    let metrics = Arc::new(Metrics::default());
+    let (engine, forwarded) = Engine::open_cluster(
+        &cfg.data_dir.join("ledger"),
+        &genesis,
+        org.clone(),
+        key.clone(),
+        Arc::new(Clock::system()),
+        metrics,
+        EngineConfig {
+            mempool_capacity: cfg.mempool_capacity,
+            ..EngineConfig::default()
+        },
+    )?;
+    let data = AgencyData::open(&cfg.data_dir.join("agency-data"))?;
+    if let Some(sample) = &cfg.sample {
+        if !data.is_complete()? {
+            let firms = (0..sample.firms)
+                .map(|i| {
+                    xinyi_ledger::sample::sample_firm(i)
+                        .map_err(|e| anyhow::anyhow!("sample firm {i}: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            data.generate_sample(&firms, crate::dev::KEYED_FIRMS as usize)?;
+            tracing::info!("generated sample data for {} firms", sample.firms);
+        }
+    }
+
+    // The network: every registered organisation may connect.
+    let orgs = org_keys(&engine)?;
+    let mut network = Network::start(NetworkConfig {
+        key: key.clone(),
+        listen: p2p.listen,
+        members: orgs.values().copied().collect(),
+        dial: dial_list(&orgs, &p2p.peers, &org),
+        max_message_bytes: p2p.max_message_bytes,
+        peer_rate_limit_per_sec: p2p.peer_rate_limit_per_sec,
+        queue_capacity: CHANNEL_CAPACITY,
+    })
+    .await
+    .context("starting the p2p network")?;
+    let votes = network.register(channel::VOTES, CHANNEL_CAPACITY);
+    let certificates = network.register(channel::CERTIFICATES, CHANNEL_CAPACITY);
+    let resolver = network.register(channel::RESOLVER, CHANNEL_CAPACITY);
+    let (ledger_tx, ledger_rx) = network.register(channel::LEDGER, CHANNEL_CAPACITY);
+    let (tx_out, tx_in) = network.register(channel::TRANSACTIONS, CHANNEL_CAPACITY);
+    tracing::info!(
+        "p2p listening on {} as {org} ({})",
+        network.local_addr(),
+        engine.role()
+    );
+
+    // Consensus: the ledger channel on every member, the engine on validators.
+    let peers = Peers::new(
+        orgs.iter()
+            .filter_map(|(o, k)| Some((o.clone(), engine_public_key(k)?))),
+    );
+    let mempool: Box<dyn crate::consensus::Mempool> = match engine.pool() {
+        Some(p) => Box::new(p),
+        None => Box::new(NoPool),
+    };
+    let core = Arc::new(Mutex::new(Core::new(
+        org.clone(),
+        key.clone(),
+        engine.ledger(),
+        mempool,
+    )));
+    let app = Application::new(ctx.child("app"), core, peers, ledger_tx);
+    let _loops = app.start(ledger_rx);
+    let validators = engine
+        .lock()
+        .chain
+        .state()
+        .validators()
+        .map_err(|e| anyhow::anyhow!("reading the validator set: {e}"))?;
+    let _engine_handle = if engine.role() == "validator" {
+        let participants: Set<crate::p2p::EngineKey> = Set::from_iter_dedup(
+            validators
+                .validators
+                .iter()
+                .filter(|v| v.power > 0)
+                .filter_map(|v| engine_public_key(&v.key)),
+        );
+        let signer = engine_key(&key).context("the node key is not a valid engine key")?;
+        let scheme = Scheme::signer(&namespace(engine.chain_id()), participants, signer)
+            .context("this node's key is not in the validator set")?;
+        let params = EngineParams {
+            leader_timeout: Duration::from_millis(p2p.leader_timeout_ms.max(50)),
+            certification_timeout: Duration::from_millis(p2p.leader_timeout_ms.max(50) * 2),
+            ..EngineParams::default()
+        };
+        Some(
+            start_validator(
+                ctx.child("engine"),
+                &params,
+                scheme,
+                *engine.chain_id(),
+                "xinyi-consensus".into(),
+                network.blocker(),
+                app.clone(),
+                NoReport,
+                votes,
+                certificates,
+                resolver,
+            )
+            .context("starting the consensus engine")?,
+        )
+    } else {
+        drop((votes, certificates, resolver));
+        None
+    };
+
+    // Transactions: forward what this node admits, pool what peers forward.
+    tokio::spawn(forward_loop(forwarded, tx_out));
+    tokio::spawn(pool_loop(engine.clone(), tx_in));
+
+    // Membership and the status view.
+    let view: SharedNetView = Arc::default();
+    tokio::spawn(watch_loop(
+        engine.clone(),
+        network,
+        p2p.peers.clone(),
+        org.clone(),
+        view.clone(),
+        validators
+            .validators
+            .iter()
+            .map(|v| (v.org.clone(), v.key, v.power))
+            .collect(),
+    ));
+
+    let node = Node::from_parts(
+        engine,
+        data,
+        ApiConfig {
+            dev: false,
+            rate_limit_per_sec: cfg.rate_limit_per_sec,
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            data_node: cfg.query.as_ref().map(|q| q.data_node.clone()),
+            net: Some(view),
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(cfg.http)
+        .await
+        .with_context(|| format!("listening on {}", cfg.http))?;
+    tracing::info!(
+        "xinyi node {} serving on http://{}",
+        cfg.org,
+        listener.local_addr()?
+    );
+    serve(listener, node.router()).await
+}
+
+/// A follower proposes nothing.
+struct NoPool;
+
+impl crate::consensus::Mempool for NoPool {
+    fn candidates(&mut self, _parent: &xinyi_ledger::Chain, _time: u64) -> Vec<Entry> {
+        Vec::new()
+    }
+}
+
+/// Encodes a batch of entries for the transaction channel.
+pub fn encode_batch(entries: &[Entry]) -> Vec<u8> {
+    let v: Vec<ByteBuf> = entries
+        .iter()
+        .map(|e| ByteBuf::from(e.bytes.clone()))
+        .collect();
+    serde_cbor::to_vec(&v).unwrap_or_default()
+}
+
+/// Decodes a transaction-channel message; `None` if it is not a batch of valid entries.
+pub fn decode_batch(bytes: &[u8]) -> Option<Vec<Entry>> {
+    let v: Vec<ByteBuf> = serde_cbor::from_slice(bytes).ok()?;
+    if v.len() > FORWARD_BATCH {
+        return None;
+    }
+    v.iter().map(|b| Entry::decode(b).ok()).collect()
+}
+
+async fn forward_loop(mut rx: tokio::sync::mpsc::Receiver<Entry>, mut out: P2pSender) {
+    let mut batch = Vec::with_capacity(FORWARD_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.clear();
+        batch.push(first);
+        while batch.len() < FORWARD_BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        let bytes = encode_batch(&batch);
+        let _ = out.send(Recipients::All, bytes, false);
+    }
+}
+
+async fn pool_loop(engine: Engine, mut rx: P2pReceiver) {
+    while let Ok((from, buf)) = rx.recv().await {
+        let Some(entries) = decode_batch(buf.as_ref()) else {
+            tracing::warn!("dropping a malformed transaction batch from {from}");
+            continue;
+        };
+        let e = engine.clone();
+        let refused = tokio::task::spawn_blocking(move || e.pool_forwarded(entries))
+            .await
+            .unwrap_or(0);
+        if refused > 0 {
+            tracing::debug!("{refused} forwarded entries from {from} refused");
+        }
+    }
+}
+
+async fn watch_loop(
+    engine: Engine,
+    network: Network,
+    addrs: BTreeMap<String, SocketAddr>,
+    me: OrgId,
+    view: SharedNetView,
+    started_with: Vec<(OrgId, PublicKey, u64)>,
+) {
+    let mut members: Option<BTreeMap<OrgId, PublicKey>> = None;
+    let mut warned = false;
+    loop {
+        let e = engine.clone();
+        let snapshot = tokio::task::spawn_blocking(move || {
+            let orgs = org_keys(&e).ok()?;
+            let set = e.lock().chain.state().validators().ok()?;
+            let vals: Vec<(OrgId, PublicKey, u64)> = set
+                .validators
+                .iter()
+                .map(|v| (v.org.clone(), v.key, v.power))
+                .collect();
+            Some((orgs, vals))
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some((orgs, vals)) = snapshot {
+            if members.as_ref() != Some(&orgs) {
+                if members.is_some() {
+                    tracing::info!("membership changed: {} organisations", orgs.len());
+                    network.set_members(
+                        orgs.values().copied().collect(),
+                        dial_list(&orgs, &addrs, &me),
+                    );
+                }
+                members = Some(orgs);
+            }
+            if vals != started_with && !warned {
+                warned = true;
+                tracing::warn!(
+                    "the validator set changed on the ledger; restart this node to run \
+                     consensus with the new set"
+                );
+            }
+        }
+        if let Some(orgs) = &members {
+            let by_key: BTreeMap<PublicKey, &OrgId> = orgs.iter().map(|(o, k)| (*k, o)).collect();
+            let peers = network
+                .peers()
+                .into_iter()
+                .filter_map(|p| {
+                    Some(PeerRow {
+                        org: by_key.get(&p.key)?.to_string(),
+                        connected: p.connected,
+                        blocked: p.blocked,
+                    })
+                })
+                .collect();
+            *view.write().unwrap_or_else(|e| e.into_inner()) = NetView {
+                peers,
+                listen: Some(network.local_addr()),
+                stats: Some(network.stats()),
+            };
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
