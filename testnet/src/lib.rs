@@ -2,3 +2,4 @@
 //! Not part of the trust base; nothing here is needed to run or verify a ledger.
 
 pub mod devnode;
+pub mod net;

@@ -1,0 +1,320 @@
+//! `xinyi-testnet`: a local multi-node xinyi consortium on 127.0.0.1 (validators and
+//! followers as real `xinyi-node` processes), and the acceptance scenario across it.
+//!
+//! The process edge only: argument parsing, output, one `error: ...` line and exit 1 on
+//! failure. The work is in `xinyi_testnet::net`.
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use xinyi_testnet::net::manifest::Manifest;
+use xinyi_testnet::net::ops::{self, UpOptions};
+use xinyi_testnet::net::process::Sig;
+use xinyi_testnet::net::scenario;
+
+#[derive(Parser)]
+#[command(
+    name = "xinyi-testnet",
+    version,
+    about = "Run a local multi-node xinyi testnet on 127.0.0.1 and the acceptance scenario across it",
+    long_about = "Run a local multi-node xinyi (信易) testnet on 127.0.0.1.\n\n\
+`up` creates DIR with keys (mode 0600), a genesis of the sample consortium, one config per node, \
+starts every node as a detached `xinyi-node start --config DIR/<org>/xinyi.toml` process (log in \
+DIR/<org>/node.log), records everything in DIR/testnet.json and registers five keyed sample \
+firms (keys in DIR/keys/firm-<USCC>.key; organisation keys in DIR/keys/<org>.key, the names the \
+`xinyi` client infers its signer from).\n\n\
+Validators (power 1), in order: gz-credit (holds the agency data), credit-china, gsxt, \
+agency-4, ...  Followers (power 0): bank-a, bank-b, bank-3, ...  Node k (validators first, from \
+1) listens on HTTP base-port+k and p2p base-port+100+k.\n\n\
+Example:\n  xinyi-testnet up --validators 4 --followers 1 --dir ./tn\n  xinyi-testnet status --dir ./tn\n  xinyi-testnet scenario --dir ./tn\n  xinyi-testnet down --dir ./tn"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create and start a testnet in DIR, or restart the stopped testnet DIR holds.
+    Up {
+        /// Testnet directory (created; must be new or empty unless it holds a stopped testnet).
+        #[arg(long, value_name = "DIR", default_value = "./xinyi-testnet")]
+        dir: PathBuf,
+        /// Validators (power 1). Required for a new testnet.
+        #[arg(long, value_name = "N")]
+        validators: Option<usize>,
+        /// Followers (power 0, banks). Default 0 for a new testnet.
+        #[arg(long, value_name = "M")]
+        followers: Option<usize>,
+        /// First port: node k uses HTTP base+k and p2p base+100+k (default 7800).
+        #[arg(long, value_name = "P")]
+        base_port: Option<u16>,
+        /// The xinyi-node binary (default: next to this program).
+        #[arg(long, value_name = "PATH")]
+        node_bin: Option<PathBuf>,
+        /// Seconds to wait for the nodes to answer and the seeding to commit.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        timeout: u64,
+        /// Print the result as JSON (the manifest and what was done).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every node: role, process, URL, height, head and connected peers.
+    Status {
+        /// Testnet directory.
+        #[arg(long, value_name = "DIR", default_value = "./xinyi-testnet")]
+        dir: PathBuf,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every node (SIGTERM, then SIGKILL after the grace period); keeps all data.
+    Down {
+        /// Testnet directory.
+        #[arg(long, value_name = "DIR", default_value = "./xinyi-testnet")]
+        dir: PathBuf,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        grace: u64,
+    },
+    /// Send a signal to one node (chaos testing): 9|KILL (default), 15|TERM, STOP, CONT.
+    Kill {
+        /// Organisation id of the node.
+        org: String,
+        /// Testnet directory.
+        #[arg(long, value_name = "DIR", default_value = "./xinyi-testnet")]
+        dir: PathBuf,
+        /// Signal.
+        #[arg(long, value_name = "SIG", default_value = "9")]
+        signal: String,
+    },
+    /// Start one node that is not running (same key, config and data) and wait for its API.
+    Start {
+        /// Organisation id of the node.
+        org: String,
+        /// Testnet directory.
+        #[arg(long, value_name = "DIR", default_value = "./xinyi-testnet")]
+        dir: PathBuf,
+        /// The xinyi-node binary (default: the one recorded by `up`).
+        #[arg(long, value_name = "PATH")]
+        node_bin: Option<PathBuf>,
+        /// Seconds to wait for its API.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Run the acceptance scenario across the nodes with the `xinyi` client; exit 1 on failure.
+    Scenario {
+        /// Testnet directory.
+        #[arg(long, value_name = "DIR", default_value = "./xinyi-testnet")]
+        dir: PathBuf,
+        /// The xinyi client binary (default: next to this program).
+        #[arg(long, value_name = "PATH")]
+        client_bin: Option<PathBuf>,
+        /// Seconds each step may take.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        timeout: u64,
+        /// Print the steps as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// (internal) Generate the agency's sample data store and print the keyed firms' penalties.
+    #[command(hide = true)]
+    GenData {
+        /// The agency data store directory.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        let msg = format!("{e:#}").replace('\n', " ");
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}
+
+/// A sibling binary of this program (or of its parent directory, for test binaries in deps/).
+fn sibling(name: &str, given: Option<PathBuf>, flag: &str) -> Result<PathBuf> {
+    if let Some(p) = given {
+        if !p.exists() {
+            bail!("{flag} {}: no such file", p.display());
+        }
+        return ops::absolute(&p);
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("cannot tell the directory of {}", exe.display()))?;
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    for cand in [dir.join(&file), dir.join("..").join(&file)] {
+        if cand.exists() {
+            return Ok(cand);
+        }
+    }
+    bail!(
+        "{name} not found next to {}; build it (cargo build --bin {name}) or pass {flag} PATH",
+        exe.display()
+    )
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Up {
+            dir,
+            validators,
+            followers,
+            base_port,
+            node_bin,
+            timeout,
+            json,
+        } => {
+            let node_bin = sibling("xinyi-node", node_bin, "--node-bin")?;
+            let r = ops::up(&UpOptions {
+                dir,
+                validators,
+                followers,
+                base_port,
+                node_bin,
+                self_exe: std::env::current_exe()?,
+                timeout: Duration::from_secs(timeout),
+                verbose: !json,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_up(&r);
+            }
+            Ok(())
+        }
+        Cmd::Status { dir, json } => {
+            let rows = ops::status(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", ops::status_table(&rows));
+            }
+            Ok(())
+        }
+        Cmd::Down { dir, grace } => {
+            let (term, killed) = ops::down(&dir, Duration::from_secs(grace))?;
+            println!(
+                "stopped {} node(s){}; data kept in {}",
+                term + killed,
+                if killed > 0 {
+                    format!(" ({killed} needed SIGKILL)")
+                } else {
+                    String::new()
+                },
+                dir.display()
+            );
+            Ok(())
+        }
+        Cmd::Kill { org, dir, signal } => {
+            let sig = Sig::parse(&signal)?;
+            let pid = ops::kill(&dir, &org, sig)?;
+            println!("sent {} to {org} (pid {pid})", sig.name());
+            Ok(())
+        }
+        Cmd::Start {
+            org,
+            dir,
+            node_bin,
+            timeout,
+        } => {
+            let nb = match node_bin {
+                Some(p) => Some(sibling("xinyi-node", Some(p), "--node-bin")?),
+                None => None,
+            };
+            let pid = ops::start(&dir, &org, nb.as_deref(), Duration::from_secs(timeout))?;
+            let m = Manifest::load(&dir)?;
+            println!("started {org} (pid {pid}) on {}", m.node(&org)?.url);
+            Ok(())
+        }
+        Cmd::Scenario {
+            dir,
+            client_bin,
+            timeout,
+            json,
+        } => {
+            let client = sibling("xinyi", client_bin, "--client-bin")?;
+            let r = scenario::run(&dir, &client, Duration::from_secs(timeout), |s| {
+                if !json {
+                    println!("{s}");
+                }
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+            if !r.ok {
+                let failed = r
+                    .steps
+                    .iter()
+                    .find(|s| !s.ok)
+                    .map(|s| format!("{}: {}", s.name, s.detail))
+                    .unwrap_or_default();
+                bail!("scenario failed at: {failed}");
+            }
+            if !json {
+                let total: u64 = r.steps.iter().map(|s| s.ms).sum();
+                println!("scenario passed: {} steps in {total} ms", r.steps.len());
+            }
+            Ok(())
+        }
+        Cmd::GenData { store } => {
+            let recs = ops::gen_data(&store)?;
+            println!("{}", serde_json::to_string(&recs)?);
+            Ok(())
+        }
+    }
+}
+
+fn print_up(r: &ops::UpReport) {
+    let m = &r.manifest;
+    println!(
+        "testnet {} in {} ({} validators, {} followers), chain {}",
+        if r.created { "created" } else { "restarted" },
+        m.dir.display(),
+        m.validators,
+        m.followers,
+        ops::short(Some(&m.chain_id))
+    );
+    for n in &m.nodes {
+        println!(
+            "  {:<14} {:<10} {:<24} p2p {:<16} pid {}",
+            n.org,
+            n.role.name(),
+            n.url,
+            n.p2p.to_string(),
+            n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+        );
+    }
+    if r.seeded_entries > 0 {
+        println!(
+            "seeded: {} keyed firms registered, {} penalty records published; height {}",
+            m.firms.len(),
+            r.seeded_entries.saturating_sub(m.firms.len()),
+            r.height
+        );
+    }
+    let k = &m.keys;
+    let firm = m.firms.first().map(|f| f.uscc.as_str()).unwrap_or("<USCC>");
+    let url = |o: &str| {
+        m.nodes
+            .iter()
+            .find(|n| n.org == o)
+            .or_else(|| m.nodes.first())
+            .map(|n| n.url.clone())
+            .unwrap_or_default()
+    };
+    println!(
+        "\nkeys in {k}; genesis {g}\n\nTry:\n  xinyi --node {u1} --key {k}/firm-{firm}.key consent grant --firm {firm} --bank bank-a --categories registration,tax --uses 2 --days 30\n  xinyi --node {u2} --key {k}/bank-a.key query --consent <CONSENT-ID> --categories tax\n  xinyi-testnet status --dir {d}\n  xinyi-testnet scenario --dir {d}\n  xinyi-testnet down --dir {d}",
+        k = k.display(),
+        g = m.genesis.display(),
+        u1 = url("credit-china"),
+        u2 = url("bank-a"),
+        d = m.dir.display(),
+    );
+}

@@ -1,0 +1,565 @@
+//! Real-process tests of a local multi-node testnet (`xinyi-testnet`): every node is a real
+//! `xinyi-node` process on 127.0.0.1 with consensus over libp2p, driven by the real `xinyi`
+//! client or plain HTTP. Each test uses its own base port (tests run in parallel) and a guard
+//! that takes its testnet down on drop. Time bounds are generous and nothing asserts timing:
+//! "no progress" is "no new height over a few seconds", never "within X ms".
+
+mod common;
+
+use common::{agent, converge, get_json, height_head, ok, text, Testnet};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use xinyi_ledger::entry::{
+    query_signing_payload, Author, Consent, EntryBody, EntryKind, QueryRequest, SignedQueryRequest,
+};
+use xinyi_ledger::keys::SigDomain;
+use xinyi_ledger::types::{Category, DAY_MS};
+use xinyi_ledger::{Digest, Entry, Genesis, KeyPair, OrgId, Uscc};
+
+const CONVERGE: Duration = Duration::from_secs(120);
+
+fn step(what: &str) {
+    eprintln!("== {what}");
+}
+
+fn read_key(p: &std::path::Path) -> KeyPair {
+    KeyPair::from_file_text(&std::fs::read_to_string(p).expect("key file")).expect("key")
+}
+
+/// Signs and posts consents and queries the way a firm and bank-a would, over plain HTTP.
+struct Load {
+    chain: Digest,
+    firms: Vec<(Uscc, KeyPair)>,
+    bank: KeyPair,
+    agent: ureq::Agent,
+}
+
+/// A write a node acknowledged as committed: (log position, entry id, which node said so).
+type Ack = (u64, String, String);
+
+impl Load {
+    fn new(tn: &Testnet) -> Load {
+        let g =
+            Genesis::from_json(&std::fs::read(tn.genesis()).expect("genesis")).expect("genesis");
+        let m: Value =
+            serde_json::from_str(&std::fs::read_to_string(tn.dir.join("testnet.json")).unwrap())
+                .unwrap();
+        let firms = m["firms"]
+            .as_array()
+            .expect("firms")
+            .iter()
+            .map(|f| {
+                let u = f["uscc"].as_str().unwrap();
+                (
+                    Uscc::parse(u).unwrap(),
+                    read_key(&tn.key(&format!("firm-{u}"))),
+                )
+            })
+            .collect();
+        Load {
+            chain: g.chain_id().unwrap(),
+            firms,
+            bank: read_key(&tn.key("bank-a")),
+            agent: agent(),
+        }
+    }
+
+    fn now(&self, url: &str) -> Result<u64, String> {
+        get_json(&self.agent, &format!("{url}/health"))
+            .and_then(|h| h["time_ms"].as_u64())
+            .ok_or_else(|| format!("{url}: no health"))
+    }
+
+    fn post(&self, url: &str, body: Value) -> Result<Value, String> {
+        match self.agent.post(url).send_json(body) {
+            Ok(r) => r.into_json().map_err(|e| e.to_string()),
+            Err(ureq::Error::Status(403, r)) => {
+                // A refusal is itself a committed write (the denial record).
+                let v: Value = r.into_json().map_err(|e| e.to_string())?;
+                Ok(serde_json::json!({ "record": v["denial"].clone(), "denied": true }))
+            }
+            Err(ureq::Error::Status(c, r)) => {
+                Err(format!("HTTP {c}: {}", r.into_string().unwrap_or_default()))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Firm `i` grants bank-a a consent with many uses through `url`: (ack, consent id).
+    fn grant(&self, url: &str, i: usize) -> Result<(Ack, Digest, Uscc), String> {
+        let (firm, key) = &self.firms[i % self.firms.len()];
+        let now = self.now(url)?;
+        let e = Entry::sign(
+            &self.chain,
+            EntryBody {
+                author: Author::Firm(*firm),
+                time: now,
+                nonce: rand_nonce(),
+                kind: EntryKind::ConsentGranted(Consent {
+                    bank: OrgId::new("bank-a").unwrap(),
+                    purpose: format!("testnet load {i}"),
+                    categories: vec![Category::Registration, Category::Tax],
+                    not_before: now.saturating_sub(60_000),
+                    not_after: now + 30 * DAY_MS,
+                    max_uses: 1_000,
+                }),
+            },
+            key,
+        )
+        .map_err(|e| e.to_string())?;
+        use base64::Engine as _;
+        let v = self.post(
+            &format!("{url}/v1/consents"),
+            serde_json::json!({"entry": base64::engine::general_purpose::STANDARD.encode(&e.bytes)}),
+        )?;
+        let pos = v["position"].as_u64().ok_or(format!("no position: {v}"))?;
+        let id = v["id"].as_str().ok_or(format!("no id: {v}"))?.to_string();
+        if id != e.id.to_hex() {
+            return Err(format!("answer for another entry: {v}"));
+        }
+        Ok(((pos, id, url.to_string()), e.id, *firm))
+    }
+
+    /// bank-a queries `firm` under `consent` through `url`.
+    fn query(&self, url: &str, firm: Uscc, consent: Digest) -> Result<Ack, String> {
+        let req = QueryRequest {
+            bank: OrgId::new("bank-a").unwrap(),
+            firm,
+            consent,
+            categories: vec![Category::Tax],
+            nonce: rand_nonce(),
+            time: self.now(url)?,
+        };
+        let payload = query_signing_payload(&self.chain, &req).map_err(|e| e.to_string())?;
+        let signed = SignedQueryRequest {
+            signature: self.bank.sign(SigDomain::QueryRequest, &payload),
+            request: req,
+        };
+        let v = self.post(
+            &format!("{url}/v1/queries"),
+            serde_json::json!({ "request": signed }),
+        )?;
+        let r = &v["record"];
+        Ok((
+            r["position"].as_u64().ok_or(format!("no position: {v}"))?,
+            r["id"].as_str().ok_or(format!("no id: {v}"))?.to_string(),
+            url.to_string(),
+        ))
+    }
+}
+
+fn rand_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// Every acknowledged write is readable from every node at its position with the same id.
+fn check_acks(acks: &[Ack], urls: &[String]) {
+    let agent = agent();
+    for (pos, id, by) in acks {
+        for u in urls {
+            let e = get_json(&agent, &format!("{u}/v1/entries/{pos}"))
+                .unwrap_or_else(|| panic!("{u} cannot serve entry {pos} (acknowledged by {by})"));
+            assert_eq!(
+                e["id"].as_str(),
+                Some(id.as_str()),
+                "{u}: entry {pos} is not the one {by} acknowledged"
+            );
+        }
+    }
+}
+
+#[test]
+fn scenario_across_four_validators_and_a_follower() {
+    step("up: 4 validators + 1 follower");
+    let tn = Testnet::up(4, 1, 23100);
+    let st = tn.status();
+    assert_eq!(st.len(), 5);
+    for n in &st {
+        assert_eq!(n["process"], "running", "{n}");
+        assert_eq!(n["healthy"], true, "{n}");
+    }
+    assert_eq!(st[4]["org"], "bank-a");
+    assert_eq!(st[4]["role"], "follower");
+    let table = ok(&tn.run(&["status"]));
+    assert!(
+        table.contains("gz-credit") && table.contains("bank-a"),
+        "{table}"
+    );
+
+    step("up again on the running testnet: refused");
+    let o = tn.run(&["up"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    let e = text(&o.stderr);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with("error: ") && e.contains("already holds a running testnet"),
+        "{e}"
+    );
+
+    step("scenario (human)");
+    let o = tn.run(&["scenario"]);
+    let out = text(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "scenario failed\nstdout: {out}\nstderr: {}\n{}",
+        text(&o.stderr),
+        tn.logs()
+    );
+    assert!(
+        out.contains("✓ firm ") && out.contains("scenario passed"),
+        "{out}"
+    );
+    assert!(!out.contains('✗'), "{out}");
+
+    step("scenario (JSON), a second consent");
+    let v: Value = serde_json::from_str(&ok(&tn.run(&["scenario", "--json"]))).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["steps"].as_array().unwrap().len() >= 7, "{v}");
+
+    step("down, then up restarts the same chain with its data");
+    let urls: Vec<String> = tn.nodes().into_iter().map(|n| n.1).collect();
+    let (height, head) = converge(&urls, CONVERGE);
+    ok(&tn.run(&["down"]));
+    for n in tn.status() {
+        assert_eq!(n["process"], "dead", "{n}");
+    }
+    let o = tn.run(&["up", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&o.stderr),
+        tn.logs()
+    );
+    let agent = agent();
+    for u in &urls {
+        let (h, _) = height_head(&agent, u).expect("health after restart");
+        assert!(h >= height, "{u} restarted at height {h} < {height}");
+        if h == height {
+            assert_eq!(height_head(&agent, u).unwrap().1, head);
+        }
+    }
+    ok(&tn.run(&["scenario"]));
+}
+
+#[test]
+fn kill9_one_of_four_under_load_then_catch_up() {
+    step("up: 4 validators");
+    let tn = Testnet::up(4, 0, 23300);
+    let load = Load::new(&tn);
+    let all: Vec<(String, String)> = tn.nodes();
+    let urls: Vec<String> = all.iter().map(|n| n.1.clone()).collect();
+    let victim = "gsxt";
+    let down = Mutex::new(Vec::<String>::new());
+    let acks = Mutex::new(Vec::<Ack>::new());
+    let errors = Mutex::new(Vec::<String>::new());
+    let stop = AtomicBool::new(false);
+
+    std::thread::scope(|s| {
+        // Two light writers: firm grants and bank-a queries, spread over the live nodes.
+        for w in 0..2usize {
+            let (load, all, down, acks, errors, stop) = (&load, &all, &down, &acks, &errors, &stop);
+            s.spawn(move || {
+                let mut consents: Vec<(Uscc, Digest)> = Vec::new();
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 2;
+                    let live: Vec<&(String, String)> = {
+                        let d = down.lock().unwrap();
+                        all.iter().filter(|n| !d.contains(&n.0)).collect()
+                    };
+                    let node = &live[i % live.len()];
+                    let r = if consents.is_empty() || i % 3 == 0 {
+                        load.grant(&node.1, i).map(|(a, c, f)| {
+                            consents.push((f, c));
+                            a
+                        })
+                    } else {
+                        let (f, c) = consents[i % consents.len()];
+                        load.query(&node.1, f, c)
+                    };
+                    match r {
+                        Ok(a) => acks.lock().unwrap().push(a),
+                        Err(e) => errors.lock().unwrap().push(format!("{}: {e}", node.0)),
+                    }
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+            });
+        }
+        let wait_acks = |n: usize, what: &str| {
+            let start = acks.lock().unwrap().len();
+            let deadline = Instant::now() + CONVERGE;
+            while acks.lock().unwrap().len() < start + n {
+                assert!(
+                    Instant::now() < deadline,
+                    "no {n} acknowledged writes {what}; errors: {:?}\n{}",
+                    errors
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .rev()
+                        .take(5)
+                        .collect::<Vec<_>>(),
+                    tn.logs()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        step("load on 4 nodes");
+        wait_acks(6, "with all four nodes");
+        step("kill -9 gsxt, keep loading");
+        down.lock().unwrap().push(victim.to_string());
+        ok(&tn.run(&["kill", victim, "--signal", "9"]));
+        wait_acks(6, "with gsxt killed");
+        step("restart gsxt, keep loading");
+        ok(&tn.run(&["start", victim]));
+        down.lock().unwrap().clear();
+        wait_acks(6, "after gsxt restarted");
+        stop.store(true, Ordering::Relaxed);
+    });
+    step("all four nodes converge on one head");
+    let (h, head) = converge(&urls, CONVERGE);
+    eprintln!("   height {h}, head {head:?}");
+    let acks = acks.into_inner().unwrap();
+    eprintln!(
+        "   {} writes acknowledged, {} refused or unanswered",
+        acks.len(),
+        errors.into_inner().unwrap().len()
+    );
+    step("every acknowledged write is readable from every node");
+    check_acks(&acks, &urls);
+    let by_node: BTreeMap<&str, usize> = acks.iter().fold(BTreeMap::new(), |mut m, a| {
+        *m.entry(a.2.as_str()).or_default() += 1;
+        m
+    });
+    eprintln!("   acknowledged per node: {by_node:?}");
+}
+
+#[test]
+fn two_of_four_stopped_no_progress_then_resume() {
+    step("up: 4 validators");
+    let tn = Testnet::up(4, 0, 23500);
+    let load = Load::new(&tn);
+    let urls: Vec<String> = tn.nodes().into_iter().map(|n| n.1).collect();
+    let (gz, cc) = (tn.url("gz-credit"), tn.url("credit-china"));
+    load.grant(&cc, 0)
+        .expect("a write commits with all four up");
+
+    step("SIGSTOP gsxt and agency-4");
+    ok(&tn.run(&["kill", "gsxt", "--signal", "STOP"]));
+    ok(&tn.run(&["kill", "agency-4", "--signal", "STOP"]));
+    let st = tn.status();
+    assert!(
+        st.iter().filter(|n| n["process"] == "stopped").count() == 2,
+        "{st:?}"
+    );
+    // Let anything already certified settle, then take the high-water mark.
+    std::thread::sleep(Duration::from_secs(2));
+    let agent = agent();
+    let live = [gz.clone(), cc.clone()];
+    let before: Vec<(u64, Option<String>)> = live
+        .iter()
+        .map(|u| height_head(&agent, u).expect("live node answers"))
+        .collect();
+    let high = before.iter().map(|b| b.0).max().unwrap();
+
+    step("writes keep arriving; no new height for a few seconds");
+    let pending = std::thread::scope(|s| {
+        let h = s.spawn(|| load.grant(&cc, 1));
+        let h2 = s.spawn(|| load.grant(&gz, 2));
+        std::thread::sleep(Duration::from_secs(5));
+        for u in &live {
+            let (h, _) = height_head(&agent, u).expect("live node answers");
+            assert!(
+                h <= high,
+                "{u} reached height {h} > {high} with 2 of 4 validators stopped"
+            );
+        }
+        (h.join().unwrap(), h2.join().unwrap())
+    });
+    eprintln!("   writes during the stall: {pending:?}");
+    assert!(
+        pending.0.is_err() && pending.1.is_err(),
+        "a write was acknowledged without a quorum: {pending:?}"
+    );
+    step("no divergence: the live nodes agree on every block both have");
+    let common_h = live
+        .iter()
+        .map(|u| height_head(&agent, u).unwrap().0)
+        .min()
+        .unwrap();
+    for h in 1..=common_h {
+        let hashes: Vec<Option<String>> = live
+            .iter()
+            .map(|u| {
+                get_json(&agent, &format!("{u}/v1/blocks/{h}"))
+                    .and_then(|b| b["header_hash"].as_str().map(str::to_string))
+            })
+            .collect();
+        assert!(
+            hashes[0].is_some() && hashes[0] == hashes[1],
+            "block {h}: {hashes:?}"
+        );
+    }
+
+    step("SIGCONT both: progress resumes, all heads agree");
+    ok(&tn.run(&["kill", "gsxt", "--signal", "CONT"]));
+    ok(&tn.run(&["kill", "agency-4", "--signal", "CONT"]));
+    let deadline = Instant::now() + CONVERGE;
+    let ack = loop {
+        match load.grant(&cc, 3) {
+            Ok(a) => break a,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no write commits after SIGCONT: {e}\n{}",
+                    tn.logs()
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    };
+    let (h, _) = converge(&urls, CONVERGE);
+    assert!(h > high, "height {h} did not pass {high}");
+    check_acks(&[ack.0], &urls);
+}
+
+#[test]
+fn a_non_member_peer_cannot_join() {
+    step("up: 4 validators");
+    let tn = Testnet::up(4, 0, 23700);
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(tn.dir.join("testnet.json")).unwrap())
+            .unwrap();
+    let peers: Vec<String> = m["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            format!(
+                "\"{}\" = \"{}\"",
+                n["org"].as_str().unwrap(),
+                n["p2p"].as_str().unwrap()
+            )
+        })
+        .collect();
+
+    step("start an intruder: bank-b's name, a fresh key that is not in the genesis");
+    let idir = tn.dir.join("intruder");
+    std::fs::create_dir_all(&idir).unwrap();
+    let key_path = idir.join("bank-b.key");
+    std::fs::write(&key_path, KeyPair::generate().to_file_text()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (http, p2p) = ("127.0.0.1:23799", "127.0.0.1:23899");
+    std::fs::write(
+        idir.join("xinyi.toml"),
+        format!(
+            "data_dir = \"data\"\nhttp = \"{http}\"\norg = \"bank-b\"\nkey_file = \"bank-b.key\"\ngenesis = \"../genesis.json\"\n\n[p2p]\nlisten = \"{p2p}\"\npeers = {{ {} }}\n",
+            peers.join(", ")
+        ),
+    )
+    .unwrap();
+    let log = idir.join("node.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(&xinyi_tests::binaries().node)
+        .args(["start", "--config"])
+        .arg(idir.join("xinyi.toml"))
+        .stdin(std::process::Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .expect("spawn the intruder");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut intruder = Kill(child);
+
+    step("the members keep committing");
+    let load = Load::new(&tn);
+    let cc = tn.url("credit-china");
+    for i in 0..3 {
+        load.grant(&cc, i).expect("members commit");
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let agent = agent();
+    let member_h = height_head(&agent, &cc).unwrap().0;
+    assert!(member_h >= 2);
+
+    step("the intruder learned no block");
+    let ilog = || std::fs::read_to_string(&log).unwrap_or_default();
+    match intruder.0.try_wait().unwrap() {
+        Some(status) => {
+            // Refusing to run with a key the genesis does not know is also a refusal.
+            eprintln!(
+                "   intruder exited ({status}): {}",
+                ilog().lines().last().unwrap_or("")
+            );
+        }
+        None => {
+            let h = get_json(&agent, &format!("http://{http}/health"));
+            let ih = h.as_ref().and_then(|h| h["height"].as_u64()).unwrap_or(0);
+            assert_eq!(ih, 0, "the intruder learned blocks: {h:?}\n{}", ilog());
+            let b = get_json(&agent, &format!("http://{http}/v1/blocks/1"));
+            assert!(b.is_none(), "the intruder serves block 1: {b:?}");
+        }
+    }
+
+    step("the members' logs or metrics show the refusal");
+    let mut evidence = Vec::new();
+    for (org, url) in tn.nodes() {
+        let l = std::fs::read_to_string(tn.dir.join(&org).join("node.log")).unwrap_or_default();
+        for line in l.lines() {
+            let low = line.to_lowercase();
+            // Not transport noise such as "Connection refused (os error 111)" while peers start.
+            if low.contains("not a member")
+                || (low.contains("refused") && !low.contains("os error"))
+                || low.contains("peer blocked")
+            {
+                evidence.push(format!("{org}: {line}"));
+            }
+        }
+        let metrics = agent
+            .get(&format!("{url}/metrics"))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default();
+        for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+            let low = line.to_lowercase();
+            if (low.contains("refus") || low.contains("blocked") || low.contains("non_member"))
+                && !line.trim_end().ends_with(" 0")
+            {
+                evidence.push(format!("{org} /metrics: {line}"));
+            }
+        }
+    }
+    eprintln!(
+        "   evidence: {:#?}",
+        evidence.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        !evidence.is_empty(),
+        "no member logged or counted a refusal of the intruder\nintruder log:\n{}\n{}",
+        ilog(),
+        tn.logs()
+    );
+}
