@@ -216,7 +216,9 @@ async fn run_member(
         engine.ledger(),
         mempool,
     )));
-    let app = Application::new(ctx.child("app"), core, peers, ledger_tx);
+    let leader_timeout = Duration::from_millis(p2p.leader_timeout_ms.max(50));
+    let app = Application::new(ctx.child("app"), core, peers, ledger_tx)
+        .with_empty_block_after(leader_timeout / 2);
     let _loops = app.start(ledger_rx);
     let validators = engine
         .lock()
@@ -236,8 +238,8 @@ async fn run_member(
         let scheme = Scheme::signer(&namespace(engine.chain_id()), participants, signer)
             .context("this node's key is not in the validator set")?;
         let params = EngineParams {
-            leader_timeout: Duration::from_millis(p2p.leader_timeout_ms.max(50)),
-            certification_timeout: Duration::from_millis(p2p.leader_timeout_ms.max(50) * 2),
+            leader_timeout,
+            certification_timeout: leader_timeout * 2,
             ..EngineParams::default()
         };
         Some(

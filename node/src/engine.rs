@@ -78,7 +78,8 @@ struct Job {
 }
 
 /// Callers waiting for entries submitted through this node, by entry id (cluster mode).
-pub type Waiters = Arc<Mutex<BTreeMap<Digest, Vec<oneshot::Sender<Result<Committed, SubmitError>>>>>>;
+pub type Waiters =
+    Arc<Mutex<BTreeMap<Digest, Vec<oneshot::Sender<Result<Committed, SubmitError>>>>>>;
 
 /// How many recent header hashes are indexed for peers asking for a block by hash.
 const RECENT_HEADERS: u64 = 4_096;
@@ -115,7 +116,9 @@ impl Ledger for Core {
 
     fn commit(&mut self, block: Block, cert: CommitCertificate) -> Result<(), CommitError> {
         let Some(hooks) = self.hooks.as_mut() else {
-            return Err(CommitError::Store("this node does not run consensus".into()));
+            return Err(CommitError::Store(
+                "this node does not run consensus".into(),
+            ));
         };
         if hooks.failed.load(Ordering::SeqCst) {
             return Err(CommitError::Store(
@@ -127,11 +130,13 @@ impl Ledger for Core {
             .apply_block(block, cert)
             .map_err(CommitError::Invalid)?;
         let height = cb.block.header.height;
+        crate::failpoint::check("commit.before_store", height);
         if let Err(e) = self.store.append(&cb) {
             hooks.failed.store(true, Ordering::SeqCst);
             tracing::error!("storing block {height} failed, node stops committing: {e}");
             return Err(CommitError::Store(e.to_string()));
         }
+        crate::failpoint::check("commit.after_store", height);
         hooks.recent.insert(cb.header_hash, height);
         if hooks.recent.len() as u64 > RECENT_HEADERS {
             let floor = height.saturating_sub(RECENT_HEADERS);
@@ -146,8 +151,11 @@ impl Ledger for Core {
             Err(e) => tracing::error!("{e}"),
         }
         if let Ok(orgs) = self.chain.state().orgs() {
-            *hooks.producer.orgs.write().unwrap_or_else(|e| e.into_inner()) =
-                orgs.into_iter().collect();
+            *hooks
+                .producer
+                .orgs
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = orgs.into_iter().collect();
         }
         let m = &hooks.metrics;
         m.height.store(height, Ordering::Relaxed);
@@ -580,7 +588,9 @@ impl Engine {
             .state()
             .org(&org)
             .map_err(|e| anyhow::anyhow!("reading organisation {org}: {e}"))?
-            .ok_or_else(|| anyhow::anyhow!("{org} is not a registered organisation of this chain"))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("{org} is not a registered organisation of this chain")
+            })?;
         if record.key != key.public() {
             anyhow::bail!(
                 "the key file's public key {} is not the key of {org} in the ledger",

@@ -20,6 +20,7 @@ pub mod consensus;
 pub mod datastore;
 pub mod dev;
 pub mod engine;
+pub mod failpoint;
 pub mod mempool;
 pub mod metrics;
 pub mod node;

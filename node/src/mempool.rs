@@ -122,6 +122,10 @@ impl SharedPool {
 }
 
 impl Mempool for SharedPool {
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     fn candidates(&mut self, _parent: &Chain, time: TimeMs) -> Vec<Entry> {
         self.lock().candidates(time)
     }
@@ -153,8 +157,13 @@ mod tests {
             .map(|i| {
                 let firm = sample_firm(i as u32).unwrap();
                 let key = c.firm_key(&firm).public();
-                c.org_entry("gz-credit", time, i, EntryKind::FirmRegistered { firm, key })
-                    .unwrap()
+                c.org_entry(
+                    "gz-credit",
+                    time,
+                    i,
+                    EntryKind::FirmRegistered { firm, key },
+                )
+                .unwrap()
             })
             .collect()
     }

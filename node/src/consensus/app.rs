@@ -68,6 +68,7 @@ fn now_ms(c: &impl Clock) -> TimeMs {
 
 /// The application the engine drives: one per validator process.
 pub struct Application<E, S> {
+    empty_block_after: Duration,
     core: Arc<Mutex<Core>>,
     ctx: Arc<Mutex<E>>,
     net: Arc<Mutex<S>>,
@@ -77,6 +78,7 @@ pub struct Application<E, S> {
 impl<E, S> Clone for Application<E, S> {
     fn clone(&self) -> Self {
         Application {
+            empty_block_after: self.empty_block_after,
             core: self.core.clone(),
             ctx: self.ctx.clone(),
             net: self.net.clone(),
@@ -93,11 +95,19 @@ where
     /// Wraps `core`; `sender` is the ledger channel.
     pub fn new(ctx: E, core: Arc<Mutex<Core>>, peers: Peers, sender: S) -> Self {
         Application {
+            empty_block_after: Duration::ZERO,
             core,
             ctx: Arc::new(Mutex::new(ctx)),
             net: Arc::new(Mutex::new(sender)),
             peers: Arc::new(peers),
         }
+    }
+
+    /// A leader with nothing to propose waits up to `d` for entries before proposing an empty
+    /// block (default zero: always propose at once). Keep it well under the leader timeout.
+    pub fn with_empty_block_after(mut self, d: Duration) -> Self {
+        self.empty_block_after = d;
+        self
     }
 
     /// The shared core (for tests and status).
@@ -188,12 +198,18 @@ where
         let (tx, rx) = oneshot::channel();
         let app = self.clone();
         let parent = ledger_digest(&context.parent.1);
+        let idle = self.empty_block_after;
         self.spawn("propose", move |ctx| async move {
+            let start = ctx.current();
             loop {
                 if tx.is_closed() {
                     return;
                 }
-                let d = lock(&app.core).propose(parent, now_ms(&ctx));
+                let allow_empty = ctx
+                    .current()
+                    .duration_since(start)
+                    .map_or(true, |waited| waited >= idle);
+                let d = lock(&app.core).propose(parent, now_ms(&ctx), allow_empty);
                 app.flush();
                 if let Some(d) = d {
                     let _ = tx.send(engine_digest(&d));

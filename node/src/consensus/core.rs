@@ -4,8 +4,8 @@
 
 use super::wire::Wire;
 use super::{lock, BlockStore, ChainGuard, CommitError, Mempool, SharedLedger, StoreLedger};
-use std::sync::{Arc, Mutex};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use xinyi_ledger::block::{commit_payload, sign_commit, Block, CommitCertificate, CommitVote};
 use xinyi_ledger::chain::Speculative;
 use xinyi_ledger::keys::SigDomain;
@@ -200,8 +200,12 @@ impl Core {
     }
 
     /// Proposer: builds a block on `parent` at `now`; `None` while the parent's state is not
-    /// available (its block not received yet).
-    pub fn propose(&mut self, parent: Digest, now: TimeMs) -> Option<Digest> {
+    /// available (its block not received yet), or while the mempool is empty unless
+    /// `allow_empty` (an idle chain does not grow by a block per view).
+    pub fn propose(&mut self, parent: Digest, now: TimeMs, allow_empty: bool) -> Option<Digest> {
+        if !allow_empty && self.mempool.is_empty() {
+            return None;
+        }
         let mut s = self.state_after(parent)?;
         let time = now.max(s.chain().state_head().time.saturating_add(1));
         let candidates = self.mempool.candidates(s.chain(), time);
@@ -606,9 +610,9 @@ impl Core {
 mod tests {
     use super::*;
     use crate::consensus::MemStore;
-    use xinyi_ledger::Chain;
     use xinyi_ledger::entry::EntryKind;
     use xinyi_ledger::sample::{sample_firm, SampleConsortium};
+    use xinyi_ledger::Chain;
 
     const T0: TimeMs = 1_795_000_000_000;
 
@@ -697,7 +701,7 @@ mod tests {
         /// Node `p` proposes on its head, everyone verifies and finalizes, votes settle.
         fn round(&mut self, p: usize, alive: &[usize]) -> Digest {
             let parent = *self.cores[p].chain().head_hash();
-            let d = self.cores[p].propose(parent, T0 + 1_000).unwrap();
+            let d = self.cores[p].propose(parent, T0 + 1_000, true).unwrap();
             let block = self.cores[p].block(&d).unwrap().clone();
             let op = self.org(p);
             for i in alive.iter().copied().filter(|i| *i != p) {
@@ -738,12 +742,12 @@ mod tests {
     fn verify_before_parent_is_final_uses_speculative_state() {
         let mut net = Net::new();
         let p0 = *net.cores[0].chain().head_hash();
-        let d1 = net.cores[0].propose(p0, T0 + 1_000).unwrap();
+        let d1 = net.cores[0].propose(p0, T0 + 1_000, true).unwrap();
         let b1 = net.cores[0].block(&d1).unwrap().clone();
         // Node 1 builds on d1 before anything is final, node 2 verifies both.
         let o0 = net.org(0);
         net.cores[1].on_message(&o0, Wire::Block(b1.clone()));
-        let d2 = net.cores[1].propose(d1, T0 + 1_100).unwrap();
+        let d2 = net.cores[1].propose(d1, T0 + 1_100, true).unwrap();
         let b2 = net.cores[1].block(&d2).unwrap().clone();
         let (o0, o1) = (net.org(0), net.org(1));
         // Child first: pending until the parent block arrives.
@@ -762,7 +766,7 @@ mod tests {
     fn invalid_proposals_are_refused() {
         let mut net = Net::new();
         let p0 = *net.cores[0].chain().head_hash();
-        let d = net.cores[0].propose(p0, T0 + 1_000).unwrap();
+        let d = net.cores[0].propose(p0, T0 + 1_000, true).unwrap();
         let mut bad = net.cores[0].block(&d).unwrap().clone();
         bad.header.state_root = Digest([9; 32]);
         let bd = bad.header.hash().unwrap();
@@ -796,7 +800,7 @@ mod tests {
     fn bad_votes_and_certificates_are_refused() {
         let mut net = Net::new();
         let p0 = *net.cores[0].chain().head_hash();
-        let d = net.cores[0].propose(p0, T0 + 1_000).unwrap();
+        let d = net.cores[0].propose(p0, T0 + 1_000, true).unwrap();
         let block = net.cores[0].block(&d).unwrap().clone();
         let (o0, o1, o2) = (net.org(0), net.org(1), net.org(2));
         let core = &mut net.cores[1];

@@ -74,6 +74,10 @@ pub fn namespace(chain_id: &Digest) -> Vec<u8> {
 pub trait Mempool: Send + 'static {
     /// Candidate entries, in order.
     fn candidates(&mut self, parent: &Chain, time: TimeMs) -> Vec<Entry>;
+    /// Whether there is nothing to propose (cheap; checked before any state is copied).
+    fn is_empty(&self) -> bool {
+        false
+    }
     /// Entries a proposal built from the candidates left out, with the reason.
     fn dropped(&mut self, _dropped: &[xinyi_ledger::chain::Dropped]) {}
 }
