@@ -25,7 +25,7 @@ use xinyi_ledger::entry::{Author, EntryBody, EntryError};
 use xinyi_ledger::hash::Digest;
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::merkle::Hash;
-use xinyi_ledger::note::{sign_checkpoint, Checkpoint, NoteSigner};
+use xinyi_ledger::note::{sign_checkpoint, Checkpoint, Note, NoteSigner, VerifierKey};
 use xinyi_ledger::state::{OrgRecord, StateError};
 use xinyi_ledger::store::Store;
 use xinyi_ledger::{Chain, Entry, EntryKind, Genesis, KeyPair, OrgId, TimeMs};
@@ -86,6 +86,15 @@ const RECENT_HEADERS: u64 = 4_096;
 
 /// What a cluster-mode core does around each block consensus commits.
 pub struct CommitHooks {
+    /// This node votes; its own signature makes its checkpoints valid. A follower's are not:
+    /// it serves the latest note a validator sent it (see `on_checkpoint_note`).
+    validator: bool,
+    /// Follower: answers waiting for a validator-signed checkpoint covering them.
+    pending: Vec<PendingAnswer>,
+    /// Follower: validator notes for log sizes it has not committed yet (bounded).
+    early: BTreeMap<u64, String>,
+    /// Follower: a validator's note has been adopted since start.
+    adopted: bool,
     producer: Producer,
     metrics: Arc<Metrics>,
     failed: Arc<AtomicBool>,
@@ -93,6 +102,15 @@ pub struct CommitHooks {
     pool: Option<SharedPool>,
     recent: BTreeMap<Digest, u64>,
 }
+
+/// A committed entry whose submitter waits on a follower for a validator checkpoint.
+struct PendingAnswer {
+    answer: Committed,
+    waiters: Vec<oneshot::Sender<Result<Committed, SubmitError>>>,
+}
+
+/// Most early checkpoint notes a follower keeps.
+const MAX_EARLY_NOTES: usize = 64;
 
 /// Chain, store and the latest checkpoint, kept consistent under one lock.
 pub struct Core {
@@ -107,6 +125,113 @@ pub struct Core {
     pub durable_size: u64,
     /// Cluster mode: what happens when consensus commits a block.
     hooks: Option<CommitHooks>,
+}
+
+impl Core {
+    /// The validators' checkpoint verifier keys at the committed head.
+    fn verifiers(&self) -> Vec<VerifierKey> {
+        let origin = self.chain.genesis().name.clone();
+        let Ok(set) = self.chain.state().validators() else {
+            return vec![];
+        };
+        set.validators
+            .iter()
+            .filter(|v| v.power > 0)
+            .filter_map(|v| VerifierKey::new(origin.clone(), v.key.verifying_key().ok()?).ok())
+            .collect()
+    }
+
+    /// Checks a peer's checkpoint note against the committed log: parses, origin, size
+    /// within the committed log, root equal to ours at that size, signed by a validator.
+    fn check_note(&self, text: &str) -> Result<(Note, Checkpoint), &'static str> {
+        let note = Note::parse(text).map_err(|_| "malformed note")?;
+        let cp = Checkpoint::parse_text(&note.text).map_err(|_| "malformed checkpoint")?;
+        if cp.origin != self.chain.genesis().name {
+            return Err("other origin");
+        }
+        if cp.size > self.chain.log().size() {
+            return Err("ahead");
+        }
+        if self.chain.log().root_at(cp.size).ok() != Some(cp.root) {
+            return Err("root differs from the committed log");
+        }
+        note.verify(&self.verifiers())
+            .map_err(|_| "not signed by a validator")?;
+        Ok((note, cp))
+    }
+
+    /// Follower: serves `text` as its checkpoint if it is newer, verified and consistent with
+    /// the committed log, and answers every waiter it covers. Returns whether it was adopted.
+    fn adopt_note(&mut self, text: &str) -> bool {
+        let (_, cp) = match self.check_note(text) {
+            Ok(x) => x,
+            Err("ahead") => {
+                if let (Some(h), Ok(n)) = (self.hooks.as_mut(), Note::parse(text)) {
+                    if let Ok(cp) = Checkpoint::parse_text(&n.text) {
+                        h.early.insert(cp.size, text.to_string());
+                        while h.early.len() > MAX_EARLY_NOTES {
+                            h.early.pop_first();
+                        }
+                    }
+                }
+                return false;
+            }
+            Err(why) => {
+                tracing::debug!("checkpoint note refused: {why}");
+                return false;
+            }
+        };
+        let adopted = self.hooks.as_ref().is_some_and(|h| h.adopted);
+        if adopted && cp.size <= self.durable_size {
+            return false;
+        }
+        self.checkpoint = text.to_string();
+        self.durable_size = cp.size;
+        let Some(h) = self.hooks.as_mut() else {
+            return true;
+        };
+        h.adopted = true;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut h.pending)
+            .into_iter()
+            .partition(|p| p.answer.position < cp.size);
+        h.pending = waiting;
+        for mut p in ready {
+            p.answer.inclusion_proof = self
+                .chain
+                .log()
+                .inclusion_proof(p.answer.position, cp.size)
+                .unwrap_or_default();
+            p.answer.checkpoint = self.checkpoint.clone();
+            for w in p.waiters {
+                let _ = w.send(Ok(p.answer.clone()));
+            }
+        }
+        true
+    }
+
+    /// Validator: adds other validators' signatures on the same checkpoint to its own note.
+    fn add_cosignatures(&mut self, text: &str) {
+        let Ok((other, _)) = self.check_note(text) else {
+            return;
+        };
+        let Ok(mut mine) = Note::parse(&self.checkpoint) else {
+            return;
+        };
+        if mine.text != other.text {
+            return;
+        }
+        let Ok(verified) = other.verify(&self.verifiers()) else {
+            return;
+        };
+        for sig in other.signatures {
+            let known = verified.iter().any(|k| k.key_id == sig.key_id);
+            let have = mine.signatures.iter().any(|s| s.key_id == sig.key_id);
+            if known && !have {
+                mine.signatures.push(sig);
+            }
+        }
+        self.checkpoint = mine.to_string();
+    }
 }
 
 impl Ledger for Core {
@@ -143,12 +268,14 @@ impl Ledger for Core {
             hooks.recent.retain(|_, h| *h > floor);
         }
         let size = cb.block.header.log_size;
-        match sign_cp_at(&self.chain, &hooks.producer, size) {
-            Ok(cp) => {
-                self.checkpoint = cp;
-                self.durable_size = size;
+        if hooks.validator {
+            match sign_cp_at(&self.chain, &hooks.producer, size) {
+                Ok(cp) => {
+                    self.checkpoint = cp;
+                    self.durable_size = size;
+                }
+                Err(e) => tracing::error!("{e}"),
             }
-            Err(e) => tracing::error!("{e}"),
         }
         if let Ok(orgs) = self.chain.state().orgs() {
             *hooks
@@ -169,32 +296,77 @@ impl Ledger for Core {
             m.mempool_depth.store(p.len() as u64, Ordering::Relaxed);
         }
         let mut waiters = hooks.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let validator = hooks.validator;
+        let mut pending = Vec::new();
         if !waiters.is_empty() {
             for (i, e) in cb.entries.iter().enumerate() {
                 let Some(ws) = waiters.remove(&e.id) else {
                     continue;
                 };
                 let position = cb.first_position + i as u64;
-                let proof = self
-                    .chain
-                    .log()
-                    .inclusion_proof(position, size)
-                    .unwrap_or_default();
-                let answer = Committed {
+                let mut answer = Committed {
                     id: e.id,
                     kind: e.body.kind.name(),
                     position,
                     height,
                     block_hash: cb.header_hash,
-                    inclusion_proof: proof,
-                    checkpoint: self.checkpoint.clone(),
+                    inclusion_proof: vec![],
+                    checkpoint: String::new(),
                 };
-                for w in ws {
-                    let _ = w.send(Ok(answer.clone()));
+                if validator {
+                    answer.inclusion_proof = self
+                        .chain
+                        .log()
+                        .inclusion_proof(position, size)
+                        .unwrap_or_default();
+                    answer.checkpoint = self.checkpoint.clone();
+                    for w in ws {
+                        let _ = w.send(Ok(answer.clone()));
+                    }
+                } else {
+                    pending.push(PendingAnswer {
+                        answer,
+                        waiters: ws,
+                    });
+                }
+            }
+        }
+        drop(waiters);
+        if !validator {
+            hooks.pending.extend(pending);
+            // Notes that arrived before this block did.
+            let early: Vec<String> = hooks
+                .early
+                .range(..=size)
+                .rev()
+                .map(|(_, n)| n.clone())
+                .collect();
+            hooks.early = hooks.early.split_off(&(size + 1));
+            for n in early {
+                if self.adopt_note(&n) {
+                    break;
                 }
             }
         }
         Ok(())
+    }
+
+    fn checkpoint_note(&self) -> Option<String> {
+        self.hooks
+            .as_ref()
+            .filter(|h| h.validator)
+            .map(|_| self.checkpoint.clone())
+    }
+
+    fn on_checkpoint_note(&mut self, note: &str) {
+        let Some(validator) = self.hooks.as_ref().map(|h| h.validator) else {
+            return;
+        };
+        if validator {
+            self.add_cosignatures(note);
+        } else {
+            self.adopt_note(note);
+        }
     }
 
     fn stored(&self, height: u64) -> Option<(Block, CommitCertificate)> {
@@ -652,6 +824,10 @@ impl Engine {
             checkpoint,
             durable_size,
             hooks: Some(CommitHooks {
+                validator,
+                pending: Vec::new(),
+                early: BTreeMap::new(),
+                adopted: false,
                 producer,
                 metrics: metrics.clone(),
                 failed: failed.clone(),

@@ -11,6 +11,7 @@ mod support;
 use serde_json::{json, Value};
 use support::*;
 use xinyi_ledger::entry::{Consent, EntryKind, QueryRequest};
+use xinyi_ledger::note::{open_checkpoint, VerifierKey};
 use xinyi_ledger::sample::{sample_firm, SampleConsortium};
 use xinyi_ledger::Category;
 
@@ -53,6 +54,18 @@ fn four_validators_and_a_follower_agree_and_serve_queries_across_nodes() {
         ]
     );
 
+    let verifiers: Vec<VerifierKey> = c
+        .validators
+        .iter()
+        .map(|o| {
+            VerifierKey::new(
+                c.genesis.name.clone(),
+                c.keys[o].public().verifying_key().unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+
     // Firms registered by the agency, submitted to three different nodes (one a follower).
     let firms: Vec<_> = (0..3).map(|i| sample_firm(i).unwrap()).collect();
     let mut positions = vec![];
@@ -72,6 +85,10 @@ fn four_validators_and_a_follower_agree_and_serve_queries_across_nodes() {
         let node = &m[[1, 2, 4][i]];
         let (status, body) = post(&format!("{}/v1/entries", node.url), &write_body(&e));
         assert_eq!(status, 200, "{} via {}: {body}", f, node.org);
+        // Even through the follower, the answer's checkpoint is a validator's and covers it.
+        let (cp, _) = open_checkpoint(body["checkpoint"].as_str().unwrap(), &verifiers)
+            .unwrap_or_else(|e| panic!("checkpoint from {}: {e}: {body}", node.org));
+        assert!(cp.size > body["position"].as_u64().unwrap());
         assert_eq!(body["id"], e.id.to_hex());
         positions.push(body["position"].as_u64().unwrap());
         sent.push(e);
@@ -144,6 +161,16 @@ fn four_validators_and_a_follower_agree_and_serve_queries_across_nodes() {
             assert!(e.is_object(), "{}: {e}", n.org);
         }
     }
+    // Validators gather each other's signatures on their checkpoint (a quorum, here 3 of 4).
+    wait_until("a cosigned checkpoint", || {
+        let note = ureq::get(&format!("{}/v1/checkpoint", m[0].url))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default();
+        open_checkpoint(&note, &verifiers).is_ok_and(|(_, signed)| signed.len() >= 3)
+    });
+
     // The follower's status shows its peers (the view refreshes every second).
     wait_until("the follower to show its connected peers", || {
         let h = health(&m[4]);

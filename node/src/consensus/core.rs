@@ -19,6 +19,8 @@ pub const SYNC_BATCH: u64 = 32;
 pub const MAX_CLOCK_DRIFT_MS: u64 = 2_000;
 /// A missing block is asked for this many ticks, then given up (asked again when needed).
 pub const MAX_WANT_TRIES: u32 = 40;
+/// A validator re-sends its checkpoint note every this many ticks.
+pub const NOTE_EVERY_TICKS: u64 = 8;
 /// At most this many known uncommitted blocks are kept.
 pub const MAX_BLOCKS: usize = 4_096;
 
@@ -80,6 +82,7 @@ pub struct Core {
     behind: bool,
     store_error: Option<String>,
     outbox: Vec<(To, Wire)>,
+    ticks: u64,
     /// Counters.
     pub stats: Stats,
 }
@@ -120,6 +123,7 @@ impl Core {
             behind: false,
             store_error: None,
             outbox: Vec::new(),
+            ticks: 0,
             stats: Stats::default(),
         }
     }
@@ -354,6 +358,17 @@ impl Core {
 
     /// Commits, in height order, every next block that has a certificate or a quorum of votes.
     fn try_commit(&mut self) {
+        let before = self.height();
+        self.commit_ready();
+        if self.height() > before {
+            let note = lock(&self.ledger).checkpoint_note();
+            if let Some(n) = note {
+                self.send(To::All, Wire::Checkpoint(n));
+            }
+        }
+    }
+
+    fn commit_ready(&mut self) {
         loop {
             if self.store_error.is_some() {
                 return;
@@ -453,6 +468,7 @@ impl Core {
                 vote,
             } => self.on_vote(from, height, header_hash, vote),
             Wire::Certified(b, c) => self.on_certified(b, c),
+            Wire::Checkpoint(n) => lock(&self.ledger).on_checkpoint_note(&n),
             Wire::Want(d) => {
                 if let Some(h) = self.position(&d) {
                     if let Some((b, c)) = self.stored(h) {
@@ -563,6 +579,14 @@ impl Core {
     /// Periodic work: re-ask for missing blocks, ask for committed blocks when behind,
     /// re-send own votes for final blocks not committed yet (votes may be lost).
     pub fn tick(&mut self) {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(NOTE_EVERY_TICKS) {
+            // Followers that joined or restarted while the chain is idle still get a note.
+            let note = lock(&self.ledger).checkpoint_note();
+            if let Some(n) = note {
+                self.send(To::All, Wire::Checkpoint(n));
+            }
+        }
         self.advance();
         // A digest nobody can serve (e.g. a Byzantine leader's) is given up after a while.
         self.missing.retain(|_, tries| *tries < MAX_WANT_TRIES);

@@ -105,6 +105,12 @@ pub trait Ledger: Send + 'static {
     fn stored(&self, height: u64) -> Option<(Block, CommitCertificate)>;
     /// Height of the committed block with this header hash.
     fn position(&self, header_hash: &Digest) -> Option<u64>;
+    /// This replica's signed checkpoint note to share after it committed (validators).
+    fn checkpoint_note(&self) -> Option<String> {
+        None
+    }
+    /// A checkpoint note from a peer (verified by the implementation before any use).
+    fn on_checkpoint_note(&mut self, _note: &str) {}
 }
 
 /// A ledger shared between the consensus core and its readers. Lock order: the consensus

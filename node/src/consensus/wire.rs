@@ -40,7 +40,12 @@ pub enum Wire {
     Want(Digest),
     /// Request for committed blocks from a height on.
     Sync(u64),
+    /// A validator's signed checkpoint note (C2SP) for its committed log.
+    Checkpoint(String),
 }
+
+/// Largest checkpoint note accepted on the wire.
+pub const MAX_NOTE_BYTES: usize = 16 * 1024;
 
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +97,10 @@ impl Wire {
                 out.push(4);
                 out.extend(h.to_be_bytes());
             }
+            Wire::Checkpoint(n) => {
+                out.push(5);
+                out.extend(n.as_bytes());
+            }
         }
         Ok(out)
     }
@@ -136,6 +145,14 @@ impl Wire {
             4 => {
                 let h: [u8; 8] = rest.try_into().map_err(|_| WireError::Malformed("sync"))?;
                 Ok(Wire::Sync(u64::from_be_bytes(h)))
+            }
+            5 => {
+                if rest.len() > MAX_NOTE_BYTES {
+                    return Err(WireError::Malformed("checkpoint length"));
+                }
+                let n =
+                    std::str::from_utf8(rest).map_err(|_| WireError::Malformed("checkpoint"))?;
+                Ok(Wire::Checkpoint(n.to_string()))
             }
             _ => Err(WireError::Malformed("unknown tag")),
         }
