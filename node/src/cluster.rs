@@ -9,8 +9,8 @@
 //! WAL (`DATA/consensus`). A node validates if the ledger gives its organisation voting power
 //! and follows otherwise (it tracks committed blocks with their certificates, serves reads and
 //! proofs, and forwards writes). What it is not: consensus or ledger logic (those live in
-//! `consensus` and the ledger crate), or validator-set epochs: a committed change of the
-//! validator set is logged and takes effect when the nodes restart.
+//! `consensus` and the ledger crate), or validator-set epochs (not implemented: a committed
+//! change of the validator set is logged; the engine keeps its start-up set).
 
 use crate::api::ApiConfig;
 use crate::clock::Clock;
@@ -402,8 +402,8 @@ async fn watch_loop(
             if vals != started_with && !warned {
                 warned = true;
                 tracing::warn!(
-                    "the validator set changed on the ledger; restart this node to run \
-                     consensus with the new set"
+                    "the validator set changed on the ledger; this version's consensus \
+                     keeps the set it started with (validator-set epochs are not implemented)"
                 );
             }
         }
