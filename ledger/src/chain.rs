@@ -172,6 +172,51 @@ fn verify_parallel(checks: &[SigCheck<'_>]) -> Result<(), usize> {
     }
 }
 
+/// The entry signatures of a block executed by [`Chain::apply_block_deferred`], owned, so that
+/// they can be verified on another thread.
+pub struct PendingSignatures {
+    height: u64,
+    /// Index in the block of the entry each check belongs to.
+    owner: Vec<usize>,
+    checks: Vec<(Vec<u8>, VerifyingKey, crate::keys::Signature)>,
+}
+
+impl PendingSignatures {
+    /// Height of the block.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Number of signatures.
+    pub fn len(&self) -> usize {
+        self.checks.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    /// Batch-verifies them exactly as [`Chain::apply_block`] would (fixed chunks, spread over
+    /// the cores); a failure names the block and the entry.
+    pub fn verify(&self) -> Result<(), ChainError> {
+        let checks: Vec<SigCheck<'_>> = self
+            .checks
+            .iter()
+            .map(|(m, k, s)| SigCheck {
+                message: m,
+                key: k,
+                signature: s,
+            })
+            .collect();
+        verify_parallel(&checks).map_err(|index| ChainError {
+            height: self.height,
+            entry: Some(self.owner.get(index).copied().unwrap_or(0)),
+            kind: ChainErrorKind::Signature,
+        })
+    }
+}
+
 /// State, log and head: a replica of the ledger in memory.
 pub struct Chain {
     genesis: Genesis,
@@ -311,6 +356,83 @@ impl Chain {
         }
     }
 
+    /// Takes the signature requirements out of `applied` with their decompressed keys, to be
+    /// verified later ([`PendingSignatures::verify`]); on an unusable key, the entry's index.
+    fn collect_signatures(
+        &mut self,
+        height: u64,
+        applied: &mut [Applied],
+    ) -> Result<PendingSignatures, usize> {
+        let mut p = PendingSignatures {
+            height,
+            owner: Vec::new(),
+            checks: Vec::new(),
+        };
+        for (i, a) in applied.iter_mut().enumerate() {
+            for s in std::mem::take(&mut a.signatures) {
+                let key = self.vk(&s.key).map_err(|_| i)?;
+                p.owner.push(i);
+                p.checks.push((s.message, key, s.signature));
+            }
+        }
+        Ok(p)
+    }
+
+    /// Like [`Chain::apply_block`], but the entries' signatures are returned for the caller to
+    /// verify instead of being verified here (the certificate is verified). For the offline
+    /// verifier, which verifies block `h`'s signatures on other cores while `h + 1` executes:
+    /// the block is committed to this chain before its signatures are known to be good, so a
+    /// caller must discard the chain if [`PendingSignatures::verify`] fails. On an error the
+    /// chain is unchanged, and an error found after the signature step is reported only after
+    /// the block's signatures were verified (a bad signature is reported first, as by
+    /// [`Chain::apply_block`]).
+    pub fn apply_block_deferred(
+        &mut self,
+        block: Block,
+        cert: CommitCertificate,
+    ) -> Result<(CommittedBlock, PendingSignatures), ChainError> {
+        let height = block.header.height;
+        let log_before = self.log.size();
+        let mut slot = None;
+        let r = self.apply_block_inner(&block, Some(&cert), Some(&mut slot));
+        match (r, slot) {
+            (Ok((entries, firms)), Some(pending)) => {
+                let write_set = self
+                    .state
+                    .end_block(height, block.header.time)
+                    .map_err(|e| ChainError {
+                        height,
+                        entry: None,
+                        kind: e.into(),
+                    })?;
+                let header_hash = cert.header_hash;
+                self.head_hash = header_hash;
+                self.head = Some(block.header.clone());
+                Ok((
+                    CommittedBlock {
+                        block,
+                        header_hash,
+                        certificate: cert,
+                        entries,
+                        firms,
+                        first_position: log_before,
+                        write_set,
+                    },
+                    pending,
+                ))
+            }
+            (r, _) => {
+                self.state.rollback_block();
+                self.log.truncate(log_before);
+                Err(r.err().unwrap_or(ChainError {
+                    height,
+                    entry: None,
+                    kind: ChainErrorKind::Header("signatures were not collected".into()),
+                }))
+            }
+        }
+    }
+
     fn validator_set_now(&self, height: u64) -> Result<ValidatorSet, ChainError> {
         self.state.validators().map_err(|e| ChainError {
             height,
@@ -327,7 +449,7 @@ impl Chain {
     ) -> Result<CommittedBlock, ChainError> {
         let height = block.header.height;
         let log_before = self.log.size();
-        let r = self.apply_block_inner(&block, Some(&cert));
+        let r = self.apply_block_inner(&block, Some(&cert), None);
         match r {
             Ok((entries, firms)) => {
                 let write_set = self
@@ -385,11 +507,14 @@ impl Chain {
         Ok(())
     }
 
+    /// Executes `block`. With `defer`, the entries' signatures are not verified here but
+    /// handed back in the slot (the caller must verify them before trusting the block).
     #[allow(clippy::type_complexity)]
     fn apply_block_inner(
         &mut self,
         block: &Block,
         cert: Option<&CommitCertificate>,
+        defer: Option<&mut Option<PendingSignatures>>,
     ) -> Result<(Vec<Entry>, Vec<Option<Uscc>>), ChainError> {
         let h = &block.header;
         let height = h.height;
@@ -443,7 +568,7 @@ impl Chain {
         if let Some(cert) = cert {
             cert.verify(h, &set).map_err(|e| err(None, e.into()))?;
         }
-        let mut applied = Vec::with_capacity(entries.len());
+        let mut applied: Vec<Applied> = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let a = self
                 .state
@@ -452,8 +577,38 @@ impl Chain {
             self.log.push_leaf_hash(merkle::leaf_hash(&e.bytes));
             applied.push(a);
         }
-        self.verify_signatures(&applied)
-            .map_err(|i| err(Some(i), ChainErrorKind::Signature))?;
+        match defer {
+            None => self
+                .verify_signatures(&applied)
+                .map_err(|i| err(Some(i), ChainErrorKind::Signature))?,
+            Some(slot) => {
+                let pending = self
+                    .collect_signatures(height, &mut applied)
+                    .map_err(|i| err(Some(i), ChainErrorKind::Signature))?;
+                // A later check of this block failing must still be reported after a bad
+                // signature of the same block, as in the undeferred order: verify now.
+                if let Err(e) = self.check_after_signatures(block) {
+                    pending.verify()?;
+                    return Err(e);
+                }
+                *slot = Some(pending);
+                let firms = applied.into_iter().map(|a| a.firm).collect();
+                return Ok((entries, firms));
+            }
+        }
+        self.check_after_signatures(block)?;
+        let firms = applied.into_iter().map(|a| a.firm).collect();
+        Ok((entries, firms))
+    }
+
+    /// The checks after the signatures: entries root, log and state roots.
+    fn check_after_signatures(&self, block: &Block) -> Result<(), ChainError> {
+        let h = &block.header;
+        let err = |kind: ChainErrorKind| ChainError {
+            height: h.height,
+            entry: None,
+            kind,
+        };
         // The entries root is checked last among the per-entry checks so that a changed entry
         // byte is reported against its entry (decode or signature failure) rather than only as
         // a root mismatch of the whole block.
@@ -463,18 +618,13 @@ impl Chain {
         }
         let computed = Digest(block_tree.root());
         if computed != h.entries_root {
-            return Err(err(
-                None,
-                ChainErrorKind::RootMismatch {
-                    what: "entries root",
-                    claimed: h.entries_root,
-                    computed,
-                },
-            ));
+            return Err(err(ChainErrorKind::RootMismatch {
+                what: "entries root",
+                claimed: h.entries_root,
+                computed,
+            }));
         }
-        self.check_roots(h).map_err(|k| err(None, k))?;
-        let firms = applied.into_iter().map(|a| a.firm).collect();
-        Ok((entries, firms))
+        self.check_roots(h).map_err(err)
     }
 
     fn check_roots(&self, h: &BlockHeader) -> Result<(), ChainErrorKind> {
@@ -715,7 +865,7 @@ impl Speculative {
         };
         let header_hash = block.header.hash().map_err(|e| mk(e.into()))?;
         let log_before = c.log.size();
-        match c.apply_block_inner(block, None) {
+        match c.apply_block_inner(block, None, None) {
             Ok(_) => {
                 if let Err(e) = c.state.end_block(height, block.header.time) {
                     c.state.rollback_block();

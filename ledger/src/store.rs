@@ -1,11 +1,14 @@
 //! The sled store: one database per node, one atomic, flushed batch per block.
 //!
 //! All data lives in one sled tree under one-byte key prefixes (`specs/storage.md`), so a
-//! block — header, certificate, entries, Merkle leaves, indexes by entry id / firm /
-//! organisation, and the block's state write set — is written with a single `apply_batch` and
-//! flushed before [`Store::append`] returns. Every value carries a CRC-32 of its key and value;
-//! a mismatch is reported as [`StoreError::Corrupt`] naming the key, never used. Opening
-//! reloads state and log and checks them against the head header. Full cryptographic
+//! block — header, certificate, all its entries as one value, per-block firm / organisation
+//! index values, and the block's state write set — is written with a single `apply_batch` and
+//! flushed before [`Store::append`] returns. Keys are per block, not per entry (a sled key
+//! costs far more than its bytes); what is needed per entry — the block of a log position and
+//! the position of an entry id — is derived in memory when the store opens, from the entries
+//! it re-reads anyway to rebuild the Merkle log. Every value carries a CRC-32 of its key and
+//! value; a mismatch is reported as [`StoreError::Corrupt`] naming the key, never used.
+//! Opening reloads state and log and checks them against the head header. Full cryptographic
 //! re-verification of stored blocks is [`crate::verify`]'s job, not the store's.
 
 use crate::block::{Block, BlockHeader, CommitCertificate};
@@ -13,19 +16,20 @@ use crate::chain::{Chain, CommittedBlock};
 use crate::codec::{self, CodecError};
 use crate::entry::Author;
 use crate::genesis::{Genesis, GenesisError};
-use crate::hash::Digest;
+use crate::hash::{self, Digest, Domain};
 use crate::merkle::MerkleTree;
 use crate::state::{State, StateHead, WriteSet};
 use crate::types::OrgId;
 use crate::uscc::Uscc;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
 
 mod prefix {
     pub const META: u8 = b'm';
     pub const HEADER: u8 = b'H';
     pub const CERT: u8 = b'C';
-    pub const ENTRY: u8 = b'E';
-    pub const BY_ID: u8 = b'I';
+    pub const ENTRIES: u8 = b'E';
     pub const BY_FIRM: u8 = b'F';
     pub const BY_ORG: u8 = b'O';
     pub const STATE: u8 = b'S';
@@ -34,7 +38,7 @@ mod prefix {
 const META_GENESIS: &[u8] = b"mgenesis";
 const META_HEAD: &[u8] = b"mhead";
 const META_VERSION: &[u8] = b"mversion";
-const STORE_VERSION: u32 = 1;
+const STORE_VERSION: u32 = 2;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +106,7 @@ fn describe(key: &[u8]) -> String {
     match key.first() {
         Some(&prefix::HEADER) => format!("header of block {}", num(rest).unwrap_or(0)),
         Some(&prefix::CERT) => format!("certificate of block {}", num(rest).unwrap_or(0)),
-        Some(&prefix::ENTRY) => format!("entry at log position {}", num(rest).unwrap_or(0)),
+        Some(&prefix::ENTRIES) => format!("entries of block {}", num(rest).unwrap_or(0)),
         Some(&prefix::STATE) => format!("state key {}", hex::encode(rest)),
         Some(&prefix::META) => format!("metadata {}", String::from_utf8_lossy(rest)),
         _ => format!("key {}", hex::encode(key)),
@@ -154,11 +158,115 @@ fn k(p: u8, parts: &[&[u8]]) -> Vec<u8> {
     v
 }
 
+/// Encodes a block's entries as one value: `BE32(n)` then `n` × (`BE32(len)` ‖ bytes).
+fn encode_entries<'a>(entries: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + entries.len() * 512);
+    v.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for e in entries {
+        v.extend_from_slice(&(e.len() as u32).to_be_bytes());
+        v.extend_from_slice(e);
+    }
+    v
+}
+
+/// Splits an entries value into its entries (byte ranges of `v`).
+fn split_entries(v: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    let be32 = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = v.get(at..at + 4)?.try_into().ok()?;
+        Some(u32::from_be_bytes(b) as usize)
+    };
+    let n = be32(0)?;
+    let mut out = Vec::with_capacity(n.min(v.len() / 4));
+    let mut at = 4;
+    for _ in 0..n {
+        let len = be32(at)?;
+        at += 4;
+        let end = at.checked_add(len)?;
+        if end > v.len() {
+            return None;
+        }
+        out.push(at..end);
+        at = end;
+    }
+    (at == v.len()).then_some(out)
+}
+
+/// Offsets within a block as an index value: concatenated `BE32(offset)`, ascending.
+fn encode_offsets(offsets: &[u32]) -> Vec<u8> {
+    offsets.iter().flat_map(|o| o.to_be_bytes()).collect()
+}
+
+/// What the store derives in memory on open and keeps up to date on append.
+#[derive(Default)]
+struct Index {
+    /// `ends[i]` = log size after block `i + 1`.
+    ends: Vec<u64>,
+    /// First 8 bytes of an entry id → its position (confirmed against the stored entry on
+    /// lookup, so a prefix collision cannot give a wrong answer).
+    ids: HashMap<u64, u64>,
+    /// Further positions of colliding id prefixes (rare).
+    id_collisions: BTreeMap<u64, Vec<u64>>,
+}
+
+impl Index {
+    fn add_id(&mut self, id: &Digest, pos: u64) {
+        let p = id_prefix(id);
+        match self.ids.entry(p) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(pos);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                if *o.get() != pos {
+                    self.id_collisions.entry(p).or_default().push(pos);
+                }
+            }
+        }
+    }
+
+    fn height(&self) -> u64 {
+        self.ends.len() as u64
+    }
+
+    fn log_size(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// First position of block `h` (1-based).
+    fn first(&self, h: u64) -> u64 {
+        if h <= 1 {
+            0
+        } else {
+            self.ends.get(h as usize - 2).copied().unwrap_or(0)
+        }
+    }
+
+    /// Height of the block holding `pos`.
+    fn height_of(&self, pos: u64) -> Option<u64> {
+        if pos >= self.log_size() {
+            return None;
+        }
+        // The first block whose end is beyond `pos`.
+        Some(self.ends.partition_point(|&e| e <= pos) as u64 + 1)
+    }
+}
+
+fn id_prefix(id: &Digest) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id.as_bytes()[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// A block's entries as read from the store, shared with the cache.
+type BlockEntries = Arc<Vec<Vec<u8>>>;
+
 /// A node's ledger database.
 pub struct Store {
     db: sled::Db,
     genesis: Genesis,
     chain_id: Digest,
+    index: RwLock<Index>,
+    /// The last block's entries read (reads of consecutive positions hit one block).
+    cache: Mutex<Option<(u64, BlockEntries)>>,
 }
 
 /// Persisted head.
@@ -168,7 +276,24 @@ struct StoredHead {
     log_size: u64,
 }
 
+fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        location: location.into(),
+        reason: reason.into(),
+    }
+}
+
 impl Store {
+    fn new(db: sled::Db, genesis: Genesis, chain_id: Digest) -> Store {
+        Store {
+            db,
+            genesis,
+            chain_id,
+            index: RwLock::new(Index::default()),
+            cache: Mutex::new(None),
+        }
+    }
+
     /// Opens the ledger in `dir`, creating it from `genesis` if the directory holds none.
     /// An existing ledger must be of the same chain.
     pub fn open_or_create(dir: &Path, genesis: &Genesis) -> Result<(Store, Chain), StoreError> {
@@ -185,11 +310,7 @@ impl Store {
             return Ok((store, chain));
         }
         let (chain, ws) = Chain::from_genesis(genesis)?;
-        let store = Store {
-            db,
-            genesis: genesis.clone(),
-            chain_id: *chain.chain_id(),
-        };
+        let store = Store::new(db, genesis.clone(), *chain.chain_id());
         let mut batch = sled::Batch::default();
         store.put(
             &mut batch,
@@ -246,85 +367,118 @@ impl Store {
         }
     }
 
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn load(db: sled::Db) -> Result<(Store, Chain), StoreError> {
         let tmp = |db: &sled::Db, key: &[u8]| -> Result<Vec<u8>, StoreError> {
-            let v = db.get(key)?.ok_or_else(|| StoreError::Corrupt {
-                location: describe(key),
-                reason: "missing".into(),
-            })?;
+            let v = db
+                .get(key)?
+                .ok_or_else(|| corrupt(describe(key), "missing"))?;
             unseal(key, &v)
         };
+        let version = tmp(&db, META_VERSION)?;
+        if version.as_slice() != STORE_VERSION.to_be_bytes() {
+            return Err(corrupt(
+                describe(META_VERSION),
+                format!(
+                    "store format {}, this build reads format {STORE_VERSION} (no migrations \
+                     before 1.0: recreate the node's data directory)",
+                    hex::encode(&version)
+                ),
+            ));
+        }
         let genesis = Genesis::from_json(&tmp(&db, META_GENESIS)?)?;
-        let head: StoredHead = codec::decode("head", &tmp(&db, META_HEAD)?, 1024).map_err(|e| {
-            StoreError::Corrupt {
-                location: describe(META_HEAD),
-                reason: e.to_string(),
-            }
-        })?;
+        let head: StoredHead = codec::decode("head", &tmp(&db, META_HEAD)?, 1024)
+            .map_err(|e| corrupt(describe(META_HEAD), e.to_string()))?;
         let chain_id = genesis.chain_id()?;
-        let store = Store {
-            db,
-            genesis,
-            chain_id,
-        };
+        let store = Store::new(db, genesis, chain_id);
         let mut kv = Vec::new();
         for item in store.db.scan_prefix([prefix::STATE]) {
             let (key, v) = item?;
             kv.push((key[1..].to_vec(), unseal(&key, &v)?));
         }
         let state = State::restore(&store.genesis, head.state, kv)?;
-        // The log is rebuilt from the stored entries themselves (no separate leaf keys): every
-        // entry is read, its seal checked and its leaf hash recomputed.
+        // The log and the in-memory indexes are rebuilt from the stored entries themselves: every
+        // block's entries value is read, its seal checked, each leaf hash and id recomputed.
         let mut leaves = Vec::with_capacity(head.log_size as usize);
-        for item in store.db.scan_prefix([prefix::ENTRY]) {
+        let mut index = Index::default();
+        let mut last_header = None;
+        for item in store.db.scan_prefix([prefix::ENTRIES]) {
             let (key, v) = item?;
-            let expected = leaves.len() as u64;
+            let expected = index.height() + 1;
             if key.get(1..) != Some(&expected.to_be_bytes()[..]) {
-                return Err(StoreError::Corrupt {
-                    location: describe(&key),
-                    reason: format!("expected the entry at log position {expected}"),
-                });
+                return Err(corrupt(
+                    describe(&key),
+                    format!("expected the entries of block {expected}"),
+                ));
             }
-            leaves.push(crate::merkle::leaf_hash(&unseal(&key, &v)?));
+            let value = unseal(&key, &v)?;
+            let ranges = split_entries(&value)
+                .ok_or_else(|| corrupt(describe(&key), "entries value is malformed"))?;
+            let header = store
+                .header(expected)?
+                .ok_or_else(|| corrupt(format!("header of block {expected}"), "missing"))?;
+            let first = index.log_size();
+            if header.entry_count as usize != ranges.len()
+                || header.log_size != first + ranges.len() as u64
+            {
+                return Err(corrupt(
+                    describe(&key),
+                    format!(
+                        "{} entries stored, the header says {} ending at log size {}",
+                        ranges.len(),
+                        header.entry_count,
+                        header.log_size
+                    ),
+                ));
+            }
+            for (i, r) in ranges.into_iter().enumerate() {
+                let bytes = &value[r];
+                leaves.push(crate::merkle::leaf_hash(bytes));
+                index.add_id(&hash::tagged(Domain::Entry, &[bytes]), first + i as u64);
+            }
+            index.ends.push(header.log_size);
+            last_header = Some(header);
+        }
+        if index.height() != head.state.height {
+            return Err(corrupt(
+                "block log",
+                format!(
+                    "entries of {} blocks stored, head says height {}",
+                    index.height(),
+                    head.state.height
+                ),
+            ));
         }
         if leaves.len() as u64 != head.log_size {
-            return Err(StoreError::Corrupt {
-                location: "entry log".into(),
-                reason: format!(
+            return Err(corrupt(
+                "entry log",
+                format!(
                     "{} leaves stored, head says {}",
                     leaves.len(),
                     head.log_size
                 ),
-            });
+            ));
         }
         let log = MerkleTree::from_leaf_hashes(leaves);
-        let header = if head.state.height == 0 {
-            None
-        } else {
-            Some(
-                store
-                    .header(head.state.height)?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        location: format!("header of block {}", head.state.height),
-                        reason: "missing".into(),
-                    })?,
-            )
-        };
-        if let Some(h) = &header {
+        if let Some(h) = &last_header {
             if h.log_root.0 != log.root() || h.log_size != log.size() {
-                return Err(StoreError::Corrupt {
-                    location: "entry log".into(),
-                    reason: "stored leaves do not give the head header's log root".into(),
-                });
+                return Err(corrupt(
+                    "entry log",
+                    "stored leaves do not give the head header's log root",
+                ));
             }
             if h.state_root != head.state.root {
-                return Err(StoreError::Corrupt {
-                    location: describe(META_HEAD),
-                    reason: "state root differs from the head header's".into(),
-                });
+                return Err(corrupt(
+                    describe(META_HEAD),
+                    "state root differs from the head header's",
+                ));
             }
         }
-        let chain = Chain::restore(&store.genesis, state, log, header)?;
+        *store.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+        let chain = Chain::restore(&store.genesis, state, log, last_header)?;
         Ok((store, chain))
     }
 
@@ -336,10 +490,10 @@ impl Store {
     /// Appends a committed block atomically and durably.
     pub fn append(&self, b: &CommittedBlock) -> Result<(), StoreError> {
         let height = b.block.header.height;
-        let head = self.head()?;
-        if height != head.state.height + 1 {
+        let stored = self.index().height();
+        if height != stored + 1 {
             return Err(StoreError::OutOfOrder {
-                head: head.state.height,
+                head: stored,
                 got: height,
             });
         }
@@ -355,24 +509,34 @@ impl Store {
             k(prefix::CERT, &[&hb]),
             &b.certificate.encode()?,
         );
+        self.put(
+            &mut batch,
+            k(prefix::ENTRIES, &[&hb]),
+            &encode_entries(b.entries.iter().map(|e| e.bytes.as_slice())),
+        );
+        let mut by_firm: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        let mut by_org: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for (i, e) in b.entries.iter().enumerate() {
-            let pos = (b.first_position + i as u64).to_be_bytes();
-            self.put(&mut batch, k(prefix::ENTRY, &[&pos]), &e.bytes);
-            self.put(&mut batch, k(prefix::BY_ID, &[e.id.as_bytes()]), &pos);
-            if let Some(f) = b.firms.get(i).copied().flatten() {
-                self.put(
-                    &mut batch,
-                    k(prefix::BY_FIRM, &[f.as_str().as_bytes(), &pos]),
-                    &[],
-                );
+            if let Some(f) = b.firms.get(i).and_then(Option::as_ref) {
+                by_firm.entry(f.as_str()).or_default().push(i as u32);
             }
             if let Author::Org(o) = &e.body.author {
-                self.put(
-                    &mut batch,
-                    k(prefix::BY_ORG, &[o.as_str().as_bytes(), &[0], &pos]),
-                    &[],
-                );
+                by_org.entry(o.as_str()).or_default().push(i as u32);
             }
+        }
+        for (f, offs) in &by_firm {
+            self.put(
+                &mut batch,
+                k(prefix::BY_FIRM, &[f.as_bytes(), &hb]),
+                &encode_offsets(offs),
+            );
+        }
+        for (o, offs) in &by_org {
+            self.put(
+                &mut batch,
+                k(prefix::BY_ORG, &[o.as_bytes(), &[0], &hb]),
+                &encode_offsets(offs),
+            );
         }
         self.put_state(&mut batch, &b.write_set);
         let new_head = StoredHead {
@@ -386,23 +550,17 @@ impl Store {
         self.put(&mut batch, META_HEAD.to_vec(), &codec::encode(&new_head)?);
         self.db.apply_batch(batch)?;
         self.db.flush()?;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        for (i, e) in b.entries.iter().enumerate() {
+            index.add_id(&e.id, b.first_position + i as u64);
+        }
+        index.ends.push(b.block.header.log_size);
         Ok(())
-    }
-
-    fn head(&self) -> Result<StoredHead, StoreError> {
-        let v = self.get(META_HEAD)?.ok_or_else(|| StoreError::Corrupt {
-            location: describe(META_HEAD),
-            reason: "missing".into(),
-        })?;
-        codec::decode("head", &v, 1024).map_err(|e| StoreError::Corrupt {
-            location: describe(META_HEAD),
-            reason: e.to_string(),
-        })
     }
 
     /// Height of the last stored block (0 = genesis only).
     pub fn height(&self) -> Result<u64, StoreError> {
-        Ok(self.head()?.state.height)
+        Ok(self.index().height())
     }
 
     /// Header at `height`.
@@ -412,10 +570,7 @@ impl Store {
             None => Ok(None),
             Some(v) => codec::decode("header", &v, crate::block::MAX_HEADER_BYTES)
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    location: describe(&key),
-                    reason: e.to_string(),
-                }),
+                .map_err(|e| corrupt(describe(&key), e.to_string())),
         }
     }
 
@@ -426,30 +581,70 @@ impl Store {
             None => Ok(None),
             Some(v) => CommitCertificate::decode(&v)
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    location: describe(&key),
-                    reason: e.to_string(),
-                }),
+                .map_err(|e| corrupt(describe(&key), e.to_string())),
         }
+    }
+
+    /// The entries of block `height` (from the one-block cache when it holds them).
+    fn block_entries(&self, height: u64) -> Result<Option<BlockEntries>, StoreError> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((h, e)) = cache.as_ref() {
+            if *h == height {
+                return Ok(Some(e.clone()));
+            }
+        }
+        let key = k(prefix::ENTRIES, &[&height.to_be_bytes()]);
+        let Some(value) = self.get(&key)? else {
+            return Ok(None);
+        };
+        let ranges = split_entries(&value)
+            .ok_or_else(|| corrupt(describe(&key), "entries value is malformed"))?;
+        let entries: BlockEntries =
+            Arc::new(ranges.into_iter().map(|r| value[r].to_vec()).collect());
+        *cache = Some((height, entries.clone()));
+        Ok(Some(entries))
     }
 
     /// Stored bytes of the entry at log `position`.
     pub fn entry(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get(&k(prefix::ENTRY, &[&position.to_be_bytes()]))
+        let (height, first) = {
+            let index = self.index();
+            match index.height_of(position) {
+                None => return Ok(None),
+                Some(h) => (h, index.first(h)),
+            }
+        };
+        let entries = self
+            .block_entries(height)?
+            .ok_or_else(|| corrupt(format!("entries of block {height}"), "missing"))?;
+        let at = (position - first) as usize;
+        entries.get(at).cloned().map(Some).ok_or_else(|| {
+            corrupt(
+                format!("entries of block {height}"),
+                format!("no entry at log position {position}"),
+            )
+        })
     }
 
     /// Log position of the entry with this id.
     pub fn position_of(&self, id: &Digest) -> Result<Option<u64>, StoreError> {
-        let key = k(prefix::BY_ID, &[id.as_bytes()]);
-        match self.get(&key)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(u64::from_be_bytes(v.as_slice().try_into().map_err(
-                |_| StoreError::Corrupt {
-                    location: format!("id index {id}"),
-                    reason: "position is not 8 bytes".into(),
-                },
-            )?))),
+        let p = id_prefix(id);
+        let candidates: Vec<u64> = {
+            let index = self.index();
+            let mut c: Vec<u64> = index.ids.get(&p).copied().into_iter().collect();
+            if let Some(more) = index.id_collisions.get(&p) {
+                c.extend(more);
+            }
+            c
+        };
+        for pos in candidates {
+            if let Some(bytes) = self.entry(pos)? {
+                if hash::tagged(Domain::Entry, &[&bytes]) == *id {
+                    return Ok(Some(pos));
+                }
+            }
         }
+        Ok(None)
     }
 
     /// The block with its certificate.
@@ -459,71 +654,88 @@ impl Store {
         };
         let cert = self
             .certificate(height)?
-            .ok_or_else(|| StoreError::Corrupt {
-                location: format!("certificate of block {height}"),
-                reason: "missing".into(),
-            })?;
-        let first = header.log_size - u64::from(header.entry_count);
-        let mut entries = Vec::with_capacity(header.entry_count as usize);
-        for pos in first..header.log_size {
-            let e = self.entry(pos)?.ok_or_else(|| StoreError::Corrupt {
-                location: format!("entry at log position {pos}"),
-                reason: "missing".into(),
-            })?;
-            entries.push(serde_bytes::ByteBuf::from(e));
+            .ok_or_else(|| corrupt(format!("certificate of block {height}"), "missing"))?;
+        let entries = self
+            .block_entries(height)?
+            .ok_or_else(|| corrupt(format!("entries of block {height}"), "missing"))?;
+        if entries.len() != header.entry_count as usize {
+            return Err(corrupt(
+                format!("entries of block {height}"),
+                format!(
+                    "{} entries stored, the header says {}",
+                    entries.len(),
+                    header.entry_count
+                ),
+            ));
         }
+        let entries = entries
+            .iter()
+            .map(|e| serde_bytes::ByteBuf::from(e.clone()))
+            .collect();
         Ok(Some((Block { header, entries }, cert)))
     }
 
     /// Height of the block holding log position `position`.
     pub fn height_of_position(&self, position: u64) -> Result<Option<u64>, StoreError> {
-        let (mut lo, mut hi) = (1u64, self.height()?);
-        while lo <= hi {
-            let mid = lo + (hi - lo) / 2;
-            let h = self.header(mid)?.ok_or_else(|| StoreError::Corrupt {
-                location: format!("header of block {mid}"),
-                reason: "missing".into(),
-            })?;
-            let first = h.log_size - u64::from(h.entry_count);
-            if position < first {
-                hi = mid - 1;
-            } else if position >= h.log_size {
-                lo = mid + 1;
-            } else {
-                return Ok(Some(mid));
-            }
-        }
-        Ok(None)
+        Ok(self.index().height_of(position))
     }
 
+    /// Positions from per-block index values under `pfx` (`pfx ‖ BE64(height)` → offsets).
     fn positions(
         &self,
         pfx: Vec<u8>,
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<u64>, StoreError> {
-        let start = match after {
-            Some(p) => {
-                let mut s = pfx.clone();
-                s.extend_from_slice(&(p + 1).to_be_bytes());
-                s
-            }
-            None => pfx.clone(),
+        let from_height = match after {
+            Some(p) => match self.index().height_of(p) {
+                Some(h) => h,
+                None => return Ok(Vec::new()),
+            },
+            None => 1,
         };
+        let mut start = pfx.clone();
+        start.extend_from_slice(&from_height.to_be_bytes());
         let mut out = Vec::new();
         for item in self.db.range(start..) {
-            let (key, v) = item?;
-            if !key.starts_with(&pfx) || out.len() >= limit {
+            if out.len() >= limit {
                 break;
             }
-            unseal(&key, &v)?;
-            let pos: [u8; 8] = key[pfx.len()..]
+            let (key, v) = item?;
+            if !key.starts_with(&pfx) {
+                break;
+            }
+            let where_ = || format!("index key {}", hex::encode(&key));
+            let hb: [u8; 8] = key[pfx.len()..]
                 .try_into()
-                .map_err(|_| StoreError::Corrupt {
-                    location: format!("index key {}", hex::encode(&key)),
-                    reason: "bad position".into(),
-                })?;
-            out.push(u64::from_be_bytes(pos));
+                .map_err(|_| corrupt(where_(), "bad height"))?;
+            let height = u64::from_be_bytes(hb);
+            let value = unseal(&key, &v)?;
+            if value.len() % 4 != 0 {
+                return Err(corrupt(where_(), "offsets are not 4-byte values"));
+            }
+            let (first, end) = {
+                let index = self.index();
+                if height == 0 || height > index.height() {
+                    return Err(corrupt(where_(), "height beyond the stored blocks"));
+                }
+                (index.first(height), index.ends[height as usize - 1])
+            };
+            for c in value.chunks_exact(4) {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(c);
+                let pos = first + u64::from(u32::from_be_bytes(b));
+                if pos >= end {
+                    return Err(corrupt(where_(), "offset beyond the block"));
+                }
+                if after.is_some_and(|a| pos <= a) {
+                    continue;
+                }
+                if out.len() >= limit {
+                    break;
+                }
+                out.push(pos);
+            }
         }
         Ok(out)
     }
@@ -565,5 +777,136 @@ impl Store {
     pub fn close(self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Entry, EntryKind};
+    use crate::sample::{sample_firm, SampleConsortium};
+    use crate::types::TimeMs;
+
+    const T0: TimeMs = 1_795_000_000_000;
+
+    /// A store with `blocks` blocks of `per` firm registrations each; returns the entries.
+    fn filled(dir: &Path, blocks: u32, per: u32) -> (SampleConsortium, Vec<Entry>) {
+        let c = SampleConsortium::new(b"store-tests", 1, T0);
+        let (store, mut chain) = Store::open_or_create(dir, &c.genesis).unwrap();
+        let mut all = Vec::new();
+        for b in 0..blocks {
+            let time = T0 + 10 + u64::from(b);
+            let entries: Vec<Entry> = (b * per..(b + 1) * per)
+                .map(|i| {
+                    let firm = sample_firm(i).unwrap();
+                    let key = c.firm_key(&firm).public();
+                    c.org_entry(
+                        "gz-credit",
+                        time,
+                        u64::from(i),
+                        EntryKind::FirmRegistered { firm, key },
+                    )
+                    .unwrap()
+                })
+                .collect();
+            all.extend(entries.clone());
+            let proposer = OrgId::new("gz-credit").unwrap();
+            let (block, dropped) = chain.build_block(time, proposer, entries).unwrap();
+            assert!(dropped.is_empty());
+            let cert = c.certify(&block).unwrap();
+            store.append(&chain.commit_built(cert).unwrap()).unwrap();
+        }
+        (c, all)
+    }
+
+    #[test]
+    fn per_block_values_serve_every_per_entry_read_before_and_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_c, all) = filled(dir.path(), 4, 3);
+        let (store, chain) = Store::open(dir.path()).unwrap();
+        assert_eq!(store.height().unwrap(), 4);
+        assert_eq!(chain.log().size(), 12);
+        for (pos, e) in all.iter().enumerate() {
+            let pos = pos as u64;
+            assert_eq!(store.entry(pos).unwrap().unwrap(), e.bytes);
+            assert_eq!(store.position_of(&e.id).unwrap(), Some(pos));
+            assert_eq!(store.height_of_position(pos).unwrap(), Some(pos / 3 + 1));
+        }
+        assert_eq!(store.entry(12).unwrap(), None);
+        assert_eq!(store.height_of_position(12).unwrap(), None);
+        assert_eq!(store.position_of(&Digest([9; 32])).unwrap(), None);
+        // Each registration concerns its own firm.
+        let f7 = sample_firm(7).unwrap();
+        assert_eq!(store.firm_positions(&f7, None, 10).unwrap(), vec![7]);
+        assert!(store.firm_positions(&f7, Some(7), 10).unwrap().is_empty());
+        let org = OrgId::new("gz-credit").unwrap();
+        assert_eq!(
+            store.org_positions(&org, None, 100).unwrap(),
+            (0..12).collect::<Vec<u64>>()
+        );
+        assert_eq!(
+            store.org_positions(&org, Some(4), 3).unwrap(),
+            vec![5, 6, 7]
+        );
+        let (b2, _) = store.block(2).unwrap().unwrap();
+        assert_eq!(b2.entries.len(), 3);
+        assert_eq!(b2.entries[0].as_ref(), all[3].bytes.as_slice());
+    }
+
+    fn poke(dir: &Path, key: &[u8], f: impl FnOnce(&mut Vec<u8>)) {
+        let db = open_db(dir).unwrap();
+        let mut v = db.get(key).unwrap().unwrap().to_vec();
+        f(&mut v);
+        db.insert(key, v).unwrap();
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn damaged_index_value_is_reported_with_its_key_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path(), 2, 2);
+        let org = OrgId::new("gz-credit").unwrap();
+        poke(
+            dir.path(),
+            &k(
+                prefix::BY_ORG,
+                &[org.as_str().as_bytes(), &[0], &2u64.to_be_bytes()],
+            ),
+            |v| v[0] ^= 1,
+        );
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let e = store.org_positions(&org, None, 10).unwrap_err();
+        assert_eq!(e.code(), "store.corrupt");
+        assert!(e.to_string().contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn missing_block_and_other_format_version_are_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path(), 3, 1);
+        {
+            let db = open_db(dir.path()).unwrap();
+            db.remove(k(prefix::ENTRIES, &[&2u64.to_be_bytes()]))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let e = Store::open(dir.path()).err().unwrap();
+        assert_eq!(e.code(), "store.corrupt");
+        assert!(
+            e.to_string().contains("expected the entries of block 2"),
+            "{e}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path(), 1, 1);
+        {
+            let db = open_db(dir.path()).unwrap();
+            db.insert(META_VERSION, seal(META_VERSION, &1u32.to_be_bytes()))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let e = Store::open(dir.path()).err().unwrap();
+        assert_eq!(e.code(), "store.corrupt");
+        assert!(e.to_string().contains("format"), "{e}");
     }
 }

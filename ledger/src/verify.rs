@@ -8,7 +8,7 @@
 
 use crate::block::{Block, CommitCertificate};
 use crate::bundle::{BundleError, BundleReader};
-use crate::chain::{Chain, ChainError};
+use crate::chain::{Chain, ChainError, PendingSignatures};
 use crate::genesis::{Genesis, GenesisError};
 use crate::hash::Digest;
 use std::collections::BTreeMap;
@@ -121,28 +121,63 @@ where
         log_root: Digest(crate::merkle::empty_root()),
         state_root: chain.state_head().root,
     };
-    for item in blocks {
-        let (block_bytes, cert_bytes) = item.map_err(Into::into)?;
-        let height = chain.height() + 1;
-        let block = Block::decode(&block_bytes).map_err(|e| VerifyError::Decode {
-            height,
-            reason: format!("block bytes: {e}"),
-        })?;
-        let cert = CommitCertificate::decode(&cert_bytes).map_err(|e| VerifyError::Decode {
-            height,
-            reason: format!("certificate bytes: {e}"),
-        })?;
-        let committed = chain.apply_block(block, cert)?;
-        report.blocks += 1;
-        report.entries += committed.entries.len() as u64;
-        for e in &committed.entries {
-            *report
-                .entries_by_kind
-                .entry(e.body.kind.name().to_string())
-                .or_insert(0) += 1;
+    // Pipeline: this thread decodes and executes block h+1 (rules, Merkle log, roots) while a
+    // second thread batch-verifies block h's signatures (chunks spread over the cores). The
+    // first failure in chain order is reported: a signature verdict of an earlier block wins
+    // over anything found later, and `apply_block_deferred` verifies a block's own signatures
+    // before reporting a later check of that block.
+    let (to_verifier, jobs) = std::sync::mpsc::sync_channel::<PendingSignatures>(2);
+    let (verdict_tx, verdicts) = std::sync::mpsc::channel::<Result<(), ChainError>>();
+    let executed: Result<(), VerifyError> = std::thread::scope(|s| {
+        s.spawn(move || {
+            for p in jobs {
+                let r = p.verify();
+                let bad = r.is_err();
+                if verdict_tx.send(r).is_err() || bad {
+                    break;
+                }
+            }
+        });
+        // Moved in so that it is dropped (ending the verifier's loop) before the scope joins.
+        let to_verifier = to_verifier;
+        let first_bad = || verdicts.try_iter().find_map(Result::err);
+        for item in blocks {
+            let (block_bytes, cert_bytes) = item.map_err(Into::into)?;
+            let height = chain.height() + 1;
+            let block = Block::decode(&block_bytes).map_err(|e| VerifyError::Decode {
+                height,
+                reason: format!("block bytes: {e}"),
+            })?;
+            let cert = CommitCertificate::decode(&cert_bytes).map_err(|e| VerifyError::Decode {
+                height,
+                reason: format!("certificate bytes: {e}"),
+            })?;
+            let (committed, pending) = chain.apply_block_deferred(block, cert)?;
+            report.blocks += 1;
+            report.entries += committed.entries.len() as u64;
+            for e in &committed.entries {
+                *report
+                    .entries_by_kind
+                    .entry(e.body.kind.name().to_string())
+                    .or_insert(0) += 1;
+            }
+            if !pending.is_empty() && to_verifier.send(pending).is_err() {
+                // The verifier stopped: it found a bad signature.
+                break;
+            }
+            if let Some(e) = first_bad() {
+                return Err(e.into());
+            }
+            progress(height, report.entries);
         }
-        progress(height, report.entries);
+        Ok(())
+    });
+    // Whatever this thread found, an earlier block's bad signature comes first. The scope has
+    // joined the verifier, so every verdict is in.
+    if let Some(e) = verdicts.try_iter().find_map(Result::err) {
+        return Err(e.into());
     }
+    executed?;
     report.head_hash = *chain.head_hash();
     report.log_size = chain.log().size();
     report.log_root = Digest(chain.log().root());

@@ -150,20 +150,22 @@ fn damaged_store_value_is_reported_with_its_location() {
             .flush_every_ms(None)
             .open()
             .unwrap();
+        // The entries of block 3 (log positions 2 and 3) are one value.
         let mut key = vec![b'E'];
-        key.extend_from_slice(&2u64.to_be_bytes());
+        key.extend_from_slice(&3u64.to_be_bytes());
         let mut v = db.get(&key).unwrap().unwrap().to_vec();
-        v[5] ^= 0x40;
+        v[12] ^= 0x40;
         db.insert(key, v).unwrap();
         db.flush().unwrap();
     }
-    // Opening re-reads every entry to rebuild the log: the damage is found there, by name.
+    // Opening re-reads every block's entries to rebuild the log: the damage is found there, by
+    // name.
     let err = match Store::open(dir.path()) {
         Ok(_) => panic!("a damaged store opened"),
         Err(e) => e,
     };
     assert_eq!(err.code(), "store.corrupt");
-    assert!(err.to_string().contains("entry at log position 2"), "{err}");
+    assert!(err.to_string().contains("entries of block 3"), "{err}");
 }
 
 #[test]
