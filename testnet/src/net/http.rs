@@ -104,8 +104,13 @@ pub fn head(agent: &ureq::Agent, url: &str, h: &HealthInfo) -> Option<String> {
     if h.height == 0 {
         return None;
     }
+    block_hash(agent, url, h.height)
+}
+
+/// Header hash of block `height` (`GET /v1/blocks/{height}`).
+pub fn block_hash(agent: &ureq::Agent, url: &str, height: u64) -> Option<String> {
     let v: Value = agent
-        .get(&format!("{url}/v1/blocks/{}", h.height))
+        .get(&format!("{url}/v1/blocks/{height}"))
         .call()
         .ok()?
         .into_json()

@@ -5,7 +5,6 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use xinyi_ledger::sample::SAMPLE_ORGS;
 use xinyi_ledger::Role;
 use xinyi_node::config::{Config, P2pSection, QuerySection, SampleSection};
@@ -201,33 +200,29 @@ impl Plan {
     }
 
     /// The node's TOML configuration. Paths are relative to the node's directory
-    /// (`DIR/<org>/`): data in `data/`, keys in `../keys/`, genesis `../genesis.json`.
-    pub fn config(&self, node: &NodePlan) -> Config {
+    /// (`DIR/<org>/`): data in `data/`, keys in `../keys/`, genesis `../genesis.json`. The
+    /// required fields are parsed from TOML so that every other field keeps the node's default.
+    pub fn config(&self, node: &NodePlan) -> Result<Config> {
+        let base = format!(
+            "data_dir = \"data\"\nhttp = \"{}\"\norg = \"{}\"\nkey_file = \"../keys/{}.key\"\ngenesis = \"../genesis.json\"\n",
+            node.http, node.org, node.org
+        );
+        let mut c: Config = toml::from_str(&base)?;
         let peers = self
             .nodes
             .iter()
             .filter(|n| n.org != node.org)
             .map(|n| (n.org.clone(), n.p2p))
             .collect();
-        let p2p: P2pSection = toml_default_p2p(node.p2p, peers);
-        Config {
-            data_dir: PathBuf::from("data"),
-            http: node.http,
-            org: node.org.clone(),
-            key_file: PathBuf::from(format!("../keys/{}.key", node.org)),
-            genesis: PathBuf::from("../genesis.json"),
-            rate_limit_per_sec: 20_000,
-            mempool_capacity: 50_000,
-            request_timeout_ms: 10_000,
-            p2p: Some(p2p),
-            query: match self.data_node() {
-                Some(d) if !node.is_data_node() => Some(QuerySection { data_node: d.url() }),
-                _ => None,
-            },
-            sample: node.is_data_node().then_some(SampleSection {
-                firms: SAMPLE_FIRMS,
-            }),
-        }
+        c.p2p = Some(toml_default_p2p(node.p2p, peers));
+        c.query = match self.data_node() {
+            Some(d) if !node.is_data_node() => Some(QuerySection { data_node: d.url() }),
+            _ => None,
+        };
+        c.sample = node.is_data_node().then_some(SampleSection {
+            firms: SAMPLE_FIRMS,
+        });
+        Ok(c)
     }
 
     /// The configuration as the text of `DIR/<org>/xinyi.toml`.
@@ -236,7 +231,7 @@ impl Plan {
             "# xinyi-node configuration of {} ({}) in a local testnet, written by `xinyi-testnet up`.\n# Relative paths are relative to this file.\n{}",
             node.org,
             node.role.name(),
-            toml::to_string_pretty(&self.config(node))?
+            toml::to_string_pretty(&self.config(node)?)?
         ))
     }
 }
@@ -263,6 +258,7 @@ fn toml_default_p2p(listen: SocketAddr, peers: BTreeMap<String, SocketAddr>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn four_validators_one_follower() {
@@ -318,14 +314,14 @@ mod tests {
     #[test]
     fn configs_name_every_other_node_and_the_data_node() {
         let p = Plan::new(3, 2, 7800).unwrap();
-        let gz = p.config(&p.nodes[0]);
+        let gz = p.config(&p.nodes[0]).unwrap();
         assert!(gz.sample.as_ref().is_some_and(|s| s.firms == SAMPLE_FIRMS));
         assert!(gz.query.is_none());
         let peers = &gz.p2p.as_ref().unwrap().peers;
         assert_eq!(peers.len(), 4);
         assert!(!peers.contains_key("gz-credit"));
         assert_eq!(peers["bank-b"].port(), 7905);
-        let bank = p.config(&p.nodes[3]);
+        let bank = p.config(&p.nodes[3]).unwrap();
         assert_eq!(bank.query.unwrap().data_node, "http://127.0.0.1:7801");
         assert!(bank.sample.is_none());
         // The text parses back as the node's own config type.

@@ -417,37 +417,62 @@ fn wait_all_healthy(
     }
 }
 
-/// Waits until every live node reports the same height (and head, if reported); returns it.
+/// Waits until every node has reached the highest height any node reported at the first poll
+/// and checks that they all hold the same block there (blocks keep coming, so "same height at
+/// the same instant" is not a condition to wait for). Returns that height.
 pub fn wait_same_height(m: &Manifest, deadline: Instant) -> Result<u64> {
     let agent = http::agent();
+    let mut target: Option<u64> = None;
     loop {
-        let mut seen = Vec::new();
-        for n in &m.nodes {
-            if let Ok(h) = http::health(&agent, &n.url) {
-                let head = http::head(&agent, &n.url, &h);
-                seen.push((n.org.clone(), h.height, head));
-            } else {
-                seen.push((n.org.clone(), u64::MAX, None));
+        let seen: Vec<Option<u64>> = m
+            .nodes
+            .iter()
+            .map(|n| http::health(&agent, &n.url).ok().map(|h| h.height))
+            .collect();
+        if target.is_none() && seen.iter().all(Option::is_some) {
+            target = seen.iter().flatten().max().copied();
+        }
+        if let Some(t) = target {
+            if seen.iter().all(|h| h.is_some_and(|h| h >= t)) {
+                if t == 0 {
+                    return Ok(0);
+                }
+                let hashes: Vec<(String, Option<String>)> = m
+                    .nodes
+                    .iter()
+                    .map(|n| (n.org.clone(), http::block_hash(&agent, &n.url, t)))
+                    .collect();
+                if hashes.iter().all(|h| h.1.is_some() && h.1 == hashes[0].1) {
+                    return Ok(t);
+                }
+                if hashes.iter().all(|h| h.1.is_some()) {
+                    let desc: Vec<String> = hashes
+                        .iter()
+                        .map(|(o, h)| format!("{o}={}", short(h.as_deref())))
+                        .collect();
+                    bail!(
+                        "nodes hold different blocks at height {t}: {}",
+                        desc.join(" ")
+                    );
+                }
             }
         }
-        let first = &seen[0];
-        if seen.iter().all(|s| s.1 == first.1 && s.2 == first.2) {
-            return Ok(first.1);
-        }
         if Instant::now() > deadline {
-            let desc: Vec<String> = seen
+            let desc: Vec<String> = m
+                .nodes
                 .iter()
-                .map(|(o, h, hd)| {
-                    let h = if *h == u64::MAX {
-                        "down".to_string()
-                    } else {
-                        h.to_string()
-                    };
-                    format!("{o}={h}/{}", short(hd.as_deref()))
+                .zip(&seen)
+                .map(|(n, h)| {
+                    format!(
+                        "{}={}",
+                        n.org,
+                        h.map(|h| h.to_string()).unwrap_or_else(|| "down".into())
+                    )
                 })
                 .collect();
             bail!(
-                "nodes did not converge on one head in time: {}",
+                "nodes did not all reach height {} in time: {}",
+                target.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
                 desc.join(" ")
             );
         }

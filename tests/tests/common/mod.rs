@@ -249,21 +249,43 @@ pub fn height_head(agent: &ureq::Agent, url: &str) -> Option<(u64, Option<String
     Some((height, head))
 }
 
-/// Waits (at most `timeout`) until every URL reports the same height and head; returns them.
-pub fn converge(urls: &[String], timeout: Duration) -> (u64, Option<String>) {
+/// Header hash of block `h` at `url`.
+pub fn block_hash(agent: &ureq::Agent, url: &str, h: u64) -> Option<String> {
+    get_json(agent, &format!("{url}/v1/blocks/{h}"))
+        .and_then(|b| b["header_hash"].as_str().map(str::to_string))
+}
+
+/// Waits (at most `timeout`) until every URL has reached the highest height any of them reported
+/// at the first poll, then asserts they hold the same block there; returns (height, hash).
+/// (Blocks keep coming, so the nodes are compared at a height all of them have.)
+pub fn converge(urls: &[String], timeout: Duration) -> (u64, String) {
     let agent = agent();
     let deadline = Instant::now() + timeout;
+    let mut target = None;
     loop {
-        let seen: Vec<Option<(u64, Option<String>)>> =
-            urls.iter().map(|u| height_head(&agent, u)).collect();
-        if let Some(Some(first)) = seen.first() {
-            if seen.iter().all(|s| s.as_ref() == Some(first)) {
-                return first.clone();
+        let seen: Vec<Option<u64>> = urls
+            .iter()
+            .map(|u| height_head(&agent, u).map(|x| x.0))
+            .collect();
+        if target.is_none() && seen.iter().all(Option::is_some) {
+            target = seen.iter().flatten().max().copied();
+        }
+        if let Some(t) = target {
+            if seen.iter().all(|h| h.is_some_and(|h| h >= t)) {
+                let hashes: Vec<Option<String>> =
+                    urls.iter().map(|u| block_hash(&agent, u, t)).collect();
+                if hashes.iter().all(Option::is_some) {
+                    assert!(
+                        hashes.iter().all(|h| h == &hashes[0]),
+                        "divergence at height {t}: {urls:?} {hashes:?}"
+                    );
+                    return (t, hashes[0].clone().unwrap_or_default());
+                }
             }
         }
         assert!(
             Instant::now() < deadline,
-            "nodes did not converge within {timeout:?}: {seen:?}"
+            "nodes did not all reach height {target:?} within {timeout:?}: {seen:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
