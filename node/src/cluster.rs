@@ -16,7 +16,7 @@ use crate::api::ApiConfig;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::consensus::{
-    engine_key, namespace, start_validator, Activity, Application, Core, EngineParams, Peers,
+    engine_key, lock, namespace, start_validator, Activity, Application, Core, EngineParams, Peers,
     Scheme,
 };
 use crate::datastore::AgencyData;
@@ -28,14 +28,14 @@ use anyhow::Context as _;
 use commonware_actor::Feedback;
 use commonware_consensus::Reporter;
 use commonware_p2p::{Receiver as _, Recipients, Sender as _};
-use commonware_runtime::{Runner as _, Supervisor as _};
+use commonware_runtime::{Handle, Runner as _, Supervisor as _};
 use commonware_utils::ordered::Set;
 use serde_bytes::ByteBuf;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use xinyi_ledger::{Entry, Genesis, OrgId, PublicKey};
+use xinyi_ledger::{Digest, Entry, Genesis, OrgId, PublicKey};
 
 /// Channel ids on the p2p network.
 pub mod channel {
@@ -65,6 +65,8 @@ pub struct NetView {
     pub listen: Option<SocketAddr>,
     /// Transport counters.
     pub stats: Option<crate::p2p::P2pStats>,
+    /// First height of the running epoch (its validator set).
+    pub epoch: Option<u64>,
 }
 
 /// One member in [`NetView`].
@@ -190,9 +192,6 @@ async fn run_member(
     })
     .await
     .context("starting the p2p network")?;
-    let votes = network.register(channel::VOTES, CHANNEL_CAPACITY);
-    let certificates = network.register(channel::CERTIFICATES, CHANNEL_CAPACITY);
-    let resolver = network.register(channel::RESOLVER, CHANNEL_CAPACITY);
     let (ledger_tx, ledger_rx) = network.register(channel::LEDGER, CHANNEL_CAPACITY);
     let (tx_out, tx_in) = network.register(channel::TRANSACTIONS, CHANNEL_CAPACITY);
     tracing::info!(
@@ -201,12 +200,8 @@ async fn run_member(
         engine.role()
     );
 
-    // Consensus: the ledger channel on every member, the engine on validators.
-    let peers = Peers::new(
-        orgs.iter()
-            .filter_map(|(o, k)| Some((o.clone(), engine_public_key(k)?))),
-    );
-    let mempool: Box<dyn crate::consensus::Mempool> = match engine.pool() {
+    // Consensus: the ledger channel on every member, the engine on validators (per epoch).
+    let mempool: Box<dyn crate::consensus::Mempool> = match engine.proposer_pool() {
         Some(p) => Box::new(p),
         None => Box::new(NoPool),
     };
@@ -217,70 +212,45 @@ async fn run_member(
         mempool,
     )));
     let leader_timeout = Duration::from_millis(p2p.leader_timeout_ms.max(50));
-    let app = Application::new(ctx.child("app"), core, peers, ledger_tx)
+    let app = Application::new(ctx.child("app"), core.clone(), peers_of(&orgs), ledger_tx)
         .with_empty_block_after(leader_timeout / 2);
     let _loops = app.start(ledger_rx);
-    let validators = engine
-        .lock()
-        .chain
-        .state()
-        .validators()
-        .map_err(|e| anyhow::anyhow!("reading the validator set: {e}"))?;
-    let _engine_handle = if engine.role() == "validator" {
-        let participants: Set<crate::p2p::EngineKey> = Set::from_iter_dedup(
-            validators
-                .validators
-                .iter()
-                .filter(|v| v.power > 0)
-                .filter_map(|v| engine_public_key(&v.key)),
-        );
-        let signer = engine_key(&key).context("the node key is not a valid engine key")?;
-        let scheme = Scheme::signer(&namespace(engine.chain_id()), participants, signer)
-            .context("this node's key is not in the validator set")?;
-        let params = EngineParams {
-            leader_timeout,
-            certification_timeout: leader_timeout * 2,
-            ..EngineParams::default()
-        };
-        Some(
-            start_validator(
-                ctx.child("engine"),
-                &params,
-                scheme,
-                *engine.chain_id(),
-                "xinyi-consensus".into(),
-                network.blocker(),
-                app.clone(),
-                NoReport,
-                votes,
-                certificates,
-                resolver,
-            )
-            .context("starting the consensus engine")?,
-        )
-    } else {
-        drop((votes, certificates, resolver));
-        None
-    };
 
     // Transactions: forward what this node admits, pool what peers forward.
     tokio::spawn(forward_loop(forwarded, tx_out));
     tokio::spawn(pool_loop(engine.clone(), tx_in));
 
-    // Membership and the status view.
+    // Epochs, membership and the status view.
     let view: SharedNetView = Arc::default();
-    tokio::spawn(watch_loop(
-        engine.clone(),
+    let mut members = Members {
+        ctx: ctx.child("epochs"),
+        engine: engine.clone(),
         network,
-        p2p.peers.clone(),
-        org.clone(),
-        view.clone(),
-        validators
-            .validators
-            .iter()
-            .map(|v| (v.org.clone(), v.key, v.power))
-            .collect(),
-    ));
+        app,
+        core,
+        key: key.clone(),
+        me: org.clone(),
+        addrs: p2p.peers.clone(),
+        params: EngineParams {
+            leader_timeout,
+            certification_timeout: leader_timeout * 2,
+            ..EngineParams::default()
+        },
+        view: view.clone(),
+        orgs,
+        epoch: None,
+        last_height: 0,
+        still_since: std::time::Instant::now(),
+    };
+    members.step().await?;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Err(e) = members.step().await {
+                tracing::error!("epoch manager: {e:#}");
+            }
+        }
+    });
 
     let node = Node::from_parts(
         engine,
@@ -363,69 +333,225 @@ async fn pool_loop(engine: Engine, mut rx: P2pReceiver) {
     }
 }
 
-async fn watch_loop(
+fn peers_of(orgs: &BTreeMap<OrgId, PublicKey>) -> Peers {
+    Peers::new(
+        orgs.iter()
+            .filter_map(|(o, k)| Some((o.clone(), engine_public_key(k)?))),
+    )
+}
+
+/// The running engine of one epoch.
+struct Epoch {
+    /// First height under this validator set (the engine's epoch number).
+    start: u64,
+    /// Hash of the validator set.
+    set: Digest,
+    /// The engine, if this node is in the set.
+    handle: Option<Handle<()>>,
+}
+
+/// Keeps the node's consensus engine, p2p admission and status in step with the ledger:
+/// every half second it refreshes membership (new or rotated organisation keys), and when the
+/// validator set for the next height differs from the running engine's — the old engine stops
+/// by itself at the last block of its epoch, see `Core::set_engine_set` — it stops that engine
+/// and starts the next epoch's (if this node is in the new set).
+struct Members {
+    ctx: commonware_runtime::tokio::Context,
     engine: Engine,
     network: Network,
-    addrs: BTreeMap<String, SocketAddr>,
+    app: Application<commonware_runtime::tokio::Context, P2pSender>,
+    core: Arc<Mutex<Core>>,
+    key: xinyi_ledger::KeyPair,
     me: OrgId,
+    addrs: BTreeMap<String, SocketAddr>,
+    params: EngineParams,
     view: SharedNetView,
-    started_with: Vec<(OrgId, PublicKey, u64)>,
-) {
-    let mut members: Option<BTreeMap<OrgId, PublicKey>> = None;
-    let mut warned = false;
-    loop {
-        let e = engine.clone();
-        let snapshot = tokio::task::spawn_blocking(move || {
-            let orgs = org_keys(&e).ok()?;
-            let set = e.lock().chain.state().validators().ok()?;
-            let vals: Vec<(OrgId, PublicKey, u64)> = set
-                .validators
-                .iter()
-                .map(|v| (v.org.clone(), v.key, v.power))
-                .collect();
-            Some((orgs, vals))
-        })
-        .await
-        .ok()
-        .flatten();
-        if let Some((orgs, vals)) = snapshot {
-            if members.as_ref() != Some(&orgs) {
-                if members.is_some() {
-                    tracing::info!("membership changed: {} organisations", orgs.len());
-                    network.set_members(
-                        orgs.values().copied().collect(),
-                        dial_list(&orgs, &addrs, &me),
-                    );
-                }
-                members = Some(orgs);
-            }
-            if vals != started_with && !warned {
-                warned = true;
-                tracing::warn!(
-                    "the validator set changed on the ledger; this version's consensus \
-                     keeps the set it started with (validator-set epochs are not implemented)"
-                );
-            }
+    orgs: BTreeMap<OrgId, PublicKey>,
+    epoch: Option<Epoch>,
+    last_height: u64,
+    still_since: std::time::Instant,
+}
+
+impl Members {
+    async fn step(&mut self) -> anyhow::Result<()> {
+        // Membership: admission and the org ↔ key map.
+        let e = self.engine.clone();
+        let orgs = tokio::task::spawn_blocking(move || org_keys(&e)).await??;
+        if orgs != self.orgs {
+            tracing::info!("membership changed: {} organisations", orgs.len());
+            self.network.set_members(
+                orgs.values().copied().collect(),
+                dial_list(&orgs, &self.addrs, &self.me),
+            );
+            self.app.set_peers(peers_of(&orgs));
+            self.orgs = orgs;
         }
-        if let Some(orgs) = &members {
-            let by_key: BTreeMap<PublicKey, &OrgId> = orgs.iter().map(|(o, k)| (*k, o)).collect();
-            let peers = network
-                .peers()
-                .into_iter()
-                .filter_map(|p| {
-                    Some(PeerRow {
-                        org: by_key.get(&p.key)?.to_string(),
-                        connected: p.connected,
-                        blocked: p.blocked,
-                    })
-                })
-                .collect();
-            *view.write().unwrap_or_else(|e| e.into_inner()) = NetView {
-                peers,
-                listen: Some(network.local_addr()),
-                stats: Some(network.stats()),
-            };
+        // Epochs: checked at start, and when the chain has not moved for a while (the old
+        // engine stops at its last block; an idle chain still makes empty blocks).
+        let height = self
+            .engine
+            .metrics()
+            .height
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if height != self.last_height {
+            self.last_height = height;
+            self.still_since = std::time::Instant::now();
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stalled = self.still_since.elapsed() >= self.params.leader_timeout * 3;
+        if self.epoch.is_none() || stalled {
+            let e = self.engine.clone();
+            let next = tokio::task::spawn_blocking(move || next_epoch(&e)).await??;
+            if self.epoch.as_ref().map(|x| x.set) != Some(next.set_hash) {
+                self.switch(next)?;
+            }
+            self.still_since = std::time::Instant::now();
+        }
+        self.refresh_view();
+        Ok(())
     }
+
+    fn switch(&mut self, next: NextEpoch) -> anyhow::Result<()> {
+        if let Some(old) = self.epoch.take() {
+            if let Some(h) = old.handle {
+                h.abort();
+            }
+            tracing::info!(
+                "epoch {} ended; starting epoch {} ({} validators)",
+                old.start,
+                next.start,
+                next.validators.len()
+            );
+        }
+        lock(&self.core).set_engine_set(Some(next.set_hash));
+        let mine = next.validators.iter().any(|(o, _)| *o == self.me);
+        self.engine.set_validator(mine);
+        let handle = if mine {
+            let participants: Set<crate::p2p::EngineKey> = Set::from_iter_dedup(
+                next.validators
+                    .iter()
+                    .filter_map(|(_, k)| engine_public_key(k)),
+            );
+            let signer = engine_key(&self.key).context("the node key is not a valid engine key")?;
+            let scheme = Scheme::signer(&namespace(self.engine.chain_id()), participants, signer)
+                .context("this node's key is not in the validator set")?;
+            let votes = self.network.register(channel::VOTES, CHANNEL_CAPACITY);
+            let certificates = self
+                .network
+                .register(channel::CERTIFICATES, CHANNEL_CAPACITY);
+            let resolver = self.network.register(channel::RESOLVER, CHANNEL_CAPACITY);
+            Some(
+                start_validator(
+                    self.ctx.child("engine"),
+                    &self.params,
+                    scheme,
+                    next.after,
+                    next.start,
+                    format!("xinyi-consensus-e{}", next.start),
+                    self.network.blocker(),
+                    self.app.clone(),
+                    NoReport,
+                    votes,
+                    certificates,
+                    resolver,
+                )
+                .context("starting the consensus engine")?,
+            )
+        } else {
+            None
+        };
+        tracing::info!(
+            "epoch {}: {} validators, this node {}",
+            next.start,
+            next.validators.len(),
+            if mine { "validates" } else { "follows" }
+        );
+        self.epoch = Some(Epoch {
+            start: next.start,
+            set: next.set_hash,
+            handle,
+        });
+        Ok(())
+    }
+
+    fn refresh_view(&self) {
+        let by_key: BTreeMap<PublicKey, &OrgId> = self.orgs.iter().map(|(o, k)| (*k, o)).collect();
+        let peers = self
+            .network
+            .peers()
+            .into_iter()
+            .filter_map(|p| {
+                Some(PeerRow {
+                    org: by_key.get(&p.key)?.to_string(),
+                    connected: p.connected,
+                    blocked: p.blocked,
+                })
+            })
+            .collect();
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = NetView {
+            peers,
+            listen: Some(self.network.local_addr()),
+            stats: Some(self.network.stats()),
+            epoch: self.epoch.as_ref().map(|e| e.start),
+        };
+    }
+}
+
+/// The validator set for the next height and where its epoch starts.
+struct NextEpoch {
+    /// First height under this set.
+    start: u64,
+    /// The header hash the epoch starts after (the chain id for the first).
+    after: Digest,
+    /// Validators with power > 0.
+    validators: Vec<(OrgId, PublicKey)>,
+    /// Hash of the set (as in block headers).
+    set_hash: Digest,
+}
+
+/// Computes the set in force at the next height (applying membership changes due then, by
+/// building an empty block on a speculative copy) and walks back over headers to where that
+/// set took effect.
+fn next_epoch(engine: &Engine) -> anyhow::Result<NextEpoch> {
+    let g = engine.lock();
+    let chain = &g.chain;
+    let head = chain.height();
+    let mut s = chain.speculate();
+    let time = chain.state_head().time.saturating_add(1);
+    let (block, _) = s
+        .build(time, engine.org().clone(), vec![])
+        .map_err(|e| anyhow::anyhow!("computing the next validator set: {e}"))?;
+    let set = s
+        .chain()
+        .state()
+        .validators()
+        .map_err(|e| anyhow::anyhow!("reading the next validator set: {e}"))?;
+    let set_hash = block.header.validator_set;
+    let mut start = head + 1;
+    while start > 1 {
+        match g.store.header(start - 1) {
+            Ok(Some(h)) if h.validator_set == set_hash => start -= 1,
+            _ => break,
+        }
+    }
+    let after = if start == 1 {
+        *chain.chain_id()
+    } else {
+        g.store
+            .header(start - 1)
+            .ok()
+            .flatten()
+            .and_then(|h| h.hash().ok())
+            .context("reading the header before the epoch")?
+    };
+    Ok(NextEpoch {
+        start,
+        after,
+        validators: set
+            .validators
+            .iter()
+            .filter(|v| v.power > 0)
+            .map(|v| (v.org.clone(), v.key))
+            .collect(),
+        set_hash,
+    })
 }

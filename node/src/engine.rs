@@ -183,6 +183,8 @@ impl Core {
         };
         let adopted = self.hooks.as_ref().is_some_and(|h| h.adopted);
         if adopted && cp.size <= self.durable_size {
+            // The same checkpoint with more validators' cosignatures: serve the merged note.
+            self.add_cosignatures(text);
             return false;
         }
         self.checkpoint = text.to_string();
@@ -430,7 +432,7 @@ struct ClusterSide {
     pool: Option<SharedPool>,
     waiters: Waiters,
     forward: mpsc::Sender<Entry>,
-    validator: bool,
+    validator: Arc<AtomicBool>,
 }
 
 /// The registered organisations, refreshed after every block (read without the core lock).
@@ -712,7 +714,8 @@ impl Engine {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
         };
-        if let Some(pool) = &c.pool {
+        let validating = c.validator.load(Ordering::SeqCst);
+        if let Some(pool) = c.pool.as_ref().filter(|_| validating) {
             if let Err(PoolError::Full) = pool.lock().insert(entry.clone()) {
                 forget();
                 Metrics::inc(&self.metrics.mempool_full);
@@ -722,7 +725,7 @@ impl Engine {
         match c.forward.try_send(entry) {
             Ok(()) => {}
             // A validator still has it in its own pool; a follower cannot get it anywhere.
-            Err(mpsc::error::TrySendError::Full(_)) if c.pool.is_some() => {}
+            Err(mpsc::error::TrySendError::Full(_)) if validating => {}
             Err(_) => {
                 forget();
                 Metrics::inc(&self.metrics.mempool_full);
@@ -799,7 +802,7 @@ impl Engine {
         metrics.height.store(chain.height(), Ordering::Relaxed);
         metrics.log_size.store(durable_size, Ordering::Relaxed);
         let max_block = genesis.params.max_block_entries as usize;
-        let pool = validator.then(|| {
+        let pool = Some({
             SharedPool::new(Pool::new(
                 cfg.mempool_capacity,
                 cfg.max_batch.clamp(1, max_block.max(1)),
@@ -845,7 +848,7 @@ impl Engine {
                     pool,
                     waiters,
                     forward,
-                    validator,
+                    validator: Arc::new(AtomicBool::new(validator)),
                 }),
                 clock,
                 org,
@@ -865,11 +868,36 @@ impl Engine {
         self.core.clone()
     }
 
-    /// The validator's pool (cluster mode, validators only).
+    /// The pool (cluster mode; fed only while this node validates).
     pub fn pool(&self) -> Option<SharedPool> {
+        match &self.mode {
+            Mode::Cluster(c) if c.validator.load(Ordering::SeqCst) => c.pool.clone(),
+            _ => None,
+        }
+    }
+
+    /// The pool the proposer reads (cluster mode), whether or not this node validates now.
+    pub fn proposer_pool(&self) -> Option<SharedPool> {
         match &self.mode {
             Mode::Cluster(c) => c.pool.clone(),
             Mode::Solo(_) => None,
+        }
+    }
+
+    /// Cluster mode: this node starts or stops validating (a new epoch's validator set). A
+    /// validator signs the checkpoints it serves; a follower serves validators' notes.
+    pub fn set_validator(&self, validator: bool) {
+        if let Mode::Cluster(c) = &self.mode {
+            c.validator.store(validator, Ordering::SeqCst);
+            if let Some(h) = self.lock().hooks.as_mut() {
+                h.validator = validator;
+                h.adopted = false;
+            }
+            if !validator {
+                if let Some(p) = &c.pool {
+                    p.lock().clear();
+                }
+            }
         }
     }
 
@@ -877,7 +905,7 @@ impl Engine {
     pub fn role(&self) -> &'static str {
         match &self.mode {
             Mode::Solo(_) => "solo",
-            Mode::Cluster(c) if c.validator => "validator",
+            Mode::Cluster(c) if c.validator.load(Ordering::SeqCst) => "validator",
             Mode::Cluster(_) => "follower",
         }
     }

@@ -74,6 +74,12 @@ impl Pool {
         self.entries.is_empty()
     }
 
+    /// Forgets everything (the node stopped validating).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+
     /// Removes entries (committed, or refused for good).
     pub fn remove<'a>(&mut self, ids: impl IntoIterator<Item = &'a Digest>) {
         let mut any = false;

@@ -16,6 +16,11 @@ use xinyi_ledger::sample::{sample_firm, SampleConsortium};
 use xinyi_ledger::Category;
 
 fn start(dir: &std::path::Path, c: &SampleConsortium, nodes: &[&str], agency: &str) -> Vec<Member> {
+    // RUST_LOG=info shows every node's log (interleaved) on failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut members = vec![];
     for cfg in configs(dir, c, nodes, agency) {
         members.push(member(&cfg));
@@ -179,5 +184,110 @@ fn four_validators_and_a_follower_agree_and_serve_queries_across_nodes() {
             .map(|a| a.iter().filter(|p| p["connected"] == true).count())
             .unwrap_or(0)
             >= 4
+    });
+}
+
+/// Validator-set epochs: a quorum-approved membership entry makes the bank's follower a
+/// validator from a given height on. The running engines stop at the last block of their
+/// epoch, every member starts the next epoch's engine with the new set (the bank's node now
+/// validates), the chain goes on, and blocks of the new epoch carry the bank's commit vote.
+#[test]
+fn a_membership_change_starts_a_new_epoch_with_the_new_validator_set() {
+    use xinyi_ledger::entry::{Approval, MemberChange, MembershipChange, MembershipProposal};
+    use xinyi_ledger::keys::SigDomain;
+    let dir = tempfile::tempdir().unwrap();
+    let c = SampleConsortium::new(b"epoch-test", 4, now_ms() - 1_000);
+    let nodes = ["gz-credit", "agency-2", "agency-3", "agency-4", "bank-a"];
+    let m = start(dir.path(), &c, &nodes, "gz-credit");
+    assert_eq!(health(&m[4])["role"], "follower");
+
+    let height = health(&m[0])["height"].as_u64().unwrap();
+    let effective = height + 30;
+    let proposal = MembershipProposal {
+        change: MemberChange::SetPower {
+            org: "bank-a".parse().unwrap(),
+            power: 1,
+        },
+        effective_height: effective,
+    };
+    let payload = xinyi_ledger::entry::membership_signing_payload(&c.chain, &proposal).unwrap();
+    let mut approvals: Vec<Approval> = c
+        .validators
+        .iter()
+        .take(3)
+        .map(|o| Approval {
+            validator: o.clone(),
+            signature: c.keys[o].sign(SigDomain::Membership, &payload),
+        })
+        .collect();
+    approvals.sort_by(|a, b| a.validator.cmp(&b.validator));
+    let e = c
+        .org_entry(
+            "gz-credit",
+            now_ms(),
+            99,
+            EntryKind::Membership(MembershipChange {
+                proposal,
+                approvals,
+            }),
+        )
+        .unwrap();
+    let (status, body) = post(&format!("{}/v1/entries", m[1].url), &write_body(&e));
+    assert_eq!(status, 200, "{body}");
+    assert!(body["height"].as_u64().unwrap() < effective, "{body}");
+
+    wait_until("the bank's node to validate in the new epoch", || {
+        let h = health(&m[4]);
+        let hs: Vec<String> = m
+            .iter()
+            .map(|n| {
+                let x = health(n);
+                format!(
+                    "{}:{}:{}:{}",
+                    n.org, x["role"], x["height"], x["p2p"]["epoch"]
+                )
+            })
+            .collect();
+        eprintln!("effective {effective}: {}", hs.join(" "));
+        h["role"] == "validator"
+            && m.iter()
+                .all(|n| health(n)["height"].as_u64() > Some(effective + 3))
+    });
+    // Blocks of the new epoch are certified with the bank's vote among others.
+    let mut with_bank = 0;
+    for h in effective..effective + 3 {
+        let b = get(&format!("{}/v1/blocks/{h}", m[0].url))
+            .unwrap_or_else(|| panic!("gz-credit lacks block {h}"));
+        let voters: Vec<String> = b["certificate"]["votes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{b}"))
+            .iter()
+            .map(|v| v["validator"].as_str().unwrap_or("").to_string())
+            .collect();
+        with_bank += usize::from(voters.iter().any(|v| v == "bank-a"));
+    }
+    assert!(
+        with_bank > 0,
+        "no new-epoch certificate carries bank-a's vote"
+    );
+    // Writes still commit everywhere, including through the new validator.
+    let f = sample_firm(0).unwrap();
+    let e = c
+        .org_entry(
+            "gz-credit",
+            now_ms(),
+            100,
+            EntryKind::FirmRegistered {
+                firm: f,
+                key: c.firm_key(&f).public(),
+            },
+        )
+        .unwrap();
+    let (status, body) = post(&format!("{}/v1/entries", m[4].url), &write_body(&e));
+    assert_eq!(status, 200, "{body}");
+    let p = body["position"].as_u64().unwrap();
+    wait_until("the write on every node", || {
+        m.iter()
+            .all(|n| get(&format!("{}/v1/entries/{p}", n.url)).is_some_and(|e| e.is_object()))
     });
 }

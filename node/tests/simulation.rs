@@ -297,6 +297,7 @@ impl Sim {
                     },
                     scheme,
                     chain_id,
+                    1,
                     partition,
                     blocker,
                     app,

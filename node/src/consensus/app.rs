@@ -72,7 +72,7 @@ pub struct Application<E, S> {
     core: Arc<Mutex<Core>>,
     ctx: Arc<Mutex<E>>,
     net: Arc<Mutex<S>>,
-    peers: Arc<Peers>,
+    peers: Arc<std::sync::RwLock<Arc<Peers>>>,
 }
 
 impl<E, S> Clone for Application<E, S> {
@@ -99,7 +99,7 @@ where
             core,
             ctx: Arc::new(Mutex::new(ctx)),
             net: Arc::new(Mutex::new(sender)),
-            peers: Arc::new(peers),
+            peers: Arc::new(std::sync::RwLock::new(Arc::new(peers))),
         }
     }
 
@@ -108,6 +108,15 @@ where
     pub fn with_empty_block_after(mut self, d: Duration) -> Self {
         self.empty_block_after = d;
         self
+    }
+
+    /// Replaces the organisation ↔ key map (membership changed on the ledger).
+    pub fn set_peers(&self, peers: Peers) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peers);
+    }
+
+    fn peers(&self) -> Arc<Peers> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The shared core (for tests and status).
@@ -130,12 +139,13 @@ where
         if out.is_empty() {
             return;
         }
+        let peers = self.peers();
         let mut net = lock(&self.net);
         for (to, w) in out {
             let Ok(bytes) = w.encode() else { continue };
             let r = match to {
                 To::All => Recipients::All,
-                To::One(o) => match self.peers.key(&o) {
+                To::One(o) => match peers.key(&o) {
                     Some(k) => Recipients::One(k.clone()),
                     None => continue,
                 },
@@ -161,7 +171,7 @@ where
         let app = self.clone();
         let rx = self.spawn("ledger_rx", move |_| async move {
             while let Ok((from, buf)) = receiver.recv().await {
-                let Some(org) = app.peers.org(&from).cloned() else {
+                let Some(org) = app.peers().org(&from).cloned() else {
                     continue;
                 };
                 {
@@ -229,7 +239,7 @@ where
         let (tx, rx) = oneshot::channel();
         let app = self.clone();
         let parent = ledger_digest(&context.parent.1);
-        let leader = self.peers.org(&context.leader).cloned();
+        let leader = self.peers().org(&context.leader).cloned();
         let d = ledger_digest(&payload);
         self.spawn("verify", move |ctx| async move {
             let Some(leader) = leader else {
@@ -335,14 +345,16 @@ impl Default for EngineParams {
 type Channel<S, R> = (S, R);
 
 /// Starts the simplex engine for one validator with `app` as automaton, relay and (together
-/// with `extra`, e.g. a test observer) reporter. The engine's WAL lives in storage partition
-/// `partition`; restarting with the same partition replays it.
+/// with `extra`, e.g. a test observer) reporter, for `epoch` (one per validator set) starting
+/// after the block `genesis` (the chain id for the first epoch). The engine's WAL lives in
+/// storage partition `partition`; restarting with the same partition replays it.
 #[allow(clippy::too_many_arguments)]
 pub fn start_validator<E, A, S, B, X, S1, R1, S2, R2, S3, R3>(
     ctx: E,
     params: &EngineParams,
     scheme: Scheme,
     genesis: Digest,
+    epoch: u64,
     partition: String,
     blocker: B,
     app: Application<A, S>,
@@ -381,7 +393,7 @@ where
         strategy: Sequential,
         partition,
         mailbox_size: NonZeroUsize::new(params.mailbox_size)?,
-        epoch: Epoch::new(1),
+        epoch: Epoch::new(epoch),
         floor: config::Floor::Genesis(engine_digest(&genesis)),
         leader_timeout: params.leader_timeout,
         certification_timeout: params.certification_timeout,

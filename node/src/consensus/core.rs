@@ -6,7 +6,9 @@ use super::wire::Wire;
 use super::{lock, BlockStore, ChainGuard, CommitError, Mempool, SharedLedger, StoreLedger};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use xinyi_ledger::block::{commit_payload, sign_commit, Block, CommitCertificate, CommitVote};
+use xinyi_ledger::block::{
+    commit_payload, sign_commit, Block, CommitCertificate, CommitVote, ValidatorSet,
+};
 use xinyi_ledger::chain::Speculative;
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::{Digest, Genesis, KeyPair, OrgId, TimeMs};
@@ -83,6 +85,7 @@ pub struct Core {
     store_error: Option<String>,
     outbox: Vec<(To, Wire)>,
     ticks: u64,
+    engine_set: Option<Digest>,
     /// Counters.
     pub stats: Stats,
 }
@@ -124,8 +127,17 @@ impl Core {
             store_error: None,
             outbox: Vec::new(),
             ticks: 0,
+            engine_set: None,
             stats: Stats::default(),
         }
+    }
+
+    /// The validator set (hash) the running engine was started with: blocks under another set
+    /// are neither proposed nor voted for, so an engine stops at the end of its epoch (the last
+    /// block before a validator-set change) and the next epoch's engine takes over. `None`:
+    /// no restriction (the simulation's fixed set).
+    pub fn set_engine_set(&mut self, set: Option<Digest>) {
+        self.engine_set = set;
     }
 
     /// The committed chain (holds the ledger lock while alive).
@@ -215,6 +227,13 @@ impl Core {
         let candidates = self.mempool.candidates(s.chain(), time);
         match s.build(time, self.me.clone(), candidates) {
             Ok((block, dropped)) => {
+                if self
+                    .engine_set
+                    .is_some_and(|es| block.header.validator_set != es)
+                {
+                    // The next block belongs to the next epoch's engine.
+                    return None;
+                }
                 if !dropped.is_empty() {
                     self.mempool.dropped(&dropped);
                 }
@@ -237,6 +256,13 @@ impl Core {
             self.want(d);
             return Verdict::Pending;
         };
+        if self
+            .engine_set
+            .is_some_and(|es| block.header.validator_set != es)
+        {
+            self.stats.rejected += 1;
+            return Verdict::Invalid;
+        }
         if block.header.prev != parent || &block.header.proposer != leader {
             // The same bytes are invalid in this context only; do not mark the digest.
             self.stats.rejected += 1;
@@ -397,13 +423,28 @@ impl Core {
                     self.store_error = Some(format!("height {h}: {e}"));
                     return;
                 }
-                Err(CommitError::Invalid(_)) => {
+                Err(CommitError::Invalid(e)) => {
+                    tracing::warn!("block {h} {d} with its certificate refused: {e}");
                     self.stats.refused += 1;
                     self.certs.remove(&d);
-                    self.votes.remove(&(h, d));
+                    if !by_sync {
+                        // A quorum of valid votes for a block the ledger refuses: never again.
+                        self.invalid.insert(d);
+                        self.votes.remove(&(h, d));
+                    }
                     return;
                 }
             }
+        }
+    }
+
+    /// The validator set in force at the height of block `d`: from its speculative execution
+    /// if this replica executed it (membership changes due at that height are applied by then),
+    /// else the committed head's.
+    fn set_at(&self, d: &Digest) -> Option<ValidatorSet> {
+        match self.spec.get(d) {
+            Some(s) => s.chain().state().validators().ok(),
+            None => self.chain().state().validators().ok(),
         }
     }
 
@@ -413,22 +454,27 @@ impl Core {
                 return Some((*d, c.clone(), true));
             }
         }
-        let set = self.chain().state().validators().ok()?;
-        let quorum = set.quorum();
         for ((vh, d), vs) in self.votes.range((h, Digest::ZERO)..) {
             if *vh != h {
                 break;
             }
+            let Some(set) = self.set_at(d) else {
+                continue;
+            };
             let power: u64 = vs
                 .keys()
                 .filter_map(|o| set.get(o))
                 .map(|v| v.power)
                 .fold(0, u64::saturating_add);
-            if power >= quorum {
+            if power >= set.quorum() {
                 let cert = CommitCertificate {
                     height: h,
                     header_hash: *d,
-                    votes: vs.values().cloned().collect(),
+                    votes: vs
+                        .iter()
+                        .filter(|(o, _)| set.get(o).is_some())
+                        .map(|(_, v)| v.clone())
+                        .collect(),
                 };
                 return Some((*d, cert, false));
             }
@@ -517,7 +563,7 @@ impl Core {
             self.stats.refused += 1;
             return;
         }
-        let Ok(set) = self.chain().state().validators() else {
+        let Some(set) = self.set_at(&d) else {
             return;
         };
         let ok = set.get(&vote.validator).is_some_and(|v| {
@@ -558,11 +604,12 @@ impl Core {
             self.stats.refused += 1;
             return;
         }
-        // Verified against the current set; `apply_block` verifies again at its height.
+        // Pre-checked against the current set when the block says it is in force (an
+        // epoch's first block is checked by `apply_block` alone, with the set at its height).
         let Ok(set) = self.chain().state().validators() else {
             return;
         };
-        if c.verify(&b.header, &set).is_err() {
+        if set.hash().ok() == Some(b.header.validator_set) && c.verify(&b.header, &set).is_err() {
             self.stats.refused += 1;
             return;
         }

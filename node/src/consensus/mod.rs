@@ -127,7 +127,8 @@ impl std::ops::Deref for ChainGuard<'_> {
     }
 }
 
-pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a mutex, recovering from poisoning (the state behind it is consistent per call).
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
