@@ -59,6 +59,21 @@ struct Cli {
         env = "XINYI_RATE_LIMIT"
     )]
     rate_limit: u32,
+    /// Dev mode: submit checkpoints to this witness (tlog-witness submission prefix; repeatable).
+    #[arg(long = "witness", value_name = "URL")]
+    witness_urls: Vec<String>,
+    /// Dev mode: verifier key of the witness at the same position in --witness (repeatable).
+    #[arg(long = "witness-vkey", value_name = "VKEY")]
+    witness_vkeys: Vec<String>,
+    /// Dev mode: anchor final checkpoints to this append-only JSON-lines file.
+    #[arg(long, value_name = "FILE")]
+    anchor_file: Option<PathBuf>,
+    /// Dev mode: anchor final checkpoints by POSTing them to this URL.
+    #[arg(long, value_name = "URL")]
+    anchor_url: Option<String>,
+    /// Dev mode: anchoring interval in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    anchor_interval_ms: u64,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -102,6 +117,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -187,6 +203,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         setup.paths.root.display()
                     );
                 }
+                node.start_audit_services(
+                    xinyi_node::witness_client::WitnessConfig {
+                        urls: cli.witness_urls,
+                        vkeys: cli.witness_vkeys,
+                        interval_ms: 500,
+                    },
+                    xinyi_node::anchor::AnchorConfig {
+                        file: cli.anchor_file,
+                        url: cli.anchor_url,
+                        interval_ms: cli.anchor_interval_ms,
+                    },
+                );
                 print!("{}", xinyi_node::dev::quick_start(&setup, &url));
                 serve(listener, node.router()).await
             })

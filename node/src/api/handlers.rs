@@ -325,7 +325,7 @@ fn denial_message(r: DenialReason) -> &'static str {
 /// `POST /v1/queries`: the agency's authorized-query service (log before release).
 pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
     if let Some(url) = s.cfg.data_node.clone() {
-        return forward_query(url, body, s.cfg.request_timeout).await;
+        return forward_query(&s, url, body, s.cfg.request_timeout).await;
     }
     let QueryBody { request: sq } = parse_json(&body)?;
     let req = sq.request.clone();
@@ -407,7 +407,12 @@ pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Res
 /// to the node that does, which records the query on the ledger and releases the data only
 /// once that record is final. Its answer (data, proof, checkpoint, or the error) is passed back
 /// unchanged; the client verifies it.
-async fn forward_query(url: String, body: Bytes, timeout: Duration) -> ApiResult<Response> {
+async fn forward_query(
+    s: &AppState,
+    url: String,
+    body: Bytes,
+    timeout: Duration,
+) -> ApiResult<Response> {
     let target = format!("{}/v1/queries", url.trim_end_matches('/'));
     let (status, text) = blocking(move || {
         let agent = ureq::AgentBuilder::new().timeout(timeout).build();
@@ -427,6 +432,31 @@ async fn forward_query(url: String, body: Bytes, timeout: Duration) -> ApiResult
     })
     .await?;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    // The bank will read the record (and its proof) back from this node: answer once this node
+    // has committed it too, so what the data node says is final is final here as well.
+    let position = serde_json::from_str::<Value>(&text).ok().and_then(|v| {
+        v.get("record")
+            .or_else(|| v.get("denial"))
+            .and_then(|r| r.get("position"))
+            .and_then(Value::as_u64)
+    });
+    if let Some(p) = position {
+        let start = std::time::Instant::now();
+        loop {
+            let engine = s.engine.clone();
+            let durable = blocking(move || Ok(engine.lock().durable_size)).await?;
+            if durable > p {
+                break;
+            }
+            if start.elapsed() >= timeout {
+                // The record is final on the data node (it released the data only then); pass
+                // the answer on rather than lose it. The bank's reads here may lag a little.
+                tracing::warn!("query record {p} is not committed here yet; answering anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     Ok((
         status,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -811,6 +841,7 @@ pub async fn get_entry(State(s): State<AppState>, Path(p): Path<String>) -> ApiR
 pub async fn checkpoint(State(s): State<AppState>) -> ApiResult<Response> {
     let engine = s.engine.clone();
     let cp = blocking(move || Ok(engine.lock().checkpoint.clone())).await?;
+    let cp = s.cosigs.attach(&cp);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], cp).into_response())
 }
 

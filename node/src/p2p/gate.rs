@@ -50,7 +50,12 @@ pub struct Gate {
     established: HashMap<PeerId, usize>,
     pending_inbound: HashSet<ConnectionId>,
     counters: Arc<Counters>,
+    /// Peers whose refusal was logged at info level (later ones go to debug; bounded).
+    logged: HashSet<PeerId>,
 }
+
+/// Most peers remembered for refusal logging.
+const MAX_LOGGED_REFUSALS: usize = 1_024;
 
 impl Gate {
     /// A gate admitting nobody until [`Gate::set_members`].
@@ -61,6 +66,7 @@ impl Gate {
             established: HashMap::new(),
             pending_inbound: HashSet::new(),
             counters,
+            logged: HashSet::new(),
         }
     }
 
@@ -88,7 +94,11 @@ impl Gate {
             None => Ok(()),
             Some(r) => {
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%peer, direction, reason = %r, "p2p: connection refused");
+                if self.logged.len() < MAX_LOGGED_REFUSALS && self.logged.insert(peer) {
+                    tracing::info!(%peer, direction, reason = %r, "p2p: connection refused (further refusals of this peer are logged at debug level)");
+                } else {
+                    tracing::debug!(%peer, direction, reason = %r, "p2p: connection refused");
+                }
                 Err(ConnectionDenied::new(r))
             }
         }
