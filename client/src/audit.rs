@@ -25,6 +25,56 @@ pub struct AuditSummary {
     pub seconds: f64,
     /// Entries verified per second.
     pub entries_per_second: f64,
+    /// Organisations, consents, queries, repairs with SLA status, checkpoints and anchors.
+    pub ledger: Option<crate::report::AuditStats>,
+    /// The node's latest checkpoint and who cosigned it (online audits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<serde_json::Value>,
+}
+
+/// Copies what the verifier reads to the statistics thread.
+struct Tee<R> {
+    inner: R,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            if let Some(tx) = &self.tx {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    self.tx = None;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Reads the chunks the [`Tee`] sends.
+struct ChanReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// A failed audit, located.
@@ -104,7 +154,28 @@ pub fn run(
         ProgressBar::hidden()
     };
     let start = Instant::now();
-    let reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+    let g = genesis.clone();
+    let stats = std::thread::spawn(move || {
+        crate::report::collect(
+            &g,
+            std::io::BufReader::with_capacity(
+                1 << 20,
+                ChanReader {
+                    rx,
+                    buf: vec![],
+                    pos: 0,
+                },
+            ),
+        )
+    });
+    let reader = std::io::BufReader::with_capacity(
+        1 << 20,
+        Tee {
+            inner: input,
+            tx: Some(tx),
+        },
+    );
     let result = verify_bundle(genesis, reader, |height, entries| {
         bar.set_position(height);
         if height % 16 == 0 {
@@ -112,9 +183,15 @@ pub fn run(
         }
     })
     .map_err(|e| failure(&e));
+    // The tee (and its sender) is dropped with the reader inside verify_bundle.
+    let ledger = stats.join().ok().flatten();
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    result.map(|r| summary(r, seconds))
+    result.map(|r| {
+        let mut s = summary(r, seconds);
+        s.ledger = ledger;
+        s
+    })
 }
 
 fn summary(r: VerifyReport, seconds: f64) -> AuditSummary {
@@ -128,6 +205,8 @@ fn summary(r: VerifyReport, seconds: f64) -> AuditSummary {
         report: r,
         seconds,
         entries_per_second,
+        ledger: None,
+        checkpoint: None,
     }
 }
 
@@ -149,6 +228,18 @@ impl AuditSummary {
             "  time          {:.3} s ({:.0} entries/s)\n",
             self.seconds, self.entries_per_second
         );
+        if let Some(l) = &self.ledger {
+            for line in l.text().lines() {
+                s += &format!("  {line}\n");
+            }
+        }
+        if let Some(c) = &self.checkpoint {
+            s += &format!(
+                "  latest checkpoint size {} signed by validators of power {} of {}, {} witness cosignature(s)\n",
+                c["size"], c["validator_power"], c["total_power"],
+                c["witnesses"].as_array().map_or(0, Vec::len)
+            );
+        }
         s
     }
 }

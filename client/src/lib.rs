@@ -12,7 +12,10 @@
 pub mod api;
 pub mod audit;
 pub mod proof;
+pub mod report;
 pub mod signer;
+pub mod state;
+pub mod witness;
 
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
 pub fn fmt_time(ms: u64) -> String {

@@ -13,14 +13,18 @@ use serde_json::{json, Value};
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 use xinyi_client::api::{one_line, Api, ApiError, EntryAnswer, Health, WriteAnswer};
 use xinyi_client::audit;
 use xinyi_client::fmt_time;
-use xinyi_client::proof::{self, Included, Trust};
+use xinyi_client::proof::{self, Included, Opened, Trust};
 use xinyi_client::signer::{parse_uscc, Signer};
+use xinyi_client::state::{log_key, StateFile};
+use xinyi_client::witness::Witness;
 use xinyi_ledger::entry::{Consent, Entry, EntryKind, QueryRequest};
 use xinyi_ledger::genesis::Genesis;
 use xinyi_ledger::hash::{self, Digest};
+use xinyi_ledger::note::{Cosigner, CosignerKey};
 use xinyi_ledger::types::{Category, Grade, OrgId, DAY_MS};
 use xinyi_ledger::{KeyPair, Uscc};
 
@@ -51,6 +55,22 @@ struct Cli {
     /// Machine-readable JSON output on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// File remembering the last verified checkpoint of each log (split-view detection);
+    /// default `$HOME/.xinyi/state.json`.
+    #[arg(long, global = true, env = "XINYI_STATE", value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Do not read or write the checkpoint state file.
+    #[arg(long, global = true)]
+    no_state: bool,
+    /// A trusted witness's verifier key (`name+keyid+base64(0x04 ‖ key)`); repeatable.
+    #[arg(long = "witness", global = true, value_name = "VKEY")]
+    witnesses: Vec<String>,
+    /// How many of the --witness keys must have cosigned a checkpoint (default: all given).
+    #[arg(long, global = true, value_name = "N")]
+    min_witnesses: Option<usize>,
+    /// Longest wait for a quorum-cosigned checkpoint covering a write, in milliseconds.
+    #[arg(long, global = true, env = "XINYI_WAIT_MS", default_value_t = 20_000)]
+    wait_ms: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -110,6 +130,16 @@ enum Cmd {
     /// Verify the whole chain.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Fetch, verify (validator quorum, witnesses) and remember the node's latest checkpoint,
+    /// checking it is consistent with the last one this client verified.
+    Checkpoint {
+        /// Save the verified note here.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// Run or describe an independent C2SP tlog-witness.
+    #[command(subcommand)]
+    Witness(WitnessCmd),
     /// Download the node's audit bundle.
     Export {
         /// Output file.
@@ -277,12 +307,48 @@ enum ProofCmd {
 }
 
 #[derive(Subcommand)]
+enum WitnessCmd {
+    /// Serve the tlog-witness protocol (POST /add-checkpoint, GET /<origin hash>/checkpoint).
+    Serve {
+        /// Listen address (e.g. 127.0.0.1:7900).
+        #[arg(long)]
+        listen: String,
+        /// Witness name (key name of its cosignatures), e.g. auditor.example/w1.
+        #[arg(long)]
+        name: String,
+        /// Genesis file of a log to witness (repeatable; default --genesis).
+        #[arg(long = "log", value_name = "GENESIS")]
+        logs: Vec<PathBuf>,
+        /// State file (the latest cosigned checkpoint per log).
+        #[arg(long)]
+        state_file: PathBuf,
+    },
+    /// Print the witness's verifier key (`name+keyid+base64(0x04 ‖ key)`).
+    Vkey {
+        /// Witness name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCmd {
     /// Verify every block, certificate, signature and state transition from the genesis.
     Verify {
         /// Offline: an audit bundle file (needs --genesis).
         #[arg(long)]
         bundle: Option<PathBuf>,
+    },
+    /// Check that checkpoint NEW extends checkpoint OLD (both signed notes, each final), with a
+    /// consistency proof from the node or from --proof.
+    Consistency {
+        /// Older signed checkpoint note (file).
+        old: PathBuf,
+        /// Newer signed checkpoint note (file).
+        new: PathBuf,
+        /// Offline: JSON {"proof": [hex...]} instead of asking the node.
+        #[arg(long)]
+        proof: Option<PathBuf>,
     },
 }
 
@@ -293,6 +359,10 @@ struct Ctx {
     key: Option<PathBuf>,
     as_: Option<String>,
     genesis: Option<PathBuf>,
+    state: Option<StateFile>,
+    witnesses: Vec<CosignerKey>,
+    min_witnesses: usize,
+    wait: Duration,
 }
 
 fn out(s: &str) {
@@ -344,6 +414,14 @@ impl Ctx {
         Signer::load(self.key.as_deref(), self.as_.as_deref())
     }
 
+    fn signer_key(&self) -> Result<KeyPair> {
+        let p = self
+            .key
+            .as_deref()
+            .ok_or_else(|| anyhow!("this command needs --key FILE"))?;
+        xinyi_client::signer::read_key(p)
+    }
+
     fn health(&self) -> Result<Health> {
         let h = self.api.health()?;
         if h.status != "ok" {
@@ -367,7 +445,9 @@ impl Ctx {
 
     fn trust(&self, health: Option<&Health>) -> Result<Trust> {
         let (g, _) = self.genesis()?;
-        let t = Trust::from_genesis(&g)?;
+        let mut t = Trust::from_genesis(&g)?;
+        t.witnesses = self.witnesses.clone();
+        t.min_witnesses = self.min_witnesses;
         if let Some(h) = health {
             if h.chain_id != t.chain_id {
                 bail!(
@@ -378,6 +458,112 @@ impl Ctx {
             }
         }
         Ok(t)
+    }
+
+    /// Checks a final checkpoint against the last one this client verified for the same log
+    /// (state file): equal sizes need equal roots, a newer one needs a consistency proof from
+    /// the node, an older one a proof up to the stored one. Stores it if it is newer.
+    fn observe(&self, trust: &Trust, o: &Opened) -> Result<()> {
+        let Some(st) = &self.state else {
+            return Ok(());
+        };
+        let key = log_key(&trust.origin, &trust.chain_id.to_hex());
+        if let Some((old, _)) = st.get(&key)? {
+            let cp = &o.cp;
+            let split = |e: anyhow::Error| {
+                anyhow!(
+                    "split_view: the node's checkpoint (size {}) is inconsistent with the checkpoint of size {} this client verified before (state file {}): {e:#}",
+                    cp.size,
+                    old.size,
+                    st.path().display()
+                )
+            };
+            if cp.size == old.size {
+                proof::verify_consistency(&old, cp, &[]).map_err(split)?;
+            } else if cp.size > old.size {
+                let p = self.consistency_proof(old.size, cp.size)?;
+                proof::verify_consistency(&old, cp, &p).map_err(split)?;
+            } else {
+                // The node shows an older checkpoint: it must still prove that ours extends it.
+                let p = self
+                    .consistency_proof(cp.size, old.size)
+                    .map_err(|e| {
+                        anyhow!(
+                            "split_view: the node serves a checkpoint of size {} older than the one of size {} this client verified, and cannot prove consistency with it: {e:#}",
+                            cp.size,
+                            old.size
+                        )
+                    })?;
+                proof::verify_consistency(cp, &old, &p).map_err(split)?;
+            }
+        }
+        st.put(&key, &o.cp, &o.note)
+    }
+
+    fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<String>> {
+        if from == 0 || from == to {
+            return Ok(vec![]);
+        }
+        let v: Value = self
+            .api
+            .get(&format!("/v1/consistency?from={from}&to={to}"))?;
+        let proof = v
+            .get("proof")
+            .and_then(Value::as_array)
+            .ok_or_else(|| anyhow!("the node's consistency answer has no proof"))?;
+        Ok(proof
+            .iter()
+            .map(|h| h.as_str().unwrap_or_default().to_string())
+            .collect())
+    }
+
+    /// Fetches `GET /v1/checkpoint` until it is final (quorum and witnesses) and at least
+    /// `min_size` large, for at most `--wait-ms`.
+    fn final_checkpoint(&self, trust: &Trust, min_size: u64) -> Result<Opened> {
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let note = self.api.get_text("/v1/checkpoint")?;
+            let o = trust.open_any(&note)?;
+            let ready = o.cp.size >= min_size;
+            match trust.check_final(&o) {
+                Ok(()) if ready => return Ok(o),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                _ if Instant::now() >= deadline => bail!(
+                    "checkpoint.stale: the node's checkpoint (size {}) did not reach size {min_size} within {:?}",
+                    o.cp.size,
+                    self.wait
+                ),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Verifies that `entry_bytes` is at `position` in the checkpoint `note` (signed by at least
+    /// one validator) and that this checkpoint is, or is extended by, a final checkpoint
+    /// (quorum of validators, required witnesses) consistent with what this client saw before.
+    fn verify_entry(
+        &self,
+        trust: &Trust,
+        entry_bytes: &[u8],
+        position: u64,
+        proof_hex: &[String],
+        note: &str,
+    ) -> Result<Included> {
+        let o = trust.open_any(note)?;
+        let inc = proof::verify_inclusion_in(&o.cp, entry_bytes, position, proof_hex)?;
+        let fin = if trust.check_final(&o).is_ok() {
+            o
+        } else {
+            let f = self.final_checkpoint(trust, o.cp.size)?;
+            let p = self.consistency_proof(o.cp.size, f.cp.size)?;
+            proof::verify_consistency(&o.cp, &f.cp, &p)?;
+            f
+        };
+        self.observe(trust, &fin)?;
+        Ok(Included {
+            position: inc.position,
+            size: fin.cp.size,
+        })
     }
 
     /// Signs `kind`, posts it to `path`, checks the answer and its inclusion proof.
@@ -398,7 +584,7 @@ impl Ctx {
             );
         }
         let trust = self.trust(Some(&h))?;
-        let inc = proof::verify_inclusion(
+        let inc = self.verify_entry(
             &trust,
             &entry.bytes,
             ans.position,
@@ -618,7 +804,7 @@ fn query(ctx: &Ctx, consent: &str, firm: Option<&str>, categories: &str) -> Resu
     }
     // 3. That entry is in the signed checkpoint the node returned.
     let trust = ctx.trust(Some(&h))?;
-    let inc = proof::verify_inclusion(
+    let inc = ctx.verify_entry(
         &trust,
         &entry.bytes,
         ok.record.position,
@@ -682,7 +868,7 @@ fn verify_access_item(ctx: &Ctx, trust: &Trust, firm: &Uscc, item: &Value) -> Re
     if req.firm != *firm || listed != stored {
         bail!("access_log.mismatch: the access log's item at position {pos} does not match the stored entry");
     }
-    let inc = proof::verify_inclusion(trust, &bytes, pos, &ea.inclusion_proof, &ea.checkpoint)?;
+    let inc = ctx.verify_entry(trust, &bytes, pos, &ea.inclusion_proof, &ea.checkpoint)?;
     Ok(inc.size)
 }
 
@@ -783,7 +969,7 @@ fn proof_verify_online(ctx: &Ctx, position: u64, save: Option<&Path>) -> Result<
         .map_err(|_| anyhow!("the node's entry is not base64"))?;
     let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
     let trust = ctx.trust(Some(&h))?;
-    let inc = proof::verify_inclusion(
+    let inc = ctx.verify_entry(
         &trust,
         &bytes,
         position,
@@ -893,7 +1079,11 @@ fn audit_verify(ctx: &Ctx, bundle: Option<&Path>) -> Result<bool> {
                 ));
             }
             let stream = ctx.api.get_stream("/v1/export")?;
-            audit::run(&genesis, stream, h.height, show)
+            let mut r = audit::run(&genesis, stream, h.height, show);
+            if let Ok(sum) = &mut r {
+                sum.checkpoint = Some(latest_checkpoint_report(ctx, &genesis)?);
+            }
+            r
         }
     };
     match result {
@@ -913,6 +1103,158 @@ fn audit_verify(ctx: &Ctx, bundle: Option<&Path>) -> Result<bool> {
             Ok(false)
         }
     }
+}
+
+fn read_note(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn offline_trust(ctx: &Ctx, what: &str) -> Result<Trust> {
+    let gpath = ctx
+        .genesis
+        .as_deref()
+        .ok_or_else(|| anyhow!("{what} needs --genesis FILE (the trusted validator keys)"))?;
+    let mut t = Trust::from_genesis(&read_genesis(gpath)?)?;
+    t.witnesses = ctx.witnesses.clone();
+    t.min_witnesses = ctx.min_witnesses;
+    Ok(t)
+}
+
+fn audit_consistency(ctx: &Ctx, old: &Path, new: &Path, proof_file: Option<&Path>) -> Result<()> {
+    let trust = match proof_file {
+        Some(_) => offline_trust(ctx, "audit consistency --proof")?,
+        None => ctx.trust(Some(&ctx.health()?))?,
+    };
+    let o = trust.open(&read_note(old)?)?;
+    let n = trust.open(&read_note(new)?)?;
+    let (a, b) = if o.size <= n.size { (&o, &n) } else { (&n, &o) };
+    let p = match proof_file {
+        Some(f) => {
+            let v: Value = serde_json::from_slice(
+                &std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+            )
+            .map_err(|e| anyhow!("{}: {e}", f.display()))?;
+            v.get("proof")
+                .and_then(Value::as_array)
+                .ok_or_else(|| anyhow!("{}: expected {{\"proof\": [hex...]}}", f.display()))?
+                .iter()
+                .map(|h| h.as_str().unwrap_or_default().to_string())
+                .collect()
+        }
+        None => ctx.consistency_proof(a.size, b.size)?,
+    };
+    proof::verify_consistency(a, b, &p)?;
+    if ctx.json {
+        out_json(&json!({"consistent": true, "old_size": a.size, "new_size": b.size}));
+    } else {
+        out(&format!(
+            "verified: the checkpoint of size {} extends the checkpoint of size {}",
+            b.size, a.size
+        ));
+    }
+    Ok(())
+}
+
+fn checkpoint_cmd(ctx: &Ctx, save: Option<&Path>) -> Result<()> {
+    let h = ctx.health()?;
+    let trust = ctx.trust(Some(&h))?;
+    let note = ctx.api.get_text("/v1/checkpoint")?;
+    let o = trust.open_any(&note)?;
+    trust.check_final(&o)?;
+    ctx.observe(&trust, &o)?;
+    if let Some(p) = save {
+        std::fs::write(p, &note).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let v = json!({
+        "origin": o.cp.origin,
+        "size": o.cp.size,
+        "root": hex::encode(o.cp.root),
+        "validator_power": o.power,
+        "total_power": o.total_power,
+        "validator_signatures": o.validators,
+        "witnesses": o.witnesses.iter().map(|(n, t)| json!({"name": n, "timestamp": t})).collect::<Vec<_>>(),
+        "consistent_with_state": ctx.state.as_ref().map(|s| s.path().display().to_string()),
+    });
+    if ctx.json {
+        out_json(&v);
+    } else {
+        out(&format!(
+            "checkpoint {} size {} root {}\nverified: signed by validators of power {} of {} ({} signatures), {} witness cosignature(s){}",
+            o.cp.origin,
+            o.cp.size,
+            hex::encode(o.cp.root),
+            o.power,
+            o.total_power,
+            o.validators,
+            o.witnesses.len(),
+            if ctx.state.is_some() { "; consistent with the last checkpoint this client verified" } else { "" }
+        ));
+    }
+    Ok(())
+}
+
+fn witness_cmd(ctx: &Ctx, cmd: WitnessCmd) -> Result<()> {
+    let signer = ctx.signer_key()?;
+    match cmd {
+        WitnessCmd::Vkey { name } => {
+            let c =
+                Cosigner::new(name, signer.signing_key().clone()).map_err(|e| anyhow!("{e}"))?;
+            out(&c.key().to_string());
+        }
+        WitnessCmd::Serve {
+            listen,
+            name,
+            logs,
+            state_file,
+        } => {
+            let c =
+                Cosigner::new(name, signer.signing_key().clone()).map_err(|e| anyhow!("{e}"))?;
+            let mut paths = logs;
+            if paths.is_empty() {
+                paths.extend(ctx.genesis.clone());
+            }
+            if paths.is_empty() {
+                bail!("witness serve needs --log GENESIS (or --genesis) for each log it witnesses");
+            }
+            let trusts = paths
+                .iter()
+                .map(|p| Trust::from_genesis(&read_genesis(p)?))
+                .collect::<Result<Vec<_>>>()?;
+            let origins: Vec<String> = trusts.iter().map(|t| t.origin.clone()).collect();
+            let w = Witness::open(c, trusts, &state_file)?;
+            let server = tiny_http::Server::http(&listen)
+                .map_err(|e| anyhow!("cannot listen on {listen}: {e}"))?;
+            out(&format!(
+                "witness {} listening on http://{}\nvkey {}\nlogs: {}",
+                w.cosigner().key().name,
+                server.server_addr(),
+                w.cosigner().key(),
+                origins.join(", ")
+            ));
+            w.serve(server)?;
+        }
+    }
+    Ok(())
+}
+
+/// The node's latest checkpoint for the audit report: verified, final, consistent with the
+/// client's state; who signed and cosigned it.
+fn latest_checkpoint_report(ctx: &Ctx, genesis: &Genesis) -> Result<Value> {
+    let mut trust = Trust::from_genesis(genesis)?;
+    trust.witnesses = ctx.witnesses.clone();
+    trust.min_witnesses = ctx.min_witnesses;
+    let note = ctx.api.get_text("/v1/checkpoint")?;
+    let o = trust.open_any(&note)?;
+    trust.check_final(&o)?;
+    ctx.observe(&trust, &o)?;
+    Ok(json!({
+        "size": o.cp.size,
+        "root": hex::encode(o.cp.root),
+        "validator_power": o.power,
+        "total_power": o.total_power,
+        "validator_signatures": o.validators,
+        "witnesses": o.witnesses.iter().map(|(n, t)| json!({"name": n, "timestamp": t})).collect::<Vec<_>>(),
+    }))
 }
 
 fn export(ctx: &Ctx, path: &Path) -> Result<()> {
@@ -941,6 +1283,8 @@ fn run(cli: Cli) -> Result<bool> {
                 ..
             })
             | Cmd::Audit(AuditCmd::Verify { bundle: Some(_) })
+            | Cmd::Audit(AuditCmd::Consistency { proof: Some(_), .. })
+            | Cmd::Witness(_)
     );
     if !offline && !cli.node.starts_with("http://") {
         bail!(
@@ -948,12 +1292,35 @@ fn run(cli: Cli) -> Result<bool> {
             cli.node
         );
     }
+    let witnesses = cli
+        .witnesses
+        .iter()
+        .map(|w| CosignerKey::parse(w).map_err(|e| anyhow!("--witness {w:?}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let min_witnesses = cli.min_witnesses.unwrap_or(witnesses.len());
+    if min_witnesses > witnesses.len() {
+        bail!(
+            "--min-witnesses {min_witnesses} exceeds the {} --witness keys given",
+            witnesses.len()
+        );
+    }
+    let state = if cli.no_state {
+        None
+    } else {
+        cli.state
+            .or_else(StateFile::default_path)
+            .map(StateFile::new)
+    };
     let ctx = Ctx {
         api: Api::new(&cli.node),
         json: cli.json,
         key: cli.key,
         as_: cli.as_,
         genesis: cli.genesis,
+        state,
+        witnesses,
+        min_witnesses,
+        wait: Duration::from_millis(cli.wait_ms),
     };
     match cli.cmd {
         Cmd::Keygen { out } => keygen(&ctx, &out)?,
@@ -1176,6 +1543,11 @@ fn run(cli: Cli) -> Result<bool> {
             _ => bail!("proof verify needs --entry-position N, or --entry FILE --proof FILE --checkpoint FILE"),
         },
         Cmd::Audit(AuditCmd::Verify { bundle }) => return audit_verify(&ctx, bundle.as_deref()),
+        Cmd::Audit(AuditCmd::Consistency { old, new, proof }) => {
+            audit_consistency(&ctx, &old, &new, proof.as_deref())?
+        }
+        Cmd::Checkpoint { save } => checkpoint_cmd(&ctx, save.as_deref())?,
+        Cmd::Witness(w) => witness_cmd(&ctx, w)?,
         Cmd::Export { out } => export(&ctx, &out)?,
     }
     Ok(true)

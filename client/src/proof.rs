@@ -11,7 +11,7 @@ use serde_json::Value;
 use xinyi_ledger::genesis::Genesis;
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::merkle;
-use xinyi_ledger::note::{open_checkpoint, Checkpoint, VerifierKey};
+use xinyi_ledger::note::{open_checkpoint, Checkpoint, CosignerKey, Note, VerifierKey};
 
 /// The keys a checkpoint must be signed with.
 #[derive(Debug, Clone)]
@@ -20,20 +20,52 @@ pub struct Trust {
     pub origin: String,
     /// Validators' verifier keys.
     pub keys: Vec<VerifierKey>,
+    /// Voting power of each key of `keys` (same order).
+    pub powers: Vec<u64>,
     /// Chain id of the genesis.
     pub chain_id: Digest,
+    /// Witnesses whose `cosignature/v1` the client requires (`--witness VKEY`).
+    pub witnesses: Vec<CosignerKey>,
+    /// How many of `witnesses` must have cosigned a checkpoint (0 = none required).
+    pub min_witnesses: usize,
+}
+
+/// A checkpoint whose note verified, with who signed it.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The checkpoint body.
+    pub cp: Checkpoint,
+    /// Power of the validators whose signatures verified.
+    pub power: u64,
+    /// Total validator power.
+    pub total_power: u64,
+    /// Number of validator signatures that verified.
+    pub validators: usize,
+    /// Trusted witnesses that cosigned, with their timestamps.
+    pub witnesses: Vec<(String, u64)>,
+    /// The note as given.
+    pub note: String,
+}
+
+impl Opened {
+    /// More than two thirds of the validator power signed.
+    pub fn has_quorum(&self) -> bool {
+        u128::from(self.power) * 3 > u128::from(self.total_power) * 2
+    }
 }
 
 impl Trust {
     /// The validators (voting power > 0) of `genesis`.
     pub fn from_genesis(genesis: &Genesis) -> Result<Trust> {
         let mut keys = Vec::new();
+        let mut powers = Vec::new();
         for o in genesis.orgs.iter().filter(|o| o.power > 0) {
             let vk = o
                 .key
                 .verifying_key()
                 .map_err(|e| anyhow!("genesis key of {}: {e}", o.id))?;
             keys.push(VerifierKey::new(genesis.name.clone(), vk).map_err(|e| anyhow!("{e}"))?);
+            powers.push(o.power);
         }
         if keys.is_empty() {
             bail!("the genesis has no validator keys");
@@ -41,13 +73,24 @@ impl Trust {
         Ok(Trust {
             origin: genesis.name.clone(),
             keys,
+            powers,
             chain_id: genesis.chain_id().map_err(|e| anyhow!("{e}"))?,
+            witnesses: vec![],
+            min_witnesses: 0,
         })
     }
 
-    /// Verifies a signed checkpoint note and returns its body.
-    pub fn open(&self, note: &str) -> Result<Checkpoint> {
-        let (cp, _) =
+    /// Total validator power.
+    pub fn total_power(&self) -> u64 {
+        self.powers.iter().fold(0u64, |a, p| a.saturating_add(*p))
+    }
+
+    /// Verifies a signed checkpoint note signed by at least one validator (every matching
+    /// signature must verify) and reports the power and witnesses that signed it. Does not
+    /// require a quorum: see [`Trust::open`].
+    pub fn open_any(&self, note: &str) -> Result<Opened> {
+        let parsed = Note::parse(note).map_err(|e| anyhow!("checkpoint.invalid: {e}"))?;
+        let (cp, verified) =
             open_checkpoint(note, &self.keys).map_err(|e| anyhow!("checkpoint.invalid: {e}"))?;
         if cp.origin != self.origin {
             bail!(
@@ -56,8 +99,90 @@ impl Trust {
                 self.origin
             );
         }
-        Ok(cp)
+        let power = self
+            .keys
+            .iter()
+            .zip(&self.powers)
+            .filter(|(k, _)| verified.contains(k))
+            .fold(0u64, |a, (_, p)| a.saturating_add(*p));
+        let witnesses = parsed
+            .verify_cosignatures(&self.witnesses)
+            .map_err(|e| anyhow!("checkpoint.witness: {e}"))?
+            .into_iter()
+            .map(|(k, t)| (k.name, t))
+            .collect();
+        Ok(Opened {
+            cp,
+            power,
+            total_power: self.total_power(),
+            validators: verified.len(),
+            witnesses,
+            note: note.to_string(),
+        })
     }
+
+    /// Checks that an opened checkpoint is final: a quorum (more than two thirds of the
+    /// validator power) of validator signatures and the required number of witness
+    /// cosignatures.
+    pub fn check_final(&self, o: &Opened) -> Result<()> {
+        if !o.has_quorum() {
+            bail!(
+                "checkpoint.no_quorum: the checkpoint of size {} is signed by validators of power {} of {}; more than two thirds are required",
+                o.cp.size,
+                o.power,
+                o.total_power
+            );
+        }
+        if o.witnesses.len() < self.min_witnesses {
+            bail!(
+                "checkpoint.witnesses: the checkpoint of size {} carries {} of the {} required witness cosignatures",
+                o.cp.size,
+                o.witnesses.len(),
+                self.min_witnesses
+            );
+        }
+        Ok(())
+    }
+
+    /// Verifies a signed checkpoint note and requires it to be final ([`Trust::check_final`]);
+    /// returns its body.
+    pub fn open(&self, note: &str) -> Result<Checkpoint> {
+        let o = self.open_any(note)?;
+        self.check_final(&o)?;
+        Ok(o.cp)
+    }
+}
+
+/// Verifies an RFC 9162 consistency proof between two checkpoints of the same log. Equal sizes
+/// need equal roots; `old` of size 0 is consistent with anything.
+pub fn verify_consistency(old: &Checkpoint, new: &Checkpoint, proof: &[String]) -> Result<()> {
+    if old.size > new.size {
+        bail!(
+            "consistency.order: old size {} is above new size {}",
+            old.size,
+            new.size
+        );
+    }
+    if old.size == new.size {
+        if old.root != new.root {
+            bail!(
+                "consistency.fork: two checkpoints of size {} have different roots",
+                old.size
+            );
+        }
+        return Ok(());
+    }
+    if old.size == 0 {
+        return Ok(());
+    }
+    let proof = parse_proof(proof)?;
+    merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &proof).map_err(|e| {
+        anyhow!(
+            "consistency.fork: the checkpoint of size {} is not an extension of the one of size {}: {e}",
+            new.size,
+            old.size
+        )
+    })
 }
 
 /// Parses hex proof hashes.
@@ -92,7 +217,7 @@ impl std::fmt::Display for Included {
 }
 
 /// Verifies that `entry_bytes` is the leaf at `position` of the tree of the signed checkpoint
-/// `note`, using `proof`.
+/// `note`, using `proof`; the checkpoint must be final ([`Trust::open`]).
 pub fn verify_inclusion(
     trust: &Trust,
     entry_bytes: &[u8],
@@ -101,6 +226,16 @@ pub fn verify_inclusion(
     note: &str,
 ) -> Result<Included> {
     let cp = trust.open(note)?;
+    verify_inclusion_in(&cp, entry_bytes, position, proof)
+}
+
+/// Verifies that `entry_bytes` is the leaf at `position` of the tree of `cp` (already verified).
+pub fn verify_inclusion_in(
+    cp: &Checkpoint,
+    entry_bytes: &[u8],
+    position: u64,
+    proof: &[String],
+) -> Result<Included> {
     let proof = parse_proof(proof)?;
     merkle::verify_inclusion(
         &merkle::leaf_hash(entry_bytes),
@@ -137,4 +272,110 @@ pub fn verify_response_digest(
         return Ok(());
     }
     bail!("query.digest_mismatch: the data returned does not match the logged response digest")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use xinyi_ledger::note::{sign_checkpoint, Cosigner, NoteSigner};
+
+    fn setup(powers: &[u64]) -> (Trust, Vec<NoteSigner>) {
+        let signers: Vec<NoteSigner> = (0..powers.len())
+            .map(|i| NoteSigner::new("o", SigningKey::from_bytes(&[i as u8 + 1; 32])).unwrap())
+            .collect();
+        let t = Trust {
+            origin: "o".into(),
+            keys: signers.iter().map(NoteSigner::verifier_key).collect(),
+            powers: powers.to_vec(),
+            chain_id: Digest([0; 32]),
+            witnesses: vec![],
+            min_witnesses: 0,
+        };
+        (t, signers)
+    }
+
+    fn cp(size: u64) -> Checkpoint {
+        Checkpoint {
+            origin: "o".into(),
+            size,
+            root: [size as u8; 32],
+            extensions: vec![],
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_is_final_with_more_than_two_thirds_of_the_power() {
+        let (t, s) = setup(&[1, 1, 1, 1]);
+        let two = sign_checkpoint(&cp(3), &[&s[0], &s[1]]).unwrap();
+        let e = t.open(&two).unwrap_err().to_string();
+        assert!(e.contains("checkpoint.no_quorum"), "{e}");
+        assert_eq!(t.open_any(&two).unwrap().power, 2);
+        let three = sign_checkpoint(&cp(3), &[&s[0], &s[1], &s[3]]).unwrap();
+        assert_eq!(t.open(&three).unwrap(), cp(3));
+        // Power, not heads: one heavy validator is a quorum alone.
+        let (t, s) = setup(&[5, 1, 1]);
+        assert!(t.open(&sign_checkpoint(&cp(1), &[&s[0]]).unwrap()).is_ok());
+        assert!(t
+            .open(&sign_checkpoint(&cp(1), &[&s[1], &s[2]]).unwrap())
+            .is_err());
+        // The single dev validator is a quorum of one.
+        let (t, s) = setup(&[1]);
+        assert!(t.open(&sign_checkpoint(&cp(1), &[&s[0]]).unwrap()).is_ok());
+        // An altered checkpoint fails even with every signature present.
+        let note = sign_checkpoint(&cp(1), &[&s[0]]).unwrap();
+        let altered = note.replacen("\n1\n", "\n2\n", 1);
+        assert!(t
+            .open(&altered)
+            .unwrap_err()
+            .to_string()
+            .contains("checkpoint.invalid"));
+    }
+
+    #[test]
+    fn required_witnesses() {
+        let (mut t, s) = setup(&[1]);
+        let w = Cosigner::new("w/1", SigningKey::from_bytes(&[9; 32])).unwrap();
+        t.witnesses = vec![w.key().clone()];
+        t.min_witnesses = 1;
+        let note = sign_checkpoint(&cp(2), &[&s[0]]).unwrap();
+        assert!(t
+            .open(&note)
+            .unwrap_err()
+            .to_string()
+            .contains("checkpoint.witnesses"));
+        let mut n = Note::parse(&note).unwrap();
+        n.merge_signatures([w.cosign(&n.text, 100).unwrap()])
+            .unwrap();
+        assert!(t.open(&n.to_string()).is_ok());
+    }
+
+    #[test]
+    fn consistency_between_checkpoints() {
+        let mut tree = merkle::MerkleTree::new();
+        for i in 0..7u8 {
+            tree.append(&[i]);
+        }
+        let mk = |n: u64, root| Checkpoint {
+            origin: "o".into(),
+            size: n,
+            root,
+            extensions: vec![],
+        };
+        let a = mk(3, tree.root_at(3).unwrap());
+        let b = mk(7, tree.root_at(7).unwrap());
+        let p: Vec<String> = tree
+            .consistency_proof(3, 7)
+            .unwrap()
+            .iter()
+            .map(hex::encode)
+            .collect();
+        verify_consistency(&a, &b, &p).unwrap();
+        let forked = mk(7, [1; 32]);
+        assert!(verify_consistency(&a, &forked, &p)
+            .unwrap_err()
+            .to_string()
+            .contains("consistency.fork"));
+        assert!(verify_consistency(&b, &mk(7, [2; 32]), &[]).is_err());
+    }
 }

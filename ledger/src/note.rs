@@ -203,7 +203,7 @@ impl VerifierKey {
     /// does not match the key, non-canonical base64, a type byte other than 0x01, a length other
     /// than 33 bytes, and public keys that are not valid or are of small order.
     pub fn parse(s: &str) -> Result<Self, NoteError> {
-        let mut parts = s.split('+');
+        let mut parts = s.splitn(3, '+');
         let (Some(name), Some(id_hex), Some(b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -665,6 +665,212 @@ pub fn open_checkpoint(
     let verified = note.verify(keys)?;
     let cp = Checkpoint::parse_text(&note.text)?;
     Ok((cp, verified))
+}
+
+/// Signature type byte of Ed25519 timestamped cosignatures
+/// ([tlog-cosignature](https://c2sp.org/tlog-cosignature), `cosignature/v1`), used by witnesses.
+pub const COSIGNATURE_V1_TYPE: u8 = 0x04;
+
+/// The message an Ed25519 `cosignature/v1` signs: `"cosignature/v1\ntime <timestamp>\n"` followed
+/// by the whole checkpoint text (note text).
+pub fn cosignature_v1_message(text: &str, timestamp: u64) -> String {
+    format!("cosignature/v1\ntime {timestamp}\n{text}")
+}
+
+/// A trusted witness (cosigner) key: name and Ed25519 key with the `cosignature/v1` key ID
+/// (SHA-256(name ‖ 0x0A ‖ 0x04 ‖ public key)[:4]); vkey form `<name>+<key ID>+<base64(0x04 ‖ key)>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CosignerKey {
+    /// Cosigner name (key name of its signature lines).
+    pub name: String,
+    /// Key ID.
+    pub key_id: [u8; 4],
+    /// Ed25519 public key.
+    pub key: VerifyingKey,
+}
+
+impl CosignerKey {
+    /// The cosigner key for `name` and `key`. Fails on an invalid name.
+    pub fn new(name: impl Into<String>, key: VerifyingKey) -> Result<Self, NoteError> {
+        let name = name.into();
+        check_name(&name)?;
+        let key_id = Self::key_id(&name, &key);
+        Ok(CosignerKey { name, key_id, key })
+    }
+
+    /// SHA-256(name ‖ 0x0A ‖ 0x04 ‖ public key)[:4].
+    pub fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
+        let mut h = Sha256::new();
+        h.update(name.as_bytes());
+        h.update([b'\n', COSIGNATURE_V1_TYPE]);
+        h.update(key.as_bytes());
+        let d = h.finalize();
+        [d[0], d[1], d[2], d[3]]
+    }
+
+    /// Parses a vkey of type 0x04 (same rules as [`VerifierKey::parse`] otherwise).
+    pub fn parse(s: &str) -> Result<Self, NoteError> {
+        let mut parts = s.splitn(3, '+');
+        let (Some(name), Some(id_hex), Some(b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed_key("expected <name>+<key ID>+<key>"));
+        };
+        check_name(name)?;
+        let key_id = parse_hex4(id_hex)
+            .ok_or_else(|| malformed_key("key ID must be 8 lower-case hex digits"))?;
+        let raw = STANDARD
+            .decode(b64)
+            .map_err(|_| malformed_key("key is not canonical base64"))?;
+        let (&alg, key_bytes) = raw
+            .split_first()
+            .ok_or_else(|| malformed_key("empty key"))?;
+        if alg != COSIGNATURE_V1_TYPE {
+            return Err(malformed_key(format!(
+                "cosigner key type must be 0x04, got 0x{alg:02x}"
+            )));
+        }
+        let key_bytes: &[u8; 32] = key_bytes
+            .try_into()
+            .map_err(|_| malformed_key("Ed25519 public key must be 32 bytes"))?;
+        let key = VerifyingKey::from_bytes(key_bytes)
+            .map_err(|_| malformed_key("not a valid Ed25519 public key"))?;
+        if key.is_weak() {
+            return Err(malformed_key("Ed25519 public key of small order"));
+        }
+        if Self::key_id(name, &key) != key_id {
+            return Err(malformed_key("key ID does not match name and key"));
+        }
+        Ok(CosignerKey {
+            name: name.to_owned(),
+            key_id,
+            key,
+        })
+    }
+}
+
+impl fmt::Display for CosignerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut raw = Vec::with_capacity(33);
+        raw.push(COSIGNATURE_V1_TYPE);
+        raw.extend_from_slice(self.key.as_bytes());
+        write!(
+            f,
+            "{}+{}+{}",
+            self.name,
+            hex4(&self.key_id),
+            STANDARD.encode(raw)
+        )
+    }
+}
+
+/// An Ed25519 `cosignature/v1` signer (a witness key). `Debug` does not print the secret.
+#[derive(Clone)]
+pub struct Cosigner {
+    key: CosignerKey,
+    signing_key: SigningKey,
+}
+
+impl fmt::Debug for Cosigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cosigner")
+            .field("name", &self.key.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cosigner {
+    /// A cosigner named `name`.
+    pub fn new(name: impl Into<String>, signing_key: SigningKey) -> Result<Self, NoteError> {
+        let key = CosignerKey::new(name, signing_key.verifying_key())?;
+        Ok(Cosigner { key, signing_key })
+    }
+
+    /// Its public key.
+    pub fn key(&self) -> &CosignerKey {
+        &self.key
+    }
+
+    /// The timestamped cosignature of note text `text` at `timestamp` (POSIX seconds, < 2^63):
+    /// a signature line whose payload is `BE64(timestamp) ‖ Ed25519 signature`.
+    pub fn cosign(&self, text: &str, timestamp: u64) -> Result<NoteSignature, NoteError> {
+        check_note_text(text)?;
+        if timestamp > i64::MAX as u64 {
+            return Err(malformed_note("cosignature timestamp exceeds 2^63 - 1"));
+        }
+        let msg = cosignature_v1_message(text, timestamp);
+        let mut payload = Vec::with_capacity(72);
+        payload.extend_from_slice(&timestamp.to_be_bytes());
+        payload.extend_from_slice(&self.signing_key.sign(msg.as_bytes()).to_bytes());
+        Ok(NoteSignature {
+            name: self.key.name.clone(),
+            key_id: self.key.key_id,
+            signature: [0u8; 64],
+            foreign_payload: Some(payload),
+        })
+    }
+}
+
+impl Note {
+    /// Verifies the `cosignature/v1` signatures of trusted cosigners and returns each cosigner
+    /// that signed, once, with the timestamp of its first valid cosignature. Lines matching no
+    /// key are ignored; a line that matches a key (name and key ID) but is not 72 bytes or does
+    /// not verify (strict Ed25519) is [`NoteError::InvalidSignature`]. Unlike [`Note::verify`]
+    /// an empty result is not an error.
+    pub fn verify_cosignatures(
+        &self,
+        keys: &[CosignerKey],
+    ) -> Result<Vec<(CosignerKey, u64)>, NoteError> {
+        let mut out: Vec<(CosignerKey, u64)> = Vec::new();
+        for sig in &self.signatures {
+            let Some(key) = keys
+                .iter()
+                .find(|k| k.name == sig.name && k.key_id == sig.key_id)
+            else {
+                continue;
+            };
+            let bad = || NoteError::InvalidSignature {
+                name: sig.name.clone(),
+            };
+            let payload = sig.foreign_payload.as_deref().ok_or_else(bad)?;
+            let (ts, raw) = payload.split_at_checked(8).ok_or_else(bad)?;
+            let ts: [u8; 8] = ts.try_into().map_err(|_| bad())?;
+            let raw: [u8; 64] = raw.try_into().map_err(|_| bad())?;
+            let ts = u64::from_be_bytes(ts);
+            if ts > i64::MAX as u64 {
+                return Err(bad());
+            }
+            let msg = cosignature_v1_message(&self.text, ts);
+            key.key
+                .verify_strict(msg.as_bytes(), &Signature::from_bytes(&raw))
+                .map_err(|_| bad())?;
+            if !out.iter().any(|(k, _)| k == key) {
+                out.push((key.clone(), ts));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds signature lines not already present (by exact line), keeping the size limits.
+    pub fn merge_signatures(
+        &mut self,
+        sigs: impl IntoIterator<Item = NoteSignature>,
+    ) -> Result<(), NoteError> {
+        for sig in sigs {
+            if self.signatures.contains(&sig) {
+                continue;
+            }
+            if self.signatures.len() >= MAX_SIGNATURES
+                || self.encoded_len() + sig.to_string().len() > MAX_NOTE_SIZE
+            {
+                return Err(NoteError::TooLarge {
+                    reason: format!("a note holds at most {MAX_SIGNATURES} signatures"),
+                });
+            }
+            self.signatures.push(sig);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -1276,5 +1482,43 @@ mod tests {
                 prop_assert_eq!(got, cp);
             }
         }
+    }
+
+    #[test]
+    fn cosignature_v1_round_trip_and_tamper() {
+        let log = signer("example.com/log", 1);
+        let w = Cosigner::new("witness.example/w1", SigningKey::from_bytes(&[9; 32])).unwrap();
+        let text = "example.com/log\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+        let mut note = Note::parse(&Note::sign(text, &[&log]).unwrap()).unwrap();
+        note.merge_signatures([w.cosign(text, 1_700_000_000).unwrap()])
+            .unwrap();
+        let reparsed = Note::parse(&note.to_string()).unwrap();
+        assert_eq!(reparsed, note);
+        let key = CosignerKey::parse(&w.key().to_string()).unwrap();
+        assert_eq!(&key, w.key());
+        let got = reparsed
+            .verify_cosignatures(std::slice::from_ref(&key))
+            .unwrap();
+        assert_eq!(got, vec![(key.clone(), 1_700_000_000)]);
+        // The log key still verifies; the witness line is ignored by Ed25519 verification.
+        assert_eq!(reparsed.verify(&[log.verifier_key()]).unwrap().len(), 1);
+        // A cosignature over another text (or another time) does not verify.
+        let mut bad = note.clone();
+        bad.text = "example.com/log\n6\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n".into();
+        assert!(matches!(
+            bad.verify_cosignatures(std::slice::from_ref(&key)),
+            Err(NoteError::InvalidSignature { .. })
+        ));
+        let mut late = note.clone();
+        if let Some(p) = late.signatures[1].foreign_payload.as_mut() {
+            p[7] ^= 1;
+        }
+        assert!(late
+            .verify_cosignatures(std::slice::from_ref(&key))
+            .is_err());
+        // Unknown cosigners are ignored; vkeys of the wrong type are refused.
+        assert!(note.verify_cosignatures(&[]).unwrap().is_empty());
+        assert!(CosignerKey::parse(&log.verifier_key().to_string()).is_err());
+        assert!(VerifierKey::parse(&key.to_string()).is_err());
     }
 }

@@ -54,6 +54,12 @@ pub struct Config {
     /// Synthetic agency data for testnets and demos.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample: Option<SampleSection>,
+    /// External witnesses checkpoints are submitted to (`specs/witness.md`); default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<crate::witness_client::WitnessConfig>,
+    /// Anchor sinks for final checkpoints (`specs/checkpoints.md` §6); default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<crate::anchor::AnchorConfig>,
 }
 
 /// `[p2p]`: the consortium network.
@@ -213,6 +219,8 @@ pub fn init(dir: &Path, org: &str, name: &str, http: SocketAddr) -> anyhow::Resu
         p2p: None,
         query: None,
         sample: None,
+        witness: None,
+        anchor: None,
     };
     let text = format!(
         "# xinyi-node configuration (written by `xinyi-node init`).\n# Relative paths are relative to this file. Environment variables XINYI_DATA, XINYI_HTTP,\n# XINYI_ORG, XINYI_KEY, XINYI_GENESIS and XINYI_RATE_LIMIT override these values.\n{}",

@@ -107,6 +107,27 @@ impl Node {
                 },
             ),
         })
+        .inspect(|n| {
+            n.start_audit_services(
+                cfg.witness.clone().unwrap_or_default(),
+                cfg.anchor.clone().unwrap_or_default(),
+            );
+        })
+    }
+
+    /// Starts checkpoint submission to witnesses and anchoring (each a no-op when its
+    /// configuration names no target). Must run inside a tokio runtime.
+    pub fn start_audit_services(
+        &self,
+        witness: crate::witness_client::WitnessConfig,
+        anchor: crate::anchor::AnchorConfig,
+    ) {
+        crate::witness_client::spawn(
+            self.state.engine.clone(),
+            self.state.cosigs.clone(),
+            witness,
+        );
+        crate::anchor::spawn(self.state.engine.clone(), anchor);
     }
 }
 

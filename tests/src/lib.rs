@@ -91,6 +91,11 @@ pub struct DevNode {
 impl DevNode {
     /// Starts a dev node on `dir` and waits (at most `timeout`) until `/health` answers.
     pub fn start(dir: &Path, log: &Path, timeout: Duration) -> DevNode {
+        DevNode::start_with(dir, log, timeout, &[])
+    }
+
+    /// [`DevNode::start`] with further `xinyi-node` arguments (e.g. `--witness URL`).
+    pub fn start_with(dir: &Path, log: &Path, timeout: Duration, extra: &[&str]) -> DevNode {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let logf = std::fs::File::create(log).expect("node log file");
@@ -98,6 +103,7 @@ impl DevNode {
             .args(["--dev", "--data"])
             .arg(dir)
             .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("log handle"))
             .stderr(logf)
@@ -179,6 +185,8 @@ impl DevNode {
             .env_remove("XINYI_KEY")
             .env_remove("XINYI_NODE")
             .env_remove("XINYI_GENESIS")
+            // The client's checkpoint memory stays with the test, not in $HOME.
+            .env("XINYI_STATE", self.dir.with_extension("client-state.json"))
             .stdin(Stdio::null());
         if let Some(k) = key {
             cmd.arg("--key").arg(self.key(k));

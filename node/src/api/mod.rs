@@ -74,6 +74,8 @@ pub struct AppState {
     pub auth_replay: Arc<ReplayCache>,
     /// Signatures of query requests already answered.
     pub query_replay: Arc<ReplayCache>,
+    /// External witnesses' cosignatures, attached to the checkpoint served.
+    pub cosigs: Arc<crate::witness_client::Cosignatures>,
 }
 
 impl AppState {
@@ -89,6 +91,7 @@ impl AppState {
             anon_limiter: Arc::new(RateLimiter::new(cfg.rate_limit_per_sec)),
             auth_replay: Arc::new(ReplayCache::new(auth::AUTH_WINDOW_MS)),
             query_replay,
+            cosigs: Arc::new(crate::witness_client::Cosignatures::default()),
             engine,
             data,
             cfg: Arc::new(cfg),

@@ -104,6 +104,8 @@ pub fn configs(dir: &Path, c: &SampleConsortium, nodes: &[&str], agency: &str) -
                 data_node: agency_url.clone(),
             }),
             sample: (*org == agency).then_some(SampleSection { firms: 10 }),
+            witness: None,
+            anchor: None,
         };
         std::fs::write(home.join("xinyi.toml"), toml::to_string(&cfg).unwrap()).unwrap();
         out.push(cfg);

@@ -1,0 +1,569 @@
+//! Audit and transparency end to end (issue 7), with the real `xinyi-node --dev` and `xinyi`
+//! binaries on loopback:
+//!
+//! - quorum-cosigned checkpoints: the client verifies them, an altered one is refused;
+//! - split view / rewritten history: two dev nodes forked from one data directory (same genesis
+//!   and keys) diverge; a client that verified one refuses the other (state file), and
+//!   `xinyi audit consistency` names the fork;
+//! - witnesses: `xinyi witness serve` cosigns the node's checkpoints (the node submits them and
+//!   serves the cosignature), and refuses a forked node's inconsistent checkpoint;
+//! - anchoring: checkpoints go to a JSON-lines file sink and come back as `anchor_receipt`
+//!   entries.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use xinyi_ledger::sample::sample_firm;
+use xinyi_tests::{binaries, free_port, DevNode};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "xinyi failed\nstdout: {}\nstderr: {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+#[track_caller]
+fn ok_json(o: &Output) -> Value {
+    let s = ok(o);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Exit 1 with one `error:` line containing `needle`.
+#[track_caller]
+fn fails(o: &Output, needle: &str) -> String {
+    let e = text(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected failure with {needle:?}\nstdout: {}\nstderr: {e}",
+        text(&o.stdout)
+    );
+    assert_eq!(e.lines().count(), 1, "not one line: {e:?}");
+    assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+    e
+}
+
+fn step(what: &str) {
+    eprintln!("== {what}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let p = e.path();
+        let t = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &t);
+        } else {
+            std::fs::copy(&p, &t).expect("copy");
+        }
+    }
+}
+
+/// Runs `xinyi` against `node` with extra global flags before the command.
+fn xinyi(node: &DevNode, key: Option<&str>, args: &[&str]) -> Output {
+    node.xinyi(key, args)
+}
+
+fn grant(node: &DevNode, firm: &str, extra: &[&str]) -> Output {
+    let fk = format!("firm-{firm}");
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend([
+        "--json",
+        "consent",
+        "grant",
+        "--firm",
+        firm,
+        "--bank",
+        "bank-a",
+        "--categories",
+        "tax",
+        "--uses",
+        "1",
+        "--days",
+        "10",
+    ]);
+    xinyi(node, Some(&fk), &args)
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_witness(dir: &Path, genesis: &Path, key: &Path, port: u16) -> Proc {
+    let log = std::fs::File::create(dir.join("witness.log")).expect("log");
+    let child = Command::new(&binaries().client)
+        .args(["--key"])
+        .arg(key)
+        .args([
+            "witness",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--name",
+            "auditor.example/w1",
+            "--log",
+        ])
+        .arg(genesis)
+        .arg("--state-file")
+        .arg(dir.join("witness-state.json"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn witness");
+    let p = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ureq::get(&format!("http://127.0.0.1:{port}/health"))
+        .call()
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "witness did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
+/// Two dev nodes from one data directory: `a` keeps running on `dir/a`, `b` on a copy.
+fn forked_pair(tmp: &Path, extra_b: &[&str]) -> (DevNode, DevNode) {
+    let a_dir = tmp.join("a");
+    let mut a = DevNode::start(&a_dir, &tmp.join("a.log"), Duration::from_secs(60));
+    let firm = sample_firm(0).expect("firm").to_string();
+    ok(&grant(&a, &firm, &["--no-state"]));
+    a.kill9();
+    copy_dir(&a_dir, &tmp.join("b"));
+    let a = DevNode::start(&a_dir, &tmp.join("a2.log"), Duration::from_secs(60));
+    let b = DevNode::start_with(
+        &tmp.join("b"),
+        &tmp.join("b.log"),
+        Duration::from_secs(60),
+        extra_b,
+    );
+    (a, b)
+}
+
+#[test]
+fn quorum_checkpoints_and_split_view_detection() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("client-state.json");
+    let st = state.to_str().expect("utf-8").to_string();
+    let firm = sample_firm(0).expect("firm").to_string();
+    let (a, b) = forked_pair(tmp.path(), &[]);
+
+    step("a write on node A is verified against a quorum-cosigned checkpoint and remembered");
+    let g = ok_json(&grant(&a, &firm, &["--state", &st]));
+    let size_a = g["verified"]["checkpoint_size"].as_u64().expect("size");
+    let saved = std::fs::read_to_string(&state).expect("state file written");
+    assert!(saved.contains(&format!("\"size\": {size_a}")), "{saved}");
+    let cp = ok_json(&xinyi(&a, None, &["--state", &st, "--json", "checkpoint"]));
+    assert_eq!(cp["size"].as_u64(), Some(size_a));
+    assert_eq!(cp["validator_power"], cp["total_power"]);
+
+    step("an altered checkpoint is refused");
+    let cp_a = tmp.path().join("cp-a.txt");
+    ok(&xinyi(
+        &a,
+        None,
+        &[
+            "--state",
+            &st,
+            "checkpoint",
+            "--save",
+            cp_a.to_str().expect("utf-8"),
+        ],
+    ));
+    let note = std::fs::read_to_string(&cp_a).expect("note");
+    let altered = note.replacen(&format!("\n{size_a}\n"), &format!("\n{}\n", size_a + 1), 1);
+    assert_ne!(note, altered);
+    let cp_x = tmp.path().join("cp-x.txt");
+    std::fs::write(&cp_x, altered).expect("write");
+    fails(
+        &xinyi(
+            &a,
+            None,
+            &[
+                "audit",
+                "consistency",
+                cp_a.to_str().expect("utf-8"),
+                cp_x.to_str().expect("utf-8"),
+            ],
+        ),
+        "checkpoint.invalid",
+    );
+
+    step("node B (same genesis and keys, forked history) shows a different log: caught");
+    let gb = ok_json(&grant(&b, &firm, &["--no-state"]));
+    assert_eq!(
+        gb["verified"]["checkpoint_size"].as_u64(),
+        Some(size_a),
+        "the fork has the same size, another root"
+    );
+    fails(
+        &xinyi(&b, None, &["--state", &st, "checkpoint"]),
+        "split_view",
+    );
+    // A write through B is refused by a client that saw A.
+    fails(&grant(&b, &firm, &["--state", &st]), "split_view");
+
+    step("audit consistency names the fork between the two signed checkpoints");
+    let cp_b = tmp.path().join("cp-b.txt");
+    ok(&xinyi(
+        &b,
+        None,
+        &[
+            "--no-state",
+            "checkpoint",
+            "--save",
+            cp_b.to_str().expect("utf-8"),
+        ],
+    ));
+    // Asked for the proof, B can only give one for its own log, which does not extend A's.
+    fails(
+        &xinyi(
+            &b,
+            None,
+            &[
+                "--no-state",
+                "audit",
+                "consistency",
+                cp_a.to_str().expect("utf-8"),
+                cp_b.to_str().expect("utf-8"),
+            ],
+        ),
+        "consistency.fork",
+    );
+
+    step("A grows honestly: consistent with what the client saw");
+    ok(&grant(&a, &firm, &["--state", &st]));
+    let cp_a2 = tmp.path().join("cp-a2.txt");
+    ok(&xinyi(
+        &a,
+        None,
+        &[
+            "--state",
+            &st,
+            "checkpoint",
+            "--save",
+            cp_a2.to_str().expect("utf-8"),
+        ],
+    ));
+    let out = ok(&xinyi(
+        &a,
+        None,
+        &[
+            "audit",
+            "consistency",
+            cp_a.to_str().expect("utf-8"),
+            cp_a2.to_str().expect("utf-8"),
+        ],
+    ));
+    assert!(out.contains("verified: the checkpoint of size"), "{out}");
+
+    step("B rewrites history to a longer log: still caught against the client's memory");
+    ok(&grant(&b, &firm, &["--no-state"]));
+    ok(&grant(&b, &firm, &["--no-state"]));
+    fails(
+        &xinyi(&b, None, &["--state", &st, "checkpoint"]),
+        "split_view",
+    );
+}
+
+fn post(url: &str, body: &str) -> (u16, String) {
+    match ureq::post(url).send_string(body) {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("POST {url}: {e}"),
+    }
+}
+
+#[test]
+fn witness_cosigns_consistent_checkpoints_and_refuses_a_fork() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let firm = sample_firm(0).expect("firm").to_string();
+    let wkey = tmp.path().join("witness.key");
+    let o = Command::new(&binaries().client)
+        .args(["keygen", "--out"])
+        .arg(&wkey)
+        .output()
+        .expect("keygen");
+    ok(&o);
+    let o = Command::new(&binaries().client)
+        .arg("--key")
+        .arg(&wkey)
+        .args(["witness", "vkey", "--name", "auditor.example/w1"])
+        .output()
+        .expect("vkey");
+    let vkey = ok(&o).trim().to_string();
+    assert!(vkey.starts_with("auditor.example/w1+"), "{vkey}");
+
+    // The node's genesis exists once it has started: start, stop, then start with the witness.
+    let a_dir = tmp.path().join("a");
+    let mut a = DevNode::start(&a_dir, &tmp.path().join("a0.log"), Duration::from_secs(60));
+    ok(&grant(&a, &firm, &["--no-state"]));
+    a.kill9();
+    copy_dir(&a_dir, &tmp.path().join("b"));
+    let port = free_port();
+    let wurl = format!("http://127.0.0.1:{port}");
+    let _w = start_witness(tmp.path(), &a_dir.join("genesis.json"), &wkey, port);
+    let wflags = ["--witness", wurl.as_str(), "--witness-vkey", vkey.as_str()];
+    let a = DevNode::start_with(
+        &a_dir,
+        &tmp.path().join("a.log"),
+        Duration::from_secs(60),
+        &wflags,
+    );
+
+    step("a client requiring the witness gets a write verified once the witness cosigned");
+    let g = ok_json(&grant(&a, &firm, &["--no-state", "--witness", &vkey]));
+    let size = g["verified"]["checkpoint_size"].as_u64().expect("size");
+    let cp = ok_json(&xinyi(
+        &a,
+        None,
+        &["--no-state", "--witness", &vkey, "--json", "checkpoint"],
+    ));
+    assert_eq!(cp["witnesses"][0]["name"], "auditor.example/w1", "{cp}");
+    assert!(cp["size"].as_u64().expect("size") >= size);
+
+    step("the forked node B submits an inconsistent checkpoint: the witness refuses");
+    let b = DevNode::start_with(
+        &tmp.path().join("b"),
+        &tmp.path().join("b.log"),
+        Duration::from_secs(60),
+        &wflags,
+    );
+    ok(&grant(&b, &firm, &["--no-state"]));
+    ok(&grant(&b, &firm, &["--no-state"]));
+    fails(
+        &xinyi(
+            &b,
+            None,
+            &[
+                "--no-state",
+                "--witness",
+                &vkey,
+                "--wait-ms",
+                "3000",
+                "checkpoint",
+            ],
+        ),
+        "checkpoint.witnesses",
+    );
+    // The same, submitted by hand: 409 tells the witness's size, then 422 for the fork.
+    let note_b = b.api().get_text("/v1/checkpoint").expect("checkpoint");
+    let (code, body) = post(
+        &format!("{wurl}/add-checkpoint"),
+        &format!("old 0\n\n{note_b}"),
+    );
+    assert_eq!(code, 409, "{body}");
+    let wsize: u64 = body.trim().parse().expect("size");
+    let proof: Value = b
+        .api()
+        .get(&format!(
+            "/v1/consistency?from={wsize}&to={}",
+            note_b.lines().nth(1).expect("size line")
+        ))
+        .expect("proof");
+    let mut req = format!("old {wsize}\n");
+    for h in proof["proof"].as_array().expect("proof") {
+        let raw = hex_to_bytes(h.as_str().expect("hex"));
+        req += &format!("{}\n", b64(&raw));
+    }
+    req += "\n";
+    req += &note_b;
+    let (code, body) = post(&format!("{wurl}/add-checkpoint"), &req);
+    assert_eq!(code, 422, "{body}");
+    // Node A keeps being cosigned.
+    ok(&grant(&a, &firm, &["--no-state", "--witness", &vkey]));
+}
+
+fn hex_to_bytes(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[test]
+fn checkpoints_are_anchored_and_receipts_recorded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let firm = sample_firm(0).expect("firm").to_string();
+    let sink: PathBuf = tmp.path().join("anchors.jsonl");
+    let node = DevNode::start_with(
+        &tmp.path().join("n"),
+        &tmp.path().join("n.log"),
+        Duration::from_secs(60),
+        &[
+            "--anchor-file",
+            sink.to_str().expect("utf-8"),
+            "--anchor-interval-ms",
+            "200",
+        ],
+    );
+    ok(&grant(&node, &firm, &["--no-state"]));
+    step("the file sink gets a line and the ledger an anchor_receipt for it");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let receipt = loop {
+        let h: Value = node.api().get("/health").expect("health");
+        let size = h["log_size"].as_u64().expect("log size");
+        let mut found = None;
+        for pos in (0..size).rev().take(20) {
+            let e: Value = node
+                .api()
+                .get(&format!("/v1/entries/{pos}"))
+                .expect("entry");
+            if e["kind"] == "anchor_receipt" {
+                found = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no anchor receipt was committed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let lines = std::fs::read_to_string(&sink).expect("sink file");
+    let first: Value = serde_json::from_str(lines.lines().next().expect("a line")).expect("JSON");
+    let body = &receipt["body"]["kind"]["anchor_receipt"];
+    let body = if body.is_null() {
+        &receipt["body"]
+    } else {
+        body
+    };
+    let rendered = body.to_string();
+    assert!(rendered.contains("line:1"), "{rendered}");
+    assert!(
+        rendered.contains(first["root"].as_str().expect("root")),
+        "{rendered} vs {first}"
+    );
+    // The anchored checkpoint is a final one the client accepts.
+    let note_path = tmp.path().join("anchored.txt");
+    std::fs::write(&note_path, first["note"].as_str().expect("note")).expect("write");
+    ok(&xinyi(
+        &node,
+        None,
+        &[
+            "audit",
+            "consistency",
+            note_path.to_str().expect("utf-8"),
+            note_path.to_str().expect("utf-8"),
+        ],
+    ));
+    step("audit verify reports entries, organisations, consents, queries, repairs, anchors");
+    let fk = format!("firm-{firm}");
+    let c = ok_json(&grant(&node, &firm, &["--no-state"]));
+    let cid = c["id"].as_str().expect("id").to_string();
+    ok(&xinyi(
+        &node,
+        Some("bank-a"),
+        &[
+            "query",
+            "--consent",
+            &cid,
+            "--firm",
+            &firm,
+            "--categories",
+            "tax",
+        ],
+    ));
+    let _ = xinyi(
+        &node,
+        Some("bank-b"),
+        &[
+            "query",
+            "--consent",
+            &cid,
+            "--firm",
+            &firm,
+            "--categories",
+            "tax",
+        ],
+    );
+    let _ = fk;
+    let rep = ok_json(&xinyi(&node, None, &["--json", "audit", "verify"]));
+    assert_eq!(rep["result"], "ok", "{rep}");
+    assert!(
+        rep["entries_by_kind"]["anchor_receipt"]
+            .as_u64()
+            .expect("anchors")
+            >= 1,
+        "{rep}"
+    );
+    let l = &rep["ledger"];
+    assert!(
+        !l["anchors"].as_array().expect("anchors").is_empty(),
+        "{rep}"
+    );
+    assert!(l["consents"].as_u64().expect("consents") >= 2, "{rep}");
+    assert!(l["queries_served"].as_u64().expect("served") >= 1, "{rep}");
+    assert!(
+        l["queries_denied"]["consent.wrong_bank"]
+            .as_u64()
+            .expect("denied")
+            >= 1,
+        "{rep}"
+    );
+    assert!(
+        l["organisations"]["agency"].as_u64().expect("agencies") >= 1,
+        "{rep}"
+    );
+    assert!(l["repairs"].is_object(), "{rep}");
+    assert_eq!(
+        rep["checkpoint"]["validator_power"],
+        rep["checkpoint"]["total_power"]
+    );
+    let human = ok(&xinyi(&node, None, &["audit", "verify"]));
+    assert!(
+        human.contains("queries: ") && human.contains("anchor receipts: "),
+        "{human}"
+    );
+
+    step("a flipped byte in an exported bundle: the first failure is named with its location");
+    let bundle = tmp.path().join("chain.bundle");
+    ok(&xinyi(
+        &node,
+        None,
+        &["export", "--out", bundle.to_str().expect("utf-8")],
+    ));
+    let mut bytes = std::fs::read(&bundle).expect("bundle");
+    let at = bytes.len() - 200;
+    bytes[at] ^= 0x01;
+    std::fs::write(&bundle, bytes).expect("write");
+    let e = fails(
+        &xinyi(
+            &node,
+            None,
+            &[
+                "audit",
+                "verify",
+                "--bundle",
+                bundle.to_str().expect("utf-8"),
+            ],
+        ),
+        "audit failed at block",
+    );
+    assert!(!e.contains("panicked"), "{e}");
+}
