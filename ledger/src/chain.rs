@@ -21,7 +21,8 @@ use crate::state::{Applied, State, StateError, StateHead, WriteSet};
 use crate::types::{OrgId, TimeMs};
 use crate::uscc::Uscc;
 use ed25519_dalek::VerifyingKey;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 /// What went wrong with a block, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,6 +173,18 @@ fn verify_parallel(checks: &[SigCheck<'_>]) -> Result<(), usize> {
     }
 }
 
+/// What executing a block does with its entries' signatures.
+enum Sigs<'a> {
+    /// Batch-verify them (fixed chunks over the cores).
+    Verify,
+    /// This chain or a speculative copy of it already executed this very block (same header
+    /// hash, hence same parent chain, state and entries) with every check, signatures
+    /// included: the requirements and their verdict would be identical.
+    AlreadyVerified,
+    /// Hand them back for the caller to verify ([`Chain::apply_block_deferred`]).
+    Defer(&'a mut Option<PendingSignatures>),
+}
+
 /// The entry signatures of a block executed by [`Chain::apply_block_deferred`], owned, so that
 /// they can be verified on another thread.
 pub struct PendingSignatures {
@@ -218,15 +231,49 @@ impl PendingSignatures {
 }
 
 /// State, log and head: a replica of the ledger in memory.
+///
+/// State and log are shared copy-on-write (`Arc`) with [`Speculative`] copies: taking or cloning
+/// a copy costs two reference counts, and the first change on either side copies what it
+/// changes (`Arc::make_mut`), so a speculative copy costs one state copy when it executes, not
+/// one per clone. Decompressed keys are shared the same way, and so is the set of blocks whose
+/// signatures a copy verified (see [`Chain::apply_block`]).
 pub struct Chain {
     genesis: Genesis,
     chain_id: Digest,
-    state: State,
-    log: MerkleTree,
+    state: Arc<State>,
+    log: Arc<MerkleTree>,
     head: Option<BlockHeader>,
     head_hash: Digest,
-    key_cache: BTreeMap<[u8; 32], VerifyingKey>,
+    key_cache: Arc<Mutex<BTreeMap<[u8; 32], VerifyingKey>>>,
+    verified: Arc<Mutex<VerifiedBlocks>>,
     pending: Option<Pending>,
+}
+
+/// Header hashes of blocks executed with every check, signatures included, by this chain or
+/// a speculative copy of it (bounded; oldest forgotten first).
+#[derive(Default)]
+struct VerifiedBlocks {
+    set: BTreeSet<Digest>,
+    order: VecDeque<Digest>,
+}
+
+impl VerifiedBlocks {
+    const CAP: usize = 1_024;
+
+    fn insert(&mut self, d: Digest) {
+        if self.set.insert(d) {
+            self.order.push_back(d);
+            while self.order.len() > Self::CAP {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Chain {
@@ -238,11 +285,12 @@ impl Chain {
             Chain {
                 genesis: genesis.clone(),
                 chain_id,
-                state,
-                log: MerkleTree::new(),
+                state: Arc::new(state),
+                log: Arc::new(MerkleTree::new()),
                 head: None,
                 head_hash: chain_id,
-                key_cache: BTreeMap::new(),
+                key_cache: Arc::default(),
+                verified: Arc::default(),
                 pending: None,
             },
             ws,
@@ -264,11 +312,12 @@ impl Chain {
         Ok(Chain {
             genesis: genesis.clone(),
             chain_id,
-            state,
-            log,
+            state: Arc::new(state),
+            log: Arc::new(log),
             head,
             head_hash,
-            key_cache: BTreeMap::new(),
+            key_cache: Arc::default(),
+            verified: Arc::default(),
             pending: None,
         })
     }
@@ -287,7 +336,7 @@ impl Chain {
     }
     /// Mutable state (for admission checks).
     pub fn state_mut(&mut self) -> &mut State {
-        &mut self.state
+        Arc::make_mut(&mut self.state)
     }
     /// Global entry log.
     pub fn log(&self) -> &MerkleTree {
@@ -313,20 +362,21 @@ impl Chain {
     /// Checks that an entry could be included now (signatures included). Changes nothing.
     pub fn admit(&mut self, e: &Entry, now: TimeMs) -> Result<(), ChainErrorKind> {
         let now = now.max(self.state.head().time.saturating_add(1));
-        let applied = self.state.check_entry(e, &self.log, now)?;
+        let applied = Arc::make_mut(&mut self.state).check_entry(e, &self.log, now)?;
         self.verify_signatures(std::slice::from_ref(&applied))
             .map_err(|_| ChainErrorKind::Signature)
     }
 
     fn vk(&mut self, k: &crate::keys::PublicKey) -> Result<VerifyingKey, KeyError> {
-        if let Some(v) = self.key_cache.get(&k.0) {
+        if let Some(v) = lock(&self.key_cache).get(&k.0) {
             return Ok(*v);
         }
         let v = k.verifying_key()?;
-        if self.key_cache.len() > 100_000 {
-            self.key_cache.clear();
+        let mut cache = lock(&self.key_cache);
+        if cache.len() > 100_000 {
+            cache.clear();
         }
-        self.key_cache.insert(k.0, v);
+        cache.insert(k.0, v);
         Ok(v)
     }
 
@@ -394,11 +444,10 @@ impl Chain {
         let height = block.header.height;
         let log_before = self.log.size();
         let mut slot = None;
-        let r = self.apply_block_inner(&block, Some(&cert), Some(&mut slot));
+        let r = self.apply_block_inner(&block, Some(&cert), Sigs::Defer(&mut slot));
         match (r, slot) {
             (Ok((entries, firms)), Some(pending)) => {
-                let write_set = self
-                    .state
+                let write_set = Arc::make_mut(&mut self.state)
                     .end_block(height, block.header.time)
                     .map_err(|e| ChainError {
                         height,
@@ -422,8 +471,8 @@ impl Chain {
                 ))
             }
             (r, _) => {
-                self.state.rollback_block();
-                self.log.truncate(log_before);
+                Arc::make_mut(&mut self.state).rollback_block();
+                Arc::make_mut(&mut self.log).truncate(log_before);
                 Err(r.err().unwrap_or(ChainError {
                     height,
                     entry: None,
@@ -449,11 +498,14 @@ impl Chain {
     ) -> Result<CommittedBlock, ChainError> {
         let height = block.header.height;
         let log_before = self.log.size();
-        let r = self.apply_block_inner(&block, Some(&cert), None);
+        let sigs = match block.header.hash() {
+            Ok(h) if lock(&self.verified).set.contains(&h) => Sigs::AlreadyVerified,
+            _ => Sigs::Verify,
+        };
+        let r = self.apply_block_inner(&block, Some(&cert), sigs);
         match r {
             Ok((entries, firms)) => {
-                let write_set = self
-                    .state
+                let write_set = Arc::make_mut(&mut self.state)
                     .end_block(height, block.header.time)
                     .map_err(|e| ChainError {
                         height,
@@ -474,8 +526,8 @@ impl Chain {
                 })
             }
             Err(e) => {
-                self.state.rollback_block();
-                self.log.truncate(log_before);
+                Arc::make_mut(&mut self.state).rollback_block();
+                Arc::make_mut(&mut self.log).truncate(log_before);
                 Err(e)
             }
         }
@@ -507,14 +559,13 @@ impl Chain {
         Ok(())
     }
 
-    /// Executes `block`. With `defer`, the entries' signatures are not verified here but
-    /// handed back in the slot (the caller must verify them before trusting the block).
+    /// Executes `block`; what happens to the entries' signatures is `sigs`'s choice.
     #[allow(clippy::type_complexity)]
     fn apply_block_inner(
         &mut self,
         block: &Block,
         cert: Option<&CommitCertificate>,
-        defer: Option<&mut Option<PendingSignatures>>,
+        sigs: Sigs<'_>,
     ) -> Result<(Vec<Entry>, Vec<Option<Uscc>>), ChainError> {
         let h = &block.header;
         let height = h.height;
@@ -542,7 +593,7 @@ impl Chain {
         for (i, b) in block.entries.iter().enumerate() {
             entries.push(Entry::decode(b).map_err(|e| err(Some(i), e.into()))?);
         }
-        self.state
+        Arc::make_mut(&mut self.state)
             .begin_block(height, h.time)
             .map_err(|e| err(None, e.into()))?;
         // From here on, errors are rolled back by the caller.
@@ -570,18 +621,18 @@ impl Chain {
         }
         let mut applied: Vec<Applied> = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
-            let a = self
-                .state
+            let a = Arc::make_mut(&mut self.state)
                 .apply_entry(e, &self.log)
                 .map_err(|x| err(Some(i), x.into()))?;
-            self.log.push_leaf_hash(merkle::leaf_hash(&e.bytes));
+            Arc::make_mut(&mut self.log).push_leaf_hash(merkle::leaf_hash(&e.bytes));
             applied.push(a);
         }
-        match defer {
-            None => self
+        match sigs {
+            Sigs::Verify => self
                 .verify_signatures(&applied)
                 .map_err(|i| err(Some(i), ChainErrorKind::Signature))?,
-            Some(slot) => {
+            Sigs::AlreadyVerified => {}
+            Sigs::Defer(slot) => {
                 let pending = self
                     .collect_signatures(height, &mut applied)
                     .map_err(|i| err(Some(i), ChainErrorKind::Signature))?;
@@ -678,7 +729,7 @@ impl Chain {
         }
         loop {
             let log_before = self.log.size();
-            self.state
+            Arc::make_mut(&mut self.state)
                 .begin_block(height, time)
                 .map_err(|e| ChainError {
                     height,
@@ -688,9 +739,9 @@ impl Chain {
             let mut kept = Vec::with_capacity(candidates.len());
             let mut applied = Vec::with_capacity(candidates.len());
             for e in candidates.drain(..) {
-                match self.state.apply_entry(&e, &self.log) {
+                match Arc::make_mut(&mut self.state).apply_entry(&e, &self.log) {
                     Ok(a) => {
-                        self.log.push_leaf_hash(merkle::leaf_hash(&e.bytes));
+                        Arc::make_mut(&mut self.log).push_leaf_hash(merkle::leaf_hash(&e.bytes));
                         applied.push(a);
                         kept.push(e);
                     }
@@ -699,8 +750,8 @@ impl Chain {
             }
             if let Err(bad) = self.verify_signatures(&applied) {
                 // Rare: a key changed inside the block after admission. Retry without it.
-                self.state.rollback_block();
-                self.log.truncate(log_before);
+                Arc::make_mut(&mut self.state).rollback_block();
+                Arc::make_mut(&mut self.log).truncate(log_before);
                 let e = kept.remove(bad);
                 dropped.push(Dropped {
                     id: e.id,
@@ -776,8 +827,7 @@ impl Chain {
                 kind: e.into(),
             });
         }
-        let write_set = self
-            .state
+        let write_set = Arc::make_mut(&mut self.state)
             .end_block(height, p.block.header.time)
             .map_err(|e| ChainError {
                 height,
@@ -800,8 +850,8 @@ impl Chain {
     /// Discards the pending block.
     pub fn abort_built(&mut self) {
         if let Some(p) = self.pending.take() {
-            self.state.rollback_block();
-            self.log.truncate(p.log_size_before);
+            Arc::make_mut(&mut self.state).rollback_block();
+            Arc::make_mut(&mut self.log).truncate(p.log_size_before);
         }
     }
 
@@ -810,8 +860,8 @@ impl Chain {
         let mut state = self.state.clone();
         let mut log = self.log.clone();
         if let Some(p) = &self.pending {
-            state.rollback_block();
-            log.truncate(p.log_size_before);
+            Arc::make_mut(&mut state).rollback_block();
+            Arc::make_mut(&mut log).truncate(p.log_size_before);
         }
         Speculative {
             chain: Chain {
@@ -822,6 +872,7 @@ impl Chain {
                 head: self.head.clone(),
                 head_hash: self.head_hash,
                 key_cache: self.key_cache.clone(),
+                verified: self.verified.clone(),
                 pending: None,
             },
         }
@@ -865,20 +916,21 @@ impl Speculative {
         };
         let header_hash = block.header.hash().map_err(|e| mk(e.into()))?;
         let log_before = c.log.size();
-        match c.apply_block_inner(block, None, None) {
+        match c.apply_block_inner(block, None, Sigs::Verify) {
             Ok(_) => {
-                if let Err(e) = c.state.end_block(height, block.header.time) {
-                    c.state.rollback_block();
-                    c.log.truncate(log_before);
+                if let Err(e) = Arc::make_mut(&mut c.state).end_block(height, block.header.time) {
+                    Arc::make_mut(&mut c.state).rollback_block();
+                    Arc::make_mut(&mut c.log).truncate(log_before);
                     return Err(mk(e.into()));
                 }
                 c.head_hash = header_hash;
                 c.head = Some(block.header.clone());
+                lock(&c.verified).insert(header_hash);
                 Ok(header_hash)
             }
             Err(e) => {
-                c.state.rollback_block();
-                c.log.truncate(log_before);
+                Arc::make_mut(&mut c.state).rollback_block();
+                Arc::make_mut(&mut c.log).truncate(log_before);
                 Err(e)
             }
         }
@@ -901,9 +953,9 @@ impl Speculative {
                 kind: ChainErrorKind::Header("no pending block".into()),
             });
         };
-        if let Err(e) = c.state.end_block(height, block.header.time) {
-            c.state.rollback_block();
-            c.log.truncate(p.log_size_before);
+        if let Err(e) = Arc::make_mut(&mut c.state).end_block(height, block.header.time) {
+            Arc::make_mut(&mut c.state).rollback_block();
+            Arc::make_mut(&mut c.log).truncate(p.log_size_before);
             return Err(ChainError {
                 height,
                 entry: None,
@@ -912,6 +964,7 @@ impl Speculative {
         }
         c.head_hash = p.header_hash;
         c.head = Some(block.header.clone());
+        lock(&c.verified).insert(p.header_hash);
         Ok((block, dropped))
     }
 }
@@ -1045,6 +1098,36 @@ mod tests {
         let cert = c.certify(&block).unwrap();
         chain.commit_built(cert).unwrap();
         assert_eq!(chain.state_head(), spec.chain().state_head());
+    }
+
+    #[test]
+    fn only_a_block_verified_in_full_skips_signature_checks_at_commit() {
+        let (c, mut builder) = setup();
+        let (block, _) = builder
+            .build_block(T0 + 10, proposer(), registrations(&c, 0, 2, T0 + 10))
+            .unwrap();
+        // A forged signature in entry 1: the speculative copy refuses the block, so the
+        // committed chain must check the signatures itself and refuse it too.
+        let mut forged = block.clone();
+        let mut wire: crate::entry::EntryWire =
+            crate::codec::decode("entry", &forged.entries[1], 1 << 16).unwrap();
+        wire.signature.0[0] ^= 1;
+        forged.entries[1] = serde_bytes::ByteBuf::from(crate::codec::encode(&wire).unwrap());
+        let (mut replica, _) = Chain::from_genesis(&c.genesis).unwrap();
+        let mut spec = replica.speculate();
+        let e = spec.execute(&forged).unwrap_err();
+        assert_eq!((e.kind.code(), e.entry), ("entry.bad_signature", Some(1)));
+        let cert = c.certify(&forged).unwrap();
+        let e = replica.apply_block(forged, cert).unwrap_err();
+        assert_eq!((e.kind.code(), e.entry), ("entry.bad_signature", Some(1)));
+        // The genuine block, executed in full by a speculative copy, commits to the same state.
+        spec.execute(&block).unwrap();
+        let hh = block.header.hash().unwrap();
+        assert!(lock(&replica.verified).set.contains(&hh));
+        let cert = c.certify(&block).unwrap();
+        replica.apply_block(block, cert).unwrap();
+        assert_eq!(replica.state_head(), spec.chain().state_head());
+        assert_eq!(replica.log().root(), spec.chain().log().root());
     }
 
     #[test]
