@@ -26,6 +26,7 @@ pub mod keys;
 pub mod merkle;
 pub mod note;
 pub mod sample;
+pub mod smt;
 pub mod state;
 pub mod store;
 pub mod types;
