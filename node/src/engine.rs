@@ -473,14 +473,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         cfg: EngineConfig,
     ) -> anyhow::Result<Engine> {
-        let (store, chain) = Store::open_or_create(dir, genesis).map_err(|e| {
-            let hint = if e.to_string().contains("could not acquire lock") {
-                " (is another xinyi-node using this data directory?)"
-            } else {
-                ""
-            };
-            anyhow::anyhow!("opening the ledger in {}: {e}{hint}", dir.display())
-        })?;
+        let (store, chain) = open_store(dir, genesis)?;
         let set = chain
             .state()
             .validators()
@@ -503,14 +496,7 @@ impl Engine {
         let signer = NoteSigner::new(genesis.name.clone(), key.signing_key().clone())
             .map_err(|e| anyhow::anyhow!("checkpoint signer: {e}"))?;
         let chain_id = *chain.chain_id();
-        let orgs: OrgCache = Arc::new(RwLock::new(
-            chain
-                .state()
-                .orgs()
-                .map_err(|e| anyhow::anyhow!("reading organisations: {e}"))?
-                .into_iter()
-                .collect(),
-        ));
+        let orgs = org_cache(&chain)?;
         let producer = Producer {
             orgs: orgs.clone(),
             org: org.clone(),
@@ -751,14 +737,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         cfg: EngineConfig,
     ) -> anyhow::Result<(Engine, mpsc::Receiver<Entry>)> {
-        let (store, chain) = Store::open_or_create(dir, genesis).map_err(|e| {
-            let hint = if e.to_string().contains("could not acquire lock") {
-                " (is another xinyi-node using this data directory?)"
-            } else {
-                ""
-            };
-            anyhow::anyhow!("opening the ledger in {}: {e}{hint}", dir.display())
-        })?;
+        let (store, chain) = open_store(dir, genesis)?;
         let record = chain
             .state()
             .org(&org)
@@ -779,14 +758,7 @@ impl Engine {
             .get(&org)
             .is_some_and(|v| v.power > 0);
         let chain_id = *chain.chain_id();
-        let orgs: OrgCache = Arc::new(RwLock::new(
-            chain
-                .state()
-                .orgs()
-                .map_err(|e| anyhow::anyhow!("reading organisations: {e}"))?
-                .into_iter()
-                .collect(),
-        ));
+        let orgs = org_cache(&chain)?;
         let producer = Producer {
             orgs: orgs.clone(),
             org: org.clone(),
@@ -985,6 +957,30 @@ impl Engine {
     pub fn now(&self) -> TimeMs {
         self.clock.now()
     }
+}
+
+/// Opens (or creates) the sled ledger, with a hint when another process holds it.
+fn open_store(dir: &Path, genesis: &Genesis) -> anyhow::Result<(Store, Chain)> {
+    Store::open_or_create(dir, genesis).map_err(|e| {
+        let hint = if e.to_string().contains("could not acquire lock") {
+            " (is another xinyi-node using this data directory?)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("opening the ledger in {}: {e}{hint}", dir.display())
+    })
+}
+
+/// The registered organisations of `chain`, as the cache the API reads.
+fn org_cache(chain: &Chain) -> anyhow::Result<OrgCache> {
+    Ok(Arc::new(RwLock::new(
+        chain
+            .state()
+            .orgs()
+            .map_err(|e| anyhow::anyhow!("reading organisations: {e}"))?
+            .into_iter()
+            .collect(),
+    )))
 }
 
 /// Authenticates `entry` under its author's registered key, then applies the admission rules
