@@ -484,17 +484,20 @@ impl Ctx {
                 let p = self.consistency_proof(old.size, cp.size)?;
                 proof::verify_consistency(&old, cp, &p).map_err(split)?;
             } else {
-                // The node shows an older checkpoint: it must still prove that ours extends it.
-                let p = self
-                    .consistency_proof(cp.size, old.size)
-                    .map_err(|e| {
-                        anyhow!(
-                            "split_view: the node serves a checkpoint of size {} older than the one of size {} this client verified, and cannot prove consistency with it: {e:#}",
-                            cp.size,
-                            old.size
-                        )
-                    })?;
-                proof::verify_consistency(cp, &old, &p).map_err(split)?;
+                // The node shows an older checkpoint (e.g. a follower a little behind): it must
+                // catch up to ours, with a final checkpoint that extends it.
+                let later = self.final_checkpoint(trust, old.size).map_err(|e| {
+                    anyhow!(
+                        "split_view: the node serves a checkpoint of size {} older than the one of size {} this client verified, and does not catch up: {e:#}",
+                        cp.size,
+                        old.size
+                    )
+                })?;
+                let p = self.consistency_proof(cp.size, later.cp.size)?;
+                proof::verify_consistency(cp, &later.cp, &p).map_err(split)?;
+                let p = self.consistency_proof(old.size, later.cp.size)?;
+                proof::verify_consistency(&old, &later.cp, &p).map_err(split)?;
+                return st.put(&key, &later.cp, &later.note);
             }
         }
         st.put(&key, &o.cp, &o.note)
