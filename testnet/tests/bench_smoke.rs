@@ -1,5 +1,5 @@
-//! Smoke test of `xinyi-bench ledger`: runs the real binary in quick mode and checks the shape
-//! of its JSON (no timing assertions: figures depend on the machine).
+//! Smoke tests of `xinyi-bench ledger`, `audit` and `cluster`: run the real binary in quick
+//! mode and check the shape of its JSON (no timing assertions: figures depend on the machine).
 
 use std::process::Command;
 
@@ -123,4 +123,187 @@ fn ledger_table_without_json() {
     assert!(text.lines().next().unwrap().starts_with("metric"));
     assert!(text.contains("ledger.durable_append"));
     assert!(text.contains("ceiling.sled.flush"));
+}
+
+/// Every row: the fields, a positive value, ratio = value / ceiling, a ceiling metric that has
+/// its own raw row.
+fn check_rows(rows: &[serde_json::Value]) {
+    for row in rows {
+        let o = row.as_object().expect("each row is an object");
+        for field in [
+            "metric",
+            "value",
+            "unit",
+            "ceiling_metric",
+            "ceiling",
+            "ratio",
+        ] {
+            assert!(o.contains_key(field), "{row} lacks {field}");
+        }
+        let value = o["value"].as_f64().expect("numeric value");
+        assert!(
+            value.is_finite() && value > 0.0,
+            "{row}: value must be positive"
+        );
+        if let (Some(ceiling), Some(ratio)) = (o["ceiling"].as_f64(), o["ratio"].as_f64()) {
+            assert!(ceiling > 0.0, "{row}: ceiling must be positive");
+            let expect = value / ceiling;
+            assert!(
+                (ratio - expect).abs() <= 1e-9 * expect.abs().max(1.0),
+                "{row}: ratio must be value/ceiling"
+            );
+            let cm = o["ceiling_metric"]
+                .as_str()
+                .expect("ceiling_metric names it");
+            assert!(
+                rows.iter().any(|r| r["metric"] == cm),
+                "{row}: ceiling metric {cm} has its own raw row"
+            );
+        } else {
+            assert!(o["ceiling"].is_null() && o["ratio"].is_null(), "{row}");
+            assert!(
+                o["ceiling_metric"].is_null(),
+                "{row}: raw row has no ceiling"
+            );
+        }
+    }
+}
+
+fn run_json(args: &[&str]) -> (Vec<serde_json::Value>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("bench.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_xinyi-bench"))
+        .args(args)
+        .arg("--md")
+        .arg(&md)
+        .output()
+        .expect("run xinyi-bench");
+    assert!(
+        out.status.success(),
+        "xinyi-bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON array");
+    let table = std::fs::read_to_string(&md).expect("--md writes a markdown table");
+    (rows, table)
+}
+
+fn get<'a>(rows: &'a [serde_json::Value], m: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["metric"] == m)
+        .unwrap_or_else(|| panic!("metric {m} missing"))
+}
+
+#[test]
+fn audit_quick_reports_verification_against_the_batch_ceiling() {
+    let (rows, table) = run_json(&[
+        "audit",
+        "--entries",
+        "600",
+        "--block-size",
+        "200",
+        "--quick",
+        "--json",
+    ]);
+    check_rows(&rows);
+    let v = get(&rows, "audit.verify");
+    assert_eq!(v["unit"], "entries/s");
+    assert_eq!(
+        v["ceiling_metric"],
+        "ceiling.ed25519.verify_batch.all_cores"
+    );
+    assert!(
+        get(&rows, "audit.verify.seconds")["value"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    for m in [
+        "ceiling.ed25519.sign.1core",
+        "ceiling.sha256.1core",
+        "ceiling.sled.flush",
+    ] {
+        get(&rows, m);
+    }
+    assert!(table.starts_with("| metric |"), "{table}");
+    assert!(table.contains("| audit.verify |"), "{table}");
+}
+
+/// Path of `xinyi-node` beside `xinyi-bench`, built if it is not there (a workspace test run
+/// has built it already; `cargo test -p xinyi-testnet` alone has not).
+fn ensure_node_binary() {
+    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_xinyi-bench"));
+    let dir = bench.parent().unwrap().to_path_buf();
+    if dir.join("xinyi-node").exists() {
+        return;
+    }
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace)
+        .args(["build", "-p", "xinyi-node", "--bin", "xinyi-node"]);
+    if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        cmd.arg("--release");
+    }
+    if let Some(target) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let out = cmd.output().expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn cluster_quick_drives_queries_through_a_four_validator_testnet() {
+    ensure_node_binary();
+    let (rows, table) = run_json(&[
+        "cluster",
+        "--validators",
+        "4",
+        "--rate",
+        "50",
+        "--duration",
+        "2",
+        "--connections",
+        "8",
+        "--quick",
+        "--json",
+    ]);
+    check_rows(&rows);
+    let q = get(&rows, "cluster.queries_per_sec");
+    assert_eq!(
+        q["ceiling_metric"],
+        "ceiling.cluster.crypto_queries_per_sec"
+    );
+    assert!(
+        q["note"].as_str().unwrap().contains(" 0 errors"),
+        "every query is answered: {q}"
+    );
+    for m in [
+        "cluster.latency_ms.p50",
+        "cluster.latency_ms.p90",
+        "cluster.latency_ms.p99",
+        "cluster.latency_ms.max",
+        "cluster.blocks_per_sec",
+        "cluster.disk_bytes_per_entry",
+        "ceiling.ed25519.sign.1core",
+        "ceiling.ed25519.verify_batch.all_cores",
+        "ceiling.sha256.1core",
+        "ceiling.sled.flush",
+    ] {
+        get(&rows, m);
+    }
+    for org in ["gz-credit", "credit-china", "gsxt", "agency-4"] {
+        get(&rows, &format!("cluster.node.{org}.cpu_percent"));
+        assert_eq!(
+            get(&rows, &format!("cluster.node.{org}.rss_mib"))["unit"],
+            "MiB"
+        );
+    }
+    assert!(table.contains("| cluster.queries_per_sec |"), "{table}");
 }

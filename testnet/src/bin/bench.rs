@@ -51,6 +51,98 @@ enum Cmd {
     Ledger(LedgerArgs),
     /// Authorized queries end to end over HTTP against a real `xinyi-node --dev` process.
     DevNode(DevNodeArgs),
+    /// Authorized queries, open loop, against a local multi-validator testnet (real processes).
+    Cluster(ClusterArgs),
+    /// Full offline verification (`ledger::verify`) of a chain of N entries.
+    Audit(AuditArgs),
+    /// Opens a ledger store and reports open time and memory as JSON (used by `audit --store`
+    /// in a child process, so the figures are those of a process holding just the ledger).
+    #[command(hide = true)]
+    StoreOpen(StoreOpenArgs),
+}
+
+#[derive(Args)]
+struct StoreOpenArgs {
+    /// The store directory.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// Validators of the testnet it starts.
+    #[arg(long, default_value_t = 4)]
+    validators: usize,
+    /// Followers of the testnet it starts (bank-a first; needed for --via bank).
+    #[arg(long, default_value_t = 0)]
+    followers: usize,
+    /// Offered queries/s (open loop).
+    #[arg(long, default_value_t = 2_000.0)]
+    rate: f64,
+    /// Seconds of load (per step with --max).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Find the sustainable rate: raise the rate by 1.5x from --rate until a step does not
+    /// keep up (served < 97% of sent, < 90% of the rate, or p99 >= 2 s), then bisect once.
+    #[arg(long)]
+    max: bool,
+    /// Concurrent HTTP connections (client threads).
+    #[arg(long, default_value_t = 512)]
+    connections: usize,
+    /// Where queries enter: `agency` (gz-credit's node) or `bank` (bank-a's follower).
+    #[arg(long, default_value = "agency")]
+    via: String,
+    /// Use (attach to, or create) the testnet in this directory instead of a temporary one.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// First port of a testnet it creates (default: a random free range).
+    #[arg(long)]
+    base_port: Option<u16>,
+    /// Leave a testnet it started running.
+    #[arg(long)]
+    keep: bool,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON array to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write a markdown table to this file.
+    #[arg(long)]
+    md: Option<PathBuf>,
+    /// Short ceiling runs (CI smoke).
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Args)]
+#[allow(clippy::struct_excessive_bools)]
+struct AuditArgs {
+    /// Also append every block to a sled store (timed separately) and report its disk bytes
+    /// per entry, and the open time and memory of a process that opens it.
+    #[arg(long)]
+    store: bool,
+    /// Query records in the chain (plus setup entries).
+    #[arg(long, default_value_t = 100_000)]
+    entries: usize,
+    /// Entries per block.
+    #[arg(long, default_value_t = 1_000)]
+    block_size: usize,
+    /// Timed verification runs; the fastest is reported.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON array to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write a markdown table to this file.
+    #[arg(long)]
+    md: Option<PathBuf>,
+    /// Short ceiling runs (CI smoke).
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Args)]
@@ -169,6 +261,9 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Ledger(a) => ledger(a),
         Cmd::DevNode(a) => dev_node(a),
+        Cmd::Cluster(a) => cluster(a),
+        Cmd::Audit(a) => audit(a),
+        Cmd::StoreOpen(a) => store_open(a),
     }
 }
 
@@ -230,6 +325,8 @@ fn sig_set(n: usize, msg_len: usize, seed: u64) -> SigSet {
 }
 
 struct Ceilings {
+    sign_1: f64,
+    sign_all: f64,
     strict_1: f64,
     strict_all: f64,
     batch_1: f64,
@@ -244,6 +341,8 @@ impl Ceilings {
     /// The higher of two measurements, figure by figure.
     fn max(self, o: &Ceilings) -> Ceilings {
         Ceilings {
+            sign_1: self.sign_1.max(o.sign_1),
+            sign_all: self.sign_all.max(o.sign_all),
             strict_1: self.strict_1.max(o.strict_1),
             strict_all: self.strict_all.max(o.strict_all),
             batch_1: self.batch_1.max(o.batch_1),
@@ -280,6 +379,18 @@ fn ceilings(d: Duration, threads: usize, msg_len: usize, batch_size: usize) -> R
         strict(0) > 0 && batch(0) > 0,
         "ceiling signatures do not verify"
     );
+    let signers: Vec<SigningKey> = (0..threads)
+        .map(|t| SigningKey::from_bytes(&[t as u8 + 1; 32]))
+        .collect();
+    let sign_msg = vec![0x5au8; msg_len];
+    let sign = |t: usize| -> u64 {
+        for _ in 0..64 {
+            black_box(signers[t].sign(black_box(&sign_msg)));
+        }
+        64
+    };
+    let sign_1 = run_for(d, || sign(0));
+    let sign_all = run_parallel(threads, d, sign);
     let strict_1 = run_for(d, || strict(0));
     let strict_all = run_parallel(threads, d, strict);
     let batch_1 = run_for(d, || batch(0));
@@ -338,6 +449,8 @@ fn ceilings(d: Duration, threads: usize, msg_len: usize, batch_size: usize) -> R
     }
     drop(db);
     Ok(Ceilings {
+        sign_1,
+        sign_all,
         strict_1,
         strict_all,
         batch_1,
@@ -487,6 +600,40 @@ fn query_entries(
         .collect()
 }
 
+/// [`query_entries`] on `threads` threads.
+fn query_entries_parallel(
+    c: &SampleConsortium,
+    consents: &[(xinyi_ledger::Uscc, Digest)],
+    range: std::ops::Range<usize>,
+    time: TimeMs,
+    threads: usize,
+) -> Result<Vec<Entry>> {
+    let n = range.len();
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let parts: Vec<Result<Vec<Entry>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = range
+            .clone()
+            .step_by(per)
+            .map(|lo| {
+                let hi = (lo + per).min(range.end);
+                s.spawn(move || query_entries(c, consents, lo..hi, time))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("generator panicked")))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(n);
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
 /// Mean length of the two signed messages of a query record (the ceiling's message length).
 fn signed_lengths(c: &SampleConsortium, e: &Entry) -> Result<usize> {
     let entry_msg = signing_message(SigDomain::Entry, &e.signing_payload(&c.chain)).len();
@@ -514,6 +661,8 @@ fn mean_msg_len(c: &SampleConsortium) -> Result<usize> {
 /// Everything the timed runs consume, generated once.
 struct Prepared {
     c: SampleConsortium,
+    /// (firm, consent id) the queries use.
+    consents: Vec<(xinyi_ledger::Uscc, Digest)>,
     /// Setup blocks (firm registrations, consents) with their times.
     setup: Vec<(TimeMs, Vec<Entry>)>,
     setup_entries: u64,
@@ -529,6 +678,17 @@ struct Prepared {
 
 /// Signs the setup entries and the `n` query records (on all cores); nothing is timed.
 fn prepare(n: usize, block_size: usize, firms: usize, threads: usize) -> Result<Prepared> {
+    prepare_gen(n, n, block_size, firms, threads)
+}
+
+/// Like [`prepare`], with consents for `n` queries but only the first `gen` generated.
+fn prepare_gen(
+    n: usize,
+    gen: usize,
+    block_size: usize,
+    firms: usize,
+    threads: usize,
+) -> Result<Prepared> {
     let c = SampleConsortium::new(b"xinyi-bench", 1, T0);
     let max = c.genesis.params.max_block_entries as usize;
     ensure!(
@@ -596,39 +756,20 @@ fn prepare(n: usize, block_size: usize, firms: usize, threads: usize) -> Result<
 
     // Pre-generate the signed query records on all cores (not timed).
     let tq = T0 + 10_000;
-    let per = n.div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<Entry>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .step_by(per)
-            .map(|lo| {
-                let (c, consents) = (&c, &consents);
-                s.spawn(move || query_entries(c, consents, lo..(lo + per).min(n), tq))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("generator panicked")))
-            })
-            .collect()
-    });
-    let mut queries = Vec::with_capacity(n);
-    for p in parts {
-        queries.extend(p?);
-    }
+    let queries = query_entries_parallel(&c, &consents, 0..gen, tq, threads)?;
     let entry_bytes: u64 = queries.iter().map(|e| e.bytes.len() as u64).sum();
     let mean_msg_len = match queries.first() {
         Some(e) => signed_lengths(&c, e)?,
         None => 200,
     };
-    let mut chunks: Vec<Vec<Entry>> = Vec::with_capacity(n.div_ceil(block_size));
+    let mut chunks: Vec<Vec<Entry>> = Vec::with_capacity(gen.div_ceil(block_size));
     let mut it = queries.into_iter().peekable();
     while it.peek().is_some() {
         chunks.push(it.by_ref().take(block_size).collect());
     }
     Ok(Prepared {
         c,
+        consents,
         setup,
         setup_entries,
         setup_sigs,
@@ -1188,5 +1329,667 @@ fn dev_node(a: DevNodeArgs) -> Result<()> {
     } else {
         print_table(&rows);
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output shared by `cluster` and `audit`
+// ---------------------------------------------------------------------------------------------
+
+fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| metric | value | unit | ceiling | ratio | ceiling metric | target |\n|---|---:|---|---:|---:|---|---|\n",
+    );
+    for r in rows {
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.metric,
+            num(r.value),
+            r.unit,
+            r.ceiling.map(num).unwrap_or_default(),
+            r.ratio.map(|x| format!("{x:.3}")).unwrap_or_default(),
+            r.ceiling_metric.as_deref().unwrap_or(""),
+            match (&r.target, r.meets_target) {
+                (Some(t), Some(ok)) => format!("{t}: {}", if ok { "met" } else { "NOT met" }),
+                _ => String::new(),
+            }
+        );
+    }
+    out
+}
+
+fn emit(rows: &[Row], json: bool, out: Option<&PathBuf>, md: Option<&PathBuf>) -> Result<()> {
+    let text = serde_json::to_string_pretty(rows)?;
+    if let Some(path) = out {
+        std::fs::write(path, format!("{text}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = md {
+        std::fs::write(path, markdown(rows))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        println!("{text}");
+    } else {
+        print_table(rows);
+    }
+    Ok(())
+}
+
+/// The ceiling rows every run prints, measured in the same run.
+fn ceiling_rows(c: &Ceilings, threads: usize, msg_len: usize) -> Vec<Row> {
+    let msg = format!("{msg_len}-byte messages; higher of two runs, before and after the load");
+    vec![
+        Row::raw(
+            "ceiling.ed25519.sign.1core",
+            c.sign_1,
+            "sig/s",
+            format!("ed25519 sign, one core, {msg}"),
+        ),
+        Row::raw(
+            "ceiling.ed25519.sign.all_cores",
+            c.sign_all,
+            "sig/s",
+            format!("ed25519 sign, {threads} threads, {msg}"),
+        ),
+        Row::raw(
+            "ceiling.ed25519.verify_strict.1core",
+            c.strict_1,
+            "sig/s",
+            format!("verify_strict, one core, {msg}"),
+        ),
+        Row::raw(
+            "ceiling.ed25519.verify_strict.all_cores",
+            c.strict_all,
+            "sig/s",
+            format!("verify_strict, {threads} threads, {msg}"),
+        ),
+        Row::raw(
+            "ceiling.ed25519.verify_batch.1core",
+            c.batch_1,
+            "sig/s",
+            format!("verify_batch, batches of {}, one core, {msg}", c.batch_size),
+        ),
+        Row::raw(
+            "ceiling.ed25519.verify_batch.all_cores",
+            c.batch_all,
+            "sig/s",
+            format!(
+                "verify_batch, batches of {}, {threads} threads, {msg}",
+                c.batch_size
+            ),
+        ),
+        Row::raw(
+            "ceiling.sha256.1core",
+            c.sha256_mb_s,
+            "MB/s",
+            "SHA-256 over 1 MiB buffers, one core (MB = 10^6 bytes)",
+        ),
+        Row::raw(
+            "ceiling.sled.flush",
+            c.sled_flushes,
+            "flushes/s",
+            "sled insert of a 32-byte value + flush, temporary directory",
+        ),
+    ]
+}
+
+/// Load average (1 min) from /proc/loadavg.
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster run
+// ---------------------------------------------------------------------------------------------
+
+fn cluster(a: ClusterArgs) -> Result<()> {
+    use xinyi_testnet::cluster::{self as cl, Via};
+    let via = match a.via.as_str() {
+        "agency" => Via::Agency,
+        "bank" => Via::Bank,
+        other => bail!("--via must be agency or bank, not {other}"),
+    };
+    ensure!(a.validators >= 1, "--validators must be at least 1");
+    ensure!(a.duration >= 1, "--duration must be at least 1 s");
+    let followers = if via == Via::Bank {
+        a.followers.max(1)
+    } else {
+        a.followers
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let d = Duration::from_millis(if a.quick { 150 } else { 1_000 });
+    let started = Instant::now();
+    let load_before = loadavg();
+    let probe = SampleConsortium::new(b"xinyi-bench", 1, T0);
+    let msg_len = mean_msg_len(&probe)?;
+    let before = ceilings(d, threads, msg_len, 256)?;
+    eprintln!("xinyi-bench cluster: starting the testnet");
+    let net = cl::Testnet::open(&cl::ClusterSetup {
+        dir: a.dir.clone(),
+        validators: a.validators,
+        followers,
+        base_port: a.base_port,
+        keep: a.keep,
+        verbose: !a.json,
+    })?;
+    let validators = net.manifest.validators;
+    let duration = Duration::from_secs(a.duration);
+    let (steps, best) = if a.max {
+        cl::find_max(&net, via, a.rate, duration, a.connections, |r| {
+            eprintln!(
+                "  offered {:>8.0}/s: served {:>8.0}/s ({} of {} sent, {} errors), p50 {:.1} ms, p99 {:.1} ms",
+                r.rate, r.served_per_sec, r.served, r.sent, r.errors, r.latency_ms[0], r.latency_ms[2]
+            );
+        })?
+    } else {
+        let r = cl::open_loop(&net, via, a.rate, duration, a.connections)?;
+        (vec![r], Some(0))
+    };
+    let entry_bytes = net.last_entry_bytes()?.unwrap_or(0) as f64;
+    let (log_size, _) = net.log_size()?;
+    let final_nodes = net.sample_nodes();
+    drop(net);
+    let c = before.max(&ceilings(d, threads, msg_len, 256)?);
+    let load_after = loadavg();
+
+    let r = match best {
+        Some(i) => steps[i].clone(),
+        None => steps
+            .last()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no step ran"))?,
+    };
+    // The unavoidable signature work of one query on this machine: every validator verifies
+    // the bank's request and the agency's record signature (2 per validator, batched); the
+    // agency node verifies the request on admission (strict) and signs the record once. With
+    // all nodes sharing the machine's cores, the crypto ceiling is cores / that cost.
+    let per_query_core_s = 2.0 * validators as f64 / c.batch_1 + 1.0 / c.strict_1 + 1.0 / c.sign_1;
+    let crypto_ceiling = threads as f64 / per_query_core_s;
+    let [p50, p90, p99, max] = r.latency_ms;
+    let mode = if a.max {
+        format!(
+            "best sustained step of --max ({} steps of {} s)",
+            steps.len(),
+            a.duration
+        )
+    } else {
+        format!("offered {} q/s for {} s", r.rate, a.duration)
+    };
+    let mut rows = vec![
+        Row::against(
+            "cluster.queries_per_sec",
+            r.served_per_sec,
+            "queries/s",
+            "ceiling.cluster.crypto_queries_per_sec",
+            crypto_ceiling,
+            format!(
+                "{mode}; {validators} validators on loopback, via {}; {} answered with data after \
+                 commit, {} errors of {} sent{}; {} connections, open loop",
+                a.via,
+                r.served,
+                r.errors,
+                r.sent,
+                r.first_error
+                    .as_deref()
+                    .map(|e| format!(" (first: {})", e.chars().take(160).collect::<String>()))
+                    .unwrap_or_default(),
+                a.connections
+            ),
+        )
+        .target(">= 10000 queries/s", r.served_per_sec >= 10_000.0),
+        Row::raw(
+            "cluster.offered_per_sec",
+            r.rate,
+            "queries/s",
+            "open-loop offered rate of the reported step",
+        ),
+    ];
+    for (name, v, tgt) in [
+        ("p50", p50, Some(("< 30 ms at 2000 q/s", 30.0))),
+        ("p90", p90, None),
+        ("p99", p99, Some(("< 100 ms at 2000 q/s", 100.0))),
+        ("max", max, None),
+    ] {
+        let row = Row::raw(
+            &format!("cluster.latency_ms.{name}"),
+            v.max(f64::MIN_POSITIVE),
+            "ms",
+            "from the request's due time (open loop) to the answer with data, after commit",
+        );
+        rows.push(match tgt {
+            Some((t, lim)) if (r.rate - 2_000.0).abs() < 1.0 => row.target(t, v < lim),
+            _ => row,
+        });
+    }
+    let secs = r.elapsed.max(a.duration as f64);
+    rows.push(Row::against(
+        "cluster.blocks_per_sec",
+        (r.blocks as f64 / secs).max(f64::MIN_POSITIVE),
+        "blocks/s",
+        "ceiling.sled.flush",
+        c.sled_flushes,
+        format!(
+            "blocks committed during the step ({} blocks, {:.0} entries per block); each node \
+             flushes each block once",
+            r.blocks,
+            r.log_growth as f64 / (r.blocks.max(1)) as f64
+        ),
+    ));
+    rows.push(Row::against(
+        "cluster.node_signatures_per_sec",
+        (r.served_per_sec).max(f64::MIN_POSITIVE),
+        "sig/s",
+        "ceiling.ed25519.sign.1core",
+        c.sign_1,
+        "the agency node signs one QueryServed record per query",
+    ));
+    rows.push(Row::against(
+        "cluster.verifications_per_sec",
+        (r.served_per_sec * (2.0 * validators as f64 + 1.0)).max(f64::MIN_POSITIVE),
+        "sig/s",
+        "ceiling.ed25519.verify_batch.all_cores",
+        c.batch_all,
+        format!(
+            "at least 2 signatures per query per validator ({validators}) plus the agency's \
+             admission check, all on this machine's cores"
+        ),
+    ));
+    if entry_bytes > 0.0 {
+        rows.push(Row::against(
+            "cluster.hashed_mb_per_sec",
+            (r.served_per_sec * entry_bytes * validators as f64 / 1e6).max(f64::MIN_POSITIVE),
+            "MB/s",
+            "ceiling.sha256.1core",
+            c.sha256_mb_s,
+            "lower bound: each validator hashes each entry's bytes at least once (leaf hash)",
+        ));
+    }
+    for n in &r.nodes {
+        if let Some(cpu) = n.cpu_percent {
+            rows.push(Row::raw(
+                &format!("cluster.node.{}.cpu_percent", n.org),
+                cpu.max(f64::MIN_POSITIVE),
+                "% of one core",
+                format!(
+                    "{} CPU time over the step / wall time; {threads} cores in the machine",
+                    if n.validator { "validator" } else { "follower" }
+                ),
+            ));
+        }
+        if let Some(rss) = n.rss_bytes {
+            rows.push(
+                Row::raw(
+                    &format!("cluster.node.{}.rss_mib", n.org),
+                    rss as f64 / (1 << 20) as f64,
+                    "MiB",
+                    format!(
+                        "VmRSS at the end of the step (peak VmHWM {:.1} MiB)",
+                        n.hwm_bytes.unwrap_or(0) as f64 / (1 << 20) as f64
+                    ),
+                )
+                .target("< 300 MiB", rss < 300 << 20),
+            );
+        }
+    }
+    if log_size > 0 && entry_bytes > 0.0 {
+        let disks: Vec<u64> = final_nodes.iter().map(|n| n.disk_bytes).collect();
+        let disk = disks.iter().copied().max().unwrap_or(0) as f64;
+        let per_entry = disk / log_size as f64;
+        rows.push(Row::raw(
+            "cluster.disk_bytes_per_entry",
+            per_entry.max(f64::MIN_POSITIVE),
+            "bytes/entry",
+            format!(
+                "largest node ledger store, DIR/<org>/data/ledger ({} bytes) / log size {log_size}",
+                disk as u64
+            ),
+        ));
+        rows.push(
+            Row::raw(
+                "cluster.disk_ratio",
+                (per_entry / entry_bytes).max(f64::MIN_POSITIVE),
+                "x",
+                format!(
+                    "disk bytes per entry / encoded size of the last entry ({entry_bytes} bytes)"
+                ),
+            )
+            .target("< 2.5x", per_entry / entry_bytes < 2.5),
+        );
+    }
+    rows.push(Row::raw(
+        "ceiling.cluster.crypto_queries_per_sec",
+        crypto_ceiling,
+        "queries/s",
+        format!(
+            "{threads} cores / ({} validators x 2 / verify_batch.1core + 1 / verify_strict.1core \
+             + 1 / sign.1core) = the queries/s this machine could serve doing nothing but the \
+             signature work every query needs; the client's own signing is done before the run",
+            validators
+        ),
+    ));
+    rows.extend(ceiling_rows(&c, threads, msg_len));
+    rows.push(Row::raw(
+        "run.wall_seconds",
+        started.elapsed().as_secs_f64(),
+        "s",
+        format!(
+            "whole run including testnet start-up; {threads} cores; load average {} before, {} after",
+            load_before.map(|l| format!("{l:.2}")).unwrap_or_default(),
+            load_after.map(|l| format!("{l:.2}")).unwrap_or_default()
+        ),
+    ));
+    if a.max {
+        for (i, st) in steps.iter().enumerate() {
+            rows.push(Row::raw(
+                &format!("cluster.max.step{i}.served_per_sec"),
+                st.served_per_sec.max(f64::MIN_POSITIVE),
+                "queries/s",
+                format!(
+                    "offered {:.0}/s: {} of {} served, {} errors, p50 {:.1} ms, p99 {:.1} ms{}",
+                    st.rate,
+                    st.served,
+                    st.sent,
+                    st.errors,
+                    st.latency_ms[0],
+                    st.latency_ms[2],
+                    if cl::sustained(st) {
+                        ""
+                    } else {
+                        " (not sustained)"
+                    }
+                ),
+            ));
+        }
+    }
+    emit(&rows, a.json, a.out.as_ref(), a.md.as_ref())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit run
+// ---------------------------------------------------------------------------------------------
+
+fn audit(a: AuditArgs) -> Result<()> {
+    ensure!(a.entries >= 1, "--entries must be positive");
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let d = Duration::from_millis(if a.quick { 150 } else { 1_000 });
+    let started = Instant::now();
+    let load_before = loadavg();
+    let firms = (a.entries / 50).clamp(1, 1_000);
+    // Consents for all entries; the query records are generated block by block below.
+    let p = prepare_gen(a.entries, 0, a.block_size, firms, threads)?;
+    let c = &p.c;
+    let probe_len = mean_msg_len(c)?;
+    let before = ceilings(d, threads, probe_len, 256)?;
+
+    // Build the chain (not timed): setup blocks, then query blocks generated on all cores.
+    let build_started = Instant::now();
+    let (mut chain, _) = Chain::from_genesis(&c.genesis)?;
+    let mut bundle = BundleWriter::new(Vec::new(), c.genesis.to_json().as_bytes())?;
+    let proposer = OrgId::new(AGENCY)?;
+    let store_dir = tempfile::tempdir().context("temporary store directory")?;
+    let store = if a.store {
+        Some(Store::open_or_create(store_dir.path(), &c.genesis)?.0)
+    } else {
+        None
+    };
+    let mut append_time = Duration::ZERO;
+    let mut add = |chain: &mut Chain, time: TimeMs, entries: Vec<Entry>| -> Result<()> {
+        let want = entries.len();
+        let (block, dropped) = chain.build_block(time, proposer.clone(), entries)?;
+        ensure!(
+            dropped.is_empty(),
+            "block {}: {} of {want} entries dropped",
+            block.header.height,
+            dropped.len()
+        );
+        let cert = c.certify(&block)?;
+        let committed = chain.commit_built(cert)?;
+        if let Some(s) = &store {
+            let t = Instant::now();
+            s.append(&committed)?;
+            append_time += t.elapsed();
+        }
+        bundle.block(&committed.block.encode()?, &committed.certificate.encode()?)?;
+        Ok(())
+    };
+    for (time, entries) in &p.setup {
+        add(&mut chain, *time, entries.clone())?;
+    }
+    let mut entry_bytes = 0u64;
+    let mut time = p.tq + 10;
+    let mut done = 0usize;
+    while done < a.entries {
+        let hi = (done + a.block_size).min(a.entries);
+        let chunk = query_entries_parallel(c, &p.consents, done..hi, p.tq, threads)?;
+        entry_bytes += chunk.iter().map(|e| e.bytes.len() as u64).sum::<u64>();
+        add(&mut chain, time, chunk)?;
+        time += 1;
+        done = hi;
+    }
+    let built_height = chain.height();
+    let log_size = chain.log().size();
+    // What a validator pays to build a proposal on the head of a chain of this size: a
+    // speculative copy, and an (empty) block executed on it, which copies the state.
+    let t = Instant::now();
+    let mut spec = chain.speculate();
+    spec.build(time, proposer.clone(), Vec::new())?;
+    let speculate_ms = t.elapsed().as_secs_f64() * 1e3;
+    let state_keys = spec.chain().state().len();
+    drop(spec);
+    drop(chain);
+    let bundle = bundle.finish()?;
+    let build_secs = build_started.elapsed().as_secs_f64();
+    let mut store_rows = Vec::new();
+    if let Some(s) = store {
+        s.close()?;
+        let disk = xinyi_testnet::cluster::dir_bytes(store_dir.path());
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .arg("store-open")
+            .arg("--dir")
+            .arg(store_dir.path())
+            .output()
+            .context("running xinyi-bench store-open")?;
+        ensure!(
+            out.status.success(),
+            "store-open failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        let per_entry = disk as f64 / log_size.max(1) as f64;
+        let mean_entry = entry_bytes as f64 / a.entries as f64;
+        store_rows.push(Row::raw(
+            "audit.store.append_us_per_entry",
+            append_time.as_secs_f64() * 1e6 / log_size.max(1) as f64,
+            "us/entry",
+            format!(
+                "Store::append (one sled batch + flush per block of {})",
+                a.block_size
+            ),
+        ));
+        store_rows.push(Row::raw(
+            "audit.store.disk_bytes_per_entry",
+            per_entry,
+            "bytes/entry",
+            format!("sled directory {disk} bytes / {log_size} entries"),
+        ));
+        store_rows.push(
+            Row::raw(
+                "audit.store.disk_ratio",
+                per_entry / mean_entry,
+                "x",
+                format!("disk bytes per entry / mean encoded query entry ({mean_entry:.0} bytes)"),
+            )
+            .target("< 2.5x", per_entry / mean_entry < 2.5),
+        );
+        store_rows.push(Row::raw(
+            "audit.store.open_seconds",
+            f("open_seconds").max(f64::MIN_POSITIVE),
+            "s",
+            "Store::open in a fresh process: state, log and indexes rebuilt and checked",
+        ));
+        store_rows.push(
+            Row::raw(
+                "audit.store.open_rss_mib",
+                f("rss_mib").max(f64::MIN_POSITIVE),
+                "MiB",
+                format!(
+                    "VmRSS of a fresh process after Store::open of {log_size} entries (peak {:.1} \
+                     MiB): what a node holds for its ledger replica",
+                    f("hwm_mib")
+                ),
+            )
+            .target("< 300 MiB", f("rss_mib") < 300.0),
+        );
+    }
+
+    // Timed: full offline verification from the in-memory bundle.
+    let mut best: Option<(Duration, Option<Duration>, verify::VerifyReport)> = None;
+    for _ in 0..a.repeat.max(1) {
+        let cpu0 = process_cpu();
+        let t0 = Instant::now();
+        let report = verify::verify_bundle(&c.genesis, bundle.as_slice(), |_, _| {})?;
+        let dt = t0.elapsed();
+        let cpu = cpu_since(cpu0);
+        if best.as_ref().is_none_or(|b| dt < b.0) {
+            best = Some((dt, cpu, report));
+        }
+    }
+    let (dt, cpu, report) = best.ok_or_else(|| anyhow::anyhow!("no verification ran"))?;
+    ensure!(
+        report.blocks == built_height,
+        "verified {} blocks of {built_height}",
+        report.blocks
+    );
+    let c2 = before.max(&ceilings(d, threads, probe_len, 256)?);
+    let load_after = loadavg();
+    let secs = dt.as_secs_f64();
+    let rate = report.entries as f64 / secs;
+    // Signatures per verified entry: 2 per query record, 1 per setup entry, and each block's
+    // certificate votes (one validator here).
+    let sigs = (2 * a.entries as u64 + p.setup_entries + report.blocks) as f64;
+    let spe = sigs / report.entries as f64;
+    let batch_all = "ceiling.ed25519.verify_batch.all_cores";
+    let mut rows = vec![
+        Row::against(
+            "audit.verify",
+            rate,
+            "entries/s",
+            batch_all,
+            c2.batch_all / spe,
+            format!(
+                "ledger::verify::verify_bundle over {} entries in {} blocks of {} from an in-memory \
+                 bundle of {} bytes; ceiling = {batch_all} / {spe:.3} signatures per entry; \
+                 fastest of {}",
+                report.entries,
+                report.blocks,
+                a.block_size,
+                bundle.len(),
+                a.repeat.max(1)
+            ),
+        ),
+        Row::raw(
+            "audit.verify.seconds",
+            secs,
+            "s",
+            format!("wall time of the verification of {} entries", report.entries),
+        ),
+        Row::against(
+            "audit.verify.1core_equivalent",
+            rate,
+            "entries/s",
+            "ceiling.ed25519.verify_batch.1core",
+            c2.batch_1 / spe,
+            "the same rate against one core's batch-verify ceiling",
+        ),
+        Row::against(
+            "audit.verify.bundle_bytes",
+            bundle.len() as f64 / 1e6 / secs,
+            "MB/s",
+            "ceiling.sha256.1core",
+            c2.sha256_mb_s,
+            format!(
+                "bundle of {} bytes ({} bytes of query entries)",
+                bundle.len(),
+                entry_bytes
+            ),
+        ),
+        Row::raw(
+            "audit.speculate_build_ms",
+            speculate_ms.max(f64::MIN_POSITIVE),
+            "ms",
+            format!(
+                "Chain::speculate + Speculative::build of an empty block on the built chain \
+                 ({state_keys} state keys): the state copy a validator makes per block it \
+                 proposes or verifies"
+            ),
+        ),
+        Row::raw(
+            "audit.build.seconds",
+            build_secs,
+            "s",
+            "building the chain (signing, build_block, certify, commit; not timed above)",
+        ),
+    ];
+    if let Some(v) = rows.first_mut() {
+        let met = v.ratio.is_some_and(|r| r >= 0.8);
+        *v = v.clone().target(">= 0.8 of the batch-verify ceiling", met);
+    }
+    if let Some(cpu) = cpu {
+        rows.push(Row::raw(
+            "audit.verify.cpu_per_entry",
+            cpu.as_secs_f64() * 1e6 / report.entries as f64,
+            "core-us/entry",
+            format!(
+                "process CPU time of the verification per entry; {spe:.3} signatures cost {:.1} \
+                 core-us at the one-core batch rate",
+                spe * 1e6 / c2.batch_1
+            ),
+        ));
+    }
+    rows.extend(store_rows);
+    rows.extend(ceiling_rows(&c2, threads, probe_len));
+    rows.push(Row::raw(
+        "run.wall_seconds",
+        started.elapsed().as_secs_f64(),
+        "s",
+        format!(
+            "whole run including building the chain; {threads} cores; load average {} before, {} after",
+            load_before.map(|l| format!("{l:.2}")).unwrap_or_default(),
+            load_after.map(|l| format!("{l:.2}")).unwrap_or_default()
+        ),
+    ));
+    emit(&rows, a.json, a.out.as_ref(), a.md.as_ref())
+}
+
+fn store_open(a: StoreOpenArgs) -> Result<()> {
+    let t = Instant::now();
+    let (store, chain) = Store::open(&a.dir)?;
+    let secs = t.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mib = |field: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "open_seconds": secs,
+            "entries": chain.log().size(),
+            "height": store.height()?,
+            "rss_mib": mib("VmRSS:"),
+            "hwm_mib": mib("VmHWM:"),
+        })
+    );
     Ok(())
 }
