@@ -898,7 +898,7 @@ fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
         if let Value::Object(m) = &mut v {
             m.insert(
                 "verified".into(),
-                json!({"entries": items.len(), "checkpoint_size": size}),
+                json!({"entries": items.len(), "checkpoint_size": size, "complete": "not proven"}),
             );
         }
     }
@@ -935,6 +935,7 @@ fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
     }
     if let Some((n, size)) = verified {
         s += &format!("verified: all {n} entries match the ledger and are included in checkpoints up to size {size}\n");
+        s += "not proven: that the list is complete (a node can omit entries; see specs/privacy.md section 4)\n";
     }
     out(&s);
     Ok(())
