@@ -567,3 +567,66 @@ fn checkpoints_are_anchored_and_receipts_recorded() {
     );
     assert!(!e.contains("panicked"), "{e}");
 }
+
+#[path = "common/mod.rs"]
+mod common;
+
+/// Four validators: the served checkpoint gathers a quorum of cosignatures and is accepted;
+/// the same checkpoint with fewer than a quorum of them is refused.
+#[test]
+fn four_validators_a_checkpoint_needs_more_than_two_thirds() {
+    let tn = common::Testnet::up(4, 1, 23900);
+    let (org, url) = tn.nodes().into_iter().next().expect("a node");
+    let genesis = tn.genesis();
+    let g = genesis.to_str().expect("utf-8");
+    let run = |args: &[&str]| {
+        Command::new(&binaries().client)
+            .args(["--node", &url, "--genesis", g, "--no-state"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run xinyi")
+    };
+    step(&format!("the checkpoint served by {org} carries a quorum"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let note = loop {
+        let n = ureq::get(&format!("{url}/v1/checkpoint"))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default();
+        if n.lines().filter(|l| l.starts_with('\u{2014}')).count() >= 3 {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no quorum-cosigned checkpoint: {n}\n{}",
+            tn.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let cp = ok_json(&run(&["--json", "checkpoint"]));
+    assert_eq!(cp["total_power"].as_u64(), Some(4), "{cp}");
+    assert!(cp["validator_power"].as_u64().expect("power") >= 3, "{cp}");
+
+    step("the same checkpoint with two of four signatures is refused");
+    let dir = tn.tmp.path();
+    let full = dir.join("full.txt");
+    std::fs::write(&full, &note).expect("write");
+    let (text, sigs) = note.split_once("\n\n").expect("note");
+    let two: Vec<&str> = sigs.lines().take(2).collect();
+    let stripped = dir.join("two.txt");
+    std::fs::write(&stripped, format!("{text}\n\n{}\n", two.join("\n"))).expect("write");
+    let empty = dir.join("proof.json");
+    std::fs::write(&empty, r#"{"proof": []}"#).expect("write");
+    let (f, s, p) = (
+        full.to_str().expect("utf-8"),
+        stripped.to_str().expect("utf-8"),
+        empty.to_str().expect("utf-8"),
+    );
+    ok(&run(&["audit", "consistency", f, f, "--proof", p]));
+    fails(
+        &run(&["audit", "consistency", s, f, "--proof", p]),
+        "checkpoint.no_quorum",
+    );
+}
