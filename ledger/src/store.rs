@@ -22,7 +22,7 @@ use crate::state::{State, StateHead, WriteSet};
 use crate::types::OrgId;
 use crate::uscc::Uscc;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 mod prefix {
@@ -146,6 +146,77 @@ fn unseal(key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
 /// Opens sled without its background flusher: every block is flushed explicitly before
 /// `append` returns, and without the flusher thread a dropped store releases the directory
 /// at once (so it can be reopened in the same process).
+/// File beside sled's own in the store directory recording the last appended block (height and
+/// header hash, CRC-sealed). sled's recovery treats a damaged log record as the torn end of its
+/// log and silently drops everything after it; the marker turns that rollback into
+/// `store.corrupt` at open (docs/reliability.md). Written after sled's flush, without fsync: a
+/// crash can only leave it behind the store (or empty), never ahead, so it cannot raise a false
+/// alarm; a marker behind the store is normal.
+const HEAD_MARKER: &str = "xinyi-head";
+
+fn write_marker(dir: &Path, height: u64, hash: &Digest) {
+    let mut v = Vec::with_capacity(44);
+    v.extend_from_slice(&height.to_be_bytes());
+    v.extend_from_slice(hash.as_bytes());
+    let crc = crc32fast::hash(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    let tmp = dir.join(format!("{HEAD_MARKER}.tmp"));
+    // Best effort: the block is durable in sled already; a missing marker only weakens the check.
+    if std::fs::write(&tmp, &v).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join(HEAD_MARKER));
+    }
+}
+
+/// The marker, if present and non-empty; a damaged one is `store.corrupt`.
+fn read_marker(dir: &Path) -> Result<Option<(u64, Digest)>, StoreError> {
+    let v = match std::fs::read(dir.join(HEAD_MARKER)) {
+        Ok(v) if v.is_empty() => return Ok(None),
+        Ok(v) => v,
+        Err(_) => return Ok(None),
+    };
+    let bad = || corrupt(format!("head marker file {HEAD_MARKER}"), "damaged");
+    if v.len() != 44 || crc32fast::hash(&v[..40]).to_le_bytes() != v[40..44] {
+        return Err(bad());
+    }
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&v[..8]);
+    let mut d = [0u8; 32];
+    d.copy_from_slice(&v[8..40]);
+    Ok(Some((u64::from_be_bytes(h), Digest(d))))
+}
+
+/// Refuses a store that sled recovered to a point before the marker's block.
+fn check_marker(dir: &Path, store: &Store, chain: &Chain) -> Result<(), StoreError> {
+    let Some((height, hash)) = read_marker(dir)? else {
+        return Ok(());
+    };
+    let have = store.height()?;
+    if height > have {
+        return Err(corrupt(
+            "block log",
+            format!(
+                "block {height} was stored but the database holds blocks only up to {have}: \
+                 its log is damaged after that point (sled recovery dropped the rest)"
+            ),
+        ));
+    }
+    let stored = if height == 0 {
+        *chain.chain_id()
+    } else {
+        match store.header(height)? {
+            Some(h) => h.hash()?,
+            None => return Err(corrupt(format!("header of block {height}"), "missing")),
+        }
+    };
+    if stored != hash {
+        return Err(corrupt(
+            format!("header of block {height}"),
+            "differs from the block recorded in the head marker",
+        ));
+    }
+    Ok(())
+}
+
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     sled::Config::new().path(dir).flush_every_ms(None).open()
 }
@@ -267,6 +338,8 @@ pub struct Store {
     index: RwLock<Index>,
     /// The last block's entries read (reads of consecutive positions hit one block).
     cache: Mutex<Option<(u64, BlockEntries)>>,
+    /// Directory of the head marker (set when opened through `open`/`open_or_create`).
+    marker_dir: Option<PathBuf>,
 }
 
 /// Persisted head.
@@ -291,6 +364,7 @@ impl Store {
             chain_id,
             index: RwLock::new(Index::default()),
             cache: Mutex::new(None),
+            marker_dir: None,
         }
     }
 
@@ -299,7 +373,9 @@ impl Store {
     pub fn open_or_create(dir: &Path, genesis: &Genesis) -> Result<(Store, Chain), StoreError> {
         let db = open_db(dir)?;
         if db.get(META_GENESIS)?.is_some() {
-            let (store, chain) = Store::load(db)?;
+            let (mut store, chain) = Store::load(db)?;
+            check_marker(dir, &store, &chain)?;
+            store.marker_dir = Some(dir.to_path_buf());
             let wanted = genesis.chain_id()?;
             if store.chain_id != wanted {
                 return Err(StoreError::WrongChain {
@@ -310,7 +386,14 @@ impl Store {
             return Ok((store, chain));
         }
         let (chain, ws) = Chain::from_genesis(genesis)?;
-        let store = Store::new(db, genesis.clone(), *chain.chain_id());
+        if read_marker(dir)?.is_some() {
+            return Err(corrupt(
+                "database",
+                "the head marker shows a ledger was stored here but the database holds none",
+            ));
+        }
+        let mut store = Store::new(db, genesis.clone(), *chain.chain_id());
+        store.marker_dir = Some(dir.to_path_buf());
         let mut batch = sled::Batch::default();
         store.put(
             &mut batch,
@@ -330,6 +413,7 @@ impl Store {
         store.put(&mut batch, META_HEAD.to_vec(), &codec::encode(&head)?);
         store.db.apply_batch(batch)?;
         store.db.flush()?;
+        write_marker(dir, 0, chain.chain_id());
         Ok((store, chain))
     }
 
@@ -340,9 +424,18 @@ impl Store {
         }
         let db = open_db(dir)?;
         if db.get(META_GENESIS)?.is_none() {
+            if read_marker(dir)?.is_some() {
+                return Err(corrupt(
+                    "database",
+                    "the head marker shows a ledger was stored here but the database holds none",
+                ));
+            }
             return Err(StoreError::Missing(dir.display().to_string()));
         }
-        Store::load(db)
+        let (mut store, chain) = Store::load(db)?;
+        check_marker(dir, &store, &chain)?;
+        store.marker_dir = Some(dir.to_path_buf());
+        Ok((store, chain))
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -550,6 +643,9 @@ impl Store {
         self.put(&mut batch, META_HEAD.to_vec(), &codec::encode(&new_head)?);
         self.db.apply_batch(batch)?;
         self.db.flush()?;
+        if let Some(dir) = &self.marker_dir {
+            write_marker(dir, height, &b.header_hash);
+        }
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         for (i, e) in b.entries.iter().enumerate() {
             index.add_id(&e.id, b.first_position + i as u64);
