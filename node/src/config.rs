@@ -234,3 +234,123 @@ pub fn init(dir: &Path, org: &str, name: &str, http: SocketAddr) -> anyhow::Resu
         public_key: key.public().to_hex(),
     })
 }
+
+/// One organisation of a consortium genesis, as given on the command line:
+/// `ID:ROLE:PUBLIC_KEY_HEX:POWER[:DISPLAY NAME]`.
+pub fn parse_genesis_org(spec: &str) -> anyhow::Result<GenesisOrg> {
+    let mut parts = spec.splitn(5, ':');
+    let (Some(id), Some(role), Some(key), Some(power)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        anyhow::bail!(
+            "--org {spec:?}: expected ID:ROLE:PUBLIC_KEY_HEX:POWER[:NAME], e.g. \
+             gz-credit:agency:3b6a…:1:Guangzhou credit agency"
+        );
+    };
+    let role: Role = serde_json::from_value(serde_json::Value::String(role.to_string()))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--org {spec:?}: role {role:?} is not one of agency, bank, credit_china, gsxt, auditor"
+            )
+        })?;
+    let key = xinyi_ledger::PublicKey::from_hex(key)
+        .map_err(|e| anyhow::anyhow!("--org {spec:?}: public key: {e}"))?;
+    let power: u64 = power
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--org {spec:?}: power {power:?} is not a number"))?;
+    Ok(GenesisOrg {
+        id: OrgId::new(id).with_context(|| format!("--org {spec:?}"))?,
+        name: parts.next().unwrap_or(id).to_string(),
+        role,
+        key,
+        power,
+    })
+}
+
+/// Writes a consortium genesis for `orgs` (validated) to `out`; refuses to overwrite.
+pub fn write_genesis(name: &str, orgs: Vec<GenesisOrg>, out: &Path) -> anyhow::Result<Genesis> {
+    if out.exists() {
+        anyhow::bail!("{} already exists; refusing to overwrite it", out.display());
+    }
+    let mut orgs = orgs;
+    orgs.sort_by(|a, b| a.id.cmp(&b.id));
+    let genesis = Genesis {
+        name: name.to_string(),
+        time: crate::clock::system_ms(),
+        orgs,
+        params: Params::default(),
+    };
+    genesis.validate().context("genesis")?;
+    std::fs::write(out, genesis.to_json()).with_context(|| format!("writing {}", out.display()))?;
+    Ok(genesis)
+}
+
+/// Writes the config of a consortium member: existing key and genesis, `[p2p]` with the
+/// given listen address and peers, `[query]` if given. Refuses to overwrite.
+pub fn init_member(
+    dir: &Path,
+    org: &str,
+    key_file: &Path,
+    genesis_file: &Path,
+    http: SocketAddr,
+    p2p: P2pSection,
+    data_node: Option<String>,
+    sample_firms: Option<u32>,
+) -> anyhow::Result<PathBuf> {
+    let org_id = OrgId::new(org)?;
+    let genesis = Genesis::from_json(
+        &std::fs::read(genesis_file)
+            .with_context(|| format!("reading genesis {}", genesis_file.display()))?,
+    )
+    .with_context(|| format!("genesis {}", genesis_file.display()))?;
+    let key = crate::dev::read_key(key_file)?;
+    let member = genesis
+        .orgs
+        .iter()
+        .find(|o| o.id == org_id)
+        .ok_or_else(|| {
+            anyhow::anyhow!("{org} is not an organisation of {}", genesis_file.display())
+        })?;
+    if member.key != key.public() {
+        anyhow::bail!(
+            "{} holds key {}, but the genesis gives {org} the key {}",
+            key_file.display(),
+            key.public(),
+            member.key
+        );
+    }
+    for p in p2p.peers.keys() {
+        OrgId::new(p).with_context(|| format!("--peer {p}"))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let config_path = dir.join("xinyi.toml");
+    if config_path.exists() {
+        anyhow::bail!(
+            "{} already exists; refusing to overwrite it",
+            config_path.display()
+        );
+    }
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let cfg = Config {
+        data_dir: PathBuf::from("data"),
+        http,
+        org: org.to_string(),
+        key_file: abs(key_file),
+        genesis: abs(genesis_file),
+        rate_limit_per_sec: default_rate(),
+        mempool_capacity: default_mempool(),
+        request_timeout_ms: default_timeout(),
+        p2p: Some(p2p),
+        query: data_node.map(|d| QuerySection { data_node: d }),
+        sample: sample_firms.map(|firms| SampleSection { firms }),
+        witness: None,
+        anchor: None,
+    };
+    let text = format!(
+        "# xinyi-node configuration of consortium member {org} (written by `xinyi-node init`).\n\
+         # Relative paths are relative to this file.\n{}",
+        toml::to_string_pretty(&cfg)?
+    );
+    std::fs::write(&config_path, text)?;
+    Ok(config_path)
+}

@@ -23,9 +23,11 @@ Quick start:  xinyi-node --dev\n\
   creates a sample consortium (agency gz-credit, registries credit-china and gsxt, banks bank-a \
 and bank-b, an auditor, 1,000 sample firms) in ./xinyi-dev-data and serves the API on \
 http://127.0.0.1:7878. Restarting with the same --data resumes it.\n\n\
-Deployment:   xinyi-node init --dir DIR   then   xinyi-node start --config DIR/xinyi.toml\n\n\
-This version runs single-validator chains only: the node certifies its own blocks (1-of-1 commit \
-certificates). Multi-node BFT networking comes in a later release.",
+Alone:        xinyi-node init --dir DIR   then   xinyi-node start --config DIR/xinyi.toml\n\
+Consortium:   each member `xinyi-node keygen --out KEY`; one `xinyi-node genesis --org ... --out \
+genesis.json` with every member's public key; each member `xinyi-node init --dir DIR --org ID \
+--key KEY --genesis genesis.json --p2p ADDR --peer ORG=ADDR...` then `start`. Members with \
+voting power validate (BFT consensus over libp2p); the others follow. See README.",
     after_help = "Environment: RUST_LOG sets the log filter (default info; \
 xinyi_node=debug logs every request and block). `start` reads XINYI_DATA, XINYI_HTTP, XINYI_ORG, \
 XINYI_KEY, XINYI_GENESIS, XINYI_RATE_LIMIT over its config file; --dev reads XINYI_DATA, \
@@ -94,8 +96,46 @@ enum Cmd {
         /// HTTP listen address written into the config.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
         http: SocketAddr,
+        /// Consortium member: the existing key file (from `keygen`); with --genesis and --p2p.
+        #[arg(long, value_name = "FILE", requires_all = ["genesis", "p2p"])]
+        key: Option<PathBuf>,
+        /// Consortium member: the shared genesis file (from `genesis`).
+        #[arg(long, value_name = "FILE", requires = "key")]
+        genesis: Option<PathBuf>,
+        /// Consortium member: libp2p listen address.
+        #[arg(long, value_name = "ADDR", requires = "key")]
+        p2p: Option<SocketAddr>,
+        /// Consortium member: another member's p2p address, ORG=ADDR (repeatable).
+        #[arg(long = "peer", value_name = "ORG=ADDR", requires = "key")]
+        peers: Vec<String>,
+        /// Consortium member without the agency data: the data node's URL for queries.
+        #[arg(long, value_name = "URL", requires = "key")]
+        data_node: Option<String>,
+        /// Consortium member holding agency data: fill its store with N synthetic sample firms
+        /// (demos and tests).
+        #[arg(long, value_name = "N", requires = "key")]
+        sample_firms: Option<u32>,
     },
-    /// Start a node from a config file written by `init` (single validator only for now).
+    /// Create an organisation key file (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the key (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Write a consortium genesis from every member's public key.
+    Genesis {
+        /// Consortium name (the checkpoint origin; no spaces).
+        #[arg(long, value_name = "NAME", default_value = "xinyi/guangzhou")]
+        name: String,
+        /// A member: ID:ROLE:PUBLIC_KEY_HEX:POWER[:DISPLAY NAME] (role agency, bank,
+        /// credit_china, gsxt or auditor; power > 0 makes it a validator). Repeat per member.
+        #[arg(long = "org", value_name = "SPEC", required = true)]
+        orgs: Vec<String>,
+        /// Output file (never overwritten).
+        #[arg(long, value_name = "FILE", default_value = "genesis.json")]
+        out: PathBuf,
+    },
+    /// Start a node from a config file written by `init` (with [p2p]: a consortium member).
     Start {
         /// The TOML config file.
         #[arg(long, value_name = "FILE")]
@@ -130,11 +170,86 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Some(Cmd::Keygen { out }) => {
+            if out.exists() {
+                anyhow::bail!("{} already exists; refusing to overwrite it", out.display());
+            }
+            let key = xinyi_ledger::KeyPair::generate();
+            xinyi_node::dev::write_secret(&out, &key.to_file_text())?;
+            println!("{}", key.public().to_hex());
+            eprintln!(
+                "wrote {} (mode 0600; keep it secret); its public key is printed above",
+                out.display()
+            );
+            Ok(())
+        }
+        Some(Cmd::Genesis { name, orgs, out }) => {
+            let orgs = orgs
+                .iter()
+                .map(|o| config::parse_genesis_org(o))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let g = config::write_genesis(&name, orgs, &out)?;
+            println!(
+                "wrote {}: consortium {name:?}, chain id {}, {} organisations, {} validators",
+                out.display(),
+                g.chain_id().map(|d| d.to_hex()).unwrap_or_default(),
+                g.orgs.len(),
+                g.orgs.iter().filter(|o| o.power > 0).count()
+            );
+            Ok(())
+        }
+        Some(Cmd::Init {
+            dir,
+            org,
+            http,
+            key: Some(key),
+            genesis: Some(genesis),
+            p2p: Some(listen),
+            peers,
+            data_node,
+            sample_firms,
+            ..
+        }) => {
+            let mut p = std::collections::BTreeMap::new();
+            for spec in &peers {
+                let (o, a) = spec
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--peer {spec:?}: expected ORG=ADDR"))?;
+                let a: SocketAddr = a.parse().map_err(|_| {
+                    anyhow::anyhow!("--peer {spec:?}: {a:?} is not an address like 10.0.0.2:9100")
+                })?;
+                p.insert(o.to_string(), a);
+            }
+            let path = config::init_member(
+                &dir,
+                &org,
+                &key,
+                &genesis,
+                http,
+                config::P2pSection {
+                    listen,
+                    peers: p,
+                    max_message_bytes: 16 * 1024 * 1024,
+                    peer_rate_limit_per_sec: 20_000,
+                    leader_timeout_ms: 1_000,
+                },
+                data_node,
+                sample_firms,
+            )?;
+            println!(
+                "wrote {}\nStart it:  xinyi-node start --config {}\nCheck it:  curl http://{http}/health",
+                path.display(),
+                path.display()
+            );
+            Ok(())
+        }
         Some(Cmd::Init {
             dir,
             org,
             name,
             http,
+            key: None,
+            ..
         }) => {
             let out = config::init(&dir, &org, &name, http)?;
             println!(
@@ -147,6 +262,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out.config.display(),
             );
             Ok(())
+        }
+        Some(Cmd::Init { .. }) => {
+            anyhow::bail!("a consortium member needs --key, --genesis and --p2p together")
         }
         Some(Cmd::Start { config }) => {
             init_logging();
