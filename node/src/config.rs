@@ -285,18 +285,38 @@ pub fn write_genesis(name: &str, orgs: Vec<GenesisOrg>, out: &Path) -> anyhow::R
     Ok(genesis)
 }
 
-/// Writes the config of a consortium member: existing key and genesis, `[p2p]` with the
-/// given listen address and peers, `[query]` if given. Refuses to overwrite.
-pub fn init_member(
-    dir: &Path,
-    org: &str,
-    key_file: &Path,
-    genesis_file: &Path,
-    http: SocketAddr,
-    p2p: P2pSection,
-    data_node: Option<String>,
-    sample_firms: Option<u32>,
-) -> anyhow::Result<PathBuf> {
+/// What `xinyi-node init` needs for a consortium member.
+#[derive(Debug, Clone)]
+pub struct MemberInit {
+    /// Organisation id.
+    pub org: String,
+    /// Existing key file.
+    pub key_file: PathBuf,
+    /// Shared genesis file.
+    pub genesis_file: PathBuf,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// The `[p2p]` section.
+    pub p2p: P2pSection,
+    /// The `[query] data_node`, if any.
+    pub data_node: Option<String>,
+    /// The `[sample] firms`, if any.
+    pub sample_firms: Option<u32>,
+}
+
+/// Writes `dir/xinyi.toml` for a consortium member: existing key and genesis, `[p2p]`,
+/// `[query]` and `[sample]` as given. Refuses to overwrite.
+pub fn init_member(dir: &Path, m: MemberInit) -> anyhow::Result<PathBuf> {
+    let MemberInit {
+        org,
+        key_file,
+        genesis_file,
+        http,
+        p2p,
+        data_node,
+        sample_firms,
+    } = m;
+    let (org, key_file, genesis_file) = (org.as_str(), key_file.as_path(), genesis_file.as_path());
     let org_id = OrgId::new(org)?;
     let genesis = Genesis::from_json(
         &std::fs::read(genesis_file)

@@ -222,19 +222,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let path = config::init_member(
                 &dir,
-                &org,
-                &key,
-                &genesis,
-                http,
-                config::P2pSection {
-                    listen,
-                    peers: p,
-                    max_message_bytes: 16 * 1024 * 1024,
-                    peer_rate_limit_per_sec: 20_000,
-                    leader_timeout_ms: 1_000,
+                config::MemberInit {
+                    org,
+                    key_file: key,
+                    genesis_file: genesis,
+                    http,
+                    p2p: config::P2pSection {
+                        listen,
+                        peers: p,
+                        max_message_bytes: 16 * 1024 * 1024,
+                        peer_rate_limit_per_sec: 20_000,
+                        leader_timeout_ms: 1_000,
+                    },
+                    data_node,
+                    sample_firms,
                 },
-                data_node,
-                sample_firms,
             )?;
             println!(
                 "wrote {}\nStart it:  xinyi-node start --config {}\nCheck it:  curl http://{http}/health",
