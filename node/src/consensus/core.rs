@@ -540,7 +540,7 @@ impl Core {
             return;
         }
         let Ok(d) = b.header.hash() else {
-            self.stats.refused += 1;
+            self.refuse("a block whose header does not encode");
             return;
         };
         self.missing.remove(&d);
@@ -560,7 +560,10 @@ impl Core {
             return;
         }
         if !self.accepts_height(height) || &vote.validator != from {
-            self.stats.refused += 1;
+            self.refuse(&format!(
+                "a commit vote from {from} for height {height} outside the window or signed as {}",
+                vote.validator
+            ));
             return;
         }
         let Some(set) = self.set_at(&d) else {
@@ -576,7 +579,7 @@ impl Core {
                 .is_ok()
         });
         if !ok {
-            self.stats.refused += 1;
+            self.refuse(&format!("a commit vote from {from} at height {height} that does not verify under the validator set"));
             return;
         }
         self.votes
@@ -597,11 +600,14 @@ impl Core {
             return;
         }
         let Ok(d) = b.header.hash() else {
-            self.stats.refused += 1;
+            self.refuse("a certified block whose header does not encode");
             return;
         };
         if c.header_hash != d || c.height != b.header.height {
-            self.stats.refused += 1;
+            self.refuse(&format!(
+                "a certificate for height {} that does not match its block",
+                c.height
+            ));
             return;
         }
         // Pre-checked against the current set when the block says it is in force (an
@@ -610,7 +616,10 @@ impl Core {
             return;
         };
         if set.hash().ok() == Some(b.header.validator_set) && c.verify(&b.header, &set).is_err() {
-            self.stats.refused += 1;
+            self.refuse(&format!(
+                "a certificate for block {} below quorum or with a bad vote",
+                b.header.height
+            ));
             return;
         }
         if b.header.height > self.height() + 1 {
@@ -673,7 +682,19 @@ impl Core {
 
     /// Marks a message as refused (malformed).
     pub fn refused(&mut self) {
+        self.refuse("a malformed ledger-channel message");
+    }
+
+    /// Counts and logs a refused message: the first ten and then every thousandth at warn
+    /// level (a flood cannot flood the log), all at debug level.
+    fn refuse(&mut self, what: &str) {
         self.stats.refused += 1;
+        let n = self.stats.refused;
+        if n <= 10 || n.is_multiple_of(1_000) {
+            tracing::warn!("consensus: refused {what} ({n} refused so far)");
+        } else {
+            tracing::debug!("consensus: refused {what}");
+        }
     }
 }
 
