@@ -143,9 +143,6 @@ fn unseal(key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
     Ok(value.to_vec())
 }
 
-/// Opens sled without its background flusher: every block is flushed explicitly before
-/// `append` returns, and without the flusher thread a dropped store releases the directory
-/// at once (so it can be reopened in the same process).
 /// File beside sled's own in the store directory recording the last appended block (height and
 /// header hash, CRC-sealed). sled's recovery treats a damaged log record as the torn end of its
 /// log and silently drops everything after it; the marker turns that rollback into
@@ -217,6 +214,9 @@ fn check_marker(dir: &Path, store: &Store, chain: &Chain) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Opens sled without its background flusher: every block is flushed explicitly before
+/// `append` returns, and without the flusher thread a dropped store releases the directory
+/// at once (so it can be reopened in the same process).
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     sled::Config::new().path(dir).flush_every_ms(None).open()
 }
