@@ -25,6 +25,7 @@ use xinyi_ledger::entry::{Consent, Entry, EntryKind, QueryRequest};
 use xinyi_ledger::genesis::Genesis;
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::note::{Cosigner, CosignerKey};
+use xinyi_ledger::state::AccessHead;
 use xinyi_ledger::types::{Category, Grade, OrgId, DAY_MS};
 use xinyi_ledger::{KeyPair, Uscc};
 
@@ -836,8 +837,13 @@ fn query(ctx: &Ctx, consent: &str, firm: Option<&str>, categories: &str) -> Resu
 }
 
 /// Checks one access-log item against the entry stored at its position and that entry's
-/// inclusion proof; returns the checkpoint size it was verified in.
-fn verify_access_item(ctx: &Ctx, trust: &Trust, firm: &Uscc, item: &Value) -> Result<u64> {
+/// inclusion proof; returns the checkpoint size it was verified in and the entry id.
+fn verify_access_item(
+    ctx: &Ctx,
+    trust: &Trust,
+    firm: &Uscc,
+    item: &Value,
+) -> Result<(u64, Digest)> {
     let pos = item
         .get("position")
         .and_then(Value::as_u64)
@@ -872,18 +878,28 @@ fn verify_access_item(ctx: &Ctx, trust: &Trust, firm: &Uscc, item: &Value) -> Re
         bail!("access_log.mismatch: the access log's item at position {pos} does not match the stored entry");
     }
     let inc = ctx.verify_entry(trust, &bytes, pos, &ea.inclusion_proof, &ea.checkpoint)?;
-    Ok(inc.size)
+    Ok((inc.size, entry.id))
 }
 
 fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
     let firm = parse_uscc(firm)?;
     let signer = ctx.signer()?;
     let h = ctx.health()?;
+    // The proof first: the list fetched afterwards covers at least the proven block.
+    let commitment = if verify {
+        let ppath = format!("/v1/firms/{firm}/access-proof");
+        let pauth = signer.auth_header(&h.chain_id, "GET", &ppath, h.time_ms);
+        let pv: Value = ctx.api.get_auth(&ppath, &pauth)?;
+        let (g, _) = ctx.genesis()?;
+        Some(proof::verify_access_proof(&g, &firm, &pv)?)
+    } else {
+        None
+    };
     let path = format!("/v1/firms/{firm}/access-log");
     let auth = signer.auth_header(&h.chain_id, "GET", &path, h.time_ms);
     let mut v: Value = ctx.api.get_auth(&path, &auth)?;
     let mut verified = None;
-    if verify {
+    if let Some(c) = commitment {
         let trust = ctx.trust(Some(&h))?;
         let items = v
             .get("entries")
@@ -891,14 +907,46 @@ fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
             .cloned()
             .unwrap_or_default();
         let mut size = 0;
+        let mut chain = AccessHead {
+            head: Digest([0; 32]),
+            count: 0,
+        };
+        let mut last = None;
         for item in &items {
-            size = size.max(verify_access_item(ctx, &trust, &firm, item)?);
+            let pos = item
+                .get("position")
+                .and_then(Value::as_u64)
+                .unwrap_or(u64::MAX);
+            if last.is_some_and(|l| pos <= l) {
+                bail!("access_log.order: the access log is not in log order at position {pos}");
+            }
+            last = Some(pos);
+            let (s, id) = verify_access_item(ctx, &trust, &firm, item)?;
+            size = size.max(s);
+            if pos < c.log_size {
+                chain = chain.next(&id);
+            }
         }
-        verified = Some((items.len(), size));
+        let want = c.value.unwrap_or(AccessHead {
+            head: Digest([0; 32]),
+            count: 0,
+        });
+        if chain != want {
+            bail!(
+                "access_log.incomplete: the node listed {} access entries before log size {} but the ledger's access index of {firm} at block {} commits to {} (or the list differs from the committed chain)",
+                chain.count,
+                c.log_size,
+                c.height,
+                want.count
+            );
+        }
+        verified = Some((items.len(), size, c.clone()));
         if let Value::Object(m) = &mut v {
             m.insert(
                 "verified".into(),
-                json!({"entries": items.len(), "checkpoint_size": size, "complete": "not proven"}),
+                json!({"entries": items.len(), "checkpoint_size": size, "complete": true,
+                       "complete_up_to_log_size": c.log_size, "block": c.height,
+                       "access_count": want.count}),
             );
         }
     }
@@ -933,9 +981,14 @@ fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
                 .unwrap_or_default()
         );
     }
-    if let Some((n, size)) = verified {
+    if let Some((n, size, c)) = verified {
         s += &format!("verified: all {n} entries match the ledger and are included in checkpoints up to size {size}\n");
-        s += "not proven: that the list is complete (a node can omit entries; see specs/privacy.md section 4)\n";
+        s += &format!(
+            "verified: the list is complete up to log size {} (block {}, {} accesses, certified state root)\n",
+            c.log_size,
+            c.height,
+            c.value.map_or(0, |a| a.count)
+        );
     }
     out(&s);
     Ok(())

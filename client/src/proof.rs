@@ -8,10 +8,15 @@
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
+use xinyi_ledger::block::{BlockHeader, CommitCertificate, Validator, ValidatorSet};
+use xinyi_ledger::codec;
 use xinyi_ledger::genesis::Genesis;
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::merkle;
 use xinyi_ledger::note::{open_checkpoint, Checkpoint, CosignerKey, Note, VerifierKey};
+use xinyi_ledger::smt;
+use xinyi_ledger::state::{access_key, access_value, root_step, AccessHead};
+use xinyi_ledger::Uscc;
 
 /// The keys a checkpoint must be signed with.
 #[derive(Debug, Clone)]
@@ -378,4 +383,115 @@ mod tests {
             .contains("consistency.fork"));
         assert!(verify_consistency(&b, &mk(7, [2; 32]), &[]).is_err());
     }
+}
+
+/// What a verified access proof establishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessCommitment {
+    /// Height of the certified block.
+    pub height: u64,
+    /// Log size after that block: access entries below it are covered.
+    pub log_size: u64,
+    /// The firm's access head in that block's state (None: no access yet).
+    pub value: Option<AccessHead>,
+}
+
+fn digest_field(v: &Value, k: &str) -> Result<Digest> {
+    v.get(k)
+        .and_then(Value::as_str)
+        .and_then(|s| Digest::from_hex(s).ok())
+        .ok_or_else(|| anyhow!("access_log.proof: field {k} is missing or not a digest"))
+}
+
+fn h256(s: &Value) -> Result<[u8; 32]> {
+    s.as_str()
+        .and_then(|s| hex::decode(s).ok())
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("access_log.proof: a proof hash is not 32 bytes of hex"))
+}
+
+/// Verifies `GET /v1/firms/{uscc}/access-proof`: the block header's commit certificate against
+/// the genesis validators, the state root recomputed from (previous root, write-set hash,
+/// access map root), and the firm's sparse Merkle proof in that map.
+pub fn verify_access_proof(genesis: &Genesis, firm: &Uscc, v: &Value) -> Result<AccessCommitment> {
+    let header: BlockHeader = serde_json::from_value(v.get("header").cloned().unwrap_or_default())
+        .map_err(|e| anyhow!("access_log.proof: header: {e}"))?;
+    let cert: CommitCertificate =
+        serde_json::from_value(v.get("certificate").cloned().unwrap_or_default())
+            .map_err(|e| anyhow!("access_log.proof: certificate: {e}"))?;
+    let chain = genesis.chain_id().map_err(|e| anyhow!("{e}"))?;
+    if header.chain != chain {
+        bail!("access_log.proof: the block is of another chain");
+    }
+    let mut validators: Vec<Validator> = genesis
+        .orgs
+        .iter()
+        .filter(|o| o.power > 0)
+        .map(|o| Validator {
+            org: o.id.clone(),
+            key: o.key,
+            power: o.power,
+        })
+        .collect();
+    validators.sort_by(|a, b| a.org.cmp(&b.org));
+    cert.verify(&header, &ValidatorSet { validators })
+        .map_err(|e| anyhow!("access_log.proof: block {}: {e}", header.height))?;
+    let prev = digest_field(v, "prev_root")?;
+    let ws = digest_field(v, "write_set_hash")?;
+    let access_root = digest_field(v, "access_root")?;
+    if root_step(&prev, header.height, &ws, &access_root) != header.state_root {
+        bail!(
+            "access_log.proof: the access map root is not committed in block {}'s state root",
+            header.height
+        );
+    }
+    let value = match v.get("value") {
+        None | Some(Value::Null) => None,
+        Some(x) => Some(AccessHead {
+            head: digest_field(x, "head")?,
+            count: x
+                .get("count")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| anyhow!("access_log.proof: value without a count"))?,
+        }),
+    };
+    let p = v
+        .get("proof")
+        .ok_or_else(|| anyhow!("access_log.proof: no proof"))?;
+    let siblings = p
+        .get("siblings")
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow!("access_log.proof: no siblings"))?
+        .iter()
+        .map(h256)
+        .collect::<Result<Vec<_>>>()?;
+    let t = p.get("terminal").cloned().unwrap_or_default();
+    let terminal = if t.get("empty").and_then(Value::as_bool) == Some(true) {
+        smt::Terminal::Empty
+    } else {
+        smt::Terminal::Leaf {
+            key: h256(t.get("key").unwrap_or(&Value::Null))?,
+            value: h256(t.get("value").unwrap_or(&Value::Null))?,
+        }
+    };
+    let vh = match &value {
+        Some(a) => Some(access_value(&codec::encode(a).map_err(|e| anyhow!("{e}"))?)),
+        None => None,
+    };
+    if !smt::verify(
+        &access_root.0,
+        &access_key(firm.as_str().as_bytes()),
+        vh.as_ref(),
+        &smt::Proof { siblings, terminal },
+    ) {
+        bail!(
+            "access_log.proof: the firm's access head does not verify against the access map root of block {}",
+            header.height
+        );
+    }
+    Ok(AccessCommitment {
+        height: header.height,
+        log_size: header.log_size,
+        value,
+    })
 }

@@ -1,6 +1,5 @@
 //! A compact sparse Merkle map over 256-bit keys, with membership and non-membership proofs.
-//! Groundwork for the per-firm access index (`specs/privacy.md` §4): not yet part of the state
-//! root.
+//! It is the per-firm access map whose root is part of every state root (`specs/state.md` §6).
 //!
 //! Hashing (SHA-256): leaf = `H("xinyi/v1/smt/leaf\0" ‖ key ‖ value)`, inner node =
 //! `H("xinyi/v1/smt/node\0" ‖ left ‖ right)`, empty subtree = 32 zero bytes. The tree branches on
@@ -94,6 +93,11 @@ impl SparseMap {
     /// Sets `key` → `value`.
     pub fn insert(&mut self, key: H256, value: H256) {
         self.leaves.insert(key, value);
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: &H256) {
+        self.leaves.remove(key);
     }
 
     /// The value of `key`.

@@ -325,6 +325,66 @@ mod prefix {
     pub const COSIGNED: u8 = b'k';
     pub const ANCHOR: u8 = b'a';
     pub const VALIDATORS: u8 = b'V';
+    pub const ACCESS: u8 = b'h';
+}
+
+/// Head of a firm's chain of access entries (`query_served` / `query_denied` on that firm, in
+/// log order): `head_i = SHA-256("xinyi/v1/access" ‖ 0x00 ‖ head_{i-1} ‖ entry id)`, `head_0` = 32
+/// zero bytes; stored under `h ‖ uscc` and committed to by the access map root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessHead {
+    /// Hash-chain head.
+    pub head: Digest,
+    /// Number of access entries.
+    pub count: u64,
+}
+
+impl AccessHead {
+    /// The head after appending access entry `id`.
+    pub fn next(&self, id: &Digest) -> AccessHead {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"xinyi/v1/access\0");
+        h.update(self.head.as_bytes());
+        h.update(id.as_bytes());
+        AccessHead {
+            head: Digest(h.finalize().into()),
+            count: self.count.saturating_add(1),
+        }
+    }
+}
+
+/// The access-map key of a firm: `SHA-256("xinyi/v1/access-key" ‖ 0x00 ‖ uscc)` (the USCC's
+/// 18 ASCII bytes).
+pub fn access_key(firm: &[u8]) -> crate::smt::H256 {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"xinyi/v1/access-key\0");
+    h.update(firm);
+    h.finalize().into()
+}
+
+/// The access-map value of a stored `AccessHead`: SHA-256 of its CBOR bytes.
+pub fn access_value(cbor: &[u8]) -> crate::smt::H256 {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(cbor).into()
+}
+
+/// What a client needs to check a firm's access head against a block header's state root.
+#[derive(Debug, Clone)]
+pub struct AccessProof {
+    /// Height of the state.
+    pub height: u64,
+    /// State root of the previous block.
+    pub prev_root: Digest,
+    /// Hash of this block's write set.
+    pub write_set_hash: Digest,
+    /// Root of the access map.
+    pub access_root: Digest,
+    /// The firm's access head (None: no access recorded).
+    pub value: Option<AccessHead>,
+    /// Sparse Merkle proof for the firm's key.
+    pub proof: crate::smt::Proof,
 }
 
 fn key(p: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -352,6 +412,13 @@ pub struct State {
     root: Digest,
     in_block: bool,
     block_time: TimeMs,
+    /// Access map over the `h` keys (derived from `base`).
+    access: crate::smt::SparseMap,
+    /// Its root.
+    access_root: Digest,
+    /// (previous root, write-set hash) of the last block closed since this state was built
+    /// (None after `restore` until the next block).
+    last_step: Option<(Digest, Digest)>,
 }
 
 /// Height, time and root of the last applied block.
@@ -381,6 +448,9 @@ impl State {
             root: chain,
             in_block: true,
             block_time: g.time,
+            access: crate::smt::SparseMap::new(),
+            access_root: Digest(crate::smt::EMPTY),
+            last_step: None,
         };
         let mut validators = Vec::new();
         for o in &g.orgs {
@@ -413,11 +483,17 @@ impl State {
         head: StateHead,
         kv: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
     ) -> Result<State, CodecError> {
+        let base: BTreeMap<Vec<u8>, Vec<u8>> = kv.into_iter().collect();
+        let mut access = crate::smt::SparseMap::new();
+        for (k, v) in base.range(vec![prefix::ACCESS]..vec![prefix::ACCESS + 1]) {
+            access.insert(access_key(k.get(1..).unwrap_or(&[])), access_value(v));
+        }
+        let access_root = Digest(access.root());
         Ok(State {
             chain: g.chain_id()?,
             origin: g.name.clone(),
             params: g.params.clone(),
-            base: kv.into_iter().collect(),
+            base,
             block: BTreeMap::new(),
             entry: BTreeMap::new(),
             height: head.height,
@@ -425,7 +501,53 @@ impl State {
             root: head.root,
             in_block: false,
             block_time: head.time,
+            access,
+            access_root,
+            last_step: None,
         })
+    }
+
+    /// Root of the access map (committed in the state root, `specs/state.md`).
+    pub fn access_root(&self) -> Digest {
+        self.access_root
+    }
+
+    /// The firm's access head and its proof against this state's root (the header state root
+    /// at this height). None if no block was closed since the state was restored.
+    pub fn access_proof(&self, firm: &Uscc) -> Result<Option<AccessProof>, StateError> {
+        let Some((prev_root, write_set_hash)) = self.last_step else {
+            return Ok(None);
+        };
+        let value: Option<AccessHead> =
+            self.get(&key(prefix::ACCESS, &[firm.as_str().as_bytes()]))?;
+        Ok(Some(AccessProof {
+            height: self.height,
+            prev_root,
+            write_set_hash,
+            access_root: self.access_root,
+            value,
+            proof: self.access.prove(&access_key(firm.as_str().as_bytes())),
+        }))
+    }
+
+    /// The access map with the open block's changes applied, and its root.
+    fn access_with(&self, ws: &WriteSet) -> (Option<crate::smt::SparseMap>, Digest) {
+        let mut changed: Option<crate::smt::SparseMap> = None;
+        for (k, v) in ws {
+            if k.first() != Some(&prefix::ACCESS) {
+                continue;
+            }
+            let firm = k.get(1..).unwrap_or(&[]);
+            let m = changed.get_or_insert_with(|| self.access.clone());
+            match v {
+                Some(v) => m.insert(access_key(firm), access_value(v)),
+                None => m.remove(&access_key(firm)),
+            }
+        }
+        let root = changed
+            .as_ref()
+            .map_or(self.access_root, |m| Digest(m.root()));
+        (changed, root)
     }
 
     /// Chain id.
@@ -495,6 +617,16 @@ impl State {
         let bytes = codec::encode(v)?;
         self.entry.insert(k, Some(bytes));
         Ok(())
+    }
+
+    /// Appends access entry `id` to `firm`'s access chain (`h ‖ uscc`).
+    fn record_access(&mut self, firm: &Uscc, id: &Digest) -> Result<(), StateError> {
+        let k = key(prefix::ACCESS, &[firm.as_str().as_bytes()]);
+        let cur: AccessHead = self.get(&k)?.unwrap_or(AccessHead {
+            head: Digest([0; 32]),
+            count: 0,
+        });
+        self.put_s(k, &cur.next(id))
     }
 
     fn put_s<T: Serialize>(&mut self, k: Vec<u8>, v: &T) -> Result<(), StateError> {
@@ -1039,6 +1171,7 @@ impl State {
                     .ok_or(StateError::QueryNotAuthorized(DenialReason::ConsentUnknown))?;
                 c.used += 1;
                 self.put_s(ck, &c)?;
+                self.record_access(&req.firm, &e.id)?;
             }
             EntryKind::QueryDenied { request, reason } => {
                 require_role(role == Some(Role::Agency))?;
@@ -1051,6 +1184,7 @@ impl State {
                         actual,
                     });
                 }
+                self.record_access(&request.request.firm, &e.id)?;
             }
             EntryKind::CreditRecordPublished(r) => {
                 require_role(role == Some(Role::Agency))?;
@@ -1469,7 +1603,8 @@ impl State {
             block.insert(k, Some(v));
         }
         let ws: WriteSet = block.into_iter().collect();
-        next_root(&self.root, height, &ws)
+        let (_, access_root) = self.access_with(&ws);
+        next_root(&self.root, height, &ws, &access_root)
     }
 
     /// The block's replay-index record: `n ‖ block time ‖ height → the 32-byte ids` of every
@@ -1505,7 +1640,14 @@ impl State {
         }
         let block = std::mem::take(&mut self.block);
         let ws: WriteSet = block.into_iter().collect();
-        self.root = next_root(&self.root, height, &ws)?;
+        let (changed, access_root) = self.access_with(&ws);
+        if let Some(m) = changed {
+            self.access = m;
+        }
+        self.access_root = access_root;
+        let prev = self.root;
+        self.root = next_root(&self.root, height, &ws, &access_root)?;
+        self.last_step = Some((prev, write_set_hash(&ws)?));
         for (k, v) in &ws {
             match v {
                 Some(v) => {
@@ -1530,8 +1672,8 @@ impl State {
     }
 }
 
-/// `root_h = tagged(State, root_{h-1} ‖ h (u64 BE) ‖ tagged(WriteSet, CBOR(write set)))`.
-pub fn next_root(prev: &Digest, height: u64, ws: &WriteSet) -> Result<Digest, CodecError> {
+/// `tagged(WriteSet, CBOR(write set))`.
+pub fn write_set_hash(ws: &WriteSet) -> Result<Digest, CodecError> {
     let encoded: Vec<(serde_bytes::ByteBuf, Option<serde_bytes::ByteBuf>)> = ws
         .iter()
         .map(|(k, v)| {
@@ -1541,11 +1683,32 @@ pub fn next_root(prev: &Digest, height: u64, ws: &WriteSet) -> Result<Digest, Co
             )
         })
         .collect();
-    let ws_hash = hash::tagged(Domain::WriteSet, &[&codec::encode(&encoded)?]);
-    Ok(hash::tagged(
+    Ok(hash::tagged(Domain::WriteSet, &[&codec::encode(&encoded)?]))
+}
+
+/// `root_h = tagged(State, root_{h-1} ‖ h (u64 BE) ‖ tagged(WriteSet, CBOR(write set)) ‖
+/// access map root)`.
+pub fn next_root(
+    prev: &Digest,
+    height: u64,
+    ws: &WriteSet,
+    access_root: &Digest,
+) -> Result<Digest, CodecError> {
+    Ok(root_step(prev, height, &write_set_hash(ws)?, access_root))
+}
+
+/// One step of the state-root chain from its parts (what a client recomputes from an
+/// [`AccessProof`]).
+pub fn root_step(prev: &Digest, height: u64, ws_hash: &Digest, access_root: &Digest) -> Digest {
+    hash::tagged(
         Domain::State,
-        &[prev.as_bytes(), &height.to_be_bytes(), ws_hash.as_bytes()],
-    ))
+        &[
+            prev.as_bytes(),
+            &height.to_be_bytes(),
+            ws_hash.as_bytes(),
+            access_root.as_bytes(),
+        ],
+    )
 }
 
 /// The C2SP tlog-checkpoint body for this log: origin, size, base64 root.

@@ -163,6 +163,7 @@ fn key_prefix_name(k: &[u8]) -> &'static str {
         Some(b'k') => "cosignature",
         Some(b'a') => "anchor",
         Some(b'V') => "validator_set",
+        Some(b'h') => "access_head",
         _ => "unknown",
     }
 }
@@ -492,6 +493,7 @@ fn replay(d: &Driver) -> Replay {
         d.c.genesis.time,
         &chain,
         &ws0,
+        &state.access_root(),
         &state.head().root,
     )];
     let mut log = MerkleTree::new();
@@ -521,13 +523,27 @@ fn replay(d: &Driver) -> Replay {
         let ws = state.end_block(h.height, h.time).unwrap();
         assert_eq!(ws, b.write_set);
         assert_eq!(state.head().root, h.state_root);
-        roots.push(root_json(h.height, h.time, &prev, &ws, &h.state_root));
+        roots.push(root_json(
+            h.height,
+            h.time,
+            &prev,
+            &ws,
+            &state.access_root(),
+            &h.state_root,
+        ));
         sigs.push(per_block);
     }
     Replay { sigs, roots }
 }
 
-fn root_json(height: u64, time: TimeMs, prev: &Digest, ws: &WriteSet, root: &Digest) -> Value {
+fn root_json(
+    height: u64,
+    time: TimeMs,
+    prev: &Digest,
+    ws: &WriteSet,
+    access_root: &Digest,
+    root: &Digest,
+) -> Value {
     let encoded: Vec<(serde_bytes::ByteBuf, Option<serde_bytes::ByteBuf>)> = ws
         .iter()
         .map(|(k, v)| {
@@ -539,7 +555,7 @@ fn root_json(height: u64, time: TimeMs, prev: &Digest, ws: &WriteSet, root: &Dig
         .collect();
     let ws_cbor = cbor(&encoded);
     let ws_hash = hash::tagged(Domain::WriteSet, &[&ws_cbor]);
-    assert_eq!(next_root(prev, height, ws).unwrap(), *root);
+    assert_eq!(next_root(prev, height, ws, access_root).unwrap(), *root);
     json!({
         "height": height,
         "time": time,
@@ -553,6 +569,7 @@ fn root_json(height: u64, time: TimeMs, prev: &Digest, ws: &WriteSet, root: &Dig
         })).collect::<Vec<_>>(),
         "write_set_cbor_hex": hx(&ws_cbor),
         "write_set_hash": ws_hash.to_hex(),
+        "access_root": access_root.to_hex(),
         "root": root.to_hex(),
     })
 }

@@ -105,6 +105,22 @@ def deadline(t, n):
 
 class Fail(Exception): pass
 
+# Compact sparse Merkle map (specs/state.md, access map): a subtree with one leaf is that leaf.
+SMT_EMPTY = bytes(32)
+def smt_leaf(k, v): return hashlib.sha256(b'xinyi/v1/smt/leaf\0' + k + v).digest()
+def smt_node(l, r): return hashlib.sha256(b'xinyi/v1/smt/node\0' + l + r).digest()
+def smt_bit(k, d): return (k[d // 8] >> (7 - d % 8)) & 1
+def smt_root(items, d=0):
+    if not items: return SMT_EMPTY
+    if len(items) == 1: return smt_leaf(*items[0])
+    left = [kv for kv in items if not smt_bit(kv[0], d)]
+    right = [kv for kv in items if smt_bit(kv[0], d)]
+    return smt_node(smt_root(left, d + 1), smt_root(right, d + 1))
+def access_root(kv):
+    items = sorted((hashlib.sha256(b'xinyi/v1/access-key\0' + k[1:]).digest(), hashlib.sha256(v).digest())
+                   for k, v in kv.items() if k[:1] == b'h' and v is not None)
+    return smt_root(items)
+
 class State:
     def __init__(s, g, chain):
         s.chain, s.origin, s.params = chain, g['name'], g['params']
@@ -137,10 +153,10 @@ class State:
         if ri: s.blk[ri[0]] = ri[1]
         ws = sorted(s.blk.items())
         wsc = enc([[k, v] for k, v in ws])
-        s.root = tagged('xinyi/v1/state', s.root, BE64(h), tagged('xinyi/v1/write-set', wsc))
         for k, v in ws:
             if v is None: s.base.pop(k, None)
             else: s.base[k] = v
+        s.root = tagged('xinyi/v1/state', s.root, BE64(h), tagged('xinyi/v1/write-set', wsc), access_root(s.base))
         s.blk = {}; s.height, s.time = h, t
         return ws
     def pending_root(s, h):
@@ -148,7 +164,8 @@ class State:
         ri = s.replay_index(blk, h)
         if ri: blk[ri[0]] = ri[1]
         ws = sorted(blk.items())
-        return tagged('xinyi/v1/state', s.root, BE64(h), tagged('xinyi/v1/write-set', enc([[k, v] for k, v in ws])))
+        merged = {**s.base, **blk}
+        return tagged('xinyi/v1/state', s.root, BE64(h), tagged('xinyi/v1/write-set', enc([[k, v] for k, v in ws])), access_root(merged))
     def validators(s):
         return fields(s.get(b'V'), 1)[0]
     def vget(s, org):
@@ -299,6 +316,10 @@ class State:
             else:
                 if actual is not None: raise Fail('consent.%d' % actual)
                 c = s.get(b'c' + req[2]); c[2] += 1; s.put(b'c' + req[2], c)
+            # The firm's access chain (state.md, h keys).
+            ak = b'h' + req[1].encode()
+            cur = s.get(ak) or st(bytes(32), 0)
+            s.put(ak, st(hashlib.sha256(b'xinyi/v1/access\0' + cur[0] + e['id']).digest(), cur[1] + 1))
         elif kind == 'credit_record_published':
             need(role == 0); rec, firm, cat, sev, days = fields(x, 5)
             if s.raw(b'r' + rec) is not None: raise Fail('state.already_exists')

@@ -630,3 +630,169 @@ fn four_validators_a_checkpoint_needs_more_than_two_thirds() {
         "checkpoint.no_quorum",
     );
 }
+
+/// A loopback HTTP proxy in front of `upstream` that forwards GET requests (with their
+/// X-Xinyi-Auth header) and, when `hide` is set, drops the first item of every access-log
+/// answer: a node hiding one access from the firm.
+fn hiding_proxy(upstream: String, hide: bool) -> String {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+            let mut auth = None;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("x-xinyi-auth") {
+                        auth = Some(v.trim().to_string());
+                    }
+                }
+            }
+            let mut req = ureq::get(&format!("{upstream}{path}"));
+            if let Some(a) = &auth {
+                req = req.set("X-Xinyi-Auth", a);
+            }
+            let (status, ctype, mut body) = match req.call() {
+                Ok(resp) => (
+                    resp.status(),
+                    resp.content_type().to_string(),
+                    resp.into_string().unwrap_or_default(),
+                ),
+                Err(ureq::Error::Status(c, resp)) => (
+                    c,
+                    resp.content_type().to_string(),
+                    resp.into_string().unwrap_or_default(),
+                ),
+                Err(_) => (502, "text/plain".into(), "bad gateway".into()),
+            };
+            if hide && status == 200 && path.ends_with("/access-log") {
+                let mut v: Value = serde_json::from_str(&body).expect("JSON");
+                if let Some(a) = v["entries"].as_array_mut() {
+                    if !a.is_empty() {
+                        a.remove(0);
+                    }
+                }
+                body = v.to_string();
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_firms_access_history_is_provably_complete() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let firm = sample_firm(0).expect("firm").to_string();
+    let fk = format!("firm-{firm}");
+    let node = DevNode::start(
+        &tmp.path().join("n"),
+        &tmp.path().join("n.log"),
+        Duration::from_secs(60),
+    );
+    let c = ok_json(&grant(&node, &firm, &["--no-state"]));
+    let cid = c["id"].as_str().expect("id").to_string();
+    let q = |bank: &str| {
+        xinyi(
+            &node,
+            Some(bank),
+            &[
+                "--no-state",
+                "query",
+                "--consent",
+                &cid,
+                "--firm",
+                &firm,
+                "--categories",
+                "tax",
+            ],
+        )
+    };
+    ok(&q("bank-a"));
+    let _ = q("bank-b");
+    let _ = q("bank-a");
+
+    step("the firm's access log verifies as complete against the certified state root");
+    let log = ok_json(&xinyi(
+        &node,
+        Some(&fk),
+        &[
+            "--no-state",
+            "--json",
+            "access-log",
+            "--firm",
+            &firm,
+            "--verify",
+        ],
+    ));
+    assert_eq!(log["verified"]["complete"], true, "{log}");
+    assert_eq!(log["verified"]["access_count"], 3, "{log}");
+    let human = ok(&xinyi(
+        &node,
+        Some("auditor"),
+        &["--no-state", "access-log", "--firm", &firm, "--verify"],
+    ));
+    assert!(
+        human.contains("the list is complete up to log size"),
+        "{human}"
+    );
+
+    step("through an honest proxy it still verifies; a proxy hiding one access is caught");
+    let honest = hiding_proxy(node.url.clone(), false);
+    let run_via = |url: &str| {
+        Command::new(&binaries().client)
+            .args(["--node", url, "--genesis"])
+            .arg(node.genesis())
+            .arg("--key")
+            .arg(node.key(&fk))
+            .args(["--no-state", "access-log", "--firm", &firm, "--verify"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run xinyi")
+    };
+    ok(&run_via(&honest));
+    let hiding = hiding_proxy(node.url.clone(), true);
+    fails(&run_via(&hiding), "access_log.incomplete");
+    // Without --verify the hidden entry goes unnoticed: the proof is what catches it.
+    let o = Command::new(&binaries().client)
+        .args(["--node", &hiding, "--genesis"])
+        .arg(node.genesis())
+        .arg("--key")
+        .arg(node.key(&fk))
+        .args(["--no-state", "--json", "access-log", "--firm", &firm])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xinyi");
+    assert_eq!(ok_json(&o)["entries"].as_array().expect("entries").len(), 2);
+
+    step("a firm without any access gets a verified absence");
+    let other = sample_firm(1).expect("firm").to_string();
+    let out = ok_json(&xinyi(
+        &node,
+        Some("auditor"),
+        &[
+            "--no-state",
+            "--json",
+            "access-log",
+            "--firm",
+            &other,
+            "--verify",
+        ],
+    ));
+    assert_eq!(out["verified"]["access_count"], 0, "{out}");
+}

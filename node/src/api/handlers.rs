@@ -652,15 +652,15 @@ pub async fn firm_records(
     Ok(json_ok(json!({"firm": firm, "records": records})))
 }
 
-/// `GET /v1/firms/{uscc}/access-log` (firm itself or an auditor, `X-Xinyi-Auth`)
-pub async fn access_log(
-    State(s): State<AppState>,
-    Path(uscc): Path<String>,
+/// Checks `X-Xinyi-Auth` for a read of `firm`'s access data: the firm itself or an auditor.
+async fn authorize_firm_read(
+    s: &AppState,
+    firm: &Uscc,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> ApiResult<Response> {
-    let firm = parse_uscc(&uscc)?;
+) -> ApiResult<()> {
+    let firm = *firm;
     let raw = headers
         .get("x-xinyi-auth")
         .ok_or_else(|| {
@@ -715,6 +715,19 @@ pub async fn access_log(
             format!("{} may not read the access log of {firm}", auth.who.key()),
         ));
     }
+    Ok(())
+}
+
+/// `GET /v1/firms/{uscc}/access-log` (firm itself or an auditor, `X-Xinyi-Auth`)
+pub async fn access_log(
+    State(s): State<AppState>,
+    Path(uscc): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let firm = parse_uscc(&uscc)?;
+    authorize_firm_read(&s, &firm, method, uri, headers).await?;
     let engine = s.engine.clone();
     let entries = blocking(move || {
         let store = engine.store().clone();
@@ -764,6 +777,68 @@ pub async fn access_log(
     })
     .await?;
     Ok(json_ok(json!({"firm": firm, "entries": entries})))
+}
+
+/// `GET /v1/firms/{uscc}/access-proof` (firm itself or an auditor, `X-Xinyi-Auth`): the firm's
+/// access head and its sparse Merkle proof against the head block's state root, with that
+/// block's header and commit certificate (`specs/api.md`, `specs/state.md` §access map).
+pub async fn access_proof(
+    State(s): State<AppState>,
+    Path(uscc): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let firm = parse_uscc(&uscc)?;
+    authorize_firm_read(&s, &firm, method, uri, headers).await?;
+    let engine = s.engine.clone();
+    let v = blocking(move || {
+        let unavailable = |m: &str| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "api.unavailable",
+                m.to_string(),
+            )
+        };
+        let core = engine.lock();
+        let p = core.chain.state().access_proof(&firm)?.ok_or_else(|| {
+            unavailable("no access proof before a block is committed since the node started")
+        })?;
+        let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+        let header = core
+            .store
+            .header(p.height)
+            .map_err(ie)?
+            .ok_or_else(|| unavailable("the head block is not stored yet; retry"))?;
+        let cert = core
+            .store
+            .certificate(p.height)
+            .map_err(ie)?
+            .ok_or_else(|| unavailable("the head block is not stored yet; retry"))?;
+        drop(core);
+        let terminal = match &p.proof.terminal {
+            xinyi_ledger::smt::Terminal::Empty => json!({"empty": true}),
+            xinyi_ledger::smt::Terminal::Leaf { key, value } => {
+                json!({"key": hex::encode(key), "value": hex::encode(value)})
+            }
+        };
+        Ok(json!({
+            "firm": firm,
+            "height": p.height,
+            "header": to_json(&header)?,
+            "certificate": to_json(&cert)?,
+            "prev_root": p.prev_root.to_hex(),
+            "write_set_hash": p.write_set_hash.to_hex(),
+            "access_root": p.access_root.to_hex(),
+            "value": p.value.map(|v| json!({"head": v.head.to_hex(), "count": v.count})),
+            "proof": {
+                "siblings": p.proof.siblings.iter().map(hex::encode).collect::<Vec<_>>(),
+                "terminal": terminal,
+            },
+        }))
+    })
+    .await?;
+    Ok(json_ok(v))
 }
 
 /// `GET /v1/blocks/{height}`

@@ -160,6 +160,7 @@ pub fn method_router(method: &str, path: &str) -> Option<MethodRouter<AppState>>
         ("post", "/v1/consents/{id}/revoke") => post(h::revoke_consent),
         ("post", "/v1/queries") => post(h::post_query),
         ("get", "/v1/firms/{uscc}/access-log") => get(h::access_log),
+        ("get", "/v1/firms/{uscc}/access-proof") => get(h::access_proof),
         ("get", "/v1/firms/{uscc}/records") => get(h::firm_records),
         ("get", "/v1/firms/{uscc}/grades/{domain}") => get(h::get_grade),
         ("post", "/v1/repairs") => post(h::post_repair),

@@ -36,6 +36,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "post", path: "/v1/consents/{id}/revoke", tag: "consents", summary: "Revoke a consent (firm-signed ConsentRevoked)", body: WRITE },
     Route { method: "post", path: "/v1/queries", tag: "queries", summary: "Authorized query: data released only after its QueryServed record is committed; refusals are recorded as QueryDenied (403)", body: Some("{\"request\": SignedQueryRequest}") },
     Route { method: "get", path: "/v1/firms/{uscc}/access-log", tag: "queries", summary: "Every served and denied query on a firm (X-Xinyi-Auth: the firm or an auditor)", body: None },
+    Route { method: "get", path: "/v1/firms/{uscc}/access-proof", tag: "queries", summary: "The firm's access head with its proof against the head block's certified state root (X-Xinyi-Auth: the firm or an auditor)", body: None },
     Route { method: "get", path: "/v1/firms/{uscc}/records", tag: "records", summary: "Published credit records of a firm", body: None },
     Route { method: "get", path: "/v1/firms/{uscc}/grades/{domain}", tag: "records", summary: "A firm's latest grade in a supervision domain", body: None },
     Route { method: "post", path: "/v1/repairs", tag: "repairs", summary: "Request a credit repair (firm-signed RepairRequested)", body: WRITE },
@@ -70,7 +71,7 @@ pub fn document() -> Value {
             } else {
                 vec![]
             })
-            .chain(if r.path.ends_with("access-log") {
+            .chain(if r.path.ends_with("access-log") || r.path.ends_with("access-proof") {
                 vec![json!({"name": "X-Xinyi-Auth", "in": "header", "required": true, "schema": {"type": "string"}, "description": "<author>;<time_ms>;<nonce>;<signature hex>"})]
             } else {
                 vec![]
