@@ -255,10 +255,46 @@ pub struct Chain {
 struct VerifiedBlocks {
     set: BTreeSet<Digest>,
     order: VecDeque<Digest>,
+    /// The results of the most recent speculative executions, by header hash, for the chain to
+    /// adopt when the block commits instead of executing it again.
+    executed: BTreeMap<Digest, Executed>,
+}
+
+/// What executing a block speculatively produced: everything [`Chain::apply_block`] would.
+struct Executed {
+    height: u64,
+    prev: Digest,
+    state: Arc<State>,
+    log: Arc<MerkleTree>,
+    entries: Vec<Entry>,
+    firms: Vec<Option<Uscc>>,
+    first_position: u64,
+    write_set: WriteSet,
 }
 
 impl VerifiedBlocks {
     const CAP: usize = 1_024;
+    /// Speculative results kept (each holds a state, shared with the copy that made it).
+    const EXECUTED_CAP: usize = 8;
+
+    fn record(&mut self, d: Digest, e: Executed) {
+        self.insert(d);
+        self.executed.insert(d, e);
+        while self.executed.len() > Self::EXECUTED_CAP {
+            // Forget the lowest block first (the likeliest to be stale).
+            let lowest = self
+                .executed
+                .iter()
+                .min_by_key(|(_, e)| e.height)
+                .map(|(d, _)| *d);
+            match lowest {
+                Some(d) => {
+                    self.executed.remove(&d);
+                }
+                None => break,
+            }
+        }
+    }
 
     fn insert(&mut self, d: Digest) {
         if self.set.insert(d) {
@@ -497,6 +533,9 @@ impl Chain {
         cert: CommitCertificate,
     ) -> Result<CommittedBlock, ChainError> {
         let height = block.header.height;
+        if let Some(done) = self.adopt(&block, &cert)? {
+            return Ok(done);
+        }
         let log_before = self.log.size();
         let sigs = match block.header.hash() {
             Ok(h) if lock(&self.verified).set.contains(&h) => Sigs::AlreadyVerified,
@@ -531,6 +570,52 @@ impl Chain {
                 Err(e)
             }
         }
+    }
+
+    /// Commits `block` by adopting the result of a speculative copy that executed this very
+    /// block (same header hash) on this chain's head, if there is one: the certificate is
+    /// checked, nothing is executed again. `None`: no such result (or a pending built block),
+    /// execute normally.
+    fn adopt(
+        &mut self,
+        block: &Block,
+        cert: &CommitCertificate,
+    ) -> Result<Option<CommittedBlock>, ChainError> {
+        let h = &block.header;
+        if self.pending.is_some() || h.prev != self.head_hash {
+            return Ok(None);
+        }
+        let Ok(hash) = h.hash() else {
+            return Ok(None);
+        };
+        let Some(ex) = lock(&self.verified).executed.remove(&hash) else {
+            return Ok(None);
+        };
+        let err = |kind: ChainErrorKind| ChainError {
+            height: h.height,
+            entry: None,
+            kind,
+        };
+        if ex.prev != self.head_hash || ex.first_position != self.log.size() {
+            return Ok(None);
+        }
+        self.check_header_link(h)
+            .map_err(|m| err(ChainErrorKind::Header(m)))?;
+        let set = self.validator_set_now(h.height)?;
+        cert.verify(h, &set).map_err(|e| err(e.into()))?;
+        self.state = ex.state;
+        self.log = ex.log;
+        self.head_hash = cert.header_hash;
+        self.head = Some(h.clone());
+        Ok(Some(CommittedBlock {
+            block: block.clone(),
+            header_hash: cert.header_hash,
+            certificate: cert.clone(),
+            entries: ex.entries,
+            firms: ex.firms,
+            first_position: ex.first_position,
+            write_set: ex.write_set,
+        }))
     }
 
     fn check_header_link(&self, h: &BlockHeader) -> Result<(), String> {
@@ -916,16 +1001,33 @@ impl Speculative {
         };
         let header_hash = block.header.hash().map_err(|e| mk(e.into()))?;
         let log_before = c.log.size();
+        let prev = c.head_hash;
         match c.apply_block_inner(block, None, Sigs::Verify) {
-            Ok(_) => {
-                if let Err(e) = Arc::make_mut(&mut c.state).end_block(height, block.header.time) {
-                    Arc::make_mut(&mut c.state).rollback_block();
-                    Arc::make_mut(&mut c.log).truncate(log_before);
-                    return Err(mk(e.into()));
-                }
+            Ok((entries, firms)) => {
+                let write_set =
+                    match Arc::make_mut(&mut c.state).end_block(height, block.header.time) {
+                        Ok(ws) => ws,
+                        Err(e) => {
+                            Arc::make_mut(&mut c.state).rollback_block();
+                            Arc::make_mut(&mut c.log).truncate(log_before);
+                            return Err(mk(e.into()));
+                        }
+                    };
                 c.head_hash = header_hash;
                 c.head = Some(block.header.clone());
-                lock(&c.verified).insert(header_hash);
+                lock(&c.verified).record(
+                    header_hash,
+                    Executed {
+                        height,
+                        prev,
+                        state: c.state.clone(),
+                        log: c.log.clone(),
+                        entries,
+                        firms,
+                        first_position: log_before,
+                        write_set,
+                    },
+                );
                 Ok(header_hash)
             }
             Err(e) => {
@@ -953,18 +1055,34 @@ impl Speculative {
                 kind: ChainErrorKind::Header("no pending block".into()),
             });
         };
-        if let Err(e) = Arc::make_mut(&mut c.state).end_block(height, block.header.time) {
-            Arc::make_mut(&mut c.state).rollback_block();
-            Arc::make_mut(&mut c.log).truncate(p.log_size_before);
-            return Err(ChainError {
-                height,
-                entry: None,
-                kind: e.into(),
-            });
-        }
+        let prev = c.head_hash;
+        let write_set = match Arc::make_mut(&mut c.state).end_block(height, block.header.time) {
+            Ok(ws) => ws,
+            Err(e) => {
+                Arc::make_mut(&mut c.state).rollback_block();
+                Arc::make_mut(&mut c.log).truncate(p.log_size_before);
+                return Err(ChainError {
+                    height,
+                    entry: None,
+                    kind: e.into(),
+                });
+            }
+        };
         c.head_hash = p.header_hash;
         c.head = Some(block.header.clone());
-        lock(&c.verified).insert(p.header_hash);
+        lock(&c.verified).record(
+            p.header_hash,
+            Executed {
+                height,
+                prev,
+                state: c.state.clone(),
+                log: c.log.clone(),
+                entries: p.entries,
+                firms: p.firms,
+                first_position: p.log_size_before,
+                write_set,
+            },
+        );
         Ok((block, dropped))
     }
 }
@@ -1128,6 +1246,57 @@ mod tests {
         replica.apply_block(block, cert).unwrap();
         assert_eq!(replica.state_head(), spec.chain().state_head());
         assert_eq!(replica.log().root(), spec.chain().log().root());
+    }
+
+    #[test]
+    fn committing_a_speculatively_executed_block_adopts_the_same_result() {
+        let (c, mut builder) = setup();
+        let (b1, _) = builder
+            .build_block(T0 + 10, proposer(), registrations(&c, 0, 3, T0 + 10))
+            .unwrap();
+        let cert1 = c.certify(&b1).unwrap();
+        builder.commit_built(cert1.clone()).unwrap();
+        let (b2, _) = builder
+            .build_block(T0 + 20, proposer(), registrations(&c, 3, 2, T0 + 20))
+            .unwrap();
+        let cert2 = c.certify(&b2).unwrap();
+        builder.commit_built(cert2.clone()).unwrap();
+        // `fresh` executes at commit; `adopting` commits what its speculative copy executed
+        // (b1, then b2 built on b1 before b1 was final).
+        let (mut fresh, _) = Chain::from_genesis(&c.genesis).unwrap();
+        let (mut adopting, _) = Chain::from_genesis(&c.genesis).unwrap();
+        let mut spec = adopting.speculate();
+        spec.execute(&b1).unwrap();
+        spec.execute(&b2).unwrap();
+        assert_eq!(lock(&adopting.verified).executed.len(), 2);
+        for (b, cert) in [(b1, cert1), (b2, cert2)] {
+            let x = fresh.apply_block(b.clone(), cert.clone()).unwrap();
+            let y = adopting.apply_block(b.clone(), cert.clone()).unwrap();
+            assert_eq!(x.write_set, y.write_set);
+            assert_eq!(x.firms, y.firms);
+            assert_eq!(x.first_position, y.first_position);
+            assert_eq!(x.header_hash, y.header_hash);
+            assert_eq!(x.block, y.block);
+            let ids = |v: &[Entry]| v.iter().map(|e| e.id).collect::<Vec<_>>();
+            assert_eq!(ids(&x.entries), ids(&y.entries));
+            assert_eq!(fresh.state_head(), adopting.state_head());
+            assert_eq!(fresh.log().root(), adopting.log().root());
+            assert_eq!(fresh.head_hash(), adopting.head_hash());
+        }
+        // Each result was taken when adopted.
+        assert!(lock(&adopting.verified).executed.is_empty());
+        // Adoption still checks the certificate.
+        let (b3, _) = builder
+            .build_block(T0 + 30, proposer(), registrations(&c, 5, 1, T0 + 30))
+            .unwrap();
+        let mut spec = adopting.speculate();
+        spec.execute(&b3).unwrap();
+        let mut weak = c.certify(&b3).unwrap();
+        weak.votes.truncate(2);
+        let e = adopting.apply_block(b3, weak).unwrap_err();
+        assert_eq!(e.kind.code(), "cert.below_quorum");
+        assert_eq!(adopting.height(), 2);
+        assert_eq!(adopting.state_head(), fresh.state_head());
     }
 
     #[test]
