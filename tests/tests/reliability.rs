@@ -1,7 +1,11 @@
 //! CI-sized runs of `xinyi-reliability` (docs/reliability.md): a few hundred random mutations
 //! of a sled store and of an audit bundle, every one detected (or, for sled free space, the
 //! content read back identical), and a short mutation-fuzzing run of every decoder and proof
-//! verifier with no panic and no oracle violation. Fixed seeds, so a failure replays.
+//! verifier with no panic and no oracle violation. Fixed seeds, so a failure replays. And a
+//! short `xinyi-testnet chaos` run (3 cycles: two kill -9 + restart, one SIGSTOP/SIGCONT)
+//! over a 4-validator testnet under write load.
+
+mod common;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -144,4 +148,35 @@ fn every_fuzz_target_survives_a_short_run() {
         assert_eq!(r["crashes"], 0, "{r}");
         assert_eq!(r["execs"], 1500, "{r}");
     }
+}
+
+#[test]
+fn chaos_short_run_loses_no_acknowledged_write_and_nodes_agree() {
+    let tn = common::Testnet::up(4, 0, 24100);
+    let o = tn.run(&[
+        "chaos",
+        "--cycles",
+        "3",
+        "--pause-every",
+        "3",
+        "--seed",
+        "7",
+        "--timeout",
+        "120",
+    ]);
+    let out = common::text(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "chaos failed\nstdout: {out}\nstderr: {}\n{}",
+        common::text(&o.stderr),
+        tn.logs()
+    );
+    let r: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(r["cycles"], 3, "{r}");
+    assert_eq!(r["kills"], 2, "{r}");
+    assert_eq!(r["pauses"], 1, "{r}");
+    assert_eq!(r["missing"], 0, "{r}");
+    assert!(r["acknowledged"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["common_head"].as_str().unwrap().len(), 64, "{r}");
 }

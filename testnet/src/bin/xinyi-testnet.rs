@@ -118,6 +118,32 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Crash (kill -9 + restart) and pause (SIGSTOP/SIGCONT) random validators under write load,
+    /// then check every acknowledged write is on every node and all nodes agree on a common
+    /// block (docs/reliability.md). Brings a testnet up in DIR unless DIR holds one.
+    Chaos {
+        /// Testnet directory.
+        #[arg(long, value_name = "DIR", default_value = "./xinyi-testnet")]
+        dir: PathBuf,
+        /// Validators of a new testnet.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        validators: usize,
+        /// Fault cycles.
+        #[arg(long, value_name = "K", default_value_t = 10)]
+        cycles: u32,
+        /// RNG seed (random if absent; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Every n-th cycle pauses a node instead of killing it (0 = never).
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        pause_every: u32,
+        /// The xinyi-node binary (default: next to this program).
+        #[arg(long, value_name = "PATH")]
+        node_bin: Option<PathBuf>,
+        /// Seconds each step (restart, convergence) may take.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        timeout: u64,
+    },
     /// (internal) Generate the agency's sample data store and print the keyed firms' penalties.
     #[command(hide = true)]
     GenData {
@@ -231,6 +257,33 @@ fn run(cli: Cli) -> Result<()> {
             let pid = ops::start(&dir, &org, nb.as_deref(), Duration::from_secs(timeout))?;
             let m = Manifest::load(&dir)?;
             println!("started {org} (pid {pid}) on {}", m.node(&org)?.url);
+            Ok(())
+        }
+        Cmd::Chaos {
+            dir,
+            validators,
+            cycles,
+            seed,
+            pause_every,
+            node_bin,
+            timeout,
+        } => {
+            let seed = seed.unwrap_or_else(rand::random);
+            println!("chaos seed {seed}");
+            let r = xinyi_testnet::net::chaos::run(
+                &xinyi_testnet::net::chaos::ChaosOptions {
+                    dir,
+                    validators,
+                    cycles,
+                    seed,
+                    node_bin: sibling("xinyi-node", node_bin, "--node-bin")?,
+                    self_exe: std::env::current_exe()?,
+                    pause_every,
+                    timeout: Duration::from_secs(timeout),
+                },
+                |s| println!("{s}"),
+            )?;
+            println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
         Cmd::Scenario {

@@ -8,6 +8,7 @@
 //! `down`, `kill`, `start` and `scenario` work from that manifest. Nothing here is part of the
 //! trust base: it only writes files a user could write and makes requests a user could make.
 
+pub mod chaos;
 pub mod http;
 pub mod layout;
 pub mod manifest;
