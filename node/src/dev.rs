@@ -100,6 +100,8 @@ pub fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
         let mut f = o
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
+        // Encrypted when XINYI_KEY_PASSPHRASE is set (crate::keyfile).
+        let text = crate::keyfile::seal_text(text)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
@@ -111,6 +113,8 @@ pub fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
 pub fn read_key(path: &Path) -> anyhow::Result<KeyPair> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading key file {}", path.display()))?;
+    let text =
+        crate::keyfile::open_text(&text).with_context(|| format!("key file {}", path.display()))?;
     KeyPair::from_file_text(&text).with_context(|| format!("key file {}", path.display()))
 }
 

@@ -408,3 +408,114 @@ fn slow_clients_are_cut_off_and_floods_get_429() {
     }
     assert_eq!(size, Some(before));
 }
+
+/// Key files: written 0600; with XINYI_KEY_PASSPHRASE set they are written encrypted
+/// (argon2id + ChaCha20-Poly1305, `node/src/keyfile.rs`); the node restarts from them only with
+/// the passphrase, and the client signs with them only with the passphrase.
+#[test]
+fn encrypted_key_files_need_the_passphrase() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let bins = xinyi_tests::binaries();
+    let spawn = |pass: Option<&str>, log: &str| {
+        let port = xinyi_tests::free_port();
+        let mut c = Command::new(&bins.node);
+        c.args(["--dev", "--data"])
+            .arg(&data)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join(log)).unwrap())
+            .stderr(std::fs::File::create(dir.path().join(format!("{log}.err"))).unwrap())
+            .env_remove("XINYI_KEY_PASSPHRASE");
+        if let Some(p) = pass {
+            c.env("XINYI_KEY_PASSPHRASE", p);
+        }
+        (c.spawn().unwrap(), format!("http://127.0.0.1:{port}"))
+    };
+    let wait_health = |url: &str, child: &mut std::process::Child| -> bool {
+        for _ in 0..300 {
+            if agent().get(&format!("{url}/health")).call().is_ok() {
+                return true;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    let (mut node, url) = spawn(Some("s3cret pass"), "a.log");
+    assert!(wait_health(&url, &mut node), "node did not start");
+    let keys: Vec<_> = std::fs::read_dir(data.join("dev-keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "key"))
+        .collect();
+    assert!(!keys.is_empty());
+    for k in &keys {
+        let mode = std::fs::metadata(k).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", k.display());
+        let text = std::fs::read_to_string(k).unwrap();
+        assert!(
+            text.starts_with("xinyi-encrypted-key/v1 argon2id "),
+            "{}",
+            k.display()
+        );
+    }
+    // The client signs a read with an encrypted key only given the passphrase.
+    let firm = sample_firm(0).unwrap();
+    let client = |pass: Option<&str>| {
+        let mut c = Command::new(&bins.client);
+        c.arg("--node")
+            .arg(&url)
+            .arg("--genesis")
+            .arg(data.join("genesis.json"))
+            .arg("--key")
+            .arg(data.join("dev-keys").join(format!("firm-{firm}.key")))
+            .args(["--json", "access-log", "--firm", firm.as_str()])
+            .env_remove("XINYI_KEY")
+            .env_remove("XINYI_NODE")
+            .env_remove("XINYI_GENESIS")
+            .env("XINYI_STATE", dir.path().join("client-state.json"))
+            .env_remove("XINYI_KEY_PASSPHRASE");
+        if let Some(p) = pass {
+            c.env("XINYI_KEY_PASSPHRASE", p);
+        }
+        c.output().unwrap()
+    };
+    let ok = client(Some("s3cret pass"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let no = client(None);
+    assert!(!no.status.success());
+    assert!(String::from_utf8_lossy(&no.stderr).contains("XINYI_KEY_PASSPHRASE"));
+    let wrong = client(Some("guess"));
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"));
+    let _ = node.kill();
+    let _ = node.wait();
+
+    // Restart without the passphrase: refused, naming the variable; with it: starts.
+    let (mut node, url) = spawn(None, "b.log");
+    assert!(
+        !wait_health(&url, &mut node),
+        "started without the passphrase"
+    );
+    let _ = node.kill();
+    let _ = node.wait();
+    let err = std::fs::read_to_string(dir.path().join("b.log")).unwrap()
+        + &std::fs::read_to_string(dir.path().join("b.log.err")).unwrap();
+    assert!(err.contains("XINYI_KEY_PASSPHRASE"), "{err}");
+    let (mut node, url) = spawn(Some("s3cret pass"), "c.log");
+    assert!(
+        wait_health(&url, &mut node),
+        "restart with the passphrase failed"
+    );
+    let _ = node.kill();
+    let _ = node.wait();
+}

@@ -226,7 +226,10 @@ pub fn run(opts: &ChaosOptions, say: impl Fn(&str)) -> Result<ChaosReport> {
     let last = acked.iter().map(|a| a.1).max().unwrap_or(0);
     let deadline = Instant::now() + opts.timeout;
     for n in &m.nodes {
-        while http::health(&agent, &n.url).map(|h| h.log_size).unwrap_or(0) <= last
+        while http::health(&agent, &n.url)
+            .map(|h| h.log_size)
+            .unwrap_or(0)
+            <= last
             && !acked.is_empty()
         {
             if Instant::now() > deadline {
