@@ -323,12 +323,9 @@ async fn pool_loop(engine: Engine, mut rx: P2pReceiver) {
             tracing::warn!("dropping a malformed transaction batch from {from}");
             continue;
         };
-        let e = engine.clone();
-        let refused = tokio::task::spawn_blocking(move || e.pool_forwarded(entries))
-            .await
-            .unwrap_or(0);
+        let refused = engine.pool_forwarded(entries);
         if refused > 0 {
-            tracing::debug!("{refused} forwarded entries from {from} refused");
+            tracing::debug!("{refused} forwarded entries from {from} did not fit the pool");
         }
     }
 }
