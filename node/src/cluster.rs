@@ -263,6 +263,11 @@ async fn run_member(
             net: Some(view),
         },
     );
+    // Witness submission and anchoring (each a no-op without configured targets).
+    node.start_audit_services(
+        cfg.witness.clone().unwrap_or_default(),
+        cfg.anchor.clone().unwrap_or_default(),
+    );
     let listener = tokio::net::TcpListener::bind(cfg.http)
         .await
         .with_context(|| format!("listening on {}", cfg.http))?;
