@@ -20,53 +20,113 @@ pub struct Binaries {
     pub client: PathBuf,
 }
 
+/// `<target>/<profile>/` of the running test binary, which lives in `<target>/<profile>/deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Runs `cargo build ARGS` for the workspace in the running test's profile and target dir, so
+/// the binaries land in [`profile_dir`]; works from `cargo test --workspace` on a clean clone.
+fn cargo_build(args: &[&str]) {
+    let profile_dir = profile_dir();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace).arg("build").args(args);
+    if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        cmd.arg("--release");
+    }
+    if let Some(target) = profile_dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let out = cmd.output().expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Path of binary `name` in [`profile_dir`]; panics if it is not there.
+fn built(name: &str) -> PathBuf {
+    let p = profile_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
 /// Builds `xinyi-node` and `xinyi` (same profile and target dir as the running test) once per
-/// test process and returns their paths. Works from `cargo test --workspace` on a clean clone:
-/// the test binary lives in `<target>/<profile>/deps/`, so the binaries are in `<target>/<profile>/`.
+/// test process and returns their paths.
 pub fn binaries() -> &'static Binaries {
     static B: OnceLock<Binaries> = OnceLock::new();
     B.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable in <target>/<profile>/deps")
-            .to_path_buf();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(&workspace).args([
-            "build",
-            "-p",
-            "xinyi-node",
-            "-p",
-            "xinyi-client",
-            "--bins",
-        ]);
-        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-            cmd.arg("--release");
+        cargo_build(&["-p", "xinyi-node", "-p", "xinyi-client", "--bins"]);
+        Binaries {
+            node: built("xinyi-node"),
+            client: built("xinyi"),
         }
-        if let Some(target) = profile_dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target);
-        }
-        let out = cmd.output().expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build of the binaries failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let exe_name = |n: &str| profile_dir.join(format!("{n}{}", std::env::consts::EXE_SUFFIX));
-        let b = Binaries {
-            node: exe_name("xinyi-node"),
-            client: exe_name("xinyi"),
-        };
-        assert!(b.node.exists(), "{} missing", b.node.display());
-        assert!(b.client.exists(), "{} missing", b.client.display());
-        b
     })
+}
+
+/// Builds binary `bin` of workspace package `package` beside [`binaries`] (which it builds
+/// first) and returns its path. Call it once per test process (behind a `OnceLock`).
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    binaries();
+    cargo_build(&["-p", package, "--bin", bin]);
+    built(bin)
+}
+
+/// Output helpers for tests that drive the `xinyi` client.
+pub mod cli {
+    use serde_json::Value;
+    use std::process::Output;
+
+    /// Lossy UTF-8.
+    pub fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).to_string()
+    }
+
+    /// Exit 0; returns stdout.
+    #[track_caller]
+    pub fn ok(o: &Output) -> String {
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "xinyi failed\nstdout: {}\nstderr: {}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    /// Exit 0 with JSON on stdout.
+    #[track_caller]
+    pub fn ok_json(o: &Output) -> Value {
+        let s = ok(o);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+    }
+
+    /// Exit 1, one `error:` line on stderr containing `needle`; returns that line.
+    #[track_caller]
+    pub fn fails(o: &Output, needle: &str) -> String {
+        let e = text(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "expected failure with {needle:?}\nstdout: {}\nstderr: {e}",
+            text(&o.stdout)
+        );
+        assert_eq!(e.lines().count(), 1, "not one line: {e:?}");
+        assert!(e.starts_with("error: "), "{e:?}");
+        assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+        e
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).

@@ -15,44 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use xinyi_ledger::sample::sample_firm;
+use xinyi_tests::cli::{fails, ok, ok_json};
 use xinyi_tests::{binaries, free_port, DevNode};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "xinyi failed\nstdout: {}\nstderr: {}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-#[track_caller]
-fn ok_json(o: &Output) -> Value {
-    let s = ok(o);
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-/// Exit 1 with one `error:` line containing `needle`.
-#[track_caller]
-fn fails(o: &Output, needle: &str) -> String {
-    let e = text(&o.stderr);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "expected failure with {needle:?}\nstdout: {}\nstderr: {e}",
-        text(&o.stdout)
-    );
-    assert_eq!(e.lines().count(), 1, "not one line: {e:?}");
-    assert!(e.contains(needle), "{e:?} lacks {needle:?}");
-    e
-}
 
 fn step(what: &str) {
     eprintln!("== {what}");

@@ -14,38 +14,7 @@ use std::sync::OnceLock;
 
 fn reliability_bin() -> &'static Path {
     static B: OnceLock<PathBuf> = OnceLock::new();
-    B.get_or_init(|| {
-        let bins = xinyi_tests::binaries();
-        let profile_dir = bins.node.parent().expect("binary directory").to_path_buf();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(&workspace).args([
-            "build",
-            "-p",
-            "xinyi-testnet",
-            "--bin",
-            "xinyi-reliability",
-        ]);
-        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-            cmd.arg("--release");
-        }
-        if let Some(target) = profile_dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target);
-        }
-        let out = cmd.output().expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build of xinyi-reliability failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let p = profile_dir.join(format!("xinyi-reliability{}", std::env::consts::EXE_SUFFIX));
-        assert!(p.exists(), "{} missing", p.display());
-        p
-    })
+    B.get_or_init(|| xinyi_tests::workspace_bin("xinyi-testnet", "xinyi-reliability"))
 }
 
 /// Runs the binary; every stdout line is one JSON report.
