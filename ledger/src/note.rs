@@ -168,6 +168,71 @@ fn parse_hex4(s: &str) -> Option<[u8; 4]> {
     Some(out)
 }
 
+/// Key ID of an Ed25519 key of signature type `typ`: SHA-256(name ‖ 0x0A ‖ typ ‖ key)[:4].
+fn typed_key_id(name: &str, typ: u8, key: &VerifyingKey) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([b'\n', typ]);
+    h.update(key.as_bytes());
+    let d = h.finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+/// Parses `<name>+<key ID>+<base64(typ ‖ key)>` for signature type `typ` (`wrong_type` words
+/// the error for another type byte). Rejects a bad name, a key ID that is not 8 lower-case hex
+/// digits or does not match, non-canonical base64, a length other than 33 bytes, and public
+/// keys that are not valid or are of small order.
+fn parse_typed_vkey(
+    s: &str,
+    typ: u8,
+    wrong_type: impl FnOnce(u8) -> String,
+) -> Result<(String, [u8; 4], VerifyingKey), NoteError> {
+    let mut parts = s.splitn(3, '+');
+    let (Some(name), Some(id_hex), Some(b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed_key("expected <name>+<key ID>+<key>"));
+    };
+    check_name(name)?;
+    let key_id = parse_hex4(id_hex)
+        .ok_or_else(|| malformed_key("key ID must be 8 lower-case hex digits"))?;
+    let raw = STANDARD
+        .decode(b64)
+        .map_err(|_| malformed_key("key is not canonical base64"))?;
+    let (&alg, key_bytes) = raw
+        .split_first()
+        .ok_or_else(|| malformed_key("empty key"))?;
+    if alg != typ {
+        return Err(malformed_key(wrong_type(alg)));
+    }
+    let key_bytes: &[u8; 32] = key_bytes
+        .try_into()
+        .map_err(|_| malformed_key("Ed25519 public key must be 32 bytes"))?;
+    let key = VerifyingKey::from_bytes(key_bytes)
+        .map_err(|_| malformed_key("not a valid Ed25519 public key"))?;
+    if key.is_weak() {
+        return Err(malformed_key("Ed25519 public key of small order"));
+    }
+    if typed_key_id(name, typ, &key) != key_id {
+        return Err(malformed_key("key ID does not match name and key"));
+    }
+    Ok((name.to_owned(), key_id, key))
+}
+
+/// Writes the vkey form of a key of signature type `typ`.
+fn fmt_typed_vkey(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    key_id: &[u8; 4],
+    typ: u8,
+    key: &VerifyingKey,
+) -> fmt::Result {
+    let mut raw = Vec::with_capacity(33);
+    raw.push(typ);
+    raw.extend_from_slice(key.as_bytes());
+    write!(f, "{name}+{}+{}", hex4(key_id), STANDARD.encode(raw))
+}
+
 /// A trusted Ed25519 verifier key ("vkey"): `<name>+<key ID hex>+<base64(0x01 ‖ public key)>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VerifierKey {
@@ -191,68 +256,28 @@ impl VerifierKey {
 
     /// The Ed25519 key ID: first 4 bytes of SHA-256(name ‖ 0x0A ‖ 0x01 ‖ 32-byte public key).
     pub fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
-        let mut h = Sha256::new();
-        h.update(name.as_bytes());
-        h.update([b'\n', ED25519_SIGNATURE_TYPE]);
-        h.update(key.as_bytes());
-        let d = h.finalize();
-        [d[0], d[1], d[2], d[3]]
+        typed_key_id(name, ED25519_SIGNATURE_TYPE, key)
     }
 
     /// Parses a vkey string. Rejects a bad name, a key ID that is not 8 lower-case hex digits or
     /// does not match the key, non-canonical base64, a type byte other than 0x01, a length other
     /// than 33 bytes, and public keys that are not valid or are of small order.
     pub fn parse(s: &str) -> Result<Self, NoteError> {
-        let mut parts = s.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(malformed_key("expected <name>+<key ID>+<key>"));
-        };
-        check_name(name)?;
-        let key_id = parse_hex4(id_hex)
-            .ok_or_else(|| malformed_key("key ID must be 8 lower-case hex digits"))?;
-        let raw = STANDARD
-            .decode(b64)
-            .map_err(|_| malformed_key("key is not canonical base64"))?;
-        let (&alg, key_bytes) = raw
-            .split_first()
-            .ok_or_else(|| malformed_key("empty key"))?;
-        if alg != ED25519_SIGNATURE_TYPE {
-            return Err(malformed_key(format!(
-                "unsupported signature type 0x{alg:02x}"
-            )));
-        }
-        let key_bytes: &[u8; 32] = key_bytes
-            .try_into()
-            .map_err(|_| malformed_key("Ed25519 public key must be 32 bytes"))?;
-        let key = VerifyingKey::from_bytes(key_bytes)
-            .map_err(|_| malformed_key("not a valid Ed25519 public key"))?;
-        if key.is_weak() {
-            return Err(malformed_key("Ed25519 public key of small order"));
-        }
-        if Self::key_id(name, &key) != key_id {
-            return Err(malformed_key("key ID does not match name and key"));
-        }
-        Ok(VerifierKey {
-            name: name.to_owned(),
-            key_id,
-            key,
-        })
+        let (name, key_id, key) = parse_typed_vkey(s, ED25519_SIGNATURE_TYPE, |alg| {
+            format!("unsupported signature type 0x{alg:02x}")
+        })?;
+        Ok(VerifierKey { name, key_id, key })
     }
 }
 
 impl fmt::Display for VerifierKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut raw = Vec::with_capacity(33);
-        raw.push(ED25519_SIGNATURE_TYPE);
-        raw.extend_from_slice(self.key.as_bytes());
-        write!(
+        fmt_typed_vkey(
             f,
-            "{}+{}+{}",
-            self.name,
-            hex4(&self.key_id),
-            STANDARD.encode(raw)
+            &self.name,
+            &self.key_id,
+            ED25519_SIGNATURE_TYPE,
+            &self.key,
         )
     }
 }
@@ -700,67 +725,21 @@ impl CosignerKey {
 
     /// SHA-256(name ‖ 0x0A ‖ 0x04 ‖ public key)[:4].
     pub fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
-        let mut h = Sha256::new();
-        h.update(name.as_bytes());
-        h.update([b'\n', COSIGNATURE_V1_TYPE]);
-        h.update(key.as_bytes());
-        let d = h.finalize();
-        [d[0], d[1], d[2], d[3]]
+        typed_key_id(name, COSIGNATURE_V1_TYPE, key)
     }
 
     /// Parses a vkey of type 0x04 (same rules as [`VerifierKey::parse`] otherwise).
     pub fn parse(s: &str) -> Result<Self, NoteError> {
-        let mut parts = s.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(malformed_key("expected <name>+<key ID>+<key>"));
-        };
-        check_name(name)?;
-        let key_id = parse_hex4(id_hex)
-            .ok_or_else(|| malformed_key("key ID must be 8 lower-case hex digits"))?;
-        let raw = STANDARD
-            .decode(b64)
-            .map_err(|_| malformed_key("key is not canonical base64"))?;
-        let (&alg, key_bytes) = raw
-            .split_first()
-            .ok_or_else(|| malformed_key("empty key"))?;
-        if alg != COSIGNATURE_V1_TYPE {
-            return Err(malformed_key(format!(
-                "cosigner key type must be 0x04, got 0x{alg:02x}"
-            )));
-        }
-        let key_bytes: &[u8; 32] = key_bytes
-            .try_into()
-            .map_err(|_| malformed_key("Ed25519 public key must be 32 bytes"))?;
-        let key = VerifyingKey::from_bytes(key_bytes)
-            .map_err(|_| malformed_key("not a valid Ed25519 public key"))?;
-        if key.is_weak() {
-            return Err(malformed_key("Ed25519 public key of small order"));
-        }
-        if Self::key_id(name, &key) != key_id {
-            return Err(malformed_key("key ID does not match name and key"));
-        }
-        Ok(CosignerKey {
-            name: name.to_owned(),
-            key_id,
-            key,
-        })
+        let (name, key_id, key) = parse_typed_vkey(s, COSIGNATURE_V1_TYPE, |alg| {
+            format!("cosigner key type must be 0x04, got 0x{alg:02x}")
+        })?;
+        Ok(CosignerKey { name, key_id, key })
     }
 }
 
 impl fmt::Display for CosignerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut raw = Vec::with_capacity(33);
-        raw.push(COSIGNATURE_V1_TYPE);
-        raw.extend_from_slice(self.key.as_bytes());
-        write!(
-            f,
-            "{}+{}+{}",
-            self.name,
-            hex4(&self.key_id),
-            STANDARD.encode(raw)
-        )
+        fmt_typed_vkey(f, &self.name, &self.key_id, COSIGNATURE_V1_TYPE, &self.key)
     }
 }
 
