@@ -20,7 +20,7 @@ use crate::consensus::{
     Scheme,
 };
 use crate::datastore::AgencyData;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, SubmitError};
 use crate::metrics::Metrics;
 use crate::node::{serve, Node};
 use crate::p2p::{engine_public_key, Network, NetworkConfig, P2pReceiver, P2pSender};
@@ -35,7 +35,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use xinyi_ledger::{Digest, Entry, Genesis, OrgId, PublicKey};
+use xinyi_ledger::entry::Equivocation;
+use xinyi_ledger::{ChainErrorKind, Digest, Entry, EntryKind, Genesis, OrgId, PublicKey};
 
 /// Channel ids on the p2p network.
 pub mod channel {
@@ -55,6 +56,8 @@ pub mod channel {
 pub const FORWARD_BATCH: usize = 1_024;
 /// Queue bound of each p2p channel receiver.
 const CHANNEL_CAPACITY: usize = 4_096;
+/// How often equivocation evidence found by the consensus core is collected.
+const EVIDENCE_EVERY: Duration = Duration::from_millis(500);
 
 /// What `/health` shows about the network, refreshed every second.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -215,6 +218,7 @@ async fn run_member(
     let app = Application::new(ctx.child("app"), core.clone(), peers_of(&orgs), ledger_tx)
         .with_empty_block_after(leader_timeout / 2);
     let _loops = app.start(ledger_rx);
+    tokio::spawn(evidence_loop(engine.clone(), core.clone()));
 
     // Transactions: forward what this node admits, pool what peers forward.
     tokio::spawn(forward_loop(forwarded, tx_out));
@@ -332,6 +336,63 @@ async fn pool_loop(engine: Engine, mut rx: P2pReceiver) {
         if refused > 0 {
             tracing::debug!("{refused} forwarded entries from {from} did not fit the pool");
         }
+    }
+}
+
+/// Collects the equivocation evidence the consensus core found and, while this node
+/// validates, signs each into a `misbehaviour` entry and submits it like any locally made
+/// entry (admission, pool, forwarding to the other validators). A follower only logs it: the
+/// ledger rule wants a validator as the author (`specs/state.md` §4.17).
+async fn evidence_loop(engine: Engine, core: Arc<Mutex<Core>>) {
+    loop {
+        tokio::time::sleep(EVIDENCE_EVERY).await;
+        let c = core.clone();
+        let Ok(found) = tokio::task::spawn_blocking(move || lock(&c).take_evidence()).await else {
+            continue;
+        };
+        for ev in found {
+            submit_evidence(&engine, ev);
+        }
+    }
+}
+
+fn submit_evidence(engine: &Engine, ev: Equivocation) {
+    let who = format!("{} at height {}", ev.validator, ev.height);
+    if engine.role() != "validator" {
+        tracing::warn!(
+            "equivocation by {who}: not submitted, this node does not validate (evidence needs a validator as author)"
+        );
+        return;
+    }
+    let entry = match engine.sign_own(EntryKind::Misbehaviour(ev)) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("equivocation by {who}: evidence entry: {e}");
+            return;
+        }
+    };
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        match engine.submit(entry).await {
+            Ok(c) => tracing::info!(
+                "equivocation by {who}: evidence committed at log position {}",
+                c.position
+            ),
+            // Another validator's evidence of the same equivocation came first.
+            Err(e) if already_recorded(&e) => {
+                tracing::debug!("equivocation by {who}: evidence already on the ledger")
+            }
+            Err(e) => tracing::warn!("equivocation by {who}: evidence not committed: {e}"),
+        }
+    });
+}
+
+fn already_recorded(e: &SubmitError) -> bool {
+    match e {
+        SubmitError::Rejected(ChainErrorKind::State(s)) | SubmitError::Dropped(s) => {
+            s.code() == "state.already_exists"
+        }
+        _ => false,
     }
 }
 

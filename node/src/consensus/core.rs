@@ -10,8 +10,9 @@ use xinyi_ledger::block::{
     commit_payload, sign_commit, Block, CommitCertificate, CommitVote, ValidatorSet,
 };
 use xinyi_ledger::chain::Speculative;
+use xinyi_ledger::entry::Equivocation;
 use xinyi_ledger::keys::SigDomain;
-use xinyi_ledger::{Digest, Genesis, KeyPair, OrgId, TimeMs};
+use xinyi_ledger::{Digest, Genesis, KeyPair, OrgId, PublicKey, Signature, TimeMs};
 
 /// Blocks further than this above the committed head are ignored (bounded memory).
 pub const WINDOW: u64 = 256;
@@ -25,6 +26,13 @@ pub const MAX_WANT_TRIES: u32 = 40;
 pub const NOTE_EVERY_TICKS: u64 = 8;
 /// At most this many known uncommitted blocks are kept.
 pub const MAX_BLOCKS: usize = 4_096;
+/// Each validator's first verified commit vote is remembered for this many committed heights
+/// below the head (and every uncommitted one), to catch a second vote for another header.
+pub const EVIDENCE_WINDOW: u64 = WINDOW;
+/// At most this many equivocations wait in the evidence outbox.
+pub const MAX_EVIDENCE: usize = 64;
+/// At most this many reported (validator, height) pairs are remembered for de-duplication.
+pub const MAX_REPORTED: usize = 4_096;
 
 /// Where an outgoing message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +71,9 @@ pub struct Stats {
     pub refused: u64,
     /// Two different final digests seen at one height (must stay 0).
     pub conflicts: u64,
+    /// Equivocations detected (two verified commit votes by one validator at one height for
+    /// different headers), each (validator, height) counted once.
+    pub equivocations: u64,
 }
 
 /// The replica's state.
@@ -79,6 +90,13 @@ pub struct Core {
     final_at: BTreeMap<u64, Digest>,
     voted: BTreeMap<u64, (Digest, CommitVote)>,
     votes: BTreeMap<(u64, Digest), BTreeMap<OrgId, CommitVote>>,
+    /// Each validator's first verified commit vote per height (uncommitted heights and the
+    /// last [`EVIDENCE_WINDOW`] committed ones): header hash and signature.
+    seen: BTreeMap<u64, BTreeMap<OrgId, (Digest, Signature)>>,
+    /// Equivocations found and not yet taken ([`Core::take_evidence`]).
+    evidence: Vec<Equivocation>,
+    /// (height, validator) pairs already reported (bounded, lowest heights forgotten first).
+    reported: BTreeSet<(u64, OrgId)>,
     certs: HashMap<Digest, CommitCertificate>,
     missing: BTreeMap<Digest, u32>,
     behind: bool,
@@ -121,6 +139,9 @@ impl Core {
             final_at: BTreeMap::new(),
             voted: BTreeMap::new(),
             votes: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            evidence: Vec::new(),
+            reported: BTreeSet::new(),
             certs: HashMap::new(),
             missing: BTreeMap::new(),
             behind: false,
@@ -169,6 +190,66 @@ impl Core {
     /// Takes the messages to send.
     pub fn take_outbox(&mut self) -> Vec<(To, Wire)> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Takes the equivocation evidence found since the last call (each (validator, height)
+    /// once; a validator node signs it into a `misbehaviour` entry, `specs/consensus.md` §10).
+    pub fn take_evidence(&mut self) -> Vec<Equivocation> {
+        std::mem::take(&mut self.evidence)
+    }
+
+    /// Remembers a verified commit vote by `validator` at `height` for `d`; if a verified vote
+    /// by the same validator for another header at that height is known, reports both.
+    fn note_vote(&mut self, height: u64, d: Digest, validator: &OrgId, signature: Signature) {
+        let at = self.seen.entry(height).or_default();
+        match at.get(validator) {
+            None => {
+                at.insert(validator.clone(), (d, signature));
+            }
+            Some((prev, _)) if *prev == d => {}
+            Some((prev, prev_sig)) => {
+                let (prev, prev_sig) = (*prev, *prev_sig);
+                self.found(validator, height, (prev, prev_sig), (d, signature));
+            }
+        }
+    }
+
+    /// Queues evidence of an equivocation (both signatures already verified), once per
+    /// (validator, height). The headers are ordered: `header_a < header_b`.
+    fn found(
+        &mut self,
+        validator: &OrgId,
+        height: u64,
+        x: (Digest, Signature),
+        y: (Digest, Signature),
+    ) {
+        let key = (height, validator.clone());
+        if x.0 == y.0 || self.reported.contains(&key) {
+            return;
+        }
+        if self.evidence.len() >= MAX_EVIDENCE {
+            // Not marked as reported: a later copy of either vote finds it again.
+            tracing::debug!("consensus: evidence outbox full; equivocation by {validator} at {height} not queued");
+            return;
+        }
+        if self.reported.len() >= MAX_REPORTED {
+            self.reported.pop_first();
+        }
+        self.reported.insert(key);
+        let ((header_a, signature_a), (header_b, signature_b)) =
+            if x.0 < y.0 { (x, y) } else { (y, x) };
+        tracing::warn!(
+            "consensus: validator {validator} equivocated at height {height}: commit votes for {header_a} and {header_b}"
+        );
+        self.stats.equivocations += 1;
+        self.evidence.push(Equivocation {
+            validator: validator.clone(),
+            height,
+            header_a,
+            signature_a,
+            header_b,
+            signature_b,
+        });
     }
 
     fn send(&mut self, to: To, w: Wire) {
@@ -367,6 +448,8 @@ impl Core {
             return;
         }
         let vote = sign_commit(&self.key, self.me.clone(), &self.chain_id, h, &d);
+        let me = self.me.clone();
+        self.note_vote(h, d, &me, vote.signature);
         self.voted.insert(h, (d, vote.clone()));
         self.votes
             .entry((h, d))
@@ -494,6 +577,9 @@ impl Core {
         self.final_at = self.final_at.split_off(&(h + 1));
         self.voted = self.voted.split_off(&(h + 1));
         self.votes = self.votes.split_off(&(h + 1, Digest::ZERO));
+        self.seen = self
+            .seen
+            .split_off(&h.saturating_sub(EVIDENCE_WINDOW).saturating_add(1));
         self.missing.remove(&head);
         if self.invalid.len() > MAX_BLOCKS {
             self.invalid.clear();
@@ -551,9 +637,11 @@ impl Core {
 
     fn on_vote(&mut self, from: &OrgId, height: u64, d: Digest, vote: CommitVote) {
         if height <= self.height() {
-            // The sender is behind: give it the committed block.
-            if let Some((b, c)) = self.stored(height) {
+            let stored = self.stored(height);
+            self.on_late_vote(height, d, &vote, stored.as_ref().map(|(_, c)| c));
+            if let Some((b, c)) = stored {
                 if c.header_hash == d {
+                    // The sender is behind: give it the committed block.
                     self.send(To::One(from.clone()), Wire::Certified(b, c));
                 }
             }
@@ -582,6 +670,7 @@ impl Core {
             self.refuse(&format!("a commit vote from {from} at height {height} that does not verify under the validator set"));
             return;
         }
+        self.note_vote(height, d, &vote.validator, vote.signature);
         self.votes
             .entry((height, d))
             .or_default()
@@ -593,6 +682,83 @@ impl Core {
             self.want(d);
         }
         self.try_commit();
+    }
+
+    /// A commit vote for an already committed height (the sender is behind, the vote is late,
+    /// or it is a vote for another header than the committed one: equivocation if it
+    /// verifies). It may be relayed by any member: the signature speaks for the validator.
+    /// Checked against the validator's key in the committed head's set (the key the ledger's
+    /// `misbehaviour` rule checks); the validator's other vote comes from the votes seen at
+    /// that height, else from the stored certificate `cert`.
+    fn on_late_vote(
+        &mut self,
+        height: u64,
+        d: Digest,
+        vote: &CommitVote,
+        cert: Option<&CommitCertificate>,
+    ) {
+        let v = &vote.validator;
+        if self.reported.contains(&(height, v.clone())) {
+            return;
+        }
+        let in_window = height.saturating_add(EVIDENCE_WINDOW) > self.height();
+        let known = self.seen.get(&height).and_then(|m| m.get(v)).copied();
+        if known.is_some_and(|(k, _)| k == d) {
+            return;
+        }
+        let certified = cert.and_then(|c| {
+            let sig = c.votes.iter().find(|x| &x.validator == v)?.signature;
+            Some((c.header_hash, sig))
+        });
+        if known.is_none() && certified.is_some_and(|(k, _)| k == d) {
+            // The same vote as in the certificate (verified when it was committed).
+            if let (true, Some(x)) = (in_window, certified) {
+                self.seen.entry(height).or_default().insert(v.clone(), x);
+            }
+            return;
+        }
+        let other = known.or(certified.filter(|(k, _)| *k != d));
+        if other.is_none() && !in_window {
+            return;
+        }
+        let Some(key) = self.validator_key(v) else {
+            return;
+        };
+        if !self.commit_sig_ok(&key, height, &d, &vote.signature) {
+            self.refuse(&format!(
+                "a late commit vote for height {height} signed as {v} that does not verify"
+            ));
+            return;
+        }
+        match other {
+            Some((o, osig)) => {
+                // The other vote may be a certificate's, checked under the key then in force.
+                if self.commit_sig_ok(&key, height, &o, &osig) {
+                    self.found(v, height, (o, osig), (d, vote.signature));
+                }
+            }
+            None => {
+                self.seen
+                    .entry(height)
+                    .or_default()
+                    .insert(v.clone(), (d, vote.signature));
+            }
+        }
+    }
+
+    /// The key of `org` if it is a validator (power > 0) at the committed head.
+    fn validator_key(&self, org: &OrgId) -> Option<PublicKey> {
+        let set = self.chain().state().validators().ok()?;
+        set.get(org).filter(|x| x.power > 0).map(|x| x.key)
+    }
+
+    fn commit_sig_ok(&self, key: &PublicKey, height: u64, d: &Digest, sig: &Signature) -> bool {
+        key.verify(
+            SigDomain::Commit,
+            &commit_payload(&self.chain_id, height, d),
+            sig,
+        )
+        .is_ok()
     }
 
     fn on_certified(&mut self, b: Block, c: CommitCertificate) {
@@ -936,6 +1102,146 @@ mod tests {
         assert_eq!(core.chain().height(), 1);
         assert_eq!(core.stats.committed_by_sync, 1);
         let _ = o1;
+    }
+
+    /// Whether `ev` is accepted by the ledger's `misbehaviour` rule on top of `core`'s chain
+    /// (both signatures by the offender's key, author a validator, not recorded yet).
+    fn evidence_accepted(net: &Net, core: usize, ev: &Equivocation) -> Result<(), String> {
+        let e = net
+            .c
+            .org_entry(
+                net.org(0).as_str(),
+                T0 + 5_000,
+                99,
+                EntryKind::Misbehaviour(ev.clone()),
+            )
+            .map_err(|e| e.to_string())?;
+        let mut s = net.cores[core].chain().speculate();
+        let (_, dropped) = s
+            .build(T0 + 5_000, net.org(0), vec![e])
+            .map_err(|e| e.to_string())?;
+        match dropped.first() {
+            None => Ok(()),
+            Some(d) => Err(d.reason.to_string()),
+        }
+    }
+
+    fn vote(net: &Net, signer: usize, as_: usize, height: u64, d: &Digest) -> Wire {
+        let mut v = sign_commit(
+            &net.c.keys[&net.org(signer)],
+            net.org(signer),
+            &net.c.chain,
+            height,
+            d,
+        );
+        v.validator = net.org(as_);
+        Wire::Vote {
+            height,
+            header_hash: *d,
+            vote: v,
+        }
+    }
+
+    #[test]
+    fn equivocation_before_commit_gives_evidence_once() {
+        let mut net = Net::new();
+        let p0 = *net.cores[0].chain().head_hash();
+        let d = net.cores[0].propose(p0, T0 + 1_000, true).unwrap();
+        let block = net.cores[0].block(&d).unwrap().clone();
+        let bogus = Digest([0xee; 32]);
+        let (o0, o2, o3) = (net.org(0), net.org(2), net.org(3));
+        net.cores[1].on_message(&o0, Wire::Block(block));
+        // Validator 2 votes for d, then for another header at the same height.
+        let good = vote(&net, 2, 2, 1, &d);
+        let other = vote(&net, 2, 2, 1, &bogus);
+        net.cores[1].on_message(&o2, good.clone());
+        assert!(net.cores[1].take_evidence().is_empty());
+        net.cores[1].on_message(&o2, other.clone());
+        // Again, and in the other order: still one piece of evidence.
+        net.cores[1].on_message(&o2, other);
+        net.cores[1].on_message(&o2, good);
+        let ev = net.cores[1].take_evidence();
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(net.cores[1].stats.equivocations, 1);
+        let e = &ev[0];
+        assert_eq!((e.validator.clone(), e.height), (o2.clone(), 1));
+        assert!(e.header_a < e.header_b);
+        assert_eq!(
+            [e.header_a, e.header_b]
+                .iter()
+                .copied()
+                .collect::<BTreeSet<_>>(),
+            [d, bogus].into_iter().collect()
+        );
+        evidence_accepted(&net, 1, e).unwrap();
+        // A second vote "by validator 3" that validator 0 signed: refused, no evidence.
+        let w = vote(&net, 3, 3, 1, &d);
+        net.cores[1].on_message(&o3, w);
+        let refused = net.cores[1].stats.refused;
+        let w = vote(&net, 0, 3, 1, &bogus);
+        net.cores[1].on_message(&o3, w);
+        assert_eq!(net.cores[1].stats.refused, refused + 1);
+        assert!(net.cores[1].take_evidence().is_empty());
+        assert_eq!(net.cores[1].stats.equivocations, 1);
+        // Our own vote is remembered too: a vote of ours for another header (our key used
+        // elsewhere) is caught against the one this node signed on finalization.
+        net.cores[1].on_finalized(d);
+        let o1 = net.org(1);
+        let w = vote(&net, 1, 1, 1, &bogus);
+        net.cores[1].on_message(&o1, w);
+        let ev = net.cores[1].take_evidence();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].validator, o1);
+    }
+
+    #[test]
+    fn equivocation_after_commit_gives_evidence_once() {
+        let mut net = Net::new();
+        let all = [0, 1, 2, 3];
+        let d = net.round(0, &all);
+        net.round(1, &all);
+        assert!(net.cores.iter().all(|c| c.chain().height() == 2));
+        assert!(net.cores.iter_mut().all(|c| c.take_evidence().is_empty()));
+        let bogus = Digest([0x11; 32]);
+        let (o0, o3) = (net.org(0), net.org(3));
+        // Validator 3 signs another header at committed height 1; validator 0 relays it.
+        let other = vote(&net, 3, 3, 1, &bogus);
+        net.cores[2].on_message(&o0, other.clone());
+        net.cores[2].on_message(&o3, other);
+        let ev = net.cores[2].take_evidence();
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!((ev[0].validator.clone(), ev[0].height), (o3.clone(), 1));
+        assert!([ev[0].header_a, ev[0].header_b].contains(&d));
+        evidence_accepted(&net, 2, &ev[0]).unwrap();
+        assert!(net.cores[2].take_evidence().is_empty());
+        assert_eq!(net.cores[2].stats.equivocations, 1);
+        // A badly signed one (validator 0's key, sent as validator 1's): refused, nothing.
+        let refused = net.cores[2].stats.refused;
+        let w = vote(&net, 0, 1, 1, &bogus);
+        net.cores[2].on_message(&o0, w);
+        assert_eq!(net.cores[2].stats.refused, refused + 1);
+        assert!(net.cores[2].take_evidence().is_empty());
+        // After a restart nothing is remembered but the stored certificate: its votes are
+        // the other half of the evidence.
+        let store = net.stores[2].clone();
+        net.cores[2] = Net::open(&net.c, &store, 2);
+        let (_, cert) = net.cores[2].committed(1).unwrap();
+        let signer = net
+            .c
+            .validators
+            .iter()
+            .position(|o| cert.votes.iter().any(|v| &v.validator == o))
+            .unwrap();
+        let w = vote(&net, signer, signer, 1, &bogus);
+        net.cores[2].on_message(&o0, w);
+        let ev = net.cores[2].take_evidence();
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(ev[0].validator, net.org(signer));
+        evidence_accepted(&net, 2, &ev[0]).unwrap();
+        // A late vote for the committed header itself is no evidence.
+        let w = vote(&net, signer, signer, 1, &d);
+        net.cores[2].on_message(&o0, w);
+        assert!(net.cores[2].take_evidence().is_empty());
     }
 
     #[test]
