@@ -2,7 +2,8 @@
 //! `xinyi-node` process on 127.0.0.1 with consensus over libp2p, driven by the real `xinyi`
 //! client or plain HTTP. Each test uses its own base port (tests run in parallel) and a guard
 //! that takes its testnet down on drop. Time bounds are generous and nothing asserts timing:
-//! "no progress" is "no new height over a few seconds", never "within X ms".
+//! "no progress" is "no new height over a few seconds", never "within X ms". The short chaos
+//! runs of the pause and quorum-loss modes are here; key rotation is `rotation.rs`.
 
 mod common;
 
@@ -554,4 +555,70 @@ fn a_non_member_peer_cannot_join() {
         ilog(),
         tn.logs()
     );
+}
+
+/// Short `xinyi-testnet chaos` runs of the pause and quorum-loss modes under write load (the
+/// offline figures are in docs/reliability.md): four SIGSTOP/SIGCONT pauses of random
+/// validators, then two quorum losses (2 of 4 stopped: once SIGSTOP, once kill -9), each with
+/// no progress and no divergence while stopped, and recovery with every node agreeing after.
+/// Every acknowledged write is on every node at the end of each run. No timing assertions.
+#[test]
+fn chaos_pauses_and_quorum_loss_short_runs() {
+    step("up: 4 validators");
+    let tn = Testnet::up(4, 0, 24500);
+    let run = |args: &[&str]| -> Value {
+        let o = tn.run(args);
+        let out = text(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "chaos {args:?} failed\nstdout: {out}\nstderr: {}\n{}",
+            text(&o.stderr),
+            tn.logs()
+        );
+        eprintln!("{out}");
+        serde_json::from_str(out.lines().last().expect("a report line")).expect("JSON report")
+    };
+    step("chaos --fault pause --cycles 4");
+    let r = run(&[
+        "chaos",
+        "--fault",
+        "pause",
+        "--cycles",
+        "4",
+        "--seed",
+        "11",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(r["fault"], "pause", "{r}");
+    assert_eq!(r["cycles"], 4, "{r}");
+    assert_eq!(r["pauses"], 4, "{r}");
+    assert_eq!(r["kills"], 0, "{r}");
+    assert_eq!(r["missing"], 0, "{r}");
+    assert!(r["acknowledged"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["common_head"].as_str().unwrap().len(), 64, "{r}");
+
+    step("chaos --fault quorum-loss --cycles 2");
+    let r = run(&[
+        "chaos",
+        "--fault",
+        "quorum-loss",
+        "--cycles",
+        "2",
+        "--seed",
+        "12",
+        "--stall-secs",
+        "3",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(r["fault"], "quorum-loss", "{r}");
+    assert_eq!(r["cycles"], 2, "{r}");
+    assert_eq!(r["quorum_losses"], 2, "{r}");
+    assert_eq!(r["quorum_loss_kills"], 1, "{r}");
+    assert_eq!(r["no_progress_verified"], 2, "{r}");
+    assert_eq!(r["recoveries_verified"], 2, "{r}");
+    assert_eq!(r["missing"], 0, "{r}");
+    assert!(r["acknowledged"].as_u64().unwrap() > 0, "{r}");
 }

@@ -27,7 +27,7 @@ firms (keys in DIR/keys/firm-<USCC>.key; organisation keys in DIR/keys/<org>.key
 Validators (power 1), in order: gz-credit (holds the agency data), credit-china, gsxt, \
 agency-4, ...  Followers (power 0): bank-a, bank-b, bank-3, ...  Node k (validators first, from \
 1) listens on HTTP base-port+k and p2p base-port+100+k.\n\n\
-Example:\n  xinyi-testnet up --validators 4 --followers 1 --dir ./tn\n  xinyi-testnet status --dir ./tn\n  xinyi-testnet scenario --dir ./tn\n  xinyi-testnet down --dir ./tn"
+Example:\n  xinyi-testnet up --validators 4 --followers 1 --dir ./tn\n  xinyi-testnet status --dir ./tn\n  xinyi-testnet scenario --dir ./tn\n  xinyi-testnet chaos --fault pause --cycles 10 --dir ./tn\n  xinyi-testnet rotate-key --node agency-4 --dir ./tn\n  xinyi-testnet down --dir ./tn"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -119,8 +119,24 @@ enum Cmd {
         json: bool,
     },
     /// Crash (kill -9 + restart) and pause (SIGSTOP/SIGCONT) random validators under write load,
-    /// then check every acknowledged write is on every node and all nodes agree on a common
-    /// block (docs/reliability.md). Brings a testnet up in DIR unless DIR holds one.
+    /// or stop enough of them to lose the quorum, then check every acknowledged write is on
+    /// every node and all nodes agree on a common block (docs/reliability.md). Brings a testnet
+    /// up in DIR unless DIR holds one.
+    #[command(
+        long_about = "Crash and pause random validators under write load (two writers posting \
+agency entries to random nodes, recording every acknowledged write), then check that every \
+acknowledged write is at its log position on every node and that all nodes hold the same block \
+(same header, so same state root) at a common height. Exit 1 otherwise. Brings a testnet up in \
+DIR unless DIR holds one; leaves it running (`xinyi-testnet down --dir DIR`).\n\n\
+--fault kill: kill -9 one random validator per cycle, restart it after 0.1 s..--max-down-ms.\n\
+--fault pause: SIGSTOP one random validator per cycle for 0.1 s..--max-down-ms, then SIGCONT.\n\
+--fault mixed (default): kill, every --pause-every-th cycle a pause.\n\
+--fault quorum-loss (alias two-of-four): stop as many validators as break the quorum (2 of 4; \
+SIGSTOP on odd cycles, kill -9 on even ones), check for --stall-secs that no live node passes \
+its height, that no write is acknowledged above it and that the live nodes hold the same block, \
+then restore them and check that progress resumes and all nodes agree again.\n\n\
+Example:\n  xinyi-testnet chaos --validators 4 --cycles 50 --fault pause --seed 1 --dir /tmp/chaos"
+    )]
     Chaos {
         /// Testnet directory.
         #[arg(long, value_name = "DIR", default_value = "./xinyi-testnet")]
@@ -134,15 +150,62 @@ enum Cmd {
         /// RNG seed (random if absent; printed).
         #[arg(long)]
         seed: Option<u64>,
-        /// Every n-th cycle pauses a node instead of killing it (0 = never).
+        /// kill | pause | mixed | quorum-loss (alias two-of-four).
+        #[arg(long, value_name = "MODE", default_value = "mixed")]
+        fault: String,
+        /// With --fault mixed: every n-th cycle pauses a node instead of killing it (0 = never).
         #[arg(long, value_name = "N", default_value_t = 4)]
         pause_every: u32,
+        /// Longest time a node stays killed or paused in the one-node modes (ms).
+        #[arg(long, value_name = "MS", default_value_t = 1500)]
+        max_down_ms: u64,
+        /// With --fault quorum-loss: seconds to watch for (forbidden) progress per cycle.
+        #[arg(long, value_name = "SECS", default_value_t = 4)]
+        stall_secs: u64,
         /// The xinyi-node binary (default: next to this program).
         #[arg(long, value_name = "PATH")]
         node_bin: Option<PathBuf>,
         /// Seconds each step (restart, convergence) may take.
         #[arg(long, value_name = "SECS", default_value_t = 120)]
         timeout: u64,
+    },
+    /// Rotate a validator's key through a quorum-approved ledger entry and restart its node
+    /// with the new key while the others keep committing (docs/reliability.md §6).
+    #[command(
+        name = "rotate-key",
+        long_about = "Rotate a validator's key through the ledger without stopping the consortium.\n\n\
+1. writes a new key to DIR/keys/<ORG>.key.next (mode 0600; reused if an earlier run was \
+interrupted);\n\
+2. posts a Membership entry (MemberChange::RotateKey) with an effective height --margin blocks \
+above the head, approved by every validator (the testnet holds their keys; in a real consortium \
+each validator signs its own approval) and authored by ORG with its current key, through \
+another validator's node, and waits until it is acknowledged as committed;\n\
+3. waits until ORG's node, still on its old key, has applied the effective height (a node \
+starts only with the key its own ledger gives its organisation);\n\
+4. stops it (SIGTERM), moves DIR/keys/<ORG>.key to <ORG>.key.retired-<E> and the new key to \
+DIR/keys/<ORG>.key (the node's config names that file), starts it, and waits until a commit \
+certificate carries its vote valid under the new key (and not under the old one).\n\n\
+The other validators keep a quorum throughout (one node restarts), so writes keep committing; \
+only ORG's own API is away for its restart. From the effective height the old key is refused: \
+the members drop it from the p2p admission set and its signatures no longer verify.\n\n\
+Example:\n  xinyi-testnet rotate-key --node agency-4 --dir ./tn"
+    )]
+    RotateKey {
+        /// Organisation id of the validator whose key is rotated (e.g. agency-4).
+        #[arg(long = "node", value_name = "ORG")]
+        org: String,
+        /// Testnet directory.
+        #[arg(long, value_name = "DIR", default_value = "./xinyi-testnet")]
+        dir: PathBuf,
+        /// Blocks between the head and the effective height.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        margin: u64,
+        /// Seconds each wait (commit, effective height, restart, first vote) may take.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        timeout: u64,
+        /// Print the result as one JSON object (progress lines go to stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// (internal) Generate the agency's sample data store and print the keyed firms' penalties.
     #[command(hide = true)]
@@ -264,12 +327,16 @@ fn run(cli: Cli) -> Result<()> {
             validators,
             cycles,
             seed,
+            fault,
             pause_every,
+            max_down_ms,
+            stall_secs,
             node_bin,
             timeout,
         } => {
+            let fault = xinyi_testnet::net::chaos::Fault::parse(&fault)?;
             let seed = seed.unwrap_or_else(rand::random);
-            println!("chaos seed {seed}");
+            println!("chaos seed {seed}, fault {}", fault.name());
             let r = xinyi_testnet::net::chaos::run(
                 &xinyi_testnet::net::chaos::ChaosOptions {
                     dir,
@@ -278,7 +345,10 @@ fn run(cli: Cli) -> Result<()> {
                     seed,
                     node_bin: sibling("xinyi-node", node_bin, "--node-bin")?,
                     self_exe: std::env::current_exe()?,
+                    fault,
                     pause_every,
+                    max_down_ms,
+                    stall: Duration::from_secs(stall_secs),
                     timeout: Duration::from_secs(timeout),
                 },
                 |s| println!("{s}"),
@@ -313,6 +383,42 @@ fn run(cli: Cli) -> Result<()> {
             if !json {
                 let total: u64 = r.steps.iter().map(|s| s.ms).sum();
                 println!("scenario passed: {} steps in {total} ms", r.steps.len());
+            }
+            Ok(())
+        }
+        Cmd::RotateKey {
+            org,
+            dir,
+            margin,
+            timeout,
+            json,
+        } => {
+            let r = xinyi_testnet::net::rotate::rotate_key(
+                &xinyi_testnet::net::rotate::RotateOptions {
+                    dir,
+                    org,
+                    margin,
+                    timeout: Duration::from_secs(timeout),
+                },
+                |s| {
+                    if json {
+                        eprintln!("{s}");
+                    } else {
+                        println!("{s}");
+                    }
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "rotated {}: key {} in force from height {}, node restarted in {} ms, its vote under the new key in block {}",
+                    r.org,
+                    ops::short(Some(&r.new_key)),
+                    r.effective_height,
+                    r.node_restart_ms,
+                    r.first_vote_height
+                );
             }
             Ok(())
         }

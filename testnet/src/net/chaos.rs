@@ -4,7 +4,7 @@
 //! printed so a run can be replayed (timing still varies).
 
 use super::http::{self, WriteError};
-use super::manifest::Manifest;
+use super::manifest::{Manifest, NodeEntry};
 use super::ops::{self, UpOptions};
 use super::process::{self, Sig};
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -19,6 +19,45 @@ use xinyi_ledger::entry::{CreditRecord, EntryBody};
 use xinyi_ledger::types::{Category, Severity};
 use xinyi_ledger::{Digest, Entry, EntryKind, Genesis, OrgId, Uscc};
 use xinyi_node::dev::read_key;
+
+/// What a chaos cycle does to the validators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// kill -9 one random validator, restart it after a random delay.
+    Kill,
+    /// SIGSTOP one random validator for a random time, then SIGCONT.
+    Pause,
+    /// kill -9 + restart, every `pause_every`-th cycle a pause instead (the default).
+    Mixed,
+    /// Stop as many validators as it takes to break the quorum (2 of 4; SIGSTOP on odd cycles,
+    /// kill -9 on even ones), check that the chain makes no progress and the live nodes do not
+    /// diverge, restore them and check that progress resumes and every node converges.
+    QuorumLoss,
+}
+
+impl Fault {
+    /// `kill`, `pause`, `mixed`, `quorum-loss` (alias `two-of-four`).
+    pub fn parse(s: &str) -> Result<Fault> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "kill" => Fault::Kill,
+            "pause" => Fault::Pause,
+            "mixed" => Fault::Mixed,
+            "quorum-loss" | "two-of-four" => Fault::QuorumLoss,
+            _ => bail!("unknown fault {s:?}: use kill, pause, mixed or quorum-loss"),
+        })
+    }
+
+    /// The name `parse` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::Mixed => "mixed",
+            Fault::QuorumLoss => "quorum-loss",
+        }
+    }
+}
 
 /// Options of `chaos`.
 #[derive(Debug, Clone)]
@@ -35,8 +74,17 @@ pub struct ChaosOptions {
     pub node_bin: PathBuf,
     /// xinyi-testnet itself (for `up`).
     pub self_exe: PathBuf,
-    /// Every n-th cycle pauses (SIGSTOP/SIGCONT) instead of killing (0 = never).
+    /// What each cycle does.
+    pub fault: Fault,
+    /// With [`Fault::Mixed`]: every n-th cycle pauses (SIGSTOP/SIGCONT) instead of killing
+    /// (0 = never).
     pub pause_every: u32,
+    /// Longest time a node stays killed or paused in the one-node modes (ms, at least 101; the
+    /// time is drawn from 100..max).
+    pub max_down_ms: u64,
+    /// [`Fault::QuorumLoss`]: how long to watch for (forbidden) progress while the quorum is
+    /// lost, after a 2 s settling time.
+    pub stall: Duration,
     /// Per-step timeout (restart, convergence).
     pub timeout: Duration,
 }
@@ -46,12 +94,27 @@ pub struct ChaosOptions {
 pub struct ChaosReport {
     /// Seed.
     pub seed: u64,
+    /// Fault mode (`kill`, `pause`, `mixed`, `quorum-loss`).
+    pub fault: String,
     /// Cycles completed.
     pub cycles: u32,
-    /// kill -9 + restart.
+    /// One-node kill -9 + restart.
     pub kills: u32,
-    /// SIGSTOP + SIGCONT.
+    /// One-node SIGSTOP + SIGCONT.
     pub pauses: u32,
+    /// Quorum-loss cycles (each: no progress verified, then recovery and convergence verified).
+    pub quorum_losses: u32,
+    /// Of those, cycles that kill -9'd the validators (the others SIGSTOPped them).
+    pub quorum_loss_kills: u32,
+    /// Quorum-loss cycles in which no live node passed the height it had when the quorum was
+    /// lost and no write was acknowledged in a block above it.
+    pub no_progress_verified: u32,
+    /// Quorum-loss cycles after which progress resumed and every node held the same block at a
+    /// common height.
+    pub recoveries_verified: u32,
+    /// Longest time from restoring the validators to every node agreeing on a common block
+    /// above the stalled height (ms; indicative only).
+    pub max_recovery_ms: u64,
     /// Writes acknowledged (200 with a position).
     pub acknowledged: u64,
     /// Writes refused or unanswered (retried by nobody: they are simply not counted).
@@ -64,6 +127,9 @@ pub struct ChaosReport {
     pub common_head: String,
 }
 
+/// An acknowledged write: entry id, log position, block height.
+type Ack = (String, u64, u64);
+
 fn write_one(
     agent: &ureq::Agent,
     url: &str,
@@ -71,7 +137,7 @@ fn write_one(
     key: &xinyi_ledger::KeyPair,
     firm: Uscc,
     rng: &mut StdRng,
-) -> std::result::Result<(String, u64), WriteError> {
+) -> std::result::Result<Ack, WriteError> {
     let time = http::health(agent, url)
         .map(|h| h.time_ms)
         .map_err(|e| WriteError::Transport(e.to_string()))?;
@@ -95,11 +161,34 @@ fn write_one(
     )
     .map_err(|e| WriteError::Transport(e.to_string()))?;
     let v = http::post_entry(agent, url, &e.bytes)?;
-    let pos = v
-        .get("position")
-        .and_then(|p| p.as_u64())
-        .ok_or_else(|| WriteError::Transport("answer without position".into()))?;
-    Ok((e.id.to_hex(), pos))
+    let num = |k: &str| v.get(k).and_then(|p| p.as_u64());
+    let (Some(pos), Some(height)) = (num("position"), num("height")) else {
+        return Err(WriteError::Transport(
+            "answer without position or height".into(),
+        ));
+    };
+    Ok((e.id.to_hex(), pos, height))
+}
+
+/// Shared state of the writer threads.
+#[derive(Clone, Default)]
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Ack>>>,
+    failed: Arc<AtomicU64>,
+}
+
+impl Load {
+    fn acks(&self) -> Vec<Ack> {
+        self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Validators to stop so that the rest hold no quorum: the set's power is one per validator,
+/// a quorum is more than two thirds of it, so stop `n - quorum + 1` (2 of 4, 1 of 3).
+pub fn quorum_breakers(n: usize) -> usize {
+    let quorum = n * 2 / 3 + 1;
+    n + 1 - quorum.min(n)
 }
 
 /// Runs the chaos loop; `say` gets one line per event.
@@ -142,30 +231,25 @@ pub fn run(opts: &ChaosOptions, say: impl Fn(&str)) -> Result<ChaosReport> {
     if validators.is_empty() {
         bail!("no validators");
     }
+    if opts.fault == Fault::QuorumLoss && validators.len() < 2 {
+        bail!("--fault quorum-loss needs at least 2 validators (the stopped ones and a live one)");
+    }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
-    let failed = Arc::new(AtomicU64::new(0));
+    let load = Load::default();
     // Two writers, each to a random node (a write reaching a dead node simply fails).
     let writers: Vec<_> = (0..2u64)
         .map(|w| {
-            let (stop, acked, failed, urls, key) = (
-                stop.clone(),
-                acked.clone(),
-                failed.clone(),
-                urls.clone(),
-                key.clone(),
-            );
+            let (load, urls, key) = (load.clone(), urls.clone(), key.clone());
             let seed = opts.seed ^ (w + 1);
             std::thread::spawn(move || {
                 let agent = http::agent_short();
                 let mut rng = StdRng::seed_from_u64(seed);
-                while !stop.load(Ordering::Relaxed) {
+                while !load.stop.load(Ordering::Relaxed) {
                     let url = &urls[rng.gen_range(0..urls.len())];
                     match write_one(&agent, url, &chain, &key, firm, &mut rng) {
-                        Ok(a) => acked.lock().unwrap_or_else(|p| p.into_inner()).push(a),
+                        Ok(a) => load.acked.lock().unwrap_or_else(|p| p.into_inner()).push(a),
                         Err(_) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
+                            load.failed.fetch_add(1, Ordering::Relaxed);
                             std::thread::sleep(Duration::from_millis(100));
                         }
                     }
@@ -177,14 +261,26 @@ pub fn run(opts: &ChaosOptions, say: impl Fn(&str)) -> Result<ChaosReport> {
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut r = ChaosReport {
         seed: opts.seed,
+        fault: opts.fault.name().into(),
         ..ChaosReport::default()
     };
+    let max_down = opts.max_down_ms.max(101);
     let result = (|| -> Result<()> {
         for c in 1..=opts.cycles {
             std::thread::sleep(Duration::from_millis(rng.gen_range(200..1500)));
+            if opts.fault == Fault::QuorumLoss {
+                quorum_loss_cycle(opts, c, &validators, &load, &mut rng, &mut r, &say)?;
+                r.cycles = c;
+                continue;
+            }
             let victim = &validators[rng.gen_range(0..validators.len())];
-            let down_ms = rng.gen_range(100..1500);
-            if opts.pause_every > 0 && c % opts.pause_every == 0 {
+            let down_ms = rng.gen_range(100..max_down);
+            let pause = match opts.fault {
+                Fault::Pause => true,
+                Fault::Kill => false,
+                _ => opts.pause_every > 0 && c % opts.pause_every == 0,
+            };
+            if pause {
                 let pid = ops::kill(&opts.dir, victim, Sig::Stop)?;
                 std::thread::sleep(Duration::from_millis(down_ms));
                 process::signal(pid, Sig::Cont)?;
@@ -204,7 +300,7 @@ pub fn run(opts: &ChaosOptions, say: impl Fn(&str)) -> Result<ChaosReport> {
         }
         Ok(())
     })();
-    stop.store(true, Ordering::Relaxed);
+    load.stop.store(true, Ordering::Relaxed);
     for w in writers {
         let _ = w.join();
     }
@@ -219,9 +315,9 @@ pub fn run(opts: &ChaosOptions, say: impl Fn(&str)) -> Result<ChaosReport> {
         .first()
         .and_then(|n| http::block_hash(&agent, &n.url, h))
         .unwrap_or_default();
-    let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let acked = load.acks();
     r.acknowledged = acked.len() as u64;
-    r.failed_writes = failed.load(Ordering::Relaxed);
+    r.failed_writes = load.failed.load(Ordering::Relaxed);
     // Every node must reach the last acknowledged position, then hold each acknowledged entry.
     let last = acked.iter().map(|a| a.1).max().unwrap_or(0);
     let deadline = Instant::now() + opts.timeout;
@@ -237,7 +333,7 @@ pub fn run(opts: &ChaosOptions, say: impl Fn(&str)) -> Result<ChaosReport> {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        for (id, pos) in &acked {
+        for (id, pos, _) in &acked {
             let got: Option<String> = agent
                 .get(&format!("{}/v1/entries/{pos}", n.url))
                 .call()
@@ -262,4 +358,164 @@ pub fn run(opts: &ChaosOptions, say: impl Fn(&str)) -> Result<ChaosReport> {
         );
     }
     Ok(r)
+}
+
+/// Heights of `nodes` (None where a node does not answer).
+fn heights(agent: &ureq::Agent, nodes: &[&NodeEntry]) -> Vec<Option<u64>> {
+    nodes
+        .iter()
+        .map(|n| http::health(agent, &n.url).ok().map(|h| h.height))
+        .collect()
+}
+
+/// One quorum-loss cycle: stop `quorum_breakers(n)` random validators (SIGSTOP on odd cycles,
+/// kill -9 on even ones), let in-flight blocks settle, take the live nodes' highest height,
+/// watch for `opts.stall`: no live node may pass it, no write may be acknowledged in a block
+/// above it, and the live nodes must hold the same block at their common height. Then restore
+/// the validators (SIGCONT / restart) and wait until every node holds the same block at a
+/// common height above the stalled one.
+fn quorum_loss_cycle(
+    opts: &ChaosOptions,
+    c: u32,
+    validators: &[String],
+    load: &Load,
+    rng: &mut StdRng,
+    r: &mut ChaosReport,
+    say: &impl Fn(&str),
+) -> Result<()> {
+    let k = quorum_breakers(validators.len());
+    let mut pool: Vec<&String> = validators.iter().collect();
+    let mut victims: Vec<String> = Vec::new();
+    for _ in 0..k {
+        let i = rng.gen_range(0..pool.len());
+        victims.push(pool.remove(i).clone());
+    }
+    let by_kill = c.is_multiple_of(2);
+    let sig = if by_kill { Sig::Kill } else { Sig::Stop };
+    let mut pids = Vec::new();
+    for v in &victims {
+        pids.push(ops::kill(&opts.dir, v, sig).with_context(|| format!("cycle {c}: {v}"))?);
+    }
+    let m = Manifest::load(&opts.dir)?;
+    let live: Vec<&NodeEntry> = m
+        .nodes
+        .iter()
+        .filter(|n| !victims.contains(&n.org))
+        .collect();
+    let agent = http::agent_short();
+    // Anything certified before the stop reaches the live nodes within this time.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = heights(&agent, &live);
+    let verdict = (|| -> Result<u64> {
+        if before.iter().any(Option::is_none) {
+            bail!("a live node does not answer while {victims:?} are stopped");
+        }
+        let high = before.iter().flatten().max().copied().unwrap_or(0);
+        let acks_from = load.acks().len();
+        std::thread::sleep(opts.stall);
+        let after = heights(&agent, &live);
+        for (n, h) in live.iter().zip(&after) {
+            match h {
+                Some(h) if *h > high => bail!(
+                    "PROGRESS WITHOUT QUORUM: {} reached height {h} > {high} with {victims:?} stopped",
+                    n.org
+                ),
+                Some(_) => {}
+                None => bail!("{} stopped answering while {victims:?} are stopped", n.org),
+            }
+        }
+        if let Some(a) = load.acks()[acks_from..].iter().find(|a| a.2 > high) {
+            bail!(
+                "ACKNOWLEDGED WITHOUT QUORUM: entry {} in block {} > {high} with {victims:?} stopped",
+                a.0,
+                a.2
+            );
+        }
+        // No divergence: same block at the live nodes' common height (a header names its
+        // parent, so the same hash there means the same chain below).
+        let common = after.iter().flatten().min().copied().unwrap_or(0);
+        if common > 0 {
+            let hashes: Vec<Option<String>> = live
+                .iter()
+                .map(|n| http::block_hash(&agent, &n.url, common))
+                .collect();
+            if hashes.iter().any(|h| h.is_none() || *h != hashes[0]) {
+                bail!("DIVERGENCE at height {common} among the live nodes: {hashes:?}");
+            }
+        }
+        Ok(high)
+    })();
+    // Restore whatever the verdict, so that the nodes are left running for inspection.
+    let restored = Instant::now();
+    for (v, pid) in victims.iter().zip(&pids) {
+        if by_kill {
+            ops::start(&opts.dir, v, None, opts.timeout)
+                .with_context(|| format!("cycle {c}: restarting {v}"))?;
+        } else {
+            process::signal(*pid, Sig::Cont)?;
+        }
+    }
+    let high = verdict.with_context(|| format!("cycle {c} (seed {})", opts.seed))?;
+    r.no_progress_verified += 1;
+    let deadline = restored + opts.timeout;
+    loop {
+        let now = heights(&agent, &live);
+        if now.iter().flatten().any(|h| *h > high) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("cycle {c}: no progress past height {high} after restoring {victims:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let m = Manifest::load(&opts.dir)?;
+    let common = ops::wait_same_height(&m, deadline)
+        .with_context(|| format!("cycle {c}: convergence after restoring {victims:?}"))?;
+    if common <= high {
+        bail!("cycle {c}: the nodes agree only at height {common}, not above the stalled {high}");
+    }
+    let ms = restored.elapsed().as_millis() as u64;
+    r.max_recovery_ms = r.max_recovery_ms.max(ms);
+    r.recoveries_verified += 1;
+    r.quorum_losses += 1;
+    r.quorum_loss_kills += u32::from(by_kill);
+    say(&format!(
+        "cycle {c}: {} {} ({} of {}): no progress past height {high} for {} ms, live nodes agree; restored, all nodes agree at height {common} after {ms} ms",
+        if by_kill { "killed -9" } else { "paused" },
+        victims.join(" and "),
+        victims.len(),
+        validators.len(),
+        opts.stall.as_millis()
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_breakers_break_the_quorum() {
+        assert_eq!(quorum_breakers(4), 2);
+        assert_eq!(quorum_breakers(3), 1);
+        assert_eq!(quorum_breakers(7), 3);
+        assert_eq!(quorum_breakers(2), 1);
+        for n in 2..20 {
+            let k = quorum_breakers(n);
+            let quorum = n * 2 / 3 + 1;
+            assert!(n - k < quorum, "{n}: {k}");
+            assert!(n - k + 1 >= quorum, "{n}: {k} is more than needed");
+        }
+    }
+
+    #[test]
+    fn faults_parse() {
+        assert_eq!(Fault::parse("pause").unwrap(), Fault::Pause);
+        assert_eq!(Fault::parse("two-of-four").unwrap(), Fault::QuorumLoss);
+        assert_eq!(Fault::parse("QUORUM-LOSS").unwrap(), Fault::QuorumLoss);
+        assert!(Fault::parse("split").is_err());
+        for f in [Fault::Kill, Fault::Pause, Fault::Mixed, Fault::QuorumLoss] {
+            assert_eq!(Fault::parse(f.name()).unwrap(), f);
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! (`[p2p]` naming every other node, `[query]` pointing non-agency nodes at gz-credit,
 //! `[sample]` on gz-credit), starts every node as a detached process, records everything in
 //! `DIR/testnet.json`, waits for `/health` and registers the keyed sample firms. `status`,
-//! `down`, `kill`, `start` and `scenario` work from that manifest. Nothing here is part of the
+//! `down`, `kill`, `start`, `scenario`, `chaos` and `rotate-key` work from that manifest. Nothing here is part of the
 //! trust base: it only writes files a user could write and makes requests a user could make.
 
 pub mod chaos;
@@ -14,4 +14,5 @@ pub mod layout;
 pub mod manifest;
 pub mod ops;
 pub mod process;
+pub mod rotate;
 pub mod scenario;
