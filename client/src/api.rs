@@ -1,5 +1,7 @@
 //! The HTTP side of the client: a small blocking wrapper over the node's v1 JSON API
-//! (`specs/api.md`), with its one error shape turned into [`ApiError`].
+//! (`specs/api.md`), with its one error shape turned into [`ApiError`]. `https://` node URLs
+//! work (rustls; `--ca` adds a trusted root); a certificate the client does not trust fails
+//! with `tls.untrusted`.
 //!
 //! It knows URLs, headers and JSON shapes only. It does not sign, verify or decide anything:
 //! entries are built and signed in [`crate::signer`], and every proof a node returns is checked
@@ -9,6 +11,7 @@ use anyhow::{anyhow, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 use xinyi_ledger::hash::Digest;
 
@@ -100,20 +103,32 @@ pub struct EntryAnswer {
 pub struct Api {
     base: String,
     agent: ureq::Agent,
+    /// Built with an extra trusted CA (`--ca`).
+    ca: bool,
 }
 
 impl Api {
-    /// A client for the node at `base` (e.g. `http://127.0.0.1:7878`).
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:7878`, or `https://…` for a node
+    /// whose certificate chains to a public root).
     pub fn new(base: &str) -> Api {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            .timeout_read(Duration::from_secs(120))
-            .timeout_write(Duration::from_secs(30))
-            .build();
         Api {
             base: base.trim_end_matches('/').to_string(),
-            agent,
+            agent: agent_builder().build(),
+            ca: false,
         }
+    }
+
+    /// [`Api::new`], also trusting the CA certificates of the PEM file `ca` for `https://`
+    /// (self-signed or private-CA deployments; `--ca`).
+    pub fn with_ca(base: &str, ca: Option<&Path>) -> Result<Api> {
+        let Some(ca) = ca else {
+            return Ok(Api::new(base));
+        };
+        Ok(Api {
+            base: base.trim_end_matches('/').to_string(),
+            agent: agent_builder().tls_config(tls_config(ca)?).build(),
+            ca: true,
+        })
     }
 
     /// The base URL.
@@ -155,11 +170,53 @@ impl Api {
                     body,
                 }))
             }
-            Err(ureq::Error::Transport(t)) => Err(anyhow!(
-                "cannot reach the node at {}: {}",
-                self.base,
-                one_line(&t.to_string())
-            )),
+            Err(ureq::Error::Transport(t)) => match tls_failure(&t) {
+                Some(TlsFailure::Certificate(e)) => {
+                    use rustls::CertificateError as C;
+                    let hint = match &e {
+                        // A wrong --ca with the issuer's name gives BadSignature.
+                        #[allow(deprecated)]
+                        C::UnknownIssuer | C::BadSignature if self.ca => {
+                            "; it does not chain to the --ca certificate(s) or a public root"
+                        }
+                        C::UnknownIssuer => {
+                            "; pass the CA certificate that signed it with --ca FILE (or XINYI_CA)"
+                        }
+                        C::NotValidForName | C::NotValidForNameContext { .. } => {
+                            "; it does not name the host of --node"
+                        }
+                        C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+                            "; it is a CA certificate (basicConstraints CA:TRUE) used as the \
+                             node's own, which TLS clients refuse: give the node a certificate \
+                             with CA:FALSE"
+                        }
+                        _ => "",
+                    };
+                    Err(anyhow!(
+                        "tls.untrusted: the certificate of {} is not trusted ({}){hint}",
+                        self.base,
+                        one_line(&e.to_string())
+                    ))
+                }
+                Some(TlsFailure::Handshake(e)) => Err(anyhow!(
+                    "tls.handshake: TLS with {} failed: {}",
+                    self.base,
+                    one_line(&e)
+                )),
+                None => {
+                    let msg = one_line(&t.to_string());
+                    // A TLS alert record (0x15 0x03 ..) where an HTTP status line was expected.
+                    let hint = if self.base.starts_with("http://") && msg.contains("[21, 3, ") {
+                        " (the node answers with TLS: use an https:// URL)"
+                    } else {
+                        ""
+                    };
+                    Err(anyhow!(
+                        "cannot reach the node at {}: {msg}{hint}",
+                        self.base
+                    ))
+                }
+            },
         }
     }
 
@@ -233,6 +290,72 @@ impl Api {
     pub fn health(&self) -> Result<Health> {
         self.get("/health")
     }
+}
+
+fn agent_builder() -> ureq::AgentBuilder {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(5))
+        .timeout_read(Duration::from_secs(120))
+        .timeout_write(Duration::from_secs(30))
+}
+
+/// rustls client settings trusting the Mozilla roots (ureq's default) and every certificate
+/// of the PEM file `ca`.
+fn tls_config(ca: &Path) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    let pem = std::fs::read(ca).with_context(|| format!("--ca: cannot read {}", ca.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("--ca {}: not a PEM certificate file: {e}", ca.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!(
+            "--ca {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+            ca.display()
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| anyhow!("--ca {}: {e}", ca.display()))?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(std::sync::Arc::new(cfg))
+}
+
+/// Why a TLS connection failed, when it did.
+enum TlsFailure {
+    /// The node's certificate was refused (unknown issuer, wrong name, expired, ...).
+    Certificate(rustls::CertificateError),
+    /// Any other TLS error.
+    Handshake(String),
+}
+
+/// Finds a rustls error in the cause chain of a ureq transport error.
+fn tls_failure(t: &ureq::Transport) -> Option<TlsFailure> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(t);
+    while let Some(c) = cause {
+        let found = c.downcast_ref::<rustls::Error>().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(e) = found {
+            return Some(match e {
+                rustls::Error::InvalidCertificate(c) => TlsFailure::Certificate(c.clone()),
+                _ => TlsFailure::Handshake(e.to_string()),
+            });
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// Collapses any line breaks so an error stays on one line.

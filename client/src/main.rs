@@ -44,6 +44,10 @@ struct Cli {
         default_value = "http://127.0.0.1:7878"
     )]
     node: String,
+    /// Extra trusted CA certificate(s), PEM, for an `https://` node with a self-signed or
+    /// private-CA certificate.
+    #[arg(long, global = true, env = "XINYI_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Signing key file (`xinyi-ed25519-secret:<hex>`).
     #[arg(long, global = true, env = "XINYI_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
@@ -1343,9 +1347,10 @@ fn run(cli: Cli) -> Result<bool> {
             | Cmd::Audit(AuditCmd::Consistency { proof: Some(_), .. })
             | Cmd::Witness(_)
     );
-    if !offline && !cli.node.starts_with("http://") {
+    let web = cli.node.starts_with("http://") || cli.node.starts_with("https://");
+    if !offline && !web {
         bail!(
-            "--node must be an http:// URL (this build speaks plain HTTP, e.g. to a node on loopback), got {:?}",
+            "--node must be an http:// or https:// URL, e.g. http://127.0.0.1:7878, got {:?}",
             cli.node
         );
     }
@@ -1369,7 +1374,7 @@ fn run(cli: Cli) -> Result<bool> {
             .map(StateFile::new)
     };
     let ctx = Ctx {
-        api: Api::new(&cli.node),
+        api: Api::with_ca(&cli.node, cli.ca.as_deref())?,
         json: cli.json,
         key: cli.key,
         as_: cli.as_,

@@ -3,14 +3,16 @@
 //!
 //! A TOML file names the data directory, HTTP address, the node's organisation id, its key file
 //! and the genesis file; environment variables (`XINYI_DATA`, `XINYI_HTTP`, `XINYI_ORG`,
-//! `XINYI_KEY`, `XINYI_GENESIS`, `XINYI_RATE_LIMIT`) override the file. Relative paths are
-//! resolved against the config file's directory.
+//! `XINYI_KEY`, `XINYI_GENESIS`, `XINYI_RATE_LIMIT`, `XINYI_TLS_CERT`, `XINYI_TLS_KEY`)
+//! override the file. Relative paths are resolved against the config file's directory.
 //!
 //! A `[p2p]` section turns the node into a member of a multi-node consortium (consensus over
 //! libp2p; the node validates if the ledger gives its organisation voting power, and follows
 //! otherwise). Without it the node runs a single-validator chain. `[query]` names the node that
 //! holds the agency data (queries are forwarded there), `[sample]` fills this node's agency
-//! data store with synthetic firms (testnets and demos).
+//! data store with synthetic firms (testnets and demos). `[api]` turns on TLS for the HTTP API
+//! (`tls_cert` and `tls_key`, both or neither) and names a CA for `https://` URLs of other nodes
+//! (`tls_ca`); `specs/api.md` "Transport security".
 
 use crate::dev::write_secret;
 use anyhow::Context as _;
@@ -60,6 +62,47 @@ pub struct Config {
     /// Anchor sinks for final checkpoints (`specs/checkpoints.md` §6); default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor: Option<crate::anchor::AnchorConfig>,
+    /// HTTP API transport settings (TLS); absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSection>,
+}
+
+/// `[api]`: transport security of the HTTP API (`specs/api.md` "Transport security").
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// PEM certificate chain (leaf first) the API serves over TLS; needs `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the `tls_cert` leaf; needs `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of CA certificates trusted, besides the usual public roots, for `https://`
+    /// URLs of other nodes this node calls (`[query] data_node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl ApiSection {
+    /// Checks that `tls_cert` and `tls_key` are given together.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => anyhow::bail!(
+                "[api] tls_cert is set but tls_key is not; set both (PEM files) or neither"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "[api] tls_key is set but tls_cert is not; set both (PEM files) or neither"
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The server TLS configuration, if `tls_cert` and `tls_key` are set (reads and checks
+    /// both files).
+    pub fn server_tls(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+        self.check()?;
+        crate::tls::server_config_opt(self.tls_cert.as_deref(), self.tls_key.as_deref())
+    }
 }
 
 /// `[p2p]`: the consortium network.
@@ -134,6 +177,18 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(api) = &mut c.api {
+            for p in [&mut api.tls_cert, &mut api.tls_key, &mut api.tls_ca]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+            api.check()
+                .with_context(|| format!("config {}", path.display()))?;
+        }
         OrgId::new(&c.org).with_context(|| "config field org")?;
         Ok(c)
     }
@@ -161,6 +216,12 @@ impl Config {
             self.rate_limit_per_sec = v
                 .parse()
                 .with_context(|| format!("XINYI_RATE_LIMIT={v} is not a number"))?;
+        }
+        if let Some(v) = env("XINYI_TLS_CERT") {
+            self.api.get_or_insert_with(Default::default).tls_cert = Some(v.into());
+        }
+        if let Some(v) = env("XINYI_TLS_KEY") {
+            self.api.get_or_insert_with(Default::default).tls_key = Some(v.into());
         }
         Ok(())
     }
@@ -221,6 +282,7 @@ pub fn init(dir: &Path, org: &str, name: &str, http: SocketAddr) -> anyhow::Resu
         sample: None,
         witness: None,
         anchor: None,
+        api: None,
     };
     let text = format!(
         "# xinyi-node configuration (written by `xinyi-node init`).\n# Relative paths are relative to this file. Environment variables XINYI_DATA, XINYI_HTTP,\n# XINYI_ORG, XINYI_KEY, XINYI_GENESIS and XINYI_RATE_LIMIT override these values.\n{}",
@@ -365,6 +427,7 @@ pub fn init_member(dir: &Path, m: MemberInit) -> anyhow::Result<PathBuf> {
         sample: sample_firms.map(|firms| SampleSection { firms }),
         witness: None,
         anchor: None,
+        api: None,
     };
     let text = format!(
         "# xinyi-node configuration of consortium member {org} (written by `xinyi-node init`).\n\

@@ -27,4 +27,5 @@ pub mod mempool;
 pub mod metrics;
 pub mod node;
 pub mod p2p;
+pub mod tls;
 pub mod witness_client;

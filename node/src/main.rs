@@ -9,7 +9,7 @@ use std::time::Duration;
 use xinyi_node::api::ApiConfig;
 use xinyi_node::config::{self, Config};
 use xinyi_node::engine::EngineConfig;
-use xinyi_node::node::{serve, Node};
+use xinyi_node::node::{serve_with, Node};
 
 #[derive(Parser)]
 #[command(
@@ -30,8 +30,9 @@ genesis.json` with every member's public key; each member `xinyi-node init --dir
 voting power validate (BFT consensus over libp2p); the others follow. See README.",
     after_help = "Environment: RUST_LOG sets the log filter (default info; \
 xinyi_node=debug logs every request and block). `start` reads XINYI_DATA, XINYI_HTTP, XINYI_ORG, \
-XINYI_KEY, XINYI_GENESIS, XINYI_RATE_LIMIT over its config file; --dev reads XINYI_DATA, \
-XINYI_HTTP and XINYI_RATE_LIMIT for its options."
+XINYI_KEY, XINYI_GENESIS, XINYI_RATE_LIMIT, XINYI_TLS_CERT, XINYI_TLS_KEY over its config file; \
+--dev reads XINYI_DATA, XINYI_HTTP, XINYI_RATE_LIMIT, XINYI_TLS_CERT and XINYI_TLS_KEY for its \
+options."
 )]
 struct Cli {
     /// Run a self-contained dev node with a sample consortium and sample data.
@@ -76,6 +77,12 @@ struct Cli {
     /// Dev mode: anchoring interval in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
     anchor_interval_ms: u64,
+    /// Dev mode: serve the API over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", env = "XINYI_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Dev mode: the PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "XINYI_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -271,9 +278,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Cmd::Start { config }) => {
             init_logging();
             let cfg = Config::load(&config)?;
+            let api = cfg.api.clone().unwrap_or_default();
+            if let Some(ca) = &api.tls_ca {
+                xinyi_node::tls::set_peer_ca(ca)?;
+            }
             if cfg.p2p.is_some() {
+                if api.tls_cert.is_some() {
+                    anyhow::bail!(
+                        "[api] tls_cert/tls_key: TLS for the API of a consortium member ([p2p]) \
+                         is not available yet; remove them (or put a TLS proxy in front)"
+                    );
+                }
                 return xinyi_node::cluster::run(cfg);
             }
+            let tls = api.server_tls()?;
             let rt = runtime()?;
             rt.block_on(async move {
                 let node = Node::open_config(&cfg)?;
@@ -281,15 +299,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("listening on {}", cfg.http))?;
                 tracing::info!(
-                    "xinyi node {} serving on http://{}",
+                    "xinyi node {} serving on {}://{}",
                     cfg.org,
+                    if tls.is_some() { "https" } else { "http" },
                     listener.local_addr()?
                 );
-                serve(listener, node.router()).await
+                serve_with(listener, node.router(), tls).await
             })
         }
         None if cli.dev => {
             init_logging();
+            let tls = match (&cli.tls_cert, &cli.tls_key) {
+                (Some(_), None) => anyhow::bail!(
+                    "--tls-cert is set but --tls-key is not; give both (PEM files) or neither"
+                ),
+                (None, Some(_)) => anyhow::bail!(
+                    "--tls-key is set but --tls-cert is not; give both (PEM files) or neither"
+                ),
+                (c, k) => xinyi_node::tls::server_config_opt(c.as_deref(), k.as_deref())?,
+            };
             let rt = runtime()?;
             let data = cli.data.clone();
             rt.block_on(async move {
@@ -311,7 +339,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(cli.http)
                     .await
                     .with_context(|| format!("listening on {}", cli.http))?;
-                let url = format!("http://{}", listener.local_addr()?);
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let url = format!("{scheme}://{}", listener.local_addr()?);
                 if setup.created {
                     tracing::info!(
                         "created a new dev consortium in {}",
@@ -336,7 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     },
                 );
                 print!("{}", xinyi_node::dev::quick_start(&setup, &url));
-                serve(listener, node.router()).await
+                serve_with(listener, node.router(), tls).await
             })
         }
         None => anyhow::bail!(

@@ -131,35 +131,59 @@ impl Node {
     }
 }
 
-/// Serves `router` on `listener` until Ctrl-C / SIGTERM.
+/// Serves `router` on `listener` over plain HTTP until Ctrl-C / SIGTERM.
 pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
+    serve_with(listener, router, None).await
+}
+
+/// Serves `router` on `listener` until Ctrl-C / SIGTERM: over TLS with `tls` (see
+/// [`crate::tls::TlsListener`]), plain HTTP without. The router, its middleware and the
+/// graceful shutdown are the same either way; handlers see the client's address in both.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
         }
-        #[cfg(not(unix))]
-        {
-            let _ = ctrl_c.await;
+        Some(cfg) => {
+            // `tap_io` only to get axum's `ConnectInfo<SocketAddr>` for a custom listener.
+            let listener = crate::tls::TlsListener::new(listener, cfg)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
         }
-    })
-    .await
+    }
     .context("HTTP server")?;
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

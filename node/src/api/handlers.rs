@@ -415,7 +415,7 @@ async fn forward_query(
 ) -> ApiResult<Response> {
     let target = format!("{}/v1/queries", url.trim_end_matches('/'));
     let (status, text) = blocking(move || {
-        let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+        let agent = crate::tls::peer_agent_builder().timeout(timeout).build();
         match agent
             .post(&target)
             .set("content-type", "application/json")

@@ -106,6 +106,7 @@ pub fn configs(dir: &Path, c: &SampleConsortium, nodes: &[&str], agency: &str) -
             sample: (*org == agency).then_some(SampleSection { firms: 10 }),
             witness: None,
             anchor: None,
+            api: None,
         };
         std::fs::write(home.join("xinyi.toml"), toml::to_string(&cfg).unwrap()).unwrap();
         out.push(cfg);
