@@ -239,4 +239,54 @@ mod tests {
         assert!(format!("{e:#}").contains("tls_ca"), "{e:#}");
         assert!(client_config(None).is_ok());
     }
+
+    /// The listener under `axum::serve`: a client trusting the certificate gets the answer
+    /// (and the handler its address), one trusting only the public roots is refused, and a
+    /// connection that never starts its handshake holds up no one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listener_serves_tls_and_peer_config_trusts_the_ca() {
+        use axum::extract::ConnectInfo;
+        use axum::serve::ListenerExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        let listener = TlsListener::new(tcp, server_config(&cert, &key).unwrap())
+            .unwrap()
+            .tap_io(|_| {});
+        let app = axum::Router::new().route(
+            "/hi",
+            axum::routing::get(|ConnectInfo(a): ConnectInfo<SocketAddr>| async move {
+                format!("hi {}", a.ip())
+            }),
+        );
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        let url = format!("https://127.0.0.1:{port}/hi");
+        let (answer, refused) = tokio::task::spawn_blocking(move || {
+            let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let trusted = ureq::AgentBuilder::new()
+                .tls_config(client_config(Some(&cert)).unwrap())
+                .build();
+            let answer = trusted.get(&url).call().unwrap().into_string().unwrap();
+            let public_only = ureq::AgentBuilder::new()
+                .tls_config(client_config(None).unwrap())
+                .build();
+            (answer, public_only.get(&url).call().is_err())
+        })
+        .await
+        .unwrap();
+        assert_eq!(answer, "hi 127.0.0.1");
+        assert!(refused);
+        server.abort();
+    }
 }
