@@ -123,7 +123,7 @@ impl HttpSink {
     pub fn new(url: String) -> HttpSink {
         HttpSink {
             url,
-            agent: ureq::AgentBuilder::new()
+            agent: crate::tls::peer_agent_builder()
                 .timeout(Duration::from_secs(10))
                 .build(),
         }

@@ -177,7 +177,7 @@ fn round(engine: &Engine, cosigs: &Cosignatures, mut targets: Vec<Target>) -> Ve
     let Some((note, cp)) = final_checkpoint(engine) else {
         return targets;
     };
-    let agent = ureq::AgentBuilder::new()
+    let agent = crate::tls::peer_agent_builder()
         .timeout(Duration::from_secs(5))
         .build();
     for t in targets.iter_mut() {
