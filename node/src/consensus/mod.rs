@@ -12,7 +12,10 @@
 //! the [`CommitCertificate`](xinyi_ledger::CommitCertificate) with which the block is applied by
 //! `Chain::apply_block` and appended to the [`BlockStore`]). The same channel carries catch-up:
 //! a replica that lacks a block or is behind asks for it (`Want`, `Sync`) and applies committed
-//! blocks only with a certificate that verifies. Wire format: [`wire`].
+//! blocks only with a certificate that verifies. A validator's two verified commit votes for
+//! different headers at one height become equivocation evidence ([`Core::take_evidence`],
+//! which the node signs into a `misbehaviour` entry; `specs/consensus.md` §10). Wire format:
+//! [`wire`].
 //!
 //! What it is not: a transport (the engine runs over any commonware-p2p `Sender`/`Receiver`;
 //! the simulation uses the simulated network, the libp2p adapter is separate work), a mempool
