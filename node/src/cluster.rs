@@ -22,7 +22,7 @@ use crate::consensus::{
 use crate::datastore::AgencyData;
 use crate::engine::{Engine, EngineConfig, SubmitError};
 use crate::metrics::Metrics;
-use crate::node::{serve, Node};
+use crate::node::{serve_with, Node};
 use crate::p2p::{engine_public_key, Network, NetworkConfig, P2pReceiver, P2pSender};
 use anyhow::Context as _;
 use commonware_actor::Feedback;
@@ -104,6 +104,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .p2p
         .clone()
         .context("cluster mode needs a [p2p] section in the configuration")?;
+    // TLS files are read before anything starts, so a bad certificate stops the node at once.
+    let tls = cfg.api.clone().unwrap_or_default().server_tls()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let runner = commonware_runtime::tokio::Runner::new(
@@ -112,7 +114,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .with_worker_threads(2)
             .with_catch_panics(false),
     );
-    runner.start(|ctx| async move { run_member(ctx, cfg, p2p).await })
+    runner.start(|ctx| async move { run_member(ctx, cfg, p2p, tls).await })
 }
 
 fn org_keys(engine: &Engine) -> anyhow::Result<BTreeMap<OrgId, PublicKey>> {
@@ -144,6 +146,7 @@ async fn run_member(
     ctx: commonware_runtime::tokio::Context,
     cfg: Config,
     p2p: crate::config::P2pSection,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
     let genesis = Genesis::from_json(
         &std::fs::read(&cfg.genesis)
@@ -276,11 +279,12 @@ async fn run_member(
         .await
         .with_context(|| format!("listening on {}", cfg.http))?;
     tracing::info!(
-        "xinyi node {} serving on http://{}",
+        "xinyi node {} serving on {}://{}",
         cfg.org,
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr()?
     );
-    serve(listener, node.router()).await
+    serve_with(listener, node.router(), tls).await
 }
 
 /// A follower proposes nothing.

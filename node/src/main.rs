@@ -283,12 +283,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 xinyi_node::tls::set_peer_ca(ca)?;
             }
             if cfg.p2p.is_some() {
-                if api.tls_cert.is_some() {
-                    anyhow::bail!(
-                        "[api] tls_cert/tls_key: TLS for the API of a consortium member ([p2p]) \
-                         is not available yet; remove them (or put a TLS proxy in front)"
-                    );
-                }
                 return xinyi_node::cluster::run(cfg);
             }
             let tls = api.server_tls()?;

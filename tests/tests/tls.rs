@@ -294,3 +294,92 @@ fn half_or_bad_tls_configuration_stops_the_node_at_startup() {
         "[api] tls_cert is set but tls_key is not",
     );
 }
+
+/// A consortium member (`xinyi-node start` with `[p2p]`) serves its API over TLS too: a
+/// one-validator consortium made with `keygen`/`genesis`/`init`, `[api] tls_cert`/`tls_key`
+/// added to its config, answers `/health` over https to a client that trusts the certificate and
+/// refuses one that does not.
+#[test]
+fn a_consortium_member_serves_its_api_over_tls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    let (cert, key) = self_signed(d);
+    let node = |args: &[&str]| {
+        let o = Command::new(&binaries().node)
+            .current_dir(d)
+            .args(args)
+            .env_remove("XINYI_TLS_CERT")
+            .env_remove("XINYI_TLS_KEY")
+            .env_remove("XINYI_HTTP")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run xinyi-node");
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let public = node(&["keygen", "--out", "gz-credit.key"]);
+    node(&[
+        "genesis",
+        "--name",
+        "xinyi/tls-test",
+        "--out",
+        "genesis.json",
+        "--org",
+        &format!("gz-credit:agency:{}:1", public.trim()),
+    ]);
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let p2p = format!("127.0.0.1:{}", free_port());
+    node(&[
+        "init",
+        "--dir",
+        "gz-credit",
+        "--org",
+        "gz-credit",
+        "--key",
+        "gz-credit.key",
+        "--genesis",
+        "genesis.json",
+        "--http",
+        &http,
+        "--p2p",
+        &p2p,
+    ]);
+    let config = d.join("gz-credit").join("xinyi.toml");
+    let mut toml = std::fs::read_to_string(&config).expect("config");
+    toml.push_str(&format!(
+        "\n[api]\ntls_cert = {:?}\ntls_key = {:?}\n",
+        cert.to_str().expect("utf-8"),
+        key.to_str().expect("utf-8")
+    ));
+    std::fs::write(&config, toml).expect("write config");
+    let log = d.join("member.log");
+    let logf = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(&binaries().node)
+        .current_dir(d)
+        .args(["start", "--config"])
+        .arg(&config)
+        .env_remove("XINYI_TLS_CERT")
+        .env_remove("XINYI_TLS_KEY")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().expect("log handle"))
+        .stderr(logf)
+        .spawn()
+        .expect("spawn xinyi-node");
+    let mut member = TlsNode {
+        child,
+        dir: d.to_path_buf(),
+        port,
+        url: format!("https://127.0.0.1:{port}"),
+        ca: cert,
+        log,
+    };
+    member.wait_ready(Duration::from_secs(90));
+    let h = ok_json(&member.trusted(None, &["--json", "status"]));
+    assert_eq!(h["status"], "ok", "{h}");
+    fails(
+        &member.xinyi(&member.url, None, &[], &["status"]),
+        "tls.untrusted",
+    );
+}
