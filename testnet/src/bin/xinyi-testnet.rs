@@ -203,6 +203,13 @@ Example:\n  xinyi-testnet rotate-key --node agency-4 --dir ./tn"
         /// Seconds each wait (commit, effective height, restart, first vote) may take.
         #[arg(long, value_name = "SECS", default_value_t = 120)]
         timeout: u64,
+        /// Seconds without any node advancing (below the effective height) that count as a halt.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        halt_secs: u64,
+        /// Workaround for the epoch-change halt (docs/reliability.md §6): restart the nodes that
+        /// block a peer, one at a time. Costs downtime.
+        #[arg(long)]
+        unstick: bool,
         /// Print the result as one JSON object (progress lines go to stderr).
         #[arg(long)]
         json: bool,
@@ -391,6 +398,8 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             margin,
             timeout,
+            halt_secs,
+            unstick,
             json,
         } => {
             let r = xinyi_testnet::net::rotate::rotate_key(
@@ -399,6 +408,8 @@ fn run(cli: Cli) -> Result<()> {
                     org,
                     margin,
                     timeout: Duration::from_secs(timeout),
+                    halt: Duration::from_secs(halt_secs),
+                    unstick,
                 },
                 |s| {
                     if json {

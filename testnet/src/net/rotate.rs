@@ -52,6 +52,12 @@ pub struct RotateOptions {
     pub margin: u64,
     /// Bound of each wait (commit, reaching the effective height, restart, first vote).
     pub timeout: Duration,
+    /// How long no node may advance below the effective height before the consortium counts
+    /// as halted.
+    pub halt: Duration,
+    /// Workaround for the epoch-transition halt (docs/reliability.md §6): restart the nodes
+    /// that block a peer, one at a time. Costs downtime; off by default.
+    pub unstick: bool,
 }
 
 /// What `rotate-key` did.
@@ -85,6 +91,34 @@ pub struct RotateReport {
     pub key_file: PathBuf,
     /// Where the old key went (`keys/<org>.key.retired-<E>`).
     pub retired_key_file: PathBuf,
+    /// Nodes restarted by `--unstick` (empty without a halt).
+    pub unstuck: Vec<String>,
+}
+
+/// "A blocks B" for every node whose /health reports a blocked member.
+pub fn blocked_links(m: &Manifest) -> Vec<(String, String)> {
+    let agent = http::agent_short();
+    let mut out = Vec::new();
+    for n in &m.nodes {
+        let Ok(r) = agent.get(&format!("{}/health", n.url)).call() else {
+            continue;
+        };
+        let Ok(v) = r.into_json::<Value>() else {
+            continue;
+        };
+        for p in v
+            .get("peers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if p.get("blocked").and_then(Value::as_bool) == Some(true) {
+                let o = p.get("org").and_then(Value::as_str).unwrap_or("?");
+                out.push((n.org.clone(), o.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// `keys/<org>.key.next`.
@@ -306,20 +340,16 @@ pub fn rotate_key(opts: &RotateOptions, say: impl Fn(&str)) -> Result<RotateRepo
 
     // The node applies block E with its old key still running.
     let short = http::agent_short();
-    let stopped_at = wait(
-        &format!("{} to apply block {effective}", opts.org),
-        opts.timeout,
-        || health_height(&short, &node.url).filter(|h| *h >= effective),
-    )
-    .with_context(|| {
-        format!(
+    let stopped_at =
+        wait_effective(opts, &m, &node, effective, &mut r, &say).with_context(|| {
+            format!(
             "{} must hold block {effective} before it can start with its new key (a node starts \
              only with the key its own ledger gives its organisation); the rotation is committed, \
              the new key waits in {}",
             opts.org,
             next_file.display()
         )
-    })?;
+        })?;
     r.stopped_at_height = stopped_at;
     say(&format!(
         "{} holds block {stopped_at} (>= {effective}); restarting it with the new key",
@@ -375,6 +405,91 @@ pub fn rotate_key(opts: &RotateOptions, say: impl Fn(&str)) -> Result<RotateRepo
         r.first_vote_height, opts.org
     ));
     Ok(r)
+}
+
+/// Waits until `node` holds block `effective`. If no node advances for `opts.halt` below it,
+/// the consortium has halted: with `opts.unstick` the nodes that block a peer are restarted
+/// one at a time (their blocks are in memory only), otherwise the error names the blocked
+/// links.
+fn wait_effective(
+    opts: &RotateOptions,
+    m: &Manifest,
+    node: &NodeEntry,
+    effective: u64,
+    r: &mut RotateReport,
+    say: &impl Fn(&str),
+) -> Result<u64> {
+    let agent = http::agent_short();
+    let deadline = Instant::now() + opts.timeout;
+    let mut top = 0u64;
+    let mut moved = Instant::now();
+    loop {
+        if let Some(h) = health_height(&agent, &node.url).filter(|h| *h >= effective) {
+            return Ok(h);
+        }
+        let now = m
+            .nodes
+            .iter()
+            .filter_map(|n| health_height(&agent, &n.url))
+            .max()
+            .unwrap_or(0);
+        if now > top {
+            top = now;
+            moved = Instant::now();
+        }
+        if moved.elapsed() >= opts.halt && top < effective {
+            let links = blocked_links(m);
+            let desc = links
+                .iter()
+                .map(|(a, b)| format!("{a} blocks {b}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let blockers: Vec<String> = links
+                .iter()
+                .map(|l| l.0.clone())
+                .filter(|o| *o != node.org)
+                .fold(Vec::new(), |mut v, o| {
+                    if !v.contains(&o) {
+                        v.push(o);
+                    }
+                    v
+                });
+            if !opts.unstick || blockers.is_empty() {
+                bail!(
+                    "the consortium halted at height {top}, below the effective height {effective}, \
+                     for {:?}; blocked p2p links: {}. At the epoch change the first validators on \
+                     the new set's engine block a validator still sending the old epoch's \
+                     messages (\"epoch mismatch\" in their logs), and the block lasts until they \
+                     restart; with the rotated validator out of the new set the rest then lack a \
+                     quorum (docs/reliability.md §6). --unstick restarts the blocking nodes",
+                    opts.halt,
+                    if desc.is_empty() { "none reported".into() } else { desc }
+                );
+            }
+            say(&format!(
+                "halted at height {top} ({desc}); --unstick: restarting {}",
+                blockers.join(", ")
+            ));
+            for b in blockers {
+                ops::kill(&opts.dir, &b, Sig::Term)?;
+                if super::process::alive(Manifest::load(&opts.dir)?.node(&b)?.pid) {
+                    ops::kill(&opts.dir, &b, Sig::Kill)?;
+                }
+                ops::start(&opts.dir, &b, None, opts.timeout)?;
+                r.unstuck.push(b);
+            }
+            moved = Instant::now();
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {:?} waiting for {} to apply block {effective} (highest height \
+                 seen {top})",
+                opts.timeout,
+                node.org
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `key` → `retired`, `next` → `key`.
