@@ -143,8 +143,8 @@ fn vote_ok(c: &CommitCertificate, chain: &Digest, org: &OrgId, key: &PublicKey) 
 #[ignore = "flaky until a node fix (docs/reliability.md §6): at the epoch change the rotation \
             causes, validators that start the new engine first may p2p-block a slower one still \
             sending old-epoch messages (\"epoch mismatch\"), until they restart; without the \
-            rotated validator the rest then lack a quorum and the chain halts. Hit 2 of 2 debug \
-            runs under load, 0 of 7 release runs. Run: cargo test --release -p xinyi-tests \
+            rotated validator the rest then lack a quorum and the chain halts. Hit 3 of 9 debug \
+            runs (all under CPU load), 0 of 7 release runs. Run: cargo test --release -p xinyi-tests \
             --test rotation -- --ignored"]
 fn a_validator_key_rotates_through_the_ledger_without_downtime() {
     step("up: 4 validators");
