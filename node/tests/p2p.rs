@@ -381,10 +381,19 @@ async fn malformed_frame_blocks_sender() {
             .expect("set")
             .expect("open");
         assert!(set.iter().any(|k| *k == ek(&km)));
+        // An engine block on a peer blocked for a transport fault does not make that block
+        // expire.
+        assert_eq!(blocker.block(ek(&km)), Feedback::Ok);
+        tokio::time::sleep(xinyi_node::p2p::ENGINE_BLOCK + Duration::from_secs(1)).await;
+        assert!(a.net.peers()[0].blocked, "a transport-fault block expired");
         a.net.unblock(&km.public());
         wait_until("unblocked", || a.net.stats().blocked_peers == 0).await;
+        // An engine block lasts ENGINE_BLOCK, then lifts by itself (around an epoch switch the
+        // engine blocks honest members that have not switched yet).
         assert_eq!(blocker.block(ek(&km)), Feedback::Ok);
         wait_until("blocked again", || a.net.stats().blocked_peers == 1).await;
+        wait_until("engine block expired", || a.net.stats().blocked_peers == 0).await;
+        assert!(!a.net.peers()[0].blocked);
     })
     .await;
 }

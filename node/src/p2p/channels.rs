@@ -170,7 +170,8 @@ impl Receiver for P2pReceiver {
     }
 }
 
-/// `commonware_p2p::Blocker`: blocking disconnects the peer and refuses it from then on.
+/// `commonware_p2p::Blocker`: blocking disconnects the peer and refuses it for
+/// [`ENGINE_BLOCK`](super::ENGINE_BLOCK).
 #[derive(Clone)]
 pub struct P2pBlocker {
     shared: Arc<Shared>,
@@ -195,7 +196,11 @@ impl Blocker for P2pBlocker {
         if self.shared.closed.load(Ordering::Relaxed) {
             return Feedback::Closed;
         }
-        self.shared.block(peer, "blocked by the engine");
+        self.shared.block_until(
+            peer,
+            "blocked by the engine",
+            Some(std::time::Instant::now() + super::ENGINE_BLOCK),
+        );
         Feedback::Ok
     }
 

@@ -44,6 +44,14 @@ pub const PROTOCOL: &str = "/xinyi/p2p/1";
 /// Inbound `/xinyi/p2p/1` streams a peer may hold open at once (one per connection).
 pub const MAX_INBOUND_STREAMS_PER_PEER: usize = gate::MAX_CONNECTIONS_PER_PEER;
 
+/// How long a block requested by the consensus engine (`Blocker::block`) lasts. The engine
+/// blocks for protocol faults it cannot tell from honest lag — around an epoch switch a
+/// member that has not switched yet still sends the old epoch's messages ("epoch mismatch") —
+/// so its blocks expire; a peer that keeps misbehaving is blocked again at its next fault.
+/// Blocks for transport faults (malformed or oversized frames) last until the process restarts
+/// or an operator lifts them.
+pub const ENGINE_BLOCK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The engine's public key type, used by the Commonware traits.
 pub type EngineKey = ed25519::PublicKey;
 
@@ -106,7 +114,8 @@ pub struct PeerStatus {
     pub address: Option<SocketAddr>,
     /// At least one connection is established now.
     pub connected: bool,
-    /// Blocked (refused until unblocked or the process restarts).
+    /// Blocked: for a transport fault until unblocked or the process restarts, for an
+    /// engine-reported fault for [`ENGINE_BLOCK`].
     pub blocked: bool,
 }
 
@@ -253,6 +262,9 @@ pub(crate) struct Shared {
 #[derive(Default)]
 pub(crate) struct BlockedState {
     pub(crate) set: BTreeSet<EngineKey>,
+    /// Members of `set` whose block lifts at the given instant (engine blocks); the others are
+    /// blocked until unblocked.
+    expires: std::collections::BTreeMap<EngineKey, Instant>,
     subscribers: Vec<ring::Sender<Set<EngineKey>>>,
 }
 
@@ -279,8 +291,14 @@ impl Shared {
         p.clone()
     }
 
-    /// Blocks `pk`: no more deliveries from it, connections closed and refused.
+    /// Blocks `pk` until unblocked: no more deliveries from it, connections closed and refused.
     pub(crate) fn block(&self, pk: EngineKey, reason: &str) {
+        self.block_until(pk, reason, None);
+    }
+
+    /// Blocks `pk` like [`Shared::block`], but only until `until` (an engine block); a peer
+    /// already blocked without an end stays so.
+    pub(crate) fn block_until(&self, pk: EngineKey, reason: &str, until: Option<Instant>) {
         if pk == self.me {
             return;
         }
@@ -288,12 +306,42 @@ impl Shared {
             p.blocked.store(true, Ordering::Relaxed);
         }
         let mut b = lock(&self.blocked);
-        if b.set.insert(pk.clone()) {
-            tracing::warn!(peer = %pk, reason, "p2p: peer blocked");
+        let newly = b.set.insert(pk.clone());
+        match until {
+            Some(t) if newly || b.expires.contains_key(&pk) => {
+                b.expires.insert(pk.clone(), t);
+            }
+            Some(_) => {}
+            None => {
+                b.expires.remove(&pk);
+            }
+        }
+        if newly {
+            match until {
+                Some(_) => {
+                    tracing::warn!(peer = %pk, reason, secs = ENGINE_BLOCK.as_secs(), "p2p: peer blocked for a while")
+                }
+                None => tracing::warn!(peer = %pk, reason, "p2p: peer blocked"),
+            }
             b.publish();
         }
         drop(b);
         self.blocked_changed.notify_one();
+    }
+
+    /// Lifts the blocks whose time is up (called from the swarm task's tick).
+    pub(crate) fn expire_blocks(&self, now: Instant) {
+        let due: Vec<EngineKey> = {
+            let b = lock(&self.blocked);
+            b.expires
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for pk in due {
+            self.unblock(&pk);
+        }
     }
 
     /// Unblocks `pk`.
@@ -302,6 +350,7 @@ impl Shared {
             p.blocked.store(false, Ordering::Relaxed);
         }
         let mut b = lock(&self.blocked);
+        b.expires.remove(pk);
         if b.set.remove(pk) {
             tracing::info!(peer = %pk, "p2p: peer unblocked");
             b.publish();
@@ -484,7 +533,8 @@ impl Network {
         self.membership.send_replace(Membership { members, dial });
     }
 
-    /// Lifts a block (operator action; blocks otherwise last until the process restarts).
+    /// Lifts a block (operator action; transport-fault blocks otherwise last until the process
+    /// restarts, engine blocks for [`ENGINE_BLOCK`]).
     pub fn unblock(&self, key: &xinyi_ledger::PublicKey) {
         if let Some(pk) = engine_public_key(key) {
             self.shared.unblock(&pk);

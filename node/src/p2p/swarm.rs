@@ -216,7 +216,10 @@ impl Driver {
                 }
                 _ = self.shared.blocked_changed.notified() => self.sync_blocked(),
                 ev = self.swarm.select_next_some() => self.on_event(ev),
-                _ = tick.tick() => self.dial_due(),
+                _ = tick.tick() => {
+                    self.shared.expire_blocks(Instant::now());
+                    self.dial_due();
+                }
             }
         }
         acceptor.abort();
