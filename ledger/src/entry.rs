@@ -13,7 +13,7 @@ use crate::keys::{PublicKey, SigDomain, Signature};
 use crate::types::{
     check_categories, check_text, Category, Grade, OrgId, Role, Severity, TimeMs, ValueError,
 };
-use crate::uscc::Uscc;
+use crate::firmtag::FirmTag;
 use serde::{Deserialize, Serialize};
 
 /// Maximum size of one stored entry.
@@ -31,8 +31,8 @@ pub const MAX_TEXT: usize = 512;
 pub enum Author {
     /// A registered organisation, by id.
     Org(OrgId),
-    /// A registered firm, by USCC.
-    Firm(Uscc),
+    /// A registered firm, by its keyed tag ([`FirmTag`]), never its USCC.
+    Firm(FirmTag),
 }
 
 /// The signed part of an entry.
@@ -54,10 +54,10 @@ pub struct EntryBody {
 pub enum EntryKind {
     /// A quorum-approved membership change (org registration, key rotation, voting power).
     Membership(MembershipChange),
-    /// An agency binds a firm's USCC to the firm's signing key (or rotates it).
+    /// An agency binds a firm (by tag) to the firm's signing key (or rotates it).
     FirmRegistered {
         /// The firm.
-        firm: Uscc,
+        firm: FirmTag,
         /// The firm's key.
         key: PublicKey,
     },
@@ -98,7 +98,7 @@ pub enum EntryKind {
     /// A regulator assigns a supervision grade.
     GradeAssigned {
         /// The firm.
-        firm: Uscc,
+        firm: FirmTag,
         /// Supervision domain, e.g. `food-drug`, `environment`.
         domain: String,
         /// The grade.
@@ -235,7 +235,7 @@ pub struct QueryRequest {
     /// Querying bank.
     pub bank: OrgId,
     /// Firm whose data is requested.
-    pub firm: Uscc,
+    pub firm: FirmTag,
     /// Consent invoked.
     pub consent: Digest,
     /// Categories requested (canonical order).
@@ -311,7 +311,7 @@ pub struct CreditRecord {
     /// Salted digest identifying the off-ledger record.
     pub record: Digest,
     /// The firm concerned.
-    pub firm: Uscc,
+    pub firm: FirmTag,
     /// Category (penalties, abnormal list, dishonest list, judgments, ...).
     pub category: Category,
     /// Severity.
@@ -458,7 +458,7 @@ impl EntryKind {
     }
 
     /// The firm this entry concerns, if any is named in the entry itself.
-    pub fn named_firm(&self) -> Option<Uscc> {
+    pub fn named_firm(&self) -> Option<FirmTag> {
         match self {
             EntryKind::FirmRegistered { firm, .. } | EntryKind::GradeAssigned { firm, .. } => {
                 Some(*firm)
@@ -626,7 +626,7 @@ impl EntryBody {
     }
 
     /// The firm this entry concerns (author firm or named firm), for the per-firm index.
-    pub fn firm(&self) -> Option<Uscc> {
+    pub fn firm(&self) -> Option<FirmTag> {
         match &self.author {
             Author::Firm(f) => Some(*f),
             Author::Org(_) => self.kind.named_firm(),

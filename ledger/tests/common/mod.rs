@@ -64,6 +64,7 @@ impl Driver {
 
     pub fn register_firm(&mut self, firm: Uscc) -> Entry {
         let key = self.c.firm_key(&firm).public();
+        let firm = self.c.tag(&firm);
         self.org("gz-credit", EntryKind::FirmRegistered { firm, key })
     }
 
@@ -90,7 +91,7 @@ impl Driver {
     ) -> QueryRequest {
         QueryRequest {
             bank: OrgId::new(bank).unwrap(),
-            firm,
+            firm: self.c.tag(&firm),
             consent,
             categories: cats.to_vec(),
             nonce: self.nonce(),
