@@ -468,7 +468,10 @@ impl Ctx {
     }
 
     /// A byte stream, signed with the command's key when there is one.
-    fn get_stream_read(&self, path: &str) -> Result<Box<dyn std::io::Read + Send + Sync + 'static>> {
+    fn get_stream_read(
+        &self,
+        path: &str,
+    ) -> Result<Box<dyn std::io::Read + Send + Sync + 'static>> {
         let auth = match self.key.as_deref() {
             Some(_) => {
                 let s = Signer::load(self.key.as_deref(), self.as_.as_deref())?;
@@ -854,7 +857,8 @@ fn query(ctx: &Ctx, consent: &str, firm: Option<&str>, categories: &str) -> Resu
     // 1. The data matches the digest that was logged.
     proof::verify_response_digest(ok.data.get(), &data, &ok.salt, &ok.response_digest)?;
     // 2. The logged entry is a QueryServed of exactly this request with that digest.
-    let ea: EntryAnswer = ctx.get_signed(&signer, &format!("/v1/entries/{}", ok.record.position))?;
+    let ea: EntryAnswer =
+        ctx.get_signed(&signer, &format!("/v1/entries/{}", ok.record.position))?;
     let bytes = entry_bytes(&ea)?;
     let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
     if entry.id != ok.record.id {

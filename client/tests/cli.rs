@@ -242,7 +242,7 @@ fn build_chain() -> Built {
             now,
             next(),
             EntryKind::FirmRegistered {
-                firm: f,
+                firm: c.tag(&f),
                 key: c.firm_key(&f).public(),
             },
         )
@@ -270,7 +270,7 @@ fn build_chain() -> Built {
         for _ in 0..3 {
             let req = QueryRequest {
                 bank: OrgId::new("bank-a").unwrap(),
-                firm: f,
+                firm: c.tag(&f),
                 consent: cid,
                 categories: vec![Category::Tax],
                 nonce: next(),

@@ -13,13 +13,13 @@ use crate::block::{
 };
 use crate::codec::CodecError;
 use crate::entry::{Entry, EntryError};
+use crate::firmtag::FirmTag;
 use crate::genesis::Genesis;
 use crate::hash::Digest;
 use crate::keys::{self, KeyError, SigCheck};
 use crate::merkle::{self, MerkleTree};
 use crate::state::{Applied, State, StateError, StateHead, WriteSet};
 use crate::types::{OrgId, TimeMs};
-use crate::firmtag::FirmTag;
 use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -1116,7 +1116,10 @@ mod tests {
                     "gz-credit",
                     time,
                     u64::from(i),
-                    EntryKind::FirmRegistered { firm: c.tag(&firm), key },
+                    EntryKind::FirmRegistered {
+                        firm: c.tag(&firm),
+                        key,
+                    },
                 )
                 .unwrap()
             })

@@ -8,12 +8,12 @@
 //! of the ledger is the state machine's job (`state`), and so is finding the author's key.
 
 use crate::codec::{self, CodecError};
+use crate::firmtag::FirmTag;
 use crate::hash::{self, Digest, Domain};
 use crate::keys::{PublicKey, SigDomain, Signature};
 use crate::types::{
     check_categories, check_text, Category, Grade, OrgId, Role, Severity, TimeMs, ValueError,
 };
-use crate::firmtag::FirmTag;
 use serde::{Deserialize, Serialize};
 
 /// Maximum size of one stored entry.

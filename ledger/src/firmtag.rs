@@ -44,10 +44,13 @@ impl FirmKey {
     /// Parses the key file's text: 64 hex characters, surrounding whitespace ignored.
     pub fn from_hex(s: &str) -> Result<FirmKey, FirmTagError> {
         let v = hex::decode(s.trim()).map_err(|_| FirmTagError::BadHex("firm key"))?;
-        let a: [u8; 32] = v.as_slice().try_into().map_err(|_| FirmTagError::BadLength {
-            what: "firm key",
-            got: v.len(),
-        })?;
+        let a: [u8; 32] = v
+            .as_slice()
+            .try_into()
+            .map_err(|_| FirmTagError::BadLength {
+                what: "firm key",
+                got: v.len(),
+            })?;
         Ok(FirmKey(a))
     }
 
@@ -198,7 +201,10 @@ mod tests {
         let cbor = crate::codec::encode(&t).unwrap();
         assert_eq!(cbor[0], 0x58);
         assert_eq!(cbor[1], 32);
-        assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{}\"", "07".repeat(32)));
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            format!("\"{}\"", "07".repeat(32))
+        );
         let back: FirmTag = crate::codec::decode("tag", &cbor, 64).unwrap();
         assert_eq!(back, t);
         assert!(FirmKey::from_hex(&FirmKey::from_bytes([1; 32]).to_hex()).is_ok());

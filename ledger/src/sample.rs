@@ -9,11 +9,11 @@ use crate::entry::{
     query_signing_payload, Author, Entry, EntryBody, EntryError, EntryKind, QueryRequest,
     SignedQueryRequest,
 };
+use crate::firmtag::{FirmKey, FirmTag};
 use crate::genesis::{Genesis, GenesisOrg, Params};
 use crate::hash::{self, Digest, Domain};
 use crate::keys::{KeyPair, SigDomain};
 use crate::types::{OrgId, Role, TimeMs};
-use crate::firmtag::{FirmKey, FirmTag};
 use crate::uscc::Uscc;
 use std::collections::BTreeMap;
 

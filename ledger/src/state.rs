@@ -16,12 +16,12 @@ use crate::entry::{
     entry_signing_payload, membership_signing_payload, query_signing_payload, Author, Consent,
     DenialReason, Entry, EntryKind, MemberChange, QueryRequest,
 };
+use crate::firmtag::FirmTag;
 use crate::genesis::{Genesis, Params};
 use crate::hash::{self, Digest, Domain};
 use crate::keys::{signing_message, PublicKey, SigDomain, Signature};
 use crate::merkle::MerkleTree;
 use crate::types::{working_days_deadline, Category, Grade, OrgId, Role, Severity, TimeMs, DAY_MS};
-use crate::firmtag::FirmTag;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -518,8 +518,7 @@ impl State {
         let Some((prev_root, write_set_hash)) = self.last_step else {
             return Ok(None);
         };
-        let value: Option<AccessHead> =
-            self.get(&key(prefix::ACCESS, &[firm.as_bytes()]))?;
+        let value: Option<AccessHead> = self.get(&key(prefix::ACCESS, &[firm.as_bytes()]))?;
         Ok(Some(AccessProof {
             height: self.height,
             prev_root,
@@ -1269,10 +1268,7 @@ impl State {
             } => {
                 require_role(role == Some(Role::Agency))?;
                 self.put_s(
-                    key(
-                        prefix::GRADE,
-                        &[f.as_bytes(), b"/", domain.as_bytes()],
-                    ),
+                    key(prefix::GRADE, &[f.as_bytes(), b"/", domain.as_bytes()]),
                     &GradeRecord {
                         agency: org_id
                             .clone()

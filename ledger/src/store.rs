@@ -15,12 +15,12 @@ use crate::block::{Block, BlockHeader, CommitCertificate};
 use crate::chain::{Chain, CommittedBlock};
 use crate::codec::{self, CodecError};
 use crate::entry::{Author, EntryKind};
+use crate::firmtag::FirmTag;
 use crate::genesis::{Genesis, GenesisError};
 use crate::hash::{self, Digest, Domain};
 use crate::merkle::MerkleTree;
 use crate::state::{State, StateHead, WriteSet};
 use crate::types::OrgId;
-use crate::firmtag::FirmTag;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -860,11 +860,7 @@ impl Store {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<u64>, StoreError> {
-        self.positions(
-            k(prefix::BY_FIRM, &[firm.as_bytes()]),
-            after,
-            limit,
-        )
+        self.positions(k(prefix::BY_FIRM, &[firm.as_bytes()]), after, limit)
     }
 
     /// Log positions of entries signed by `org`, in order, after position `after`.
@@ -932,7 +928,10 @@ mod tests {
                         "gz-credit",
                         time,
                         u64::from(i),
-                        EntryKind::FirmRegistered { firm: c.tag(&firm), key },
+                        EntryKind::FirmRegistered {
+                            firm: c.tag(&firm),
+                            key,
+                        },
                     )
                     .unwrap()
                 })

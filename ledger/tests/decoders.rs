@@ -117,7 +117,11 @@ fn a_firm_tag_of_the_wrong_length_inside_an_entry_is_rejected_at_decode() {
     let tag = body.firm().unwrap();
     let mut good = vec![0x58, 0x20];
     good.extend_from_slice(tag.as_bytes());
-    let at = wire.body.windows(34).position(|w| w == good.as_slice()).unwrap();
+    let at = wire
+        .body
+        .windows(34)
+        .position(|w| w == good.as_slice())
+        .unwrap();
     // Same tag cut to 31 bytes: a well-formed CBOR byte string, but not a tag.
     let mut raw = wire.body[..at].to_vec();
     raw.extend_from_slice(&[0x58, 0x1f]);

@@ -12,11 +12,11 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::types::Severity;
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
 use xinyi_ledger::{Category, FirmKey, FirmTag, Uscc};
 
 const COMPLETE: &[u8] = b"meta/complete";

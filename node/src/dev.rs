@@ -129,7 +129,10 @@ pub fn read_key(path: &Path) -> anyhow::Result<KeyPair> {
 /// Writes a consortium firm key file (hex, mode 0600); refuses to overwrite.
 pub fn write_firm_key(path: &Path, key: &FirmKey) -> anyhow::Result<()> {
     if path.exists() {
-        anyhow::bail!("{} already exists; refusing to overwrite it", path.display());
+        anyhow::bail!(
+            "{} already exists; refusing to overwrite it",
+            path.display()
+        );
     }
     write_secret(path, &key.to_hex())
 }

@@ -378,10 +378,10 @@ async fn bad_input_is_refused_and_writes_nothing() {
         r.text
     );
     // Signed by a key that is not the firm's.
-    let (f1, _) = t.firm(1);
+
     let (_, k0) = t.firm(0);
     let imposter = t.sign(
-        Author::Firm(f1),
+        Author::Firm(t.tag(1)),
         &k0,
         EntryKind::ConsentRevoked {
             consent: Digest::from_hex(&cid).unwrap(),
@@ -398,7 +398,7 @@ async fn bad_input_is_refused_and_writes_nothing() {
     let stranger = xinyi_ledger::KeyPair::generate();
     let f9 = xinyi_ledger::sample::sample_firm(900).unwrap();
     let e = t.sign(
-        Author::Firm(f9),
+        Author::Firm(t.setup.firm_key.tag(&f9)),
         &stranger,
         EntryKind::ConsentRevoked {
             consent: Digest::from_hex(&cid).unwrap(),
@@ -413,7 +413,7 @@ async fn bad_input_is_refused_and_writes_nothing() {
     let g = t.org_entry(
         "bank-a",
         EntryKind::GradeAssigned {
-            firm,
+            firm: t.setup.firm_key.tag(&firm),
             domain: "food-drug".into(),
             grade: xinyi_ledger::types::Grade::A,
         },
@@ -435,7 +435,7 @@ async fn bad_input_is_refused_and_writes_nothing() {
     let stale = xinyi_ledger::Entry::sign(
         &t.chain(),
         xinyi_ledger::entry::EntryBody {
-            author: Author::Firm(firm),
+            author: Author::Firm(t.setup.firm_key.tag(&firm)),
             time: t.now() - 3_600_000,
             nonce: 1,
             kind: EntryKind::ConsentRevoked {
@@ -633,7 +633,7 @@ async fn repair_applied_by_both_and_overdue_with_one() {
     let g = t.org_entry(
         "gz-credit",
         EntryKind::GradeAssigned {
-            firm,
+            firm: t.setup.firm_key.tag(&firm),
             domain: "food-drug".into(),
             grade: xinyi_ledger::types::Grade::B,
         },
@@ -901,8 +901,10 @@ fn init_then_start_config() {
         "gz-credit",
         "xinyi/test",
         "127.0.0.1:7999".parse().unwrap(),
+        None,
     )
     .unwrap();
+    assert!(out.firm_key.exists(), "init writes a consortium firm key");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -914,7 +916,8 @@ fn init_then_start_config() {
             dir.path(),
             "gz-credit",
             "xinyi/test",
-            "127.0.0.1:7999".parse().unwrap()
+            "127.0.0.1:7999".parse().unwrap(),
+            None,
         )
         .is_err(),
         "refuses to overwrite"

@@ -66,7 +66,10 @@ impl Mempool for SampleMempool {
                 "gz-credit",
                 time,
                 3 * r,
-                EntryKind::FirmRegistered { firm, key },
+                EntryKind::FirmRegistered {
+                    firm: self.c.tag(&firm),
+                    key,
+                },
             );
             let consent = self.c.firm_entry(
                 firm,
@@ -86,7 +89,7 @@ impl Mempool for SampleMempool {
             };
             let req = QueryRequest {
                 bank: OrgId::new("bank-a").unwrap(),
-                firm,
+                firm: self.c.tag(&firm),
                 consent: consent.id,
                 categories: vec![Category::Registration],
                 nonce: r,

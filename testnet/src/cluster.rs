@@ -20,7 +20,7 @@ use xinyi_ledger::entry::{
 };
 use xinyi_ledger::keys::{KeyPair, SigDomain};
 use xinyi_ledger::types::{Category, OrgId, DAY_MS};
-use xinyi_ledger::{Digest, Entry, Genesis, Uscc};
+use xinyi_ledger::{Digest, Entry, FirmTag, Genesis, Uscc};
 
 use crate::net::manifest::Manifest;
 use crate::net::{http, ops, process};
@@ -63,7 +63,7 @@ pub struct Testnet {
     _tmp: Option<tempfile::TempDir>,
     chain: Digest,
     bank: KeyPair,
-    consents: Vec<(Uscc, Digest)>,
+    consents: Vec<(FirmTag, Digest)>,
     agent: ureq::Agent,
 }
 
@@ -214,8 +214,9 @@ impl Testnet {
         let h = http::health(&self.agent, &url)?;
         let now = if h.time_ms > 0 { h.time_ms } else { now_ms() };
         let b64 = base64::engine::general_purpose::STANDARD;
+        let tag_key = xinyi_node::dev::read_firm_key(&self.manifest.keys.join("firm.key"))?;
         for (i, f) in self.manifest.firms.iter().enumerate() {
-            let firm = Uscc::parse(&f.uscc).map_err(|e| anyhow!("{}: {e}", f.uscc))?;
+            let firm = tag_key.tag(&Uscc::parse(&f.uscc).map_err(|e| anyhow!("{}: {e}", f.uscc))?);
             let key = xinyi_node::dev::read_key(&f.key_file)?;
             let body = EntryBody {
                 author: Author::Firm(firm),

@@ -859,7 +859,10 @@ pub async fn firm_tag(
     // Agencies hold the firm key themselves (they register firms and publish records).
     let allowed = caller.is_firm(&tag) || caller.auditor || caller.role == Some(Role::Agency);
     if !allowed {
-        return Err(forbidden_read(&caller, &format!("the ledger tag of {uscc}")));
+        return Err(forbidden_read(
+            &caller,
+            &format!("the ledger tag of {uscc}"),
+        ));
     }
     let engine = s.engine.clone();
     let registration = blocking(move || {
@@ -892,7 +895,8 @@ pub async fn bank_queries(
     uri: Uri,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let bank = OrgId::new(&org).map_err(|e| ApiError::bad_request("api.bad_param", e.to_string()))?;
+    let bank =
+        OrgId::new(&org).map_err(|e| ApiError::bad_request("api.bad_param", e.to_string()))?;
     let caller = authenticate(&s, &method, &uri, &headers).await?;
     if !(caller.is_org(&bank) || caller.privileged) {
         return Err(forbidden_read(&caller, &format!("the queries of {bank}")));
@@ -902,7 +906,9 @@ pub async fn bank_queries(
     let entries = blocking(move || {
         let store = engine.store().clone();
         let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
-        let positions = store.bank_query_positions(&b, None, usize::MAX).map_err(ie)?;
+        let positions = store
+            .bank_query_positions(&b, None, usize::MAX)
+            .map_err(ie)?;
         let mut out = Vec::new();
         for pos in positions {
             let Some(bytes) = store.entry(pos).map_err(ie)? else {

@@ -65,6 +65,10 @@ impl T {
     pub fn firm(&self, i: usize) -> (Uscc, KeyPair) {
         self.setup.firms[i].clone()
     }
+    /// The ledger tag of keyed firm `i`.
+    pub fn tag(&self, i: usize) -> xinyi_ledger::FirmTag {
+        self.setup.firm_key.tag(&self.firm(i).0)
+    }
 
     pub async fn req(
         &self,
@@ -135,8 +139,8 @@ impl T {
     }
 
     pub fn firm_entry(&self, i: usize, kind: EntryKind) -> Entry {
-        let (f, k) = self.firm(i);
-        self.sign(Author::Firm(f), &k, kind)
+        let (_, k) = self.firm(i);
+        self.sign(Author::Firm(self.tag(i)), &k, kind)
     }
 
     pub fn consent_entry(&self, firm: usize, bank: &str, cats: &[Category], uses: u32) -> Entry {
@@ -168,7 +172,7 @@ impl T {
     ) -> Value {
         let req = QueryRequest {
             bank: OrgId::new(bank).unwrap(),
-            firm: self.firm(firm).0,
+            firm: self.tag(firm),
             consent: xinyi_ledger::hash::Digest::from_hex(consent).unwrap(),
             categories: cats.to_vec(),
             nonce: rand::random(),

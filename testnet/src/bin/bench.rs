@@ -578,7 +578,7 @@ fn query_entries(
             let nonce = 1_000_000 + i as u64;
             let req = QueryRequest {
                 bank: bank.clone(),
-                firm,
+                firm: c.tag(&firm),
                 consent,
                 categories: vec![Category::Registration, Category::Tax],
                 nonce,
@@ -714,7 +714,10 @@ fn prepare_gen(
                 AGENCY,
                 now,
                 nonce,
-                EntryKind::FirmRegistered { firm: *f, key },
+                EntryKind::FirmRegistered {
+                    firm: c.tag(f),
+                    key,
+                },
             )
         })
         .collect::<Result<_, _>>()?;
