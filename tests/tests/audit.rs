@@ -972,14 +972,22 @@ fn reads_are_role_gated() {
     let (code, e) = node.get_as(&fk, &log);
     assert_eq!(code, 200, "{e}");
     assert_eq!(e["entries"].as_array().expect("entries").len(), 2, "{e}");
+    // A consent id is a capability the firm hands to a bank: another firm or an unsigned
+    // reader is refused.
     let consent = format!("/v1/consents/{cid}");
-    let (code, e) = node.get_as("bank-b", &consent);
+    let (code, e) = node.get_as(&other_fk, &consent);
     assert_eq!(
         (code, e["code"].as_str()),
         (403, Some("api.forbidden")),
         "{e}"
     );
-    for who in ["bank-a", fk.as_str(), "auditor"] {
+    let (code, e) = node.get_raw(&consent, None);
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (401, Some("api.missing_auth")),
+        "{e}"
+    );
+    for who in ["bank-a", "bank-b", fk.as_str(), "auditor"] {
         assert_eq!(node.get_as(who, &consent).0, 200, "{who}");
     }
     let queries = "/v1/banks/bank-a/queries";

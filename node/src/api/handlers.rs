@@ -567,8 +567,11 @@ pub async fn get_consent(
     let engine = s.engine.clone();
     let c = blocking(move || Ok(engine.lock().chain.state().consent(&id)?)).await?;
     let c = c.ok_or_else(|| ApiError::not_found(format!("consent {id} not found")))?;
+    // A consent id is a capability: the firm hands it to the bank it consents to. Any bank
+    // holding one may read the consent (it needs the firm's tag to query, and the ledger then
+    // records whether the consent is its own); other readers must be a party or privileged.
     let party = caller.is_firm(&c.firm) || caller.is_org(&c.consent.bank);
-    if !(party || caller.privileged) {
+    if !(party || caller.privileged || caller.role == Some(Role::Bank)) {
         return Err(forbidden_read(&caller, &format!("consent {id}")));
     }
     Ok(json_ok(json!({
