@@ -37,7 +37,7 @@ async fn verify_record(t: &T, rec: &Value) {
     .unwrap();
     let (cp, _) = open_checkpoint(rec["checkpoint"].as_str().unwrap(), &[vk]).unwrap();
     let pos = rec["position"].as_u64().unwrap();
-    let e = t.get(&format!("/v1/entries/{pos}")).await;
+    let e = t.get_audited(&format!("/v1/entries/{pos}")).await;
     assert_eq!(e.status, 200, "{}", e.text);
     assert_eq!(e.body["id"], rec["id"]);
     let bytes = base64::engine::general_purpose::STANDARD
@@ -75,7 +75,7 @@ async fn consent_query_denials_and_access_log() {
     let cid = r.body["id"].as_str().unwrap().to_string();
     assert_eq!(r.body["kind"], "consent_granted");
     verify_record(&t, &r.body).await;
-    let c = t.get(&format!("/v1/consents/{cid}")).await;
+    let c = t.get_audited(&format!("/v1/consents/{cid}")).await;
     assert_eq!(c.body["used"], 0);
     assert_eq!(c.body["bank"], "bank-a");
     assert_eq!(c.body["categories"], json!(["registration", "tax"]));
@@ -97,7 +97,7 @@ async fn consent_query_denials_and_access_log() {
     verify_record(&t, &q.body["record"]).await;
     // The committed record carries that digest.
     let e = t
-        .get(&format!("/v1/entries/{}", q.body["record"]["position"]))
+        .get_audited(&format!("/v1/entries/{}", q.body["record"]["position"]))
         .await;
     assert_eq!(
         e.body["body"]["kind"]["query_served"]["response"],
@@ -135,7 +135,7 @@ async fn consent_query_denials_and_access_log() {
         .await;
     assert_eq!(d.status, 403);
     assert_eq!(d.body["code"], "consent.exhausted");
-    assert_eq!(t.get(&format!("/v1/consents/{cid}")).await.body["used"], 2);
+    assert_eq!(t.get_audited(&format!("/v1/consents/{cid}")).await.body["used"], 2);
 
     // 5. revoked consent.
     let g2 = t
@@ -162,7 +162,7 @@ async fn consent_query_denials_and_access_log() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
-        t.get(&format!("/v1/consents/{cid2}")).await.body["revoked"],
+        t.get_audited(&format!("/v1/consents/{cid2}")).await.body["revoked"],
         true
     );
     let d = t
@@ -674,7 +674,9 @@ async fn chain_reads_export_and_service_endpoints() {
     let m = t.get("/metrics").await;
     assert!(m.text.contains("xinyi_height "), "{}", m.text);
     assert!(m.text.contains("xinyi_http_requests_total{status=\"200\"}"));
-    // Export: a bundle the ledger verifier accepts.
+    // Export (auditors and validators only): a bundle the ledger verifier accepts.
+    assert_eq!(t.get("/v1/export").await.status, 401);
+    let auth = t.auth_header("org:auditor", &t.org_key("auditor"), "GET", "/v1/export");
     let bytes = {
         use tower::ServiceExt as _;
         let r = t
@@ -682,6 +684,7 @@ async fn chain_reads_export_and_service_endpoints() {
             .clone()
             .oneshot(
                 axum::http::Request::get("/v1/export")
+                    .header(auth.0, auth.1)
                     .body(axum::body::Body::empty())
                     .unwrap(),
             )
@@ -841,7 +844,7 @@ fn restart_resumes_without_regenerating() {
     assert_eq!(h["height"], head["height"]);
     assert_eq!(h["log_size"], head["log_size"]);
     assert_eq!(
-        rt.block_on(t.get(&format!("/v1/consents/{cid}"))).status,
+        rt.block_on(t.get_audited(&format!("/v1/consents/{cid}"))).status,
         200
     );
     // A signed query answered before the restart is still recognised as a replay.
@@ -972,7 +975,7 @@ async fn concurrent_queries_never_exceed_max_uses() {
         }
     }
     assert_eq!((served, exhausted), (3, 17));
-    assert_eq!(t.get(&format!("/v1/consents/{cid}")).await.body["used"], 3);
+    assert_eq!(t.get_audited(&format!("/v1/consents/{cid}")).await.body["used"], 3);
     assert_eq!(
         t.log_size().await,
         size + 20,

@@ -107,6 +107,12 @@ impl T {
         self.req("GET", path, None, &[]).await
     }
 
+    /// GET signed as the auditor (role-gated reads: entries, blocks, export, consents).
+    pub async fn get_audited(&self, path: &str) -> Resp {
+        let h = self.auth_header("org:auditor", &self.org_key("auditor"), "GET", path);
+        self.req("GET", path, None, &[(h.0, h.1)]).await
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Resp {
         self.req("POST", path, Some(serde_json::to_vec(body).unwrap()), &[])
             .await
