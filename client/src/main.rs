@@ -411,12 +411,18 @@ fn read_genesis(path: &Path) -> Result<Genesis> {
 }
 
 impl Ctx {
-    /// The signer; a firm's ledger tag is fetched from the node (`GET /v1/firms/{uscc}/tag`,
-    /// signed by the firm) and checked against the firm's registration on the ledger.
+    /// The signer (a firm's ledger tag is fetched when it signs an entry, [`Ctx::submit`]).
     fn signer(&self) -> Result<Signer> {
-        let mut s = Signer::load(self.key.as_deref(), self.as_.as_deref())?;
-        if let xinyi_client::signer::Identity::Firm(u) = s.identity {
-            s.tag = Some(self.firm_tag_as(&s, &u)?);
+        Signer::load(self.key.as_deref(), self.as_.as_deref())
+    }
+
+    /// `signer` with its ledger tag if it is a firm: fetched from the node
+    /// (`GET /v1/firms/{uscc}/tag`, signed by the firm) and checked against the firm's
+    /// registration on the ledger.
+    fn with_tag(&self, signer: &Signer) -> Result<Signer> {
+        let mut s = signer.clone();
+        if let (xinyi_client::signer::Identity::Firm(u), None) = (&s.identity, s.tag) {
+            s.tag = Some(self.firm_tag_as(&s, u)?);
         }
         Ok(s)
     }
@@ -645,6 +651,7 @@ impl Ctx {
         path: &str,
         kind: EntryKind,
     ) -> Result<(Entry, WriteAnswer, Included)> {
+        let signer = &self.with_tag(signer)?;
         let h = self.health()?;
         let entry = signer.entry(&h.chain_id, h.time_ms, kind)?;
         let ans = self.api.post_entry(path, &entry.bytes)?;
