@@ -820,7 +820,13 @@ fn query(ctx: &Ctx, consent: &str, firm: Option<&str>, categories: &str) -> Resu
     // reads its own consents). A --firm USCC is only validated here; the agency maps the tag.
     let _ = firm;
     let firm = {
-        let c: Value = ctx.get_signed(&signer, &format!("/v1/consents/{consent}"))?;
+        let c: Value = match ctx.get_signed(&signer, &format!("/v1/consents/{consent}")) {
+            Ok(c) => c,
+            Err(e) if e.downcast_ref::<ApiError>().is_some_and(|a| a.status == 404) => bail!(
+                "consent.unknown: the ledger has no consent {consent}, so there is no firm to query (nothing was sent or recorded)"
+            ),
+            Err(e) => return Err(e),
+        };
         let f = c.get("firm").and_then(Value::as_str).unwrap_or_default();
         FirmTag::from_hex(f).map_err(|e| anyhow!("the consent's firm tag: {e}"))?
     };
