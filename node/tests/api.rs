@@ -135,7 +135,10 @@ async fn consent_query_denials_and_access_log() {
         .await;
     assert_eq!(d.status, 403);
     assert_eq!(d.body["code"], "consent.exhausted");
-    assert_eq!(t.get_audited(&format!("/v1/consents/{cid}")).await.body["used"], 2);
+    assert_eq!(
+        t.get_audited(&format!("/v1/consents/{cid}")).await.body["used"],
+        2
+    );
 
     // 5. revoked consent.
     let g2 = t
@@ -844,7 +847,8 @@ fn restart_resumes_without_regenerating() {
     assert_eq!(h["height"], head["height"]);
     assert_eq!(h["log_size"], head["log_size"]);
     assert_eq!(
-        rt.block_on(t.get_audited(&format!("/v1/consents/{cid}"))).status,
+        rt.block_on(t.get_audited(&format!("/v1/consents/{cid}")))
+            .status,
         200
     );
     // A signed query answered before the restart is still recognised as a replay.
@@ -975,7 +979,10 @@ async fn concurrent_queries_never_exceed_max_uses() {
         }
     }
     assert_eq!((served, exhausted), (3, 17));
-    assert_eq!(t.get_audited(&format!("/v1/consents/{cid}")).await.body["used"], 3);
+    assert_eq!(
+        t.get_audited(&format!("/v1/consents/{cid}")).await.body["used"],
+        3
+    );
     assert_eq!(
         t.log_size().await,
         size + 20,

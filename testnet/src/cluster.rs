@@ -313,9 +313,25 @@ impl Testnet {
         if h.log_size == 0 {
             return Ok(None);
         }
+        // Entries are role-gated (specs/privacy.md §4): read it as the auditor.
+        let path = format!("/v1/entries/{}", h.log_size - 1);
+        let key = xinyi_node::dev::read_key(&self.manifest.org_key("auditor"))?;
+        let nonce = format!("b{}", rand::random::<u64>());
+        let payload = xinyi_node::api::auth::auth_payload(
+            self.chain.as_bytes(),
+            "GET",
+            &path,
+            h.time_ms,
+            &nonce,
+        );
+        let sig = key.sign(xinyi_ledger::keys::SigDomain::ApiRequest, &payload);
         let v: serde_json::Value = self
             .agent
-            .get(&format!("{url}/v1/entries/{}", h.log_size - 1))
+            .get(&format!("{url}{path}"))
+            .set(
+                "X-Xinyi-Auth",
+                &format!("org:auditor;{};{nonce};{}", h.time_ms, hex::encode(sig.0)),
+            )
             .call()?
             .into_json()?;
         let b = v["entry"]
