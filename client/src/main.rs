@@ -110,6 +110,12 @@ enum Cmd {
         #[arg(long)]
         verify: bool,
     },
+    /// Every query and denial of a bank (signed by the bank, an auditor or a validator).
+    Queries {
+        /// The bank's organisation id (default: the signer's).
+        #[arg(long)]
+        bank: Option<String>,
+    },
     /// Published credit records of a firm.
     Records {
         /// Firm USCC.
@@ -1537,6 +1543,15 @@ fn run(cli: Cli) -> Result<bool> {
             categories,
         } => query(&ctx, &consent, firm.as_deref(), &categories)?,
         Cmd::AccessLog { firm, verify } => access_log(&ctx, &firm, verify)?,
+        Cmd::Queries { bank } => {
+            let signer = ctx.signer()?;
+            let bank = match bank {
+                Some(b) => org_arg("--bank", &b)?,
+                None => signer.org("a bank's query list")?,
+            };
+            let v: Value = ctx.get_signed(&signer, &format!("/v1/banks/{bank}/queries"))?;
+            ctx.show(&v);
+        }
         Cmd::Records { firm } => {
             let firm = parse_uscc(&firm)?;
             let v: Value = ctx.api.get(&format!("/v1/firms/{firm}/records"))?;

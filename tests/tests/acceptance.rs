@@ -274,9 +274,10 @@ fn acceptance_scenario() {
     let p1 = s(
         &ok_json(&node.xinyi(Some(fk), &["--json", "repair", "request", "--record", &r1]))["id"],
     );
-    ok(&node.xinyi(
+    let dec = ok_json(&node.xinyi(
         Some("gz-credit"),
         &[
+            "--json",
             "repair",
             "decide",
             &p1,
@@ -285,6 +286,18 @@ fn acceptance_scenario() {
             "obligations fulfilled",
         ],
     ));
+    // The decision names the repair only; the firm it concerns may still read it, a bank not.
+    let dpath = format!(
+        "/v1/entries/{}",
+        dec["position"].as_u64().expect("position")
+    );
+    let (code, d) = node.get_as(fk, &dpath);
+    assert_eq!(
+        (code, d["kind"].as_str()),
+        (200, Some("repair_decided")),
+        "{d}"
+    );
+    assert_eq!(node.get_as("bank-a", &dpath).1["redacted"], true);
     ok(&node.xinyi(Some("credit-china"), &["repair", "apply", &p1]));
     ok(&node.xinyi(Some("gsxt"), &["repair", "apply", &p1]));
     let st = ok_json(&node.xinyi(None, &["--json", "repair", "status", &p1]));

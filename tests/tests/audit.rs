@@ -1010,6 +1010,14 @@ fn reads_are_role_gated() {
     assert_eq!(code, 200, "{e}");
     assert_eq!(e["entries"][0]["kind"], "query_denied", "{e}");
 
+    // The same through the client.
+    let mine = ok_json(&xinyi(&node, Some("bank-a"), &["--json", "queries"]));
+    assert_eq!(mine["entries"].as_array().map(Vec::len), Some(1), "{mine}");
+    fails(
+        &xinyi(&node, Some("bank-b"), &["queries", "--bank", "bank-a"]),
+        "api.forbidden",
+    );
+
     step("the firm's tag: the firm and the auditor, not a bank");
     let tagp = format!("/v1/firms/{firm}/tag");
     let (code, e) = node.get_as("bank-a", &tagp);

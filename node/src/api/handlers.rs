@@ -1189,7 +1189,28 @@ pub async fn get_entry(
     })
     .await?;
     let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
-    if !may_read_entry(&caller, &e) {
+    let mut allowed = may_read_entry(&caller, &e);
+    if !allowed && caller.tag.is_some() {
+        // Entries about a firm's commitment or repair name it only through the record.
+        let engine = s.engine.clone();
+        let kind = e.body.kind.clone();
+        let firm = blocking(move || {
+            let core = engine.lock();
+            let st = core.chain.state();
+            Ok(match &kind {
+                EntryKind::CommitmentBroken { commitment, .. } => {
+                    st.commitment(commitment)?.map(|c| c.firm)
+                }
+                EntryKind::RepairDecided { repair, .. } | EntryKind::RepairApplied { repair } => {
+                    st.repair(repair)?.map(|r| r.firm)
+                }
+                _ => None,
+            })
+        })
+        .await?;
+        allowed = firm.is_some_and(|f| caller.is_firm(&f));
+    }
+    if !allowed {
         return Ok(json_ok(json!({
             "position": position,
             "height": height,
