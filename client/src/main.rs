@@ -174,7 +174,8 @@ enum ConsentCmd {
         /// Validity in days from now.
         #[arg(long)]
         days: u32,
-        /// Purpose.
+        /// Purpose. Only its salted digest goes on the ledger; the salt is printed
+        /// (`purpose_salt`) for the firm and the bank to keep.
         #[arg(long, default_value = "loan application")]
         purpose: String,
     },
@@ -1508,17 +1509,27 @@ fn run(cli: Cli) -> Result<bool> {
                 if me != firm {
                     bail!("the key signs as firm {me} but --firm is {firm}: a consent is granted by the firm itself");
                 }
+                if purpose.trim().is_empty() || purpose.len() > 512 {
+                    bail!("--purpose must be 1-512 bytes of text");
+                }
                 let now = ctx.health()?.time_ms;
+                // Salted digest (Consent::purpose_digest): the ledger never holds the text.
+                let (purpose_digest, purpose_salt) = salted_random(purpose.as_bytes());
                 let kind = EntryKind::ConsentGranted(Consent {
                     bank,
-                    purpose,
+                    purpose: purpose_digest,
                     categories,
                     not_before: now.saturating_sub(60_000),
                     not_after: now + u64::from(days) * DAY_MS,
                     max_uses: uses,
                 });
                 let (_, ans, inc) = ctx.submit(&signer, "/v1/consents", kind)?;
-                ctx.report_write("consent granted", &ans, &inc, json!({}));
+                ctx.report_write(
+                    "consent granted",
+                    &ans,
+                    &inc,
+                    json!({"purpose": purpose, "purpose_salt": purpose_salt}),
+                );
             }
             ConsentCmd::Revoke { id } => {
                 let consent = digest_arg("consent id", &id)?;

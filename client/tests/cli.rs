@@ -255,7 +255,7 @@ fn build_chain() -> Built {
             next(),
             EntryKind::ConsentGranted(Consent {
                 bank: OrgId::new("bank-a").unwrap(),
-                purpose: "loan application".into(),
+                purpose: Consent::purpose_digest(&[0x5a; 32], "loan application"),
                 categories: vec![Category::Registration, Category::Tax],
                 not_before: now - 1000,
                 not_after: now + 30 * DAY_MS,

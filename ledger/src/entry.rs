@@ -22,7 +22,7 @@ pub const MAX_ENTRY_BYTES: usize = 16 * 1024;
 pub const MAX_RECORD_IDS: usize = 64;
 /// Maximum number of approvals on one membership change.
 pub const MAX_APPROVALS: usize = 128;
-/// Maximum length of free-text fields (purpose, reasons).
+/// Maximum length of free-text fields (reasons).
 pub const MAX_TEXT: usize = 512;
 
 /// Who signed an entry.
@@ -217,8 +217,10 @@ pub struct Approval {
 pub struct Consent {
     /// The bank allowed to query.
     pub bank: OrgId,
-    /// Purpose, e.g. "loan application 2026-118".
-    pub purpose: String,
+    /// Salted digest of the purpose text (e.g. "loan application 2026-118"),
+    /// [`Consent::purpose_digest`]; the salt stays with the firm and the bank, so the ledger does
+    /// not reveal the purpose (`specs/privacy.md`).
+    pub purpose: Digest,
     /// Data categories covered (canonical order, no duplicates).
     pub categories: Vec<Category>,
     /// Start of validity (inclusive), by block time.
@@ -227,6 +229,13 @@ pub struct Consent {
     pub not_after: TimeMs,
     /// Number of queries allowed.
     pub max_uses: u32,
+}
+
+impl Consent {
+    /// `salted(salt, purpose text)`: what a consent holds instead of its purpose.
+    pub fn purpose_digest(salt: &[u8; 32], purpose: &str) -> Digest {
+        hash::salted(salt, purpose.as_bytes())
+    }
 }
 
 /// A bank's query request.
@@ -499,7 +508,6 @@ impl EntryKind {
                 }
             }
             EntryKind::ConsentGranted(c) => {
-                check_text("purpose", &c.purpose, MAX_TEXT, false)?;
                 check_categories(&c.categories)?;
                 if c.not_before >= c.not_after {
                     return Err(field("validity", "not_before must be before not_after"));

@@ -156,7 +156,7 @@ fn wrong_author_kind_and_bad_fields_are_rejected_statically() {
         1,
         EntryKind::ConsentGranted(xinyi_ledger::entry::Consent {
             bank: xinyi_ledger::OrgId::new("bank-a").unwrap(),
-            purpose: "x".into(),
+            purpose: xinyi_ledger::entry::Consent::purpose_digest(&[0x5a; 32], "x"),
             categories: vec![Tax, Registration],
             not_before: 0,
             not_after: 1,
@@ -170,7 +170,7 @@ fn wrong_author_kind_and_bad_fields_are_rejected_statically() {
         1,
         EntryKind::ConsentGranted(xinyi_ledger::entry::Consent {
             bank: xinyi_ledger::OrgId::new("bank-a").unwrap(),
-            purpose: "x".into(),
+            purpose: xinyi_ledger::entry::Consent::purpose_digest(&[0x5a; 32], "x"),
             categories: vec![Tax],
             not_before: 5,
             not_after: 1,

@@ -317,7 +317,7 @@ fn build_chain() -> Driver {
         f0,
         EntryKind::ConsentGranted(Consent {
             bank: OrgId::new("bank-a").unwrap(),
-            purpose: "loan application 2026-118".into(),
+            purpose: Consent::purpose_digest(&[0x5a; 32], "loan application 2026-118"),
             categories: vec![Registration, Penalties, Tax],
             not_before: FIXED_TIME,
             not_after: FIXED_TIME + 90 * 86_400_000,

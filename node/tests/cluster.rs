@@ -114,7 +114,7 @@ fn four_validators_and_a_follower_agree_and_serve_queries_across_nodes() {
             7,
             EntryKind::ConsentGranted(Consent {
                 bank: "bank-a".parse().unwrap(),
-                purpose: "loan application".into(),
+                purpose: Consent::purpose_digest(&[0x5a; 32], "loan application"),
                 categories: vec![Category::Registration, Category::Tax],
                 not_before: t - 1_000,
                 not_after: t + 86_400_000,

@@ -77,7 +77,7 @@ impl Mempool for SampleMempool {
                 3 * r + 1,
                 EntryKind::ConsentGranted(Consent {
                     bank: OrgId::new("bank-a").unwrap(),
-                    purpose: "loan application".into(),
+                    purpose: Consent::purpose_digest(&[0x5a; 32], "loan application"),
                     categories: vec![Category::Registration],
                     not_before: time - 1000,
                     not_after: time + 30 * DAY_MS,

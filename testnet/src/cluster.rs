@@ -224,7 +224,10 @@ impl Testnet {
                 nonce: rand::random(),
                 kind: EntryKind::ConsentGranted(Consent {
                     bank: OrgId::new(BANK)?,
-                    purpose: format!("cluster benchmark {i}"),
+                    purpose: Consent::purpose_digest(
+                        &[0x5a; 32],
+                        &format!("cluster benchmark {i}"),
+                    ),
                     categories: vec![Category::Registration, Category::Tax],
                     not_before: now.saturating_sub(60_000),
                     not_after: now + 30 * DAY_MS,

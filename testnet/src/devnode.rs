@@ -170,7 +170,7 @@ pub fn run(opts: &DevNodeOptions) -> Result<DevNodeResult> {
             nonce: rand::random(),
             kind: EntryKind::ConsentGranted(Consent {
                 bank: OrgId::new("bank-a")?,
-                purpose: format!("benchmark {i}"),
+                purpose: Consent::purpose_digest(&[0x5a; 32], &format!("benchmark {i}")),
                 categories: vec![Category::Registration, Category::Tax],
                 not_before: now.saturating_sub(60_000),
                 not_after: now + 30 * DAY_MS,

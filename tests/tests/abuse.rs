@@ -164,7 +164,7 @@ fn consent(t: &T, firm_i: u32, cats: &[Category], max_uses: u32) -> String {
         now,
         EntryKind::ConsentGranted(Consent {
             bank: OrgId::new("bank-a").unwrap(),
-            purpose: "abuse test".into(),
+            purpose: Consent::purpose_digest(&[0x5a; 32], "abuse test"),
             categories: cats.to_vec(),
             not_before: now - DAY_MS,
             not_after: now + 30 * DAY_MS,
@@ -211,7 +211,7 @@ fn forged_and_misdirected_writes_are_refused_and_write_nothing() {
             time,
             EntryKind::ConsentGranted(Consent {
                 bank: OrgId::new("bank-a").unwrap(),
-                purpose: "p".into(),
+                purpose: Consent::purpose_digest(&[0x5a; 32], "p"),
                 categories: vec![Category::Registration],
                 not_before: now,
                 not_after: now + DAY_MS,

@@ -889,6 +889,15 @@ fn a_leaked_chain_copy_holds_tags_not_usccs() {
             );
         }
     }
+    // Nor the consent's purpose text (the ledger holds its salted digest).
+    for (path, bytes) in &leaked {
+        let purpose = b"loan application";
+        assert!(
+            !bytes.windows(purpose.len()).any(|w| w == purpose),
+            "{} contains the consent purpose text",
+            path.display()
+        );
+    }
     // The tag is there instead (it is what the rules key on).
     let tag = key.tag(&uscc);
     assert!(

@@ -104,7 +104,7 @@ impl Load {
                 nonce: rand_nonce(),
                 kind: EntryKind::ConsentGranted(Consent {
                     bank: OrgId::new("bank-a").unwrap(),
-                    purpose: format!("testnet load {i}"),
+                    purpose: Consent::purpose_digest(&[0x5a; 32], &format!("testnet load {i}")),
                     categories: vec![Category::Registration, Category::Tax],
                     not_before: now.saturating_sub(60_000),
                     not_after: now + 30 * DAY_MS,

@@ -73,7 +73,7 @@ impl Driver {
             firm,
             EntryKind::ConsentGranted(Consent {
                 bank: OrgId::new(bank).unwrap(),
-                purpose: "loan application".into(),
+                purpose: Consent::purpose_digest(&[0x5a; 32], "loan application"),
                 categories: cats.to_vec(),
                 not_before: self.now - 1000,
                 not_after: self.now + 30 * DAY_MS,

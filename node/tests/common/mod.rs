@@ -155,7 +155,7 @@ impl T {
             firm,
             EntryKind::ConsentGranted(Consent {
                 bank: OrgId::new(bank).unwrap(),
-                purpose: "loan application 2026-118".into(),
+                purpose: Consent::purpose_digest(&[0x5a; 32], "loan application 2026-118"),
                 categories: cats.to_vec(),
                 not_before: now - 1000,
                 not_after: now + 30 * DAY_MS,

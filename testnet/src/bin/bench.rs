@@ -733,7 +733,7 @@ fn prepare_gen(
                 nonce,
                 EntryKind::ConsentGranted(Consent {
                     bank: OrgId::new(BANK)?,
-                    purpose: "loan application".into(),
+                    purpose: Consent::purpose_digest(&[0x5a; 32], "loan application"),
                     categories: vec![Category::Registration, Category::Penalties, Category::Tax],
                     not_before: T0,
                     not_after: T0 + 365 * DAY_MS,
