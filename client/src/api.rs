@@ -81,8 +81,12 @@ pub struct EntryAnswer {
     /// Height of the block holding it.
     #[serde(default)]
     pub height: u64,
-    /// Stored entry bytes, base64.
+    /// Stored entry bytes, base64 (empty when the node redacts the entry for this reader).
+    #[serde(default)]
     pub entry: String,
+    /// The node withheld the entry (the reader is not a party to it, nor an auditor).
+    #[serde(default)]
+    pub redacted: bool,
     /// Entry id.
     #[serde(default)]
     pub id: Option<Digest>,
@@ -252,9 +256,17 @@ impl Api {
             .with_context(|| format!("reading the {path} answer"))
     }
 
-    /// GET returning a byte stream.
-    pub fn get_stream(&self, path: &str) -> Result<Box<dyn Read + Send + Sync + 'static>> {
-        let r = self.check(self.agent.get(&self.url(path)).call())?;
+    /// GET returning a byte stream, with an `X-Xinyi-Auth` header if `auth` is given.
+    pub fn get_stream(
+        &self,
+        path: &str,
+        auth: Option<&str>,
+    ) -> Result<Box<dyn Read + Send + Sync + 'static>> {
+        let mut req = self.agent.get(&self.url(path));
+        if let Some(a) = auth {
+            req = req.set("X-Xinyi-Auth", a);
+        }
+        let r = self.check(req.call())?;
         Ok(r.into_reader())
     }
 

@@ -27,7 +27,7 @@ use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::note::{Cosigner, CosignerKey};
 use xinyi_ledger::state::AccessHead;
 use xinyi_ledger::types::{Category, Grade, OrgId, DAY_MS};
-use xinyi_ledger::{KeyPair, Uscc};
+use xinyi_ledger::{FirmTag, KeyPair};
 
 #[derive(Parser)]
 #[command(
@@ -114,6 +114,12 @@ enum Cmd {
         #[arg(long)]
         verify: bool,
     },
+    /// Every query and denial of a bank (signed by the bank, an auditor or a validator).
+    Queries {
+        /// The bank's organisation id (default: the signer's).
+        #[arg(long)]
+        bank: Option<String>,
+    },
     /// Published credit records of a firm.
     Records {
         /// Firm USCC.
@@ -172,7 +178,8 @@ enum ConsentCmd {
         /// Validity in days from now.
         #[arg(long)]
         days: u32,
-        /// Purpose.
+        /// Purpose. Only its salted digest goes on the ledger; the salt is printed
+        /// (`purpose_salt`) for the firm and the bank to keep.
         #[arg(long, default_value = "loan application")]
         purpose: String,
     },
@@ -415,8 +422,82 @@ fn read_genesis(path: &Path) -> Result<Genesis> {
 }
 
 impl Ctx {
+    /// The signer (a firm's ledger tag is fetched when it signs an entry, [`Ctx::submit`]).
     fn signer(&self) -> Result<Signer> {
         Signer::load(self.key.as_deref(), self.as_.as_deref())
+    }
+
+    /// `signer` with its ledger tag if it is a firm: fetched from the node
+    /// (`GET /v1/firms/{uscc}/tag`, signed by the firm) and checked against the firm's
+    /// registration on the ledger.
+    fn with_tag(&self, signer: &Signer) -> Result<Signer> {
+        let mut s = signer.clone();
+        if let (xinyi_client::signer::Identity::Firm(u), None) = (&s.identity, s.tag) {
+            s.tag = Some(self.firm_tag_as(&s, u)?);
+        }
+        Ok(s)
+    }
+
+    /// The ledger tag of firm `u`, read with `signer`'s authentication (the firm itself, an
+    /// auditor or an agency). When the signer is the firm, the tag must be the one the ledger's
+    /// latest `firm_registered` entry binds to the signer's key (`firm.tag_mismatch`).
+    fn firm_tag_as(&self, signer: &Signer, u: &xinyi_ledger::Uscc) -> Result<FirmTag> {
+        let h = self.health()?;
+        let path = format!("/v1/firms/{u}/tag");
+        let auth = signer.auth_header(&h.chain_id, "GET", &path, h.time_ms);
+        let v: Value = self.api.get_auth(&path, &auth)?;
+        let tag: FirmTag = v
+            .get("tag")
+            .and_then(Value::as_str)
+            .and_then(|t| FirmTag::from_hex(t).ok())
+            .ok_or_else(|| anyhow!("the node's tag answer for {u} has no tag"))?;
+        if signer.identity == xinyi_client::signer::Identity::Firm(*u) {
+            let Some(pos) = v.get("registration").and_then(Value::as_u64) else {
+                bail!("firm.unregistered: the ledger has no registration of firm {u}");
+            };
+            let ea: EntryAnswer = self.get_signed(signer, &format!("/v1/entries/{pos}"))?;
+            let bytes = entry_bytes(&ea)?;
+            let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+            match &entry.body.kind {
+                EntryKind::FirmRegistered { firm, key } if *firm == tag && *key == signer.key.public() => {}
+                _ => bail!("firm.tag_mismatch: the node's tag for {u} is not registered to this key on the ledger"),
+            }
+        }
+        Ok(tag)
+    }
+
+    /// GET with `signer`'s `X-Xinyi-Auth`.
+    fn get_signed<T: serde::de::DeserializeOwned>(&self, signer: &Signer, path: &str) -> Result<T> {
+        let h = self.health()?;
+        let auth = signer.auth_header(&h.chain_id, "GET", path, h.time_ms);
+        self.api.get_auth(path, &auth)
+    }
+
+    /// GET signed with the command's key when there is one (reads gated by role), else unsigned.
+    fn get_read<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        match self.key.as_deref() {
+            Some(_) => {
+                let s = Signer::load(self.key.as_deref(), self.as_.as_deref())?;
+                self.get_signed(&s, path)
+            }
+            None => self.api.get(path),
+        }
+    }
+
+    /// A byte stream, signed with the command's key when there is one.
+    fn get_stream_read(
+        &self,
+        path: &str,
+    ) -> Result<Box<dyn std::io::Read + Send + Sync + 'static>> {
+        let auth = match self.key.as_deref() {
+            Some(_) => {
+                let s = Signer::load(self.key.as_deref(), self.as_.as_deref())?;
+                let h = self.health()?;
+                Some(s.auth_header(&h.chain_id, "GET", path, h.time_ms))
+            }
+            None => None,
+        };
+        self.api.get_stream(path, auth.as_deref())
     }
 
     fn signer_key(&self) -> Result<KeyPair> {
@@ -581,6 +662,7 @@ impl Ctx {
         path: &str,
         kind: EntryKind,
     ) -> Result<(Entry, WriteAnswer, Included)> {
+        let signer = &self.with_tag(signer)?;
         let h = self.health()?;
         let entry = signer.entry(&h.chain_id, h.time_ms, kind)?;
         let ans = self.api.post_entry(path, &entry.bytes)?;
@@ -745,13 +827,19 @@ fn query(ctx: &Ctx, consent: &str, firm: Option<&str>, categories: &str) -> Resu
     let categories = categories_arg(categories)?;
     let signer = ctx.signer()?;
     let bank = signer.org("a query")?;
-    let firm = match firm {
-        Some(f) => f,
-        None => {
-            let c: Value = ctx.api.get(&format!("/v1/consents/{consent}"))?;
-            let f = c.get("firm").and_then(Value::as_str).unwrap_or_default();
-            parse_uscc(f).map_err(|e| anyhow!("the consent's firm: {e}"))?
-        }
+    // The ledger names the firm by tag: the request carries the consent's firm tag (a bank
+    // reads its own consents). A --firm USCC is only validated here; the agency maps the tag.
+    let _ = firm;
+    let firm = {
+        let c: Value = match ctx.get_signed(&signer, &format!("/v1/consents/{consent}")) {
+            Ok(c) => c,
+            Err(e) if e.downcast_ref::<ApiError>().is_some_and(|a| a.status == 404) => bail!(
+                "consent.unknown: the ledger has no consent {consent}, so there is no firm to query (nothing was sent or recorded)"
+            ),
+            Err(e) => return Err(e),
+        };
+        let f = c.get("firm").and_then(Value::as_str).unwrap_or_default();
+        FirmTag::from_hex(f).map_err(|e| anyhow!("the consent's firm tag: {e}"))?
     };
     let h = ctx.health()?;
     let signed = signer.query(
@@ -793,12 +881,9 @@ fn query(ctx: &Ctx, consent: &str, firm: Option<&str>, categories: &str) -> Resu
     // 1. The data matches the digest that was logged.
     proof::verify_response_digest(ok.data.get(), &data, &ok.salt, &ok.response_digest)?;
     // 2. The logged entry is a QueryServed of exactly this request with that digest.
-    let ea: EntryAnswer = ctx
-        .api
-        .get(&format!("/v1/entries/{}", ok.record.position))?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(ea.entry.trim())
-        .map_err(|_| anyhow!("the node's entry is not base64"))?;
+    let ea: EntryAnswer =
+        ctx.get_signed(&signer, &format!("/v1/entries/{}", ok.record.position))?;
+    let bytes = entry_bytes(&ea)?;
     let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
     if entry.id != ok.record.id {
         bail!(
@@ -844,18 +929,17 @@ fn query(ctx: &Ctx, consent: &str, firm: Option<&str>, categories: &str) -> Resu
 /// inclusion proof; returns the checkpoint size it was verified in and the entry id.
 fn verify_access_item(
     ctx: &Ctx,
+    signer: &Signer,
     trust: &Trust,
-    firm: &Uscc,
+    firm: &FirmTag,
     item: &Value,
 ) -> Result<(u64, Digest)> {
     let pos = item
         .get("position")
         .and_then(Value::as_u64)
         .ok_or_else(|| anyhow!("an access-log item has no position"))?;
-    let ea: EntryAnswer = ctx.api.get(&format!("/v1/entries/{pos}"))?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(ea.entry.trim())
-        .map_err(|_| anyhow!("the node's entry {pos} is not base64"))?;
+    let ea: EntryAnswer = ctx.get_signed(signer, &format!("/v1/entries/{pos}"))?;
+    let bytes = entry_bytes(&ea)?;
     let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
     let (req, reason) = match &entry.body.kind {
         EntryKind::QueryServed(q) => (&q.request.request, None),
@@ -889,13 +973,19 @@ fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
     let firm = parse_uscc(firm)?;
     let signer = ctx.signer()?;
     let h = ctx.health()?;
+    // The firm's tag: checked against its own registration when the firm asks (`signer`);
+    // an auditor takes the node's.
+    let tag = match signer.tag {
+        Some(t) => t,
+        None => ctx.firm_tag_as(&signer, &firm)?,
+    };
     // The proof first: the list fetched afterwards covers at least the proven block.
     let commitment = if verify {
         let ppath = format!("/v1/firms/{firm}/access-proof");
         let pauth = signer.auth_header(&h.chain_id, "GET", &ppath, h.time_ms);
         let pv: Value = ctx.api.get_auth(&ppath, &pauth)?;
         let (g, _) = ctx.genesis()?;
-        Some(proof::verify_access_proof(&g, &firm, &pv)?)
+        Some(proof::verify_access_proof(&g, &tag, &pv)?)
     } else {
         None
     };
@@ -925,7 +1015,7 @@ fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
                 bail!("access_log.order: the access log is not in log order at position {pos}");
             }
             last = Some(pos);
-            let (s, id) = verify_access_item(ctx, &trust, &firm, item)?;
+            let (s, id) = verify_access_item(ctx, &signer, &trust, &tag, item)?;
             size = size.max(s);
             if pos < c.log_size {
                 chain = chain.next(&id);
@@ -1016,18 +1106,29 @@ fn parse_grade(s: &str) -> Result<Grade> {
     })
 }
 
+/// The stored bytes of an entry answer (`entry.redacted` if the node withheld them).
+fn entry_bytes(ea: &EntryAnswer) -> Result<Vec<u8>> {
+    if ea.redacted || ea.entry.is_empty() {
+        bail!(
+            "entry.redacted: the node withholds entry {} from this reader (sign as a party to it or as an auditor: --key)",
+            ea.position
+        );
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(ea.entry.trim())
+        .map_err(|_| anyhow!("the node's entry {} is not base64", ea.position))
+}
+
 fn proof_verify_online(ctx: &Ctx, position: u64, save: Option<&Path>) -> Result<()> {
     let h = ctx.health()?;
-    let ea: EntryAnswer = ctx.api.get(&format!("/v1/entries/{position}"))?;
+    let ea: EntryAnswer = ctx.get_read(&format!("/v1/entries/{position}"))?;
     if ea.position != position {
         bail!(
             "the node answered with position {} for {position}",
             ea.position
         );
     }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(ea.entry.trim())
-        .map_err(|_| anyhow!("the node's entry is not base64"))?;
+    let bytes = entry_bytes(&ea)?;
     let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
     let trust = ctx.trust(Some(&h))?;
     let inc = ctx.verify_entry(
@@ -1139,7 +1240,7 @@ fn audit_verify(ctx: &Ctx, bundle: Option<&Path>) -> Result<bool> {
                     ctx.api.base()
                 ));
             }
-            let stream = ctx.api.get_stream("/v1/export")?;
+            let stream = ctx.get_stream_read("/v1/export")?;
             let mut r = audit::run(&genesis, stream, h.height, show);
             if let Ok(sum) = &mut r {
                 sum.checkpoint = Some(latest_checkpoint_report(ctx, &genesis)?);
@@ -1319,7 +1420,7 @@ fn latest_checkpoint_report(ctx: &Ctx, genesis: &Genesis) -> Result<Value> {
 }
 
 fn export(ctx: &Ctx, path: &Path) -> Result<()> {
-    let mut stream = ctx.api.get_stream("/v1/export")?;
+    let mut stream = ctx.get_stream_read("/v1/export")?;
     let tmp = path.with_extension("part");
     let mut f =
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
@@ -1413,17 +1514,27 @@ fn run(cli: Cli) -> Result<bool> {
                 if me != firm {
                     bail!("the key signs as firm {me} but --firm is {firm}: a consent is granted by the firm itself");
                 }
+                if purpose.trim().is_empty() || purpose.len() > 512 {
+                    bail!("--purpose must be 1-512 bytes of text");
+                }
                 let now = ctx.health()?.time_ms;
+                // Salted digest (Consent::purpose_digest): the ledger never holds the text.
+                let (purpose_digest, purpose_salt) = salted_random(purpose.as_bytes());
                 let kind = EntryKind::ConsentGranted(Consent {
                     bank,
-                    purpose,
+                    purpose: purpose_digest,
                     categories,
                     not_before: now.saturating_sub(60_000),
                     not_after: now + u64::from(days) * DAY_MS,
                     max_uses: uses,
                 });
                 let (_, ans, inc) = ctx.submit(&signer, "/v1/consents", kind)?;
-                ctx.report_write("consent granted", &ans, &inc, json!({}));
+                ctx.report_write(
+                    "consent granted",
+                    &ans,
+                    &inc,
+                    json!({"purpose": purpose, "purpose_salt": purpose_salt}),
+                );
             }
             ConsentCmd::Revoke { id } => {
                 let consent = digest_arg("consent id", &id)?;
@@ -1438,7 +1549,7 @@ fn run(cli: Cli) -> Result<bool> {
             }
             ConsentCmd::Show { id } => {
                 let id = digest_arg("consent id", &id)?;
-                let v: Value = ctx.api.get(&format!("/v1/consents/{id}"))?;
+                let v: Value = ctx.get_read(&format!("/v1/consents/{id}"))?;
                 ctx.show(&v);
             }
         },
@@ -1448,6 +1559,15 @@ fn run(cli: Cli) -> Result<bool> {
             categories,
         } => query(&ctx, &consent, firm.as_deref(), &categories)?,
         Cmd::AccessLog { firm, verify } => access_log(&ctx, &firm, verify)?,
+        Cmd::Queries { bank } => {
+            let signer = ctx.signer()?;
+            let bank = match bank {
+                Some(b) => org_arg("--bank", &b)?,
+                None => signer.org("a bank's query list")?,
+            };
+            let v: Value = ctx.get_signed(&signer, &format!("/v1/banks/{bank}/queries"))?;
+            ctx.show(&v);
+        }
         Cmd::Records { firm } => {
             let firm = parse_uscc(&firm)?;
             let v: Value = ctx.api.get(&format!("/v1/firms/{firm}/records"))?;
@@ -1573,6 +1693,7 @@ fn run(cli: Cli) -> Result<bool> {
                 let grade = parse_grade(&grade)?;
                 let signer = ctx.signer()?;
                 signer.org("a grade")?;
+                let firm = ctx.firm_tag_as(&signer, &firm)?;
                 let (_, ans, inc) = ctx.submit(
                     &signer,
                     "/v1/grades",

@@ -16,7 +16,7 @@ use xinyi_ledger::merkle;
 use xinyi_ledger::note::{open_checkpoint, Checkpoint, CosignerKey, Note, VerifierKey};
 use xinyi_ledger::smt;
 use xinyi_ledger::state::{access_key, access_value, root_step, AccessHead};
-use xinyi_ledger::Uscc;
+use xinyi_ledger::FirmTag;
 
 /// The keys a checkpoint must be signed with.
 #[derive(Debug, Clone)]
@@ -413,7 +413,11 @@ fn h256(s: &Value) -> Result<[u8; 32]> {
 /// Verifies `GET /v1/firms/{uscc}/access-proof`: the block header's commit certificate against
 /// the genesis validators, the state root recomputed from (previous root, write-set hash,
 /// access map root), and the firm's sparse Merkle proof in that map.
-pub fn verify_access_proof(genesis: &Genesis, firm: &Uscc, v: &Value) -> Result<AccessCommitment> {
+pub fn verify_access_proof(
+    genesis: &Genesis,
+    firm: &FirmTag,
+    v: &Value,
+) -> Result<AccessCommitment> {
     let header: BlockHeader = serde_json::from_value(v.get("header").cloned().unwrap_or_default())
         .map_err(|e| anyhow!("access_log.proof: header: {e}"))?;
     let cert: CommitCertificate =
@@ -480,7 +484,7 @@ pub fn verify_access_proof(genesis: &Genesis, firm: &Uscc, v: &Value) -> Result<
     };
     if !smt::verify(
         &access_root.0,
-        &access_key(firm.as_str().as_bytes()),
+        &access_key(firm.as_bytes()),
         vh.as_ref(),
         &smt::Proof { siblings, terminal },
     ) {

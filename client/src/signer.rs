@@ -16,7 +16,7 @@ use xinyi_ledger::entry::{
 use xinyi_ledger::hash::Digest;
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::types::{OrgId, TimeMs};
-use xinyi_ledger::{KeyPair, Uscc};
+use xinyi_ledger::{FirmTag, KeyPair, Uscc};
 
 /// A signer identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,11 +59,13 @@ impl Identity {
         OrgId::new(stem).ok().map(Identity::Org)
     }
 
-    /// The ledger author.
-    pub fn author(&self) -> Author {
+    /// The ledger author; a firm is named by its tag (`tag`, learnt from a node).
+    pub fn author(&self, tag: Option<FirmTag>) -> Result<Author> {
         match self {
-            Identity::Org(o) => Author::Org(o.clone()),
-            Identity::Firm(u) => Author::Firm(*u),
+            Identity::Org(o) => Ok(Author::Org(o.clone())),
+            Identity::Firm(u) => tag.map(Author::Firm).ok_or_else(|| {
+                anyhow!("signing as firm {u} needs its ledger tag (GET /v1/firms/{u}/tag)")
+            }),
         }
     }
 }
@@ -82,6 +84,8 @@ pub struct Signer {
     pub identity: Identity,
     /// Where the key came from.
     pub path: PathBuf,
+    /// A firm's ledger tag (firms sign entries under it), once fetched.
+    pub tag: Option<FirmTag>,
 }
 
 /// Reads a key file (`KeyPair::from_file_text` format).
@@ -114,6 +118,7 @@ impl Signer {
             key,
             identity,
             path: path.to_path_buf(),
+            tag: None,
         })
     }
 
@@ -138,7 +143,7 @@ impl Signer {
     /// Signs an entry of `kind` at `time` with a fresh random nonce.
     pub fn entry(&self, chain: &Digest, time: TimeMs, kind: EntryKind) -> Result<Entry> {
         let body = EntryBody {
-            author: self.identity.author(),
+            author: self.identity.author(self.tag)?,
             time,
             nonce: rand::random(),
             kind,

@@ -242,7 +242,7 @@ fn build_chain() -> Built {
             now,
             next(),
             EntryKind::FirmRegistered {
-                firm: f,
+                firm: c.tag(&f),
                 key: c.firm_key(&f).public(),
             },
         )
@@ -255,7 +255,7 @@ fn build_chain() -> Built {
             next(),
             EntryKind::ConsentGranted(Consent {
                 bank: OrgId::new("bank-a").unwrap(),
-                purpose: "loan application".into(),
+                purpose: Consent::purpose_digest(&[0x5a; 32], "loan application"),
                 categories: vec![Category::Registration, Category::Tax],
                 not_before: now - 1000,
                 not_after: now + 30 * DAY_MS,
@@ -270,7 +270,7 @@ fn build_chain() -> Built {
         for _ in 0..3 {
             let req = QueryRequest {
                 bank: OrgId::new("bank-a").unwrap(),
-                firm: f,
+                firm: c.tag(&f),
                 consent: cid,
                 categories: vec![Category::Tax],
                 nonce: next(),

@@ -13,13 +13,13 @@ use crate::block::{
 };
 use crate::codec::CodecError;
 use crate::entry::{Entry, EntryError};
+use crate::firmtag::FirmTag;
 use crate::genesis::Genesis;
 use crate::hash::Digest;
 use crate::keys::{self, KeyError, SigCheck};
 use crate::merkle::{self, MerkleTree};
 use crate::state::{Applied, State, StateError, StateHead, WriteSet};
 use crate::types::{OrgId, TimeMs};
-use crate::uscc::Uscc;
 use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -96,7 +96,7 @@ pub struct CommittedBlock {
     /// Decoded entries.
     pub entries: Vec<Entry>,
     /// Firm each entry concerns.
-    pub firms: Vec<Option<Uscc>>,
+    pub firms: Vec<Option<FirmTag>>,
     /// Log position of the first entry.
     pub first_position: u64,
     /// State changes.
@@ -115,7 +115,7 @@ pub struct Dropped {
 struct Pending {
     block: Block,
     entries: Vec<Entry>,
-    firms: Vec<Option<Uscc>>,
+    firms: Vec<Option<FirmTag>>,
     header_hash: Digest,
     log_size_before: u64,
 }
@@ -267,7 +267,7 @@ struct Executed {
     state: Arc<State>,
     log: Arc<MerkleTree>,
     entries: Vec<Entry>,
-    firms: Vec<Option<Uscc>>,
+    firms: Vec<Option<FirmTag>>,
     first_position: u64,
     write_set: WriteSet,
 }
@@ -657,7 +657,7 @@ impl Chain {
         block: &Block,
         cert: Option<&CommitCertificate>,
         sigs: Sigs<'_>,
-    ) -> Result<(Vec<Entry>, Vec<Option<Uscc>>), ChainError> {
+    ) -> Result<(Vec<Entry>, Vec<Option<FirmTag>>), ChainError> {
         let h = &block.header;
         let height = h.height;
         let err = |entry: Option<usize>, kind: ChainErrorKind| ChainError {
@@ -1116,7 +1116,10 @@ mod tests {
                     "gz-credit",
                     time,
                     u64::from(i),
-                    EntryKind::FirmRegistered { firm, key },
+                    EntryKind::FirmRegistered {
+                        firm: c.tag(&firm),
+                        key,
+                    },
                 )
                 .unwrap()
             })

@@ -8,12 +8,12 @@
 //! of the ledger is the state machine's job (`state`), and so is finding the author's key.
 
 use crate::codec::{self, CodecError};
+use crate::firmtag::FirmTag;
 use crate::hash::{self, Digest, Domain};
 use crate::keys::{PublicKey, SigDomain, Signature};
 use crate::types::{
     check_categories, check_text, Category, Grade, OrgId, Role, Severity, TimeMs, ValueError,
 };
-use crate::uscc::Uscc;
 use serde::{Deserialize, Serialize};
 
 /// Maximum size of one stored entry.
@@ -22,7 +22,7 @@ pub const MAX_ENTRY_BYTES: usize = 16 * 1024;
 pub const MAX_RECORD_IDS: usize = 64;
 /// Maximum number of approvals on one membership change.
 pub const MAX_APPROVALS: usize = 128;
-/// Maximum length of free-text fields (purpose, reasons).
+/// Maximum length of free-text fields (reasons).
 pub const MAX_TEXT: usize = 512;
 
 /// Who signed an entry.
@@ -31,8 +31,8 @@ pub const MAX_TEXT: usize = 512;
 pub enum Author {
     /// A registered organisation, by id.
     Org(OrgId),
-    /// A registered firm, by USCC.
-    Firm(Uscc),
+    /// A registered firm, by its keyed tag ([`FirmTag`]), never its USCC.
+    Firm(FirmTag),
 }
 
 /// The signed part of an entry.
@@ -54,10 +54,10 @@ pub struct EntryBody {
 pub enum EntryKind {
     /// A quorum-approved membership change (org registration, key rotation, voting power).
     Membership(MembershipChange),
-    /// An agency binds a firm's USCC to the firm's signing key (or rotates it).
+    /// An agency binds a firm (by tag) to the firm's signing key (or rotates it).
     FirmRegistered {
         /// The firm.
-        firm: Uscc,
+        firm: FirmTag,
         /// The firm's key.
         key: PublicKey,
     },
@@ -98,7 +98,7 @@ pub enum EntryKind {
     /// A regulator assigns a supervision grade.
     GradeAssigned {
         /// The firm.
-        firm: Uscc,
+        firm: FirmTag,
         /// Supervision domain, e.g. `food-drug`, `environment`.
         domain: String,
         /// The grade.
@@ -217,8 +217,10 @@ pub struct Approval {
 pub struct Consent {
     /// The bank allowed to query.
     pub bank: OrgId,
-    /// Purpose, e.g. "loan application 2026-118".
-    pub purpose: String,
+    /// Salted digest of the purpose text (e.g. "loan application 2026-118"),
+    /// [`Consent::purpose_digest`]; the salt stays with the firm and the bank, so the ledger does
+    /// not reveal the purpose (`specs/privacy.md`).
+    pub purpose: Digest,
     /// Data categories covered (canonical order, no duplicates).
     pub categories: Vec<Category>,
     /// Start of validity (inclusive), by block time.
@@ -229,13 +231,20 @@ pub struct Consent {
     pub max_uses: u32,
 }
 
+impl Consent {
+    /// `salted(salt, purpose text)`: what a consent holds instead of its purpose.
+    pub fn purpose_digest(salt: &[u8; 32], purpose: &str) -> Digest {
+        hash::salted(salt, purpose.as_bytes())
+    }
+}
+
 /// A bank's query request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryRequest {
     /// Querying bank.
     pub bank: OrgId,
     /// Firm whose data is requested.
-    pub firm: Uscc,
+    pub firm: FirmTag,
     /// Consent invoked.
     pub consent: Digest,
     /// Categories requested (canonical order).
@@ -311,7 +320,7 @@ pub struct CreditRecord {
     /// Salted digest identifying the off-ledger record.
     pub record: Digest,
     /// The firm concerned.
-    pub firm: Uscc,
+    pub firm: FirmTag,
     /// Category (penalties, abnormal list, dishonest list, judgments, ...).
     pub category: Category,
     /// Severity.
@@ -458,7 +467,7 @@ impl EntryKind {
     }
 
     /// The firm this entry concerns, if any is named in the entry itself.
-    pub fn named_firm(&self) -> Option<Uscc> {
+    pub fn named_firm(&self) -> Option<FirmTag> {
         match self {
             EntryKind::FirmRegistered { firm, .. } | EntryKind::GradeAssigned { firm, .. } => {
                 Some(*firm)
@@ -499,7 +508,6 @@ impl EntryKind {
                 }
             }
             EntryKind::ConsentGranted(c) => {
-                check_text("purpose", &c.purpose, MAX_TEXT, false)?;
                 check_categories(&c.categories)?;
                 if c.not_before >= c.not_after {
                     return Err(field("validity", "not_before must be before not_after"));
@@ -626,7 +634,7 @@ impl EntryBody {
     }
 
     /// The firm this entry concerns (author firm or named firm), for the per-firm index.
-    pub fn firm(&self) -> Option<Uscc> {
+    pub fn firm(&self) -> Option<FirmTag> {
         match &self.author {
             Author::Firm(f) => Some(*f),
             Author::Org(_) => self.kind.named_firm(),

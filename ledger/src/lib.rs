@@ -1,7 +1,8 @@
 //! xinyi-ledger: everything an auditor must trust, and nothing else.
 //!
 //! Pure Rust with no async and no network: canonical encoding ([`codec`]), domain-separated
-//! hashing ([`hash`]) and signatures ([`keys`]), firm identifiers ([`uscc`]), the entry types
+//! hashing ([`hash`]) and signatures ([`keys`]), firm identifiers ([`uscc`]) and the keyed firm tags
+//! entries use instead ([`firmtag`]), the entry types
 //! ([`entry`]), blocks and commit certificates ([`block`]), the RFC 9162 Merkle log
 //! ([`merkle`]), C2SP checkpoints ([`note`]), the deterministic state machine ([`state`]),
 //! block execution ([`chain`]), the sled store ([`store`]), audit bundles ([`bundle`]) and the
@@ -20,6 +21,7 @@ pub mod bundle;
 pub mod chain;
 pub mod codec;
 pub mod entry;
+pub mod firmtag;
 pub mod genesis;
 pub mod hash;
 pub mod keys;
@@ -36,6 +38,7 @@ pub mod verify;
 pub use block::{Block, BlockHeader, CommitCertificate, ValidatorSet};
 pub use chain::{Chain, ChainError, ChainErrorKind, CommittedBlock};
 pub use entry::{Entry, EntryBody, EntryKind};
+pub use firmtag::{FirmKey, FirmTag};
 pub use genesis::Genesis;
 pub use hash::Digest;
 pub use keys::{KeyPair, PublicKey, Signature};

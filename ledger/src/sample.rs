@@ -9,6 +9,7 @@ use crate::entry::{
     query_signing_payload, Author, Entry, EntryBody, EntryError, EntryKind, QueryRequest,
     SignedQueryRequest,
 };
+use crate::firmtag::{FirmKey, FirmTag};
 use crate::genesis::{Genesis, GenesisOrg, Params};
 use crate::hash::{self, Digest, Domain};
 use crate::keys::{KeyPair, SigDomain};
@@ -62,7 +63,14 @@ pub struct SampleConsortium {
     pub keys: BTreeMap<OrgId, KeyPair>,
     /// Ids of validators.
     pub validators: Vec<OrgId>,
+    /// The consortium's secret firm key (derived from the seed, [`sample_firm_tag_key`]).
+    pub tag_key: FirmKey,
     seed: Vec<u8>,
+}
+
+/// The sample consortium's firm key (for firm tags): derived from the seed, development only.
+pub fn sample_firm_tag_key(seed: &[u8]) -> FirmKey {
+    FirmKey::from_bytes(hash::tagged(Domain::Data, &[b"xinyi-sample-firm-tag-key", seed]).0)
 }
 
 impl SampleConsortium {
@@ -113,6 +121,7 @@ impl SampleConsortium {
             chain,
             keys,
             validators: vals,
+            tag_key: sample_firm_tag_key(seed),
             seed: seed.to_vec(),
         }
     }
@@ -125,6 +134,16 @@ impl SampleConsortium {
     /// Deterministic key of a firm.
     pub fn firm_key(&self, firm: &Uscc) -> KeyPair {
         derive_key(&self.seed, &format!("firm/{firm}"))
+    }
+
+    /// The ledger tag of a firm under the sample firm key.
+    pub fn tag(&self, firm: &Uscc) -> FirmTag {
+        self.tag_key.tag(firm)
+    }
+
+    /// The `i`-th sample firm's tag (see [`sample_firm`]).
+    pub fn firm_tag(&self, i: u32) -> Result<FirmTag, crate::uscc::UsccError> {
+        Ok(self.tag(&sample_firm(i)?))
     }
 
     /// Signs an entry by an organisation.
@@ -153,7 +172,7 @@ impl SampleConsortium {
         )
     }
 
-    /// Signs an entry by a firm with its deterministic key.
+    /// Signs an entry by a firm (author = its tag) with its deterministic key.
     pub fn firm_entry(
         &self,
         firm: Uscc,
@@ -164,7 +183,7 @@ impl SampleConsortium {
         Entry::sign(
             &self.chain,
             EntryBody {
-                author: Author::Firm(firm),
+                author: Author::Firm(self.tag(&firm)),
                 time,
                 nonce,
                 kind,

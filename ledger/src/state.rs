@@ -16,12 +16,12 @@ use crate::entry::{
     entry_signing_payload, membership_signing_payload, query_signing_payload, Author, Consent,
     DenialReason, Entry, EntryKind, MemberChange, QueryRequest,
 };
+use crate::firmtag::FirmTag;
 use crate::genesis::{Genesis, Params};
 use crate::hash::{self, Digest, Domain};
 use crate::keys::{signing_message, PublicKey, SigDomain, Signature};
 use crate::merkle::MerkleTree;
 use crate::types::{working_days_deadline, Category, Grade, OrgId, Role, Severity, TimeMs, DAY_MS};
-use crate::uscc::Uscc;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -54,7 +54,7 @@ pub struct FirmRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsentRecord {
     /// Granting firm.
-    pub firm: Uscc,
+    pub firm: FirmTag,
     /// Terms.
     pub consent: Consent,
     /// Queries served under it.
@@ -71,7 +71,7 @@ pub struct RecordState {
     /// Publishing agency.
     pub agency: OrgId,
     /// Firm.
-    pub firm: Uscc,
+    pub firm: FirmTag,
     /// Category.
     pub category: Category,
     /// Severity.
@@ -90,7 +90,7 @@ pub struct RecordState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitmentRecord {
     /// Firm.
-    pub firm: Uscc,
+    pub firm: FirmTag,
     /// Agency.
     pub agency: OrgId,
     /// Digest of the text.
@@ -132,7 +132,7 @@ pub enum RepairStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepairRecord {
     /// Firm.
-    pub firm: Uscc,
+    pub firm: FirmTag,
     /// Record to repair.
     pub record: Digest,
     /// Agency that must decide.
@@ -180,7 +180,7 @@ pub struct Applied {
     /// Signatures to verify before the block counts as valid.
     pub signatures: Vec<SigRequirement>,
     /// The firm the entry concerns (for the per-firm access index).
-    pub firm: Option<Uscc>,
+    pub firm: Option<FirmTag>,
 }
 
 /// Why an entry is not allowed at this point of the ledger.
@@ -330,7 +330,7 @@ mod prefix {
 
 /// Head of a firm's chain of access entries (`query_served` / `query_denied` on that firm, in
 /// log order): `head_i = SHA-256("xinyi/v1/access" ‖ 0x00 ‖ head_{i-1} ‖ entry id)`, `head_0` = 32
-/// zero bytes; stored under `h ‖ uscc` and committed to by the access map root.
+/// zero bytes; stored under `h ‖ tag` and committed to by the access map root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessHead {
     /// Hash-chain head.
@@ -354,8 +354,8 @@ impl AccessHead {
     }
 }
 
-/// The access-map key of a firm: `SHA-256("xinyi/v1/access-key" ‖ 0x00 ‖ uscc)` (the USCC's
-/// 18 ASCII bytes).
+/// The access-map key of a firm: `SHA-256("xinyi/v1/access-key" ‖ 0x00 ‖ tag)` (the firm tag's
+/// 32 bytes; the tag is already keyed, the hash only spreads keys for the sparse Merkle map).
 pub fn access_key(firm: &[u8]) -> crate::smt::H256 {
     use sha2::{Digest as _, Sha256};
     let mut h = Sha256::new();
@@ -514,19 +514,18 @@ impl State {
 
     /// The firm's access head and its proof against this state's root (the header state root
     /// at this height). None if no block was closed since the state was restored.
-    pub fn access_proof(&self, firm: &Uscc) -> Result<Option<AccessProof>, StateError> {
+    pub fn access_proof(&self, firm: &FirmTag) -> Result<Option<AccessProof>, StateError> {
         let Some((prev_root, write_set_hash)) = self.last_step else {
             return Ok(None);
         };
-        let value: Option<AccessHead> =
-            self.get(&key(prefix::ACCESS, &[firm.as_str().as_bytes()]))?;
+        let value: Option<AccessHead> = self.get(&key(prefix::ACCESS, &[firm.as_bytes()]))?;
         Ok(Some(AccessProof {
             height: self.height,
             prev_root,
             write_set_hash,
             access_root: self.access_root,
             value,
-            proof: self.access.prove(&access_key(firm.as_str().as_bytes())),
+            proof: self.access.prove(&access_key(firm.as_bytes())),
         }))
     }
 
@@ -619,9 +618,9 @@ impl State {
         Ok(())
     }
 
-    /// Appends access entry `id` to `firm`'s access chain (`h ‖ uscc`).
-    fn record_access(&mut self, firm: &Uscc, id: &Digest) -> Result<(), StateError> {
-        let k = key(prefix::ACCESS, &[firm.as_str().as_bytes()]);
+    /// Appends access entry `id` to `firm`'s access chain (`h ‖ tag`).
+    fn record_access(&mut self, firm: &FirmTag, id: &Digest) -> Result<(), StateError> {
+        let k = key(prefix::ACCESS, &[firm.as_bytes()]);
         let cur: AccessHead = self.get(&k)?.unwrap_or(AccessHead {
             head: Digest([0; 32]),
             count: 0,
@@ -687,8 +686,8 @@ impl State {
     }
 
     /// A firm.
-    pub fn firm(&self, f: &Uscc) -> Result<Option<FirmRecord>, StateError> {
-        self.get(&key(prefix::FIRM, &[f.as_str().as_bytes()]))
+    pub fn firm(&self, f: &FirmTag) -> Result<Option<FirmRecord>, StateError> {
+        self.get(&key(prefix::FIRM, &[f.as_bytes()]))
     }
 
     /// A consent.
@@ -707,10 +706,10 @@ impl State {
     }
 
     /// The latest grade of a firm in a supervision domain.
-    pub fn grade(&self, f: &Uscc, domain: &str) -> Result<Option<GradeRecord>, StateError> {
+    pub fn grade(&self, f: &FirmTag, domain: &str) -> Result<Option<GradeRecord>, StateError> {
         self.get(&key(
             prefix::GRADE,
-            &[f.as_str().as_bytes(), b"/", domain.as_bytes()],
+            &[f.as_bytes(), b"/", domain.as_bytes()],
         ))
     }
 
@@ -1096,7 +1095,7 @@ impl State {
                 k.verifying_key()
                     .map_err(|_| StateError::Invalid("firm key is invalid".into()))?;
                 self.put_s(
-                    key(prefix::FIRM, &[f.as_str().as_bytes()]),
+                    key(prefix::FIRM, &[f.as_bytes()]),
                     &FirmRecord {
                         key: *k,
                         registered_by: org_id
@@ -1269,10 +1268,7 @@ impl State {
             } => {
                 require_role(role == Some(Role::Agency))?;
                 self.put_s(
-                    key(
-                        prefix::GRADE,
-                        &[f.as_str().as_bytes(), b"/", domain.as_bytes()],
-                    ),
+                    key(prefix::GRADE, &[f.as_bytes(), b"/", domain.as_bytes()]),
                     &GradeRecord {
                         agency: org_id
                             .clone()

@@ -14,13 +14,13 @@
 use crate::block::{Block, BlockHeader, CommitCertificate};
 use crate::chain::{Chain, CommittedBlock};
 use crate::codec::{self, CodecError};
-use crate::entry::Author;
+use crate::entry::{Author, EntryKind};
+use crate::firmtag::FirmTag;
 use crate::genesis::{Genesis, GenesisError};
 use crate::hash::{self, Digest, Domain};
 use crate::merkle::MerkleTree;
 use crate::state::{State, StateHead, WriteSet};
 use crate::types::OrgId;
-use crate::uscc::Uscc;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,13 +32,14 @@ mod prefix {
     pub const ENTRIES: u8 = b'E';
     pub const BY_FIRM: u8 = b'F';
     pub const BY_ORG: u8 = b'O';
+    pub const BY_BANK: u8 = b'Q';
     pub const STATE: u8 = b'S';
 }
 
 const META_GENESIS: &[u8] = b"mgenesis";
 const META_HEAD: &[u8] = b"mhead";
 const META_VERSION: &[u8] = b"mversion";
-const STORE_VERSION: u32 = 2;
+const STORE_VERSION: u32 = 3;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -607,11 +608,20 @@ impl Store {
             k(prefix::ENTRIES, &[&hb]),
             &encode_entries(b.entries.iter().map(|e| e.bytes.as_slice())),
         );
-        let mut by_firm: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        let mut by_firm: BTreeMap<&[u8; 32], Vec<u32>> = BTreeMap::new();
         let mut by_org: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        let mut by_bank: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for (i, e) in b.entries.iter().enumerate() {
+            let bank = match &e.body.kind {
+                EntryKind::QueryServed(q) => Some(&q.request.request.bank),
+                EntryKind::QueryDenied { request, .. } => Some(&request.request.bank),
+                _ => None,
+            };
+            if let Some(bank) = bank {
+                by_bank.entry(bank.as_str()).or_default().push(i as u32);
+            }
             if let Some(f) = b.firms.get(i).and_then(Option::as_ref) {
-                by_firm.entry(f.as_str()).or_default().push(i as u32);
+                by_firm.entry(f.as_bytes()).or_default().push(i as u32);
             }
             if let Author::Org(o) = &e.body.author {
                 by_org.entry(o.as_str()).or_default().push(i as u32);
@@ -620,7 +630,7 @@ impl Store {
         for (f, offs) in &by_firm {
             self.put(
                 &mut batch,
-                k(prefix::BY_FIRM, &[f.as_bytes(), &hb]),
+                k(prefix::BY_FIRM, &[&f[..], &hb]),
                 &encode_offsets(offs),
             );
         }
@@ -628,6 +638,13 @@ impl Store {
             self.put(
                 &mut batch,
                 k(prefix::BY_ORG, &[o.as_bytes(), &[0], &hb]),
+                &encode_offsets(offs),
+            );
+        }
+        for (o, offs) in &by_bank {
+            self.put(
+                &mut batch,
+                k(prefix::BY_BANK, &[o.as_bytes(), &[0], &hb]),
                 &encode_offsets(offs),
             );
         }
@@ -839,15 +856,11 @@ impl Store {
     /// Log positions of entries concerning `firm`, in order, after position `after`.
     pub fn firm_positions(
         &self,
-        firm: &Uscc,
+        firm: &FirmTag,
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<u64>, StoreError> {
-        self.positions(
-            k(prefix::BY_FIRM, &[firm.as_str().as_bytes()]),
-            after,
-            limit,
-        )
+        self.positions(k(prefix::BY_FIRM, &[firm.as_bytes()]), after, limit)
     }
 
     /// Log positions of entries signed by `org`, in order, after position `after`.
@@ -859,6 +872,21 @@ impl Store {
     ) -> Result<Vec<u64>, StoreError> {
         self.positions(
             k(prefix::BY_ORG, &[org.as_str().as_bytes(), &[0]]),
+            after,
+            limit,
+        )
+    }
+
+    /// Log positions of query records (`query_served`, `query_denied`) naming `bank` as the
+    /// querying bank, in order, after position `after`.
+    pub fn bank_query_positions(
+        &self,
+        bank: &OrgId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.positions(
+            k(prefix::BY_BANK, &[bank.as_str().as_bytes(), &[0]]),
             after,
             limit,
         )
@@ -900,7 +928,10 @@ mod tests {
                         "gz-credit",
                         time,
                         u64::from(i),
-                        EntryKind::FirmRegistered { firm, key },
+                        EntryKind::FirmRegistered {
+                            firm: c.tag(&firm),
+                            key,
+                        },
                     )
                     .unwrap()
                 })
@@ -918,7 +949,7 @@ mod tests {
     #[test]
     fn per_block_values_serve_every_per_entry_read_before_and_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (_c, all) = filled(dir.path(), 4, 3);
+        let (c, all) = filled(dir.path(), 4, 3);
         let (store, chain) = Store::open(dir.path()).unwrap();
         assert_eq!(store.height().unwrap(), 4);
         assert_eq!(chain.log().size(), 12);
@@ -932,7 +963,7 @@ mod tests {
         assert_eq!(store.height_of_position(12).unwrap(), None);
         assert_eq!(store.position_of(&Digest([9; 32])).unwrap(), None);
         // Each registration concerns its own firm.
-        let f7 = sample_firm(7).unwrap();
+        let f7 = c.tag(&sample_firm(7).unwrap());
         assert_eq!(store.firm_positions(&f7, None, 10).unwrap(), vec![7]);
         assert!(store.firm_positions(&f7, Some(7), 10).unwrap().is_empty());
         let org = OrgId::new("gz-credit").unwrap();

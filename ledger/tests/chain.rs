@@ -121,7 +121,7 @@ fn store_reopens_to_the_same_head_and_serves_indexes() {
     let (b3, c3) = store.block(3).unwrap().unwrap();
     assert_eq!(b3, d.blocks[2].block);
     assert_eq!(c3, d.blocks[2].certificate);
-    let f = firm(1);
+    let f = d.c.tag(&firm(1));
     // firm registration, consent, two served queries
     assert_eq!(
         store.firm_positions(&f, None, 100).unwrap(),

@@ -109,17 +109,24 @@ fn unknown_entry_kind_is_rejected() {
 }
 
 #[test]
-fn invalid_uscc_inside_an_entry_is_rejected_at_decode() {
+fn a_firm_tag_of_the_wrong_length_inside_an_entry_is_rejected_at_decode() {
+    // Firms appear on the ledger as 32-byte tags (USCCs are checked at the API edge).
     let e = sample_entry();
     let wire: EntryWire = codec::decode("entry", &e.bytes, 1 << 16).unwrap();
     let body: EntryBody = codec::decode("body", &wire.body, 1 << 16).unwrap();
-    let text = String::from_utf8_lossy(&wire.body).to_string();
-    let good = body.firm().unwrap().to_string();
-    assert!(text.contains(&good));
-    // Flip the check character of the USCC in the body bytes.
-    let mut raw = wire.body.clone();
-    let at = raw.windows(18).position(|w| w == good.as_bytes()).unwrap() + 17;
-    raw[at] = if raw[at] == b'0' { b'1' } else { b'0' };
+    let tag = body.firm().unwrap();
+    let mut good = vec![0x58, 0x20];
+    good.extend_from_slice(tag.as_bytes());
+    let at = wire
+        .body
+        .windows(34)
+        .position(|w| w == good.as_slice())
+        .unwrap();
+    // Same tag cut to 31 bytes: a well-formed CBOR byte string, but not a tag.
+    let mut raw = wire.body[..at].to_vec();
+    raw.extend_from_slice(&[0x58, 0x1f]);
+    raw.extend_from_slice(&tag.as_bytes()[..31]);
+    raw.extend_from_slice(&wire.body[at + 34..]);
     let bytes = codec::encode(&EntryWire {
         body: raw,
         signature: wire.signature,
@@ -127,7 +134,7 @@ fn invalid_uscc_inside_an_entry_is_rejected_at_decode() {
     .unwrap();
     let err = Entry::decode(&bytes).unwrap_err();
     assert_eq!(err.code(), "codec.malformed");
-    assert!(err.to_string().contains("check"), "{err}");
+    assert!(err.to_string().contains("32 bytes"), "{err}");
 }
 
 #[test]
@@ -149,7 +156,7 @@ fn wrong_author_kind_and_bad_fields_are_rejected_statically() {
         1,
         EntryKind::ConsentGranted(xinyi_ledger::entry::Consent {
             bank: xinyi_ledger::OrgId::new("bank-a").unwrap(),
-            purpose: "x".into(),
+            purpose: xinyi_ledger::entry::Consent::purpose_digest(&[0x5a; 32], "x"),
             categories: vec![Tax, Registration],
             not_before: 0,
             not_after: 1,
@@ -163,7 +170,7 @@ fn wrong_author_kind_and_bad_fields_are_rejected_statically() {
         1,
         EntryKind::ConsentGranted(xinyi_ledger::entry::Consent {
             bank: xinyi_ledger::OrgId::new("bank-a").unwrap(),
-            purpose: "x".into(),
+            purpose: xinyi_ledger::entry::Consent::purpose_digest(&[0x5a; 32], "x"),
             categories: vec![Tax],
             not_before: 5,
             not_after: 1,

@@ -119,7 +119,7 @@ fn a_bank_cannot_sign_agency_statements_and_unknown_authors_are_refused() {
     let e = d.org(
         "bank-a",
         EntryKind::FirmRegistered {
-            firm: firm(3),
+            firm: d.c.tag(&firm(3)),
             key: d.c.firm_key(&firm(3)).public(),
         },
     );
@@ -167,7 +167,7 @@ fn publish(d: &mut Driver, f: xinyi_ledger::Uscc, sev: Severity, days: u16) -> D
         "gz-credit",
         EntryKind::CreditRecordPublished(CreditRecord {
             record,
-            firm: f,
+            firm: d.c.tag(&f),
             category: Penalties,
             severity: sev,
             min_publicity_days: days,
@@ -586,7 +586,7 @@ fn only_the_registering_agency_may_rotate_a_firms_key() {
     let e = d.org(
         "agency-2",
         EntryKind::FirmRegistered {
-            firm: f,
+            firm: d.c.tag(&f),
             key: thief.public(),
         },
     );
@@ -594,13 +594,13 @@ fn only_the_registering_agency_may_rotate_a_firms_key() {
     let rotate = d.org(
         "gz-credit",
         EntryKind::FirmRegistered {
-            firm: f,
+            firm: d.c.tag(&f),
             key: thief.public(),
         },
     );
     assert_eq!(one(&mut d, rotate), None);
     assert_eq!(
-        d.chain.state().firm(&f).unwrap().unwrap().key,
+        d.chain.state().firm(&d.c.tag(&f)).unwrap().unwrap().key,
         thief.public()
     );
 }

@@ -226,7 +226,7 @@ impl Driver {
     fn request(&mut self, firm: Uscc, consent: Digest, cats: &[Category]) -> QueryRequest {
         QueryRequest {
             bank: OrgId::new("bank-a").unwrap(),
-            firm,
+            firm: self.c.tag(&firm),
             consent,
             categories: cats.to_vec(),
             nonce: self.nonce(),
@@ -277,14 +277,15 @@ fn build_chain() -> Driver {
     let mut d = Driver::new();
     let f0 = SampleConsortium::firm(0).unwrap();
     let f1 = SampleConsortium::firm(1).unwrap();
+    let (t0, t1) = (d.c.tag(&f0), d.c.tag(&f1));
     let chain = d.c.chain;
     let gz = OrgId::new("gz-credit").unwrap();
 
     // Block 1: two firm registrations and a quorum-approved membership change (new bank).
     let k0 = d.c.firm_key(&f0).public();
     let k1 = d.c.firm_key(&f1).public();
-    let e1 = d.org("gz-credit", EntryKind::FirmRegistered { firm: f0, key: k0 });
-    let e2 = d.org("gz-credit", EntryKind::FirmRegistered { firm: f1, key: k1 });
+    let e1 = d.org("gz-credit", EntryKind::FirmRegistered { firm: t0, key: k0 });
+    let e2 = d.org("gz-credit", EntryKind::FirmRegistered { firm: t1, key: k1 });
     let proposal = MembershipProposal {
         change: MemberChange::RegisterOrg {
             org: OrgId::new("bank-c").unwrap(),
@@ -316,7 +317,7 @@ fn build_chain() -> Driver {
         f0,
         EntryKind::ConsentGranted(Consent {
             bank: OrgId::new("bank-a").unwrap(),
-            purpose: "loan application 2026-118".into(),
+            purpose: Consent::purpose_digest(&[0x5a; 32], "loan application 2026-118"),
             categories: vec![Registration, Penalties, Tax],
             not_before: FIXED_TIME,
             not_after: FIXED_TIME + 90 * 86_400_000,
@@ -330,7 +331,7 @@ fn build_chain() -> Driver {
         "gz-credit",
         EntryKind::CreditRecordPublished(CreditRecord {
             record: r1,
-            firm: f0,
+            firm: t0,
             category: Penalties,
             severity: Severity::Minor,
             min_publicity_days: 0,
@@ -340,7 +341,7 @@ fn build_chain() -> Driver {
         "gz-credit",
         EntryKind::CreditRecordPublished(CreditRecord {
             record: r2,
-            firm: f1,
+            firm: t1,
             category: AbnormalList,
             severity: Severity::Minor,
             min_publicity_days: 0,
@@ -363,7 +364,7 @@ fn build_chain() -> Driver {
     let gr = d.org(
         "gz-credit",
         EntryKind::GradeAssigned {
-            firm: f0,
+            firm: t0,
             domain: "environment".into(),
             grade: Grade::Green,
         },
@@ -967,6 +968,9 @@ fn checkpoints_file(d: &Driver) -> Vec<u8> {
 /// Small values showing how serde_cbor's packed format encodes each Rust shape.
 fn encoding_file() -> Vec<u8> {
     let f0 = SampleConsortium::firm(0).unwrap();
+    // The firm-tag vector key of specs/privacy.md: bytes 0x00..0x1f.
+    let vkey = xinyi_ledger::FirmKey::from_bytes(std::array::from_fn(|i| i as u8));
+    let t0 = vkey.tag(&f0);
     let d1 = hash::tagged(Domain::Data, &[b"x"]);
     let mut ex: Vec<(&str, Vec<u8>)> = vec![
         ("u64 0", cbor(&0u64)),
@@ -985,7 +989,11 @@ fn encoding_file() -> Vec<u8> {
             "String \"gz-credit\" (OrgId)",
             cbor(&OrgId::new("gz-credit").unwrap()),
         ),
-        ("Uscc (text string of 18 characters)", cbor(&f0)),
+        (
+            "Uscc (text string of 18 characters; used at the API edge, not on the ledger)",
+            cbor(&f0),
+        ),
+        ("FirmTag (byte string of 32)", cbor(&t0)),
         ("Digest (byte string of 32)", cbor(&d1)),
         ("unit variant Role::Agency", cbor(&Role::Agency)),
         ("unit variant Role::Bank", cbor(&Role::Bank)),
@@ -1005,8 +1013,8 @@ fn encoding_file() -> Vec<u8> {
             cbor(&Author::Org(OrgId::new("bank-a").unwrap())),
         ),
         (
-            "newtype variant Author::Firm(uscc)",
-            cbor(&Author::Firm(f0)),
+            "newtype variant Author::Firm(firm tag)",
+            cbor(&Author::Firm(t0)),
         ),
         (
             "struct variant EntryKind::ConsentRevoked { consent } (key is the variant INDEX)",
@@ -1023,7 +1031,7 @@ fn encoding_file() -> Vec<u8> {
             "newtype variant EntryKind::CreditRecordPublished(CreditRecord)",
             cbor(&EntryKind::CreditRecordPublished(CreditRecord {
                 record: d1,
-                firm: f0,
+                firm: t0,
                 category: Category::Penalties,
                 severity: Severity::General,
                 min_publicity_days: 180,

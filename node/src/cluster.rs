@@ -268,6 +268,7 @@ async fn run_member(
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             data_node: cfg.query.as_ref().map(|q| q.data_node.clone()),
             net: Some(view),
+            firm_key: cfg.firm_key()?,
         },
     );
     // Witness submission and anchoring (each a no-op without configured targets).

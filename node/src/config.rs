@@ -12,7 +12,8 @@
 //! holds the agency data (queries are forwarded there), `[sample]` fills this node's agency
 //! data store with synthetic firms (testnets and demos). `[api]` turns on TLS for the HTTP API
 //! (`tls_cert` and `tls_key`, both or neither) and names a CA for `https://` URLs of other nodes
-//! (`tls_ca`); `specs/api.md` "Transport security".
+//! (`tls_ca`); `specs/api.md` "Transport security". `[privacy] firm_key` names the consortium
+//! firm key file (firm tags, `specs/privacy.md`); nodes serving firm-facing routes need it.
 
 use crate::dev::write_secret;
 use anyhow::Context as _;
@@ -65,6 +66,9 @@ pub struct Config {
     /// HTTP API transport settings (TLS); absent: plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiSection>,
+    /// The consortium firm key (firm tags); absent: routes naming a firm by USCC answer 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySection>,
 }
 
 /// `[api]`: transport security of the HTTP API (`specs/api.md` "Transport security").
@@ -103,6 +107,15 @@ impl ApiSection {
         self.check()?;
         crate::tls::server_config_opt(self.tls_cert.as_deref(), self.tls_key.as_deref())
     }
+}
+
+/// `[privacy]`: the consortium firm key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySection {
+    /// File holding the consortium firm key (64 hex digits, mode 0600), given to members out of
+    /// band (`xinyi-node firm-key --out FILE`).
+    pub firm_key: PathBuf,
 }
 
 /// `[p2p]`: the consortium network.
@@ -189,8 +202,21 @@ impl Config {
             api.check()
                 .with_context(|| format!("config {}", path.display()))?;
         }
+        if let Some(p) = c.privacy.as_mut().map(|s| &mut s.firm_key) {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         OrgId::new(&c.org).with_context(|| "config field org")?;
         Ok(c)
+    }
+
+    /// Reads the consortium firm key named by `[privacy] firm_key`, if any.
+    pub fn firm_key(&self) -> anyhow::Result<Option<xinyi_ledger::FirmKey>> {
+        self.privacy
+            .as_ref()
+            .map(|p| crate::dev::read_firm_key(&p.firm_key))
+            .transpose()
     }
 
     /// Applies overrides from `env` (a lookup function, for tests).
@@ -238,10 +264,19 @@ pub struct InitOutput {
     pub genesis: PathBuf,
     /// Public key.
     pub public_key: String,
+    /// The consortium firm key file (new, or the one given).
+    pub firm_key: PathBuf,
 }
 
-/// Creates a key, a one-validator genesis and a config in `dir`. Refuses to overwrite a key.
-pub fn init(dir: &Path, org: &str, name: &str, http: SocketAddr) -> anyhow::Result<InitOutput> {
+/// Creates a key, a one-validator genesis, a consortium firm key (unless `firm_key` names an
+/// existing one) and a config in `dir`. Refuses to overwrite a key.
+pub fn init(
+    dir: &Path,
+    org: &str,
+    name: &str,
+    http: SocketAddr,
+    firm_key: Option<&Path>,
+) -> anyhow::Result<InitOutput> {
     let org_id = OrgId::new(org)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let key_path = dir.join(format!("{org}.key"));
@@ -252,6 +287,17 @@ pub fn init(dir: &Path, org: &str, name: &str, http: SocketAddr) -> anyhow::Resu
             anyhow::bail!("{} already exists; refusing to overwrite it", p.display());
         }
     }
+    let firm_key_path = match firm_key {
+        Some(p) => {
+            crate::dev::read_firm_key(p)?;
+            std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+        }
+        None => {
+            let p = dir.join("firm.key");
+            crate::dev::write_firm_key(&p, &xinyi_ledger::FirmKey::generate())?;
+            PathBuf::from("firm.key")
+        }
+    };
     let key = KeyPair::generate();
     write_secret(&key_path, &key.to_file_text())?;
     let genesis = Genesis {
@@ -283,6 +329,9 @@ pub fn init(dir: &Path, org: &str, name: &str, http: SocketAddr) -> anyhow::Resu
         witness: None,
         anchor: None,
         api: None,
+        privacy: Some(PrivacySection {
+            firm_key: firm_key_path.clone(),
+        }),
     };
     let text = format!(
         "# xinyi-node configuration (written by `xinyi-node init`).\n# Relative paths are relative to this file. Environment variables XINYI_DATA, XINYI_HTTP,\n# XINYI_ORG, XINYI_KEY, XINYI_GENESIS and XINYI_RATE_LIMIT override these values.\n{}",
@@ -294,6 +343,11 @@ pub fn init(dir: &Path, org: &str, name: &str, http: SocketAddr) -> anyhow::Resu
         key: key_path,
         genesis: genesis_path,
         public_key: key.public().to_hex(),
+        firm_key: if firm_key_path.is_relative() {
+            dir.join(firm_key_path)
+        } else {
+            firm_key_path
+        },
     })
 }
 
@@ -364,6 +418,8 @@ pub struct MemberInit {
     pub data_node: Option<String>,
     /// The `[sample] firms`, if any.
     pub sample_firms: Option<u32>,
+    /// The consortium firm key file (`[privacy] firm_key`), if any.
+    pub firm_key: Option<PathBuf>,
 }
 
 /// Writes `dir/xinyi.toml` for a consortium member: existing key and genesis, `[p2p]`,
@@ -377,7 +433,11 @@ pub fn init_member(dir: &Path, m: MemberInit) -> anyhow::Result<PathBuf> {
         p2p,
         data_node,
         sample_firms,
+        firm_key,
     } = m;
+    if let Some(p) = &firm_key {
+        crate::dev::read_firm_key(p)?;
+    }
     let (org, key_file, genesis_file) = (org.as_str(), key_file.as_path(), genesis_file.as_path());
     let org_id = OrgId::new(org)?;
     let genesis = Genesis::from_json(
@@ -428,6 +488,7 @@ pub fn init_member(dir: &Path, m: MemberInit) -> anyhow::Result<PathBuf> {
         witness: None,
         anchor: None,
         api: None,
+        privacy: firm_key.map(|p| PrivacySection { firm_key: abs(&p) }),
     };
     let text = format!(
         "# xinyi-node configuration of consortium member {org} (written by `xinyi-node init`).\n\

@@ -4,14 +4,20 @@
 //! digest that identifies the record on the ledger (`CreditRecordPublished`) and in query
 //! records. In `--dev` mode [`AgencyData::generate_sample`] fills it with synthetic firms. This
 //! module only stores and reads data; whether a bank may read it is decided on the ledger.
+//!
+//! The data is the agency's own and keyed by USCC; the ledger names firms by keyed tag, so with
+//! the consortium firm key ([`AgencyData::set_firm_key`]) the store keeps an in-memory index from
+//! tag to USCC to find the firm a query request names.
 
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::types::Severity;
-use xinyi_ledger::{Category, Uscc};
+use xinyi_ledger::{Category, FirmKey, FirmTag, Uscc};
 
 const COMPLETE: &[u8] = b"meta/complete";
 
@@ -19,6 +25,22 @@ const COMPLETE: &[u8] = b"meta/complete";
 #[derive(Clone)]
 pub struct AgencyData {
     db: sled::Db,
+    tags: Arc<RwLock<TagIndex>>,
+}
+
+/// The firm key and the tags of the firms held.
+#[derive(Default)]
+struct TagIndex {
+    key: Option<FirmKey>,
+    firms: HashMap<FirmTag, Uscc>,
+}
+
+impl TagIndex {
+    fn add(&mut self, firm: &Uscc) {
+        if let Some(k) = &self.key {
+            self.firms.insert(k.tag(firm), *firm);
+        }
+    }
 }
 
 /// A penalty record the agency publishes on the ledger (digest only).
@@ -50,7 +72,42 @@ impl AgencyData {
     pub fn open(dir: &Path) -> anyhow::Result<AgencyData> {
         let db = sled::open(dir)
             .map_err(|e| anyhow::anyhow!("opening agency data in {}: {e}", dir.display()))?;
-        Ok(AgencyData { db })
+        Ok(AgencyData {
+            db,
+            tags: Arc::default(),
+        })
+    }
+
+    /// Sets the consortium firm key and indexes the tags of every firm held.
+    pub fn set_firm_key(&self, key: FirmKey) -> anyhow::Result<()> {
+        let mut idx = TagIndex {
+            key: Some(key),
+            firms: HashMap::new(),
+        };
+        for kv in self.db.scan_prefix(b"d/") {
+            let (k, _) = kv?;
+            let Some(u) = k
+                .get(2..)
+                .and_then(|r| r.split(|b| *b == b'/').next())
+                .and_then(|u| std::str::from_utf8(u).ok())
+                .and_then(|u| Uscc::parse(u).ok())
+            else {
+                continue;
+            };
+            idx.add(&u);
+        }
+        *self.tags.write().unwrap_or_else(|e| e.into_inner()) = idx;
+        Ok(())
+    }
+
+    /// The firm with tag `tag`, if this store holds data on it (and knows the firm key).
+    pub fn firm_by_tag(&self, tag: &FirmTag) -> Option<Uscc> {
+        self.tags
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .firms
+            .get(tag)
+            .copied()
     }
 
     /// Whether a sample dataset was completely generated.
@@ -69,6 +126,10 @@ impl AgencyData {
     /// Stores one firm's data in one category.
     pub fn put(&self, firm: &Uscc, c: Category, v: &Value) -> anyhow::Result<()> {
         self.db.insert(dkey(firm, c), canonical_json(v))?;
+        self.tags
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(firm);
         Ok(())
     }
 
@@ -144,6 +205,12 @@ impl AgencyData {
             }
         }
         self.db.apply_batch(batch)?;
+        {
+            let mut idx = self.tags.write().unwrap_or_else(|e| e.into_inner());
+            for f in firms {
+                idx.add(f);
+            }
+        }
         self.db.insert(COMPLETE, b"1".to_vec())?;
         self.db.flush()?;
         Ok(())

@@ -2,7 +2,8 @@
 //!
 //! `prepare` generates RANDOM keys for the six sample organisations (gz-credit, the agency and
 //! single validator; credit-china and gsxt, the registries; bank-a and bank-b; auditor) and for a
-//! few sample firms, writes them under `DIR/dev-keys/` (mode 0600) and writes `DIR/genesis.json`
+//! few sample firms, and the consortium firm key (`dev-keys/firm.key`, for the firm tags entries
+//! carry), writes them under `DIR/dev-keys/` (mode 0600) and writes `DIR/genesis.json`
 //! last, so an interrupted first start is simply redone. `seed` fills the agency's off-ledger
 //! data (≥ 1,000 firms) and commits the first block: firm registrations and published penalty
 //! digests. A second start with the same directory loads everything and regenerates nothing.
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use xinyi_ledger::entry::CreditRecord;
 use xinyi_ledger::genesis::{GenesisOrg, Params};
 use xinyi_ledger::sample::{sample_firm, SAMPLE_ORGS};
-use xinyi_ledger::{EntryKind, Genesis, KeyPair, OrgId, Uscc};
+use xinyi_ledger::{EntryKind, FirmKey, Genesis, KeyPair, OrgId, Uscc};
 
 /// Consortium name (the checkpoint origin) of dev chains.
 pub const DEV_NAME: &str = "xinyi.dev/guangzhou";
@@ -65,6 +66,11 @@ impl DevPaths {
         self.keys.join(format!("{org}.key"))
     }
 
+    /// The consortium firm key (firm tags, `specs/privacy.md`).
+    pub fn firm_tag_key(&self) -> PathBuf {
+        self.keys.join("firm.key")
+    }
+
     /// Key file of a firm.
     pub fn firm_key(&self, firm: &Uscc) -> PathBuf {
         self.keys.join(format!("firm-{}.key", firm.as_str()))
@@ -82,6 +88,8 @@ pub struct DevSetup {
     pub node_key: KeyPair,
     /// Keyed sample firms and their keys.
     pub firms: Vec<(Uscc, KeyPair)>,
+    /// The consortium firm key.
+    pub firm_key: FirmKey,
     /// Whether this call created the consortium.
     pub created: bool,
 }
@@ -118,6 +126,26 @@ pub fn read_key(path: &Path) -> anyhow::Result<KeyPair> {
     KeyPair::from_file_text(&text).with_context(|| format!("key file {}", path.display()))
 }
 
+/// Writes a consortium firm key file (hex, mode 0600); refuses to overwrite.
+pub fn write_firm_key(path: &Path, key: &FirmKey) -> anyhow::Result<()> {
+    if path.exists() {
+        anyhow::bail!(
+            "{} already exists; refusing to overwrite it",
+            path.display()
+        );
+    }
+    write_secret(path, &key.to_hex())
+}
+
+/// Reads a consortium firm key file (64 hex digits; passphrase-sealed like key files).
+pub fn read_firm_key(path: &Path) -> anyhow::Result<FirmKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading firm key file {}", path.display()))?;
+    let text = crate::keyfile::open_text(&text)
+        .with_context(|| format!("firm key file {}", path.display()))?;
+    FirmKey::from_hex(&text).with_context(|| format!("firm key file {}", path.display()))
+}
+
 /// The keyed sample firms.
 pub fn keyed_firms() -> anyhow::Result<Vec<Uscc>> {
     (0..KEYED_FIRMS)
@@ -148,6 +176,7 @@ pub fn prepare(dir: &Path) -> anyhow::Result<DevSetup> {
         for f in keyed_firms()? {
             write_secret(&paths.firm_key(&f), &KeyPair::generate().to_file_text())?;
         }
+        write_secret(&paths.firm_tag_key(), &FirmKey::generate().to_hex())?;
         let genesis = Genesis {
             name: DEV_NAME.into(),
             time: crate::clock::system_ms().saturating_sub(1000),
@@ -170,11 +199,13 @@ pub fn prepare(dir: &Path) -> anyhow::Result<DevSetup> {
     for f in keyed_firms()? {
         firms.push((f, read_key(&paths.firm_key(&f))?));
     }
+    let firm_key = read_firm_key(&paths.firm_tag_key())?;
     Ok(DevSetup {
         paths,
         genesis,
         node_key,
         firms,
+        firm_key,
         created,
     })
 }
@@ -193,7 +224,7 @@ pub fn seed(setup: &DevSetup, engine: &Engine, data: &AgencyData) -> anyhow::Res
     let mut entries = Vec::new();
     for (f, k) in &setup.firms {
         entries.push(engine.sign_own(EntryKind::FirmRegistered {
-            firm: *f,
+            firm: setup.firm_key.tag(f),
             key: k.public(),
         })?);
     }
@@ -202,7 +233,7 @@ pub fn seed(setup: &DevSetup, engine: &Engine, data: &AgencyData) -> anyhow::Res
             entries.push(
                 engine.sign_own(EntryKind::CreditRecordPublished(CreditRecord {
                     record: p.id,
-                    firm: p.firm,
+                    firm: setup.firm_key.tag(&p.firm),
                     category: p.category,
                     severity: p.severity,
                     min_publicity_days: p.min_publicity_days,

@@ -122,6 +122,17 @@ enum Cmd {
         /// (demos and tests).
         #[arg(long, value_name = "N", requires = "key")]
         sample_firms: Option<u32>,
+        /// The consortium firm key file (from `firm-key`), written into the config as
+        /// `[privacy] firm_key`. Alone: a new one is created in DIR unless given.
+        #[arg(long, value_name = "FILE")]
+        firm_key: Option<PathBuf>,
+    },
+    /// Create the consortium firm key (32 random bytes, hex, mode 0600). Firms appear on the
+    /// ledger under tags keyed by it; give the file to member nodes out of band, never publish it.
+    FirmKey {
+        /// Where to write the key (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Create an organisation key file (mode 0600) and print its public key.
     Keygen {
@@ -190,6 +201,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Cmd::FirmKey { out }) => {
+            xinyi_node::dev::write_firm_key(&out, &xinyi_ledger::FirmKey::generate())?;
+            eprintln!(
+                "wrote {} (mode 0600): the consortium firm key; give it to member nodes out of band \
+                 ([privacy] firm_key, `init --firm-key`), never publish it",
+                out.display()
+            );
+            Ok(())
+        }
         Some(Cmd::Genesis { name, orgs, out }) => {
             let orgs = orgs
                 .iter()
@@ -215,6 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             peers,
             data_node,
             sample_firms,
+            firm_key,
             ..
         }) => {
             let mut p = std::collections::BTreeMap::new();
@@ -243,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     },
                     data_node,
                     sample_firms,
+                    firm_key,
                 },
             )?;
             println!(
@@ -258,12 +280,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             http,
             key: None,
+            firm_key,
             ..
         }) => {
-            let out = config::init(&dir, &org, &name, http)?;
+            let out = config::init(&dir, &org, &name, http, firm_key.as_deref())?;
             println!(
-                "Created:\n  key      {} (mode 0600; keep it secret)\n  genesis  {}\n  config   {}\n\nPublic key of {org}: {}\n\nNext:\n  1. Review {} (consortium {name:?}, {org} is its only validator).\n  2. Start the node:  xinyi-node start --config {}\n  3. Check it:        curl http://{http}/health\n\nThis node runs alone; for a consortium add a [p2p] section (see README, `xinyi-testnet up`).",
+                "Created:\n  key      {} (mode 0600; keep it secret)\n  firm key {} (consortium secret)\n  genesis  {}\n  config   {}\n\nPublic key of {org}: {}\n\nNext:\n  1. Review {} (consortium {name:?}, {org} is its only validator).\n  2. Start the node:  xinyi-node start --config {}\n  3. Check it:        curl http://{http}/health\n\nThis node runs alone; for a consortium add a [p2p] section (see README, `xinyi-testnet up`).",
                 out.key.display(),
+                out.firm_key.display(),
                 out.genesis.display(),
                 out.config.display(),
                 out.public_key,
@@ -324,6 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             request_timeout: Duration::from_secs(10),
                             data_node: None,
                             net: None,
+                            firm_key: None,
                         },
                         EngineConfig::default(),
                     )

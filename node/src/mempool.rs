@@ -167,7 +167,10 @@ mod tests {
                     "gz-credit",
                     time,
                     i,
-                    EntryKind::FirmRegistered { firm, key },
+                    EntryKind::FirmRegistered {
+                        firm: c.tag(&firm),
+                        key,
+                    },
                 )
                 .unwrap()
             })

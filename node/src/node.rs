@@ -60,6 +60,7 @@ impl Node {
         dev::seed(&setup, &engine, &data)?;
         let cfg = ApiConfig {
             dev: true,
+            firm_key: Some(setup.firm_key.clone()),
             ..api_cfg
         };
         Ok((
@@ -104,6 +105,7 @@ impl Node {
                     request_timeout: Duration::from_millis(cfg.request_timeout_ms),
                     data_node: cfg.query.as_ref().map(|q| q.data_node.clone()),
                     net: None,
+                    firm_key: cfg.firm_key()?,
                 },
             ),
         })

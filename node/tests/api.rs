@@ -37,7 +37,7 @@ async fn verify_record(t: &T, rec: &Value) {
     .unwrap();
     let (cp, _) = open_checkpoint(rec["checkpoint"].as_str().unwrap(), &[vk]).unwrap();
     let pos = rec["position"].as_u64().unwrap();
-    let e = t.get(&format!("/v1/entries/{pos}")).await;
+    let e = t.get_audited(&format!("/v1/entries/{pos}")).await;
     assert_eq!(e.status, 200, "{}", e.text);
     assert_eq!(e.body["id"], rec["id"]);
     let bytes = base64::engine::general_purpose::STANDARD
@@ -75,7 +75,7 @@ async fn consent_query_denials_and_access_log() {
     let cid = r.body["id"].as_str().unwrap().to_string();
     assert_eq!(r.body["kind"], "consent_granted");
     verify_record(&t, &r.body).await;
-    let c = t.get(&format!("/v1/consents/{cid}")).await;
+    let c = t.get_audited(&format!("/v1/consents/{cid}")).await;
     assert_eq!(c.body["used"], 0);
     assert_eq!(c.body["bank"], "bank-a");
     assert_eq!(c.body["categories"], json!(["registration", "tax"]));
@@ -97,7 +97,7 @@ async fn consent_query_denials_and_access_log() {
     verify_record(&t, &q.body["record"]).await;
     // The committed record carries that digest.
     let e = t
-        .get(&format!("/v1/entries/{}", q.body["record"]["position"]))
+        .get_audited(&format!("/v1/entries/{}", q.body["record"]["position"]))
         .await;
     assert_eq!(
         e.body["body"]["kind"]["query_served"]["response"],
@@ -135,7 +135,10 @@ async fn consent_query_denials_and_access_log() {
         .await;
     assert_eq!(d.status, 403);
     assert_eq!(d.body["code"], "consent.exhausted");
-    assert_eq!(t.get(&format!("/v1/consents/{cid}")).await.body["used"], 2);
+    assert_eq!(
+        t.get_audited(&format!("/v1/consents/{cid}")).await.body["used"],
+        2
+    );
 
     // 5. revoked consent.
     let g2 = t
@@ -162,7 +165,7 @@ async fn consent_query_denials_and_access_log() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
-        t.get(&format!("/v1/consents/{cid2}")).await.body["revoked"],
+        t.get_audited(&format!("/v1/consents/{cid2}")).await.body["revoked"],
         true
     );
     let d = t
@@ -378,10 +381,10 @@ async fn bad_input_is_refused_and_writes_nothing() {
         r.text
     );
     // Signed by a key that is not the firm's.
-    let (f1, _) = t.firm(1);
+
     let (_, k0) = t.firm(0);
     let imposter = t.sign(
-        Author::Firm(f1),
+        Author::Firm(t.tag(1)),
         &k0,
         EntryKind::ConsentRevoked {
             consent: Digest::from_hex(&cid).unwrap(),
@@ -398,7 +401,7 @@ async fn bad_input_is_refused_and_writes_nothing() {
     let stranger = xinyi_ledger::KeyPair::generate();
     let f9 = xinyi_ledger::sample::sample_firm(900).unwrap();
     let e = t.sign(
-        Author::Firm(f9),
+        Author::Firm(t.setup.firm_key.tag(&f9)),
         &stranger,
         EntryKind::ConsentRevoked {
             consent: Digest::from_hex(&cid).unwrap(),
@@ -413,7 +416,7 @@ async fn bad_input_is_refused_and_writes_nothing() {
     let g = t.org_entry(
         "bank-a",
         EntryKind::GradeAssigned {
-            firm,
+            firm: t.setup.firm_key.tag(&firm),
             domain: "food-drug".into(),
             grade: xinyi_ledger::types::Grade::A,
         },
@@ -435,7 +438,7 @@ async fn bad_input_is_refused_and_writes_nothing() {
     let stale = xinyi_ledger::Entry::sign(
         &t.chain(),
         xinyi_ledger::entry::EntryBody {
-            author: Author::Firm(firm),
+            author: Author::Firm(t.setup.firm_key.tag(&firm)),
             time: t.now() - 3_600_000,
             nonce: 1,
             kind: EntryKind::ConsentRevoked {
@@ -633,7 +636,7 @@ async fn repair_applied_by_both_and_overdue_with_one() {
     let g = t.org_entry(
         "gz-credit",
         EntryKind::GradeAssigned {
-            firm,
+            firm: t.setup.firm_key.tag(&firm),
             domain: "food-drug".into(),
             grade: xinyi_ledger::types::Grade::B,
         },
@@ -674,7 +677,9 @@ async fn chain_reads_export_and_service_endpoints() {
     let m = t.get("/metrics").await;
     assert!(m.text.contains("xinyi_height "), "{}", m.text);
     assert!(m.text.contains("xinyi_http_requests_total{status=\"200\"}"));
-    // Export: a bundle the ledger verifier accepts.
+    // Export (auditors and validators only): a bundle the ledger verifier accepts.
+    assert_eq!(t.get("/v1/export").await.status, 401);
+    let auth = t.auth_header("org:auditor", &t.org_key("auditor"), "GET", "/v1/export");
     let bytes = {
         use tower::ServiceExt as _;
         let r = t
@@ -682,6 +687,7 @@ async fn chain_reads_export_and_service_endpoints() {
             .clone()
             .oneshot(
                 axum::http::Request::get("/v1/export")
+                    .header(auth.0, auth.1)
                     .body(axum::body::Body::empty())
                     .unwrap(),
             )
@@ -841,7 +847,8 @@ fn restart_resumes_without_regenerating() {
     assert_eq!(h["height"], head["height"]);
     assert_eq!(h["log_size"], head["log_size"]);
     assert_eq!(
-        rt.block_on(t.get(&format!("/v1/consents/{cid}"))).status,
+        rt.block_on(t.get_audited(&format!("/v1/consents/{cid}")))
+            .status,
         200
     );
     // A signed query answered before the restart is still recognised as a replay.
@@ -901,8 +908,10 @@ fn init_then_start_config() {
         "gz-credit",
         "xinyi/test",
         "127.0.0.1:7999".parse().unwrap(),
+        None,
     )
     .unwrap();
+    assert!(out.firm_key.exists(), "init writes a consortium firm key");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -914,7 +923,8 @@ fn init_then_start_config() {
             dir.path(),
             "gz-credit",
             "xinyi/test",
-            "127.0.0.1:7999".parse().unwrap()
+            "127.0.0.1:7999".parse().unwrap(),
+            None,
         )
         .is_err(),
         "refuses to overwrite"
@@ -969,7 +979,10 @@ async fn concurrent_queries_never_exceed_max_uses() {
         }
     }
     assert_eq!((served, exhausted), (3, 17));
-    assert_eq!(t.get(&format!("/v1/consents/{cid}")).await.body["used"], 3);
+    assert_eq!(
+        t.get_audited(&format!("/v1/consents/{cid}")).await.body["used"],
+        3
+    );
     assert_eq!(
         t.log_size().await,
         size + 20,

@@ -82,7 +82,7 @@ fn four_validators_and_a_follower_agree_and_serve_queries_across_nodes() {
                 now_ms(),
                 i as u64,
                 EntryKind::FirmRegistered {
-                    firm: *f,
+                    firm: c.tag(f),
                     key: c.firm_key(f).public(),
                 },
             )
@@ -114,7 +114,7 @@ fn four_validators_and_a_follower_agree_and_serve_queries_across_nodes() {
             7,
             EntryKind::ConsentGranted(Consent {
                 bank: "bank-a".parse().unwrap(),
-                purpose: "loan application".into(),
+                purpose: Consent::purpose_digest(&[0x5a; 32], "loan application"),
                 categories: vec![Category::Registration, Category::Tax],
                 not_before: t - 1_000,
                 not_after: t + 86_400_000,
@@ -131,7 +131,7 @@ fn four_validators_and_a_follower_agree_and_serve_queries_across_nodes() {
             "bank-a",
             QueryRequest {
                 bank: "bank-a".parse().unwrap(),
-                firm: firms[0],
+                firm: c.tag(&firms[0]),
                 consent: consent.id,
                 categories: vec![Category::Tax],
                 nonce: 1,
@@ -278,7 +278,7 @@ fn a_membership_change_starts_a_new_epoch_with_the_new_validator_set() {
             now_ms(),
             100,
             EntryKind::FirmRegistered {
-                firm: f,
+                firm: c.tag(&f),
                 key: c.firm_key(&f).public(),
             },
         )

@@ -72,7 +72,7 @@ fn validator_killed_between_finalization_and_sled_write_recovers() {
                 now_ms(),
                 u64::from(i),
                 EntryKind::FirmRegistered {
-                    firm: f,
+                    firm: c.tag(&f),
                     key: c.firm_key(&f).public(),
                 },
             )

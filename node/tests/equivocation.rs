@@ -189,7 +189,7 @@ fn an_equivocating_validator_is_caught_and_the_evidence_committed() {
             now_ms(),
             1,
             EntryKind::FirmRegistered {
-                firm,
+                firm: c.tag(&firm),
                 key: c.firm_key(&firm).public(),
             },
         )

@@ -66,7 +66,10 @@ impl Mempool for SampleMempool {
                 "gz-credit",
                 time,
                 3 * r,
-                EntryKind::FirmRegistered { firm, key },
+                EntryKind::FirmRegistered {
+                    firm: self.c.tag(&firm),
+                    key,
+                },
             );
             let consent = self.c.firm_entry(
                 firm,
@@ -74,7 +77,7 @@ impl Mempool for SampleMempool {
                 3 * r + 1,
                 EntryKind::ConsentGranted(Consent {
                     bank: OrgId::new("bank-a").unwrap(),
-                    purpose: "loan application".into(),
+                    purpose: Consent::purpose_digest(&[0x5a; 32], "loan application"),
                     categories: vec![Category::Registration],
                     not_before: time - 1000,
                     not_after: time + 30 * DAY_MS,
@@ -86,7 +89,7 @@ impl Mempool for SampleMempool {
             };
             let req = QueryRequest {
                 bank: OrgId::new("bank-a").unwrap(),
-                firm,
+                firm: self.c.tag(&firm),
                 consent: consent.id,
                 categories: vec![Category::Registration],
                 nonce: r,

@@ -20,7 +20,7 @@ use xinyi_ledger::entry::{
 };
 use xinyi_ledger::keys::{KeyPair, SigDomain};
 use xinyi_ledger::types::{Category, OrgId, DAY_MS};
-use xinyi_ledger::{Digest, Entry, Genesis, Uscc};
+use xinyi_ledger::{Digest, Entry, FirmTag, Genesis, Uscc};
 
 use crate::net::manifest::Manifest;
 use crate::net::{http, ops, process};
@@ -63,7 +63,7 @@ pub struct Testnet {
     _tmp: Option<tempfile::TempDir>,
     chain: Digest,
     bank: KeyPair,
-    consents: Vec<(Uscc, Digest)>,
+    consents: Vec<(FirmTag, Digest)>,
     agent: ureq::Agent,
 }
 
@@ -214,8 +214,9 @@ impl Testnet {
         let h = http::health(&self.agent, &url)?;
         let now = if h.time_ms > 0 { h.time_ms } else { now_ms() };
         let b64 = base64::engine::general_purpose::STANDARD;
+        let tag_key = xinyi_node::dev::read_firm_key(&self.manifest.keys.join("firm.key"))?;
         for (i, f) in self.manifest.firms.iter().enumerate() {
-            let firm = Uscc::parse(&f.uscc).map_err(|e| anyhow!("{}: {e}", f.uscc))?;
+            let firm = tag_key.tag(&Uscc::parse(&f.uscc).map_err(|e| anyhow!("{}: {e}", f.uscc))?);
             let key = xinyi_node::dev::read_key(&f.key_file)?;
             let body = EntryBody {
                 author: Author::Firm(firm),
@@ -223,7 +224,10 @@ impl Testnet {
                 nonce: rand::random(),
                 kind: EntryKind::ConsentGranted(Consent {
                     bank: OrgId::new(BANK)?,
-                    purpose: format!("cluster benchmark {i}"),
+                    purpose: Consent::purpose_digest(
+                        &[0x5a; 32],
+                        &format!("cluster benchmark {i}"),
+                    ),
                     categories: vec![Category::Registration, Category::Tax],
                     not_before: now.saturating_sub(60_000),
                     not_after: now + 30 * DAY_MS,
@@ -312,9 +316,25 @@ impl Testnet {
         if h.log_size == 0 {
             return Ok(None);
         }
+        // Entries are role-gated (specs/privacy.md §4): read it as the auditor.
+        let path = format!("/v1/entries/{}", h.log_size - 1);
+        let key = xinyi_node::dev::read_key(&self.manifest.org_key("auditor"))?;
+        let nonce = format!("b{}", rand::random::<u64>());
+        let payload = xinyi_node::api::auth::auth_payload(
+            self.chain.as_bytes(),
+            "GET",
+            &path,
+            h.time_ms,
+            &nonce,
+        );
+        let sig = key.sign(xinyi_ledger::keys::SigDomain::ApiRequest, &payload);
         let v: serde_json::Value = self
             .agent
-            .get(&format!("{url}/v1/entries/{}", h.log_size - 1))
+            .get(&format!("{url}{path}"))
+            .set(
+                "X-Xinyi-Auth",
+                &format!("org:auditor;{};{nonce};{}", h.time_ms, hex::encode(sig.0)),
+            )
             .call()?
             .into_json()?;
         let b = v["entry"]

@@ -18,7 +18,7 @@ use xinyi_ledger::entry::{
 };
 use xinyi_ledger::keys::{KeyPair, SigDomain};
 use xinyi_ledger::types::{Category, OrgId, DAY_MS};
-use xinyi_ledger::{Digest, Entry, Genesis, Uscc};
+use xinyi_ledger::{Digest, Entry, FirmTag, Genesis, Uscc};
 
 /// Options of the dev-node benchmark.
 #[derive(Debug, Clone)]
@@ -157,18 +157,20 @@ pub fn run(opts: &DevNodeOptions) -> Result<DevNodeResult> {
     let bank =
         KeyPair::from_file_text(&std::fs::read_to_string(data.join("dev-keys/bank-a.key"))?)?;
     let firms = firm_keys(&data.join("dev-keys"))?;
+    let tag_key = xinyi_node::dev::read_firm_key(&data.join("dev-keys/firm.key"))?;
     let mut now = health["time_ms"].as_u64().unwrap_or(0);
     let b64 = base64::engine::general_purpose::STANDARD;
     // One consent per dev firm with ample uses.
-    let mut consents: Vec<(Uscc, Digest)> = Vec::new();
+    let mut consents: Vec<(FirmTag, Digest)> = Vec::new();
     for (i, (firm, key)) in firms.iter().enumerate() {
+        let firm = &tag_key.tag(firm);
         let body = EntryBody {
             author: Author::Firm(*firm),
             time: now,
             nonce: rand::random(),
             kind: EntryKind::ConsentGranted(Consent {
                 bank: OrgId::new("bank-a")?,
-                purpose: format!("benchmark {i}"),
+                purpose: Consent::purpose_digest(&[0x5a; 32], &format!("benchmark {i}")),
                 categories: vec![Category::Registration, Category::Tax],
                 not_before: now.saturating_sub(60_000),
                 not_after: now + 30 * DAY_MS,

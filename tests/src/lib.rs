@@ -222,6 +222,33 @@ impl DevNode {
         self.dir.join("dev-keys").join(format!("{name}.key"))
     }
 
+    /// `GET path` signed (`X-Xinyi-Auth`) with `DIR/dev-keys/<key>.key`: the HTTP status and
+    /// the JSON body (error bodies included).
+    pub fn get_as(&self, key: &str, path: &str) -> (u16, serde_json::Value) {
+        let signer = xinyi_client::signer::Signer::load(Some(&self.key(key)), None)
+            .expect("signer from key file");
+        let h = self.api().health().expect("health");
+        let auth = signer.auth_header(&h.chain_id, "GET", path, h.time_ms);
+        self.get_raw(path, Some(&auth))
+    }
+
+    /// `GET path` with an optional `X-Xinyi-Auth` header: status and JSON body.
+    pub fn get_raw(&self, path: &str, auth: Option<&str>) -> (u16, serde_json::Value) {
+        let mut req = ureq::get(&format!("{}{path}", self.url));
+        if let Some(a) = auth {
+            req = req.set("X-Xinyi-Auth", a);
+        }
+        let (code, text) = match req.call() {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("GET {path}: {e}"),
+        };
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// `DIR/genesis.json`.
     pub fn genesis(&self) -> PathBuf {
         self.dir.join("genesis.json")

@@ -105,7 +105,16 @@ impl T {
         self.get("/health", None).body["log_size"].as_u64().unwrap()
     }
     fn signer(&self, key: &str, as_: Option<&str>) -> Signer {
-        Signer::load(Some(&self.node.key(key)), as_).unwrap()
+        let mut s = Signer::load(Some(&self.node.key(key)), as_).unwrap();
+        if let xinyi_client::signer::Identity::Firm(u) = s.identity {
+            s.tag = Some(self.tag(&u));
+        }
+        s
+    }
+    /// A firm's ledger tag under the dev node's firm key.
+    fn tag(&self, u: &xinyi_ledger::Uscc) -> xinyi_ledger::FirmTag {
+        let text = std::fs::read_to_string(self.node.key("firm")).unwrap();
+        xinyi_ledger::FirmKey::from_hex(&text).unwrap().tag(u)
     }
     fn entry(&self, s: &Signer, time: u64, kind: EntryKind) -> Entry {
         s.entry(&self.chain, time, kind).unwrap()
@@ -155,7 +164,7 @@ fn consent(t: &T, firm_i: u32, cats: &[Category], max_uses: u32) -> String {
         now,
         EntryKind::ConsentGranted(Consent {
             bank: OrgId::new("bank-a").unwrap(),
-            purpose: "abuse test".into(),
+            purpose: Consent::purpose_digest(&[0x5a; 32], "abuse test"),
             categories: cats.to_vec(),
             not_before: now - DAY_MS,
             not_after: now + 30 * DAY_MS,
@@ -171,7 +180,7 @@ fn query(t: &T, firm_i: u32, consent: &str, cats: &[Category]) -> String {
     let bank = t.signer("bank-a", None);
     let req = QueryRequest {
         bank: OrgId::new("bank-a").unwrap(),
-        firm: sample_firm(firm_i).unwrap(),
+        firm: t.tag(&sample_firm(firm_i).unwrap()),
         consent: Digest::from_hex(consent).unwrap(),
         categories: cats.to_vec(),
         nonce: rand_nonce(),
@@ -202,7 +211,7 @@ fn forged_and_misdirected_writes_are_refused_and_write_nothing() {
             time,
             EntryKind::ConsentGranted(Consent {
                 bank: OrgId::new("bank-a").unwrap(),
-                purpose: "p".into(),
+                purpose: Consent::purpose_digest(&[0x5a; 32], "p"),
                 categories: vec![Category::Registration],
                 not_before: now,
                 not_after: now + DAY_MS,
@@ -240,7 +249,7 @@ fn forged_and_misdirected_writes_are_refused_and_write_nothing() {
         now,
         EntryKind::CreditRecordPublished(CreditRecord {
             record: Digest([1; 32]),
-            firm: f0,
+            firm: t.tag(&f0),
             category: Category::Penalties,
             severity: Severity::Minor,
             min_publicity_days: 30,
@@ -256,7 +265,7 @@ fn forged_and_misdirected_writes_are_refused_and_write_nothing() {
         now,
         EntryKind::CreditRecordPublished(CreditRecord {
             record: Digest([2; 32]),
-            firm: f0,
+            firm: t.tag(&f0),
             category: Category::Penalties,
             severity: Severity::Minor,
             min_publicity_days: 30,
@@ -271,7 +280,7 @@ fn forged_and_misdirected_writes_are_refused_and_write_nothing() {
         now,
         EntryKind::CreditRecordPublished(CreditRecord {
             record: Digest([3; 32]),
-            firm: f0,
+            firm: t.tag(&f0),
             category: Category::Penalties,
             severity: Severity::Minor,
             min_publicity_days: 30,

@@ -94,7 +94,7 @@ fn acceptance_scenario() {
     let c1 = s(&grant["id"]);
     assert_eq!(grant["kind"], "consent_granted");
     assert!(grant["verified"]["checkpoint_size"].as_u64().unwrap() > 0);
-    let shown = ok_json(&node.xinyi(None, &["--json", "consent", "show", &c1]));
+    let shown = ok_json(&node.xinyi(Some("bank-a"), &["--json", "consent", "show", &c1]));
     assert_eq!(shown["bank"], "bank-a");
     assert_eq!(shown["used"], 0);
 
@@ -149,7 +149,7 @@ fn acceptance_scenario() {
         &query("bank-a", &c1, "registration", false),
         "consent.exhausted",
     );
-    let shown = ok_json(&node.xinyi(None, &["--json", "consent", "show", &c1]));
+    let shown = ok_json(&node.xinyi(Some("bank-a"), &["--json", "consent", "show", &c1]));
     assert_eq!(shown["used"], 2);
 
     step("the firm revokes a second consent; a query under it: 403");
@@ -274,9 +274,10 @@ fn acceptance_scenario() {
     let p1 = s(
         &ok_json(&node.xinyi(Some(fk), &["--json", "repair", "request", "--record", &r1]))["id"],
     );
-    ok(&node.xinyi(
+    let dec = ok_json(&node.xinyi(
         Some("gz-credit"),
         &[
+            "--json",
             "repair",
             "decide",
             &p1,
@@ -285,6 +286,18 @@ fn acceptance_scenario() {
             "obligations fulfilled",
         ],
     ));
+    // The decision names the repair only; the firm it concerns may still read it, a bank not.
+    let dpath = format!(
+        "/v1/entries/{}",
+        dec["position"].as_u64().expect("position")
+    );
+    let (code, d) = node.get_as(fk, &dpath);
+    assert_eq!(
+        (code, d["kind"].as_str()),
+        (200, Some("repair_decided")),
+        "{d}"
+    );
+    assert_eq!(node.get_as("bank-a", &dpath).1["redacted"], true);
     ok(&node.xinyi(Some("credit-china"), &["repair", "apply", &p1]));
     ok(&node.xinyi(Some("gsxt"), &["repair", "apply", &p1]));
     let st = ok_json(&node.xinyi(None, &["--json", "repair", "status", &p1]));
@@ -329,8 +342,9 @@ fn acceptance_scenario() {
     step("single-entry proof, online and saved for offline use");
     let pos = entries[0]["position"].as_u64().unwrap();
     let proof_dir = tmp.path().join("proof");
+    // The firm is a party to its access entries (others would get a redacted answer).
     let out = ok(&node.xinyi(
-        None,
+        Some(fk),
         &[
             "proof",
             "verify",
@@ -364,7 +378,18 @@ fn acceptance_scenario() {
 
     step("export a bundle; audit verify --bundle passes");
     let bundle = tmp.path().join("chain.bundle");
-    ok(&node.xinyi(None, &["export", "--out", bundle.to_str().unwrap()]));
+    // The export is for auditors and validators (role-gated reads, specs/privacy.md §4).
+    fails(
+        &node.xinyi(
+            Some("bank-a"),
+            &["export", "--out", bundle.to_str().unwrap()],
+        ),
+        "api.forbidden",
+    );
+    ok(&node.xinyi(
+        Some("auditor"),
+        &["export", "--out", bundle.to_str().unwrap()],
+    ));
     let genesis = node.genesis();
     let report = ok_json(&node.xinyi(
         None,
@@ -401,11 +426,12 @@ fn acceptance_scenario() {
         "{human}"
     );
     // Against the node directly (streamed export) as well.
-    let online = ok_json(&node.xinyi(None, &["--json", "audit", "verify"]));
+    let online = ok_json(&node.xinyi(Some("auditor"), &["--json", "audit", "verify"]));
     assert_eq!(online["state_root"], report["state_root"]);
 
     step("flip one byte of the first query record in the bundle: audit names it");
-    let ea: Value = api.get(&format!("/v1/entries/{pos}")).expect("entry");
+    let (code, ea) = node.get_as("auditor", &format!("/v1/entries/{pos}"));
+    assert_eq!(code, 200, "{ea}");
     use base64::Engine as _;
     let entry_bytes = base64::engine::general_purpose::STANDARD
         .decode(s(&ea["entry"]))

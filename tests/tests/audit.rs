@@ -394,10 +394,9 @@ fn checkpoints_are_anchored_and_receipts_recorded() {
         let size = h["log_size"].as_u64().expect("log size");
         let mut found = None;
         for pos in (0..size).rev().take(20) {
-            let e: Value = node
-                .api()
-                .get(&format!("/v1/entries/{pos}"))
-                .expect("entry");
+            // Entries are role-gated: the auditor reads them all.
+            let (code, e) = node.get_as("auditor", &format!("/v1/entries/{pos}"));
+            assert_eq!(code, 200, "{e}");
             if e["kind"] == "anchor_receipt" {
                 found = Some(e);
                 break;
@@ -467,7 +466,16 @@ fn checkpoints_are_anchored_and_receipts_recorded() {
         ],
     );
     let _ = fk;
-    let rep = ok_json(&xinyi(&node, None, &["--json", "audit", "verify"]));
+    // The export is for auditors and validators: unsigned it is refused.
+    fails(
+        &xinyi(&node, None, &["audit", "verify"]),
+        "api.missing_auth",
+    );
+    let rep = ok_json(&xinyi(
+        &node,
+        Some("auditor"),
+        &["--json", "audit", "verify"],
+    ));
     assert_eq!(rep["result"], "ok", "{rep}");
     assert!(
         rep["entries_by_kind"]["anchor_receipt"]
@@ -499,7 +507,7 @@ fn checkpoints_are_anchored_and_receipts_recorded() {
         rep["checkpoint"]["validator_power"],
         rep["checkpoint"]["total_power"]
     );
-    let human = ok(&xinyi(&node, None, &["audit", "verify"]));
+    let human = ok(&xinyi(&node, Some("auditor"), &["audit", "verify"]));
     assert!(
         human.contains("queries: ") && human.contains("anchor receipts: "),
         "{human}"
@@ -509,7 +517,7 @@ fn checkpoints_are_anchored_and_receipts_recorded() {
     let bundle = tmp.path().join("chain.bundle");
     ok(&xinyi(
         &node,
-        None,
+        Some("auditor"),
         &["export", "--out", bundle.to_str().expect("utf-8")],
     ));
     let mut bytes = std::fs::read(&bundle).expect("bundle");
@@ -759,4 +767,307 @@ fn a_firms_access_history_is_provably_complete() {
         ],
     ));
     assert_eq!(out["verified"]["access_count"], 0, "{out}");
+}
+
+/// Every file under `dir`, recursively, as (path, bytes).
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).expect("read")));
+        }
+    }
+    out
+}
+
+/// A dev node that served and denied queries, with a consent granted by sample firm 0 to bank-a:
+/// (tempdir, node, firm USCC, consent id, position of the served query record).
+fn node_with_queries() -> (tempfile::TempDir, DevNode, String, String, u64) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let firm = sample_firm(0).expect("firm").to_string();
+    let node = DevNode::start(
+        &tmp.path().join("n"),
+        &tmp.path().join("n.log"),
+        Duration::from_secs(60),
+    );
+    let c = ok_json(&xinyi(
+        &node,
+        Some(&format!("firm-{firm}")),
+        &[
+            "--no-state",
+            "--json",
+            "consent",
+            "grant",
+            "--firm",
+            &firm,
+            "--bank",
+            "bank-a",
+            "--categories",
+            "registration,tax",
+            "--uses",
+            "3",
+            "--days",
+            "10",
+        ],
+    ));
+    let cid = c["id"].as_str().expect("id").to_string();
+    let q = ok_json(&xinyi(
+        &node,
+        Some("bank-a"),
+        &[
+            "--no-state",
+            "--json",
+            "query",
+            "--consent",
+            &cid,
+            "--categories",
+            "tax",
+        ],
+    ));
+    let pos = q["record"]["position"].as_u64().expect("position");
+    fails(
+        &xinyi(
+            &node,
+            Some("bank-b"),
+            &[
+                "--no-state",
+                "query",
+                "--consent",
+                &cid,
+                "--categories",
+                "tax",
+            ],
+        ),
+        "HTTP 403",
+    );
+    (tmp, node, firm, cid, pos)
+}
+
+/// Issue #7 item 7: a leaked copy of the chain (an exported bundle, the node's ledger sled files)
+/// holds firm tags, never a USCC, and still verifies offline from the genesis alone.
+#[test]
+fn a_leaked_chain_copy_holds_tags_not_usccs() {
+    let (tmp, mut node, firm, _cid, _pos) = node_with_queries();
+    step("the chain names the firm by tag; the firm's tag is the keyed HMAC of its USCC");
+    let (code, t) = node.get_as(&format!("firm-{firm}"), &format!("/v1/firms/{firm}/tag"));
+    assert_eq!(code, 200, "{t}");
+    let key = xinyi_ledger::FirmKey::from_hex(
+        &std::fs::read_to_string(node.key("firm")).expect("dev-keys/firm.key"),
+    )
+    .expect("firm key");
+    let uscc = xinyi_ledger::Uscc::parse(&firm).expect("uscc");
+    assert_eq!(t["tag"].as_str(), Some(key.tag(&uscc).to_hex().as_str()));
+    assert!(t["registration"].as_u64().is_some(), "{t}");
+
+    step("export the bundle (auditor) and stop the node");
+    let bundle = tmp.path().join("leak.bundle");
+    ok(&xinyi(
+        &node,
+        Some("auditor"),
+        &["export", "--out", bundle.to_str().expect("utf-8")],
+    ));
+    node.kill9();
+    let mut leaked = vec![(bundle.clone(), std::fs::read(&bundle).expect("bundle"))];
+    leaked.extend(files_under(&tmp.path().join("n").join("ledger")));
+    let total: usize = leaked.iter().map(|(_, b)| b.len()).sum();
+    assert!(total > 10_000, "the copy holds the chain ({total} bytes)");
+
+    step("no sample firm's USCC occurs in the bundle or the ledger's sled files");
+    // The keyed firms (registered, consented, queried) and the firms with published records.
+    let firms: Vec<String> = (0..100)
+        .map(|i| sample_firm(i).expect("firm").to_string())
+        .collect();
+    for (path, bytes) in &leaked {
+        for f in &firms {
+            assert!(
+                !bytes.windows(f.len()).any(|w| w == f.as_bytes()),
+                "{} contains the USCC {f}",
+                path.display()
+            );
+        }
+    }
+    // Nor the consent's purpose text (the ledger holds its salted digest).
+    for (path, bytes) in &leaked {
+        let purpose = b"loan application";
+        assert!(
+            !bytes.windows(purpose.len()).any(|w| w == purpose),
+            "{} contains the consent purpose text",
+            path.display()
+        );
+    }
+    // The tag is there instead (it is what the rules key on).
+    let tag = key.tag(&uscc);
+    assert!(
+        leaked[0].1.windows(32).any(|w| w == tag.as_bytes()),
+        "the bundle names the firm by its tag"
+    );
+
+    step("the leaked bundle verifies offline from the genesis alone (no firm key)");
+    let rep = ok_json(&xinyi(
+        &node,
+        None,
+        &[
+            "--json",
+            "audit",
+            "verify",
+            "--bundle",
+            bundle.to_str().expect("utf-8"),
+        ],
+    ));
+    assert_eq!(rep["result"], "ok", "{rep}");
+    assert!(
+        rep["ledger"]["firms"].as_u64().expect("firms") >= 1,
+        "{rep}"
+    );
+    assert_eq!(rep["entries_by_kind"]["query_served"], 1, "{rep}");
+    assert_eq!(rep["entries_by_kind"]["query_denied"], 1, "{rep}");
+}
+
+/// Issue #7 item 7: API reads are role-gated — a bank sees its own queries, a firm its own
+/// history, an auditor everything; others get inclusion data or 401/403 with a stable code.
+#[test]
+fn reads_are_role_gated() {
+    let (_tmp, node, firm, cid, pos) = node_with_queries();
+    let other = sample_firm(1).expect("firm").to_string();
+    let fk = format!("firm-{firm}");
+    let other_fk = format!("firm-{other}");
+    let entry = format!("/v1/entries/{pos}");
+
+    step("the query record: its bank, its firm and the auditor read it");
+    for who in ["bank-a", fk.as_str(), "auditor", "gz-credit"] {
+        let (code, e) = node.get_as(who, &entry);
+        assert_eq!(code, 200, "{who}: {e}");
+        assert_eq!(e["kind"], "query_served", "{who}: {e}");
+        assert!(e["entry"].as_str().is_some_and(|s| !s.is_empty()), "{who}");
+    }
+    step("another bank, another firm, an unsigned reader: id, leaf hash and proof only");
+    let full = node.get_as("auditor", &entry).1;
+    let mut views = vec![
+        ("bank-b", node.get_as("bank-b", &entry).1),
+        ("other firm", node.get_as(&other_fk, &entry).1),
+    ];
+    views.push(("unsigned", node.get_raw(&entry, None).1));
+    for (who, e) in &views {
+        assert_eq!(e["redacted"], true, "{who}: {e}");
+        assert!(
+            e.get("entry").is_none() && e.get("body").is_none(),
+            "{who}: {e}"
+        );
+        assert!(e.get("kind").is_none(), "{who}: {e}");
+        assert_eq!(e["id"], full["id"], "{who}");
+        assert_eq!(e["inclusion_proof"], full["inclusion_proof"], "{who}");
+        assert!(e["leaf_hash"].as_str().is_some(), "{who}: {e}");
+    }
+
+    step("a bank cannot read another firm's history nor another bank's consents or queries");
+    let log = format!("/v1/firms/{firm}/access-log");
+    for who in ["bank-a", "bank-b", other_fk.as_str()] {
+        let (code, e) = node.get_as(who, &log);
+        assert_eq!(
+            (code, e["code"].as_str()),
+            (403, Some("api.forbidden")),
+            "{who}: {e}"
+        );
+    }
+    let (code, e) = node.get_raw(&log, None);
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (401, Some("api.missing_auth")),
+        "{e}"
+    );
+    let (code, e) = node.get_as(&fk, &log);
+    assert_eq!(code, 200, "{e}");
+    assert_eq!(e["entries"].as_array().expect("entries").len(), 2, "{e}");
+    // A consent id is a capability the firm hands to a bank: another firm or an unsigned
+    // reader is refused.
+    let consent = format!("/v1/consents/{cid}");
+    let (code, e) = node.get_as(&other_fk, &consent);
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (403, Some("api.forbidden")),
+        "{e}"
+    );
+    let (code, e) = node.get_raw(&consent, None);
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (401, Some("api.missing_auth")),
+        "{e}"
+    );
+    for who in ["bank-a", "bank-b", fk.as_str(), "auditor"] {
+        assert_eq!(node.get_as(who, &consent).0, 200, "{who}");
+    }
+    let queries = "/v1/banks/bank-a/queries";
+    let (code, e) = node.get_as("bank-b", queries);
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (403, Some("api.forbidden")),
+        "{e}"
+    );
+    let (code, e) = node.get_as("bank-a", queries);
+    assert_eq!(code, 200, "{e}");
+    let mine = e["entries"].as_array().expect("entries");
+    assert_eq!(
+        mine.len(),
+        1,
+        "bank-a's own query, not bank-b's denial: {e}"
+    );
+    assert_eq!(mine[0]["position"].as_u64(), Some(pos), "{e}");
+    let (code, e) = node.get_as("auditor", "/v1/banks/bank-b/queries");
+    assert_eq!(code, 200, "{e}");
+    assert_eq!(e["entries"][0]["kind"], "query_denied", "{e}");
+
+    // The same through the client.
+    let mine = ok_json(&xinyi(&node, Some("bank-a"), &["--json", "queries"]));
+    assert_eq!(mine["entries"].as_array().map(Vec::len), Some(1), "{mine}");
+    fails(
+        &xinyi(&node, Some("bank-b"), &["queries", "--bank", "bank-a"]),
+        "api.forbidden",
+    );
+
+    step("the firm's tag: the firm and the auditor, not a bank");
+    let tagp = format!("/v1/firms/{firm}/tag");
+    let (code, e) = node.get_as("bank-a", &tagp);
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (403, Some("api.forbidden")),
+        "{e}"
+    );
+    assert_eq!(node.get_as("auditor", &tagp).0, 200);
+
+    step("blocks: entries for auditors and validators, leaf hashes for others; export likewise");
+    let h = node.get_as("auditor", &entry).1["height"]
+        .as_u64()
+        .expect("height");
+    let block = format!("/v1/blocks/{h}");
+    let (code, b) = node.get_raw(&block, None);
+    assert_eq!(code, 200, "{b}");
+    assert!(b.get("entries").is_none() && b["redacted"] == true, "{b}");
+    assert!(b["header_hash"].as_str().is_some(), "{b}");
+    let (_, b) = node.get_as("bank-a", &block);
+    assert!(b.get("entries").is_none(), "{b}");
+    let (_, b) = node.get_as("auditor", &block);
+    assert!(!b["entries"].as_array().expect("entries").is_empty(), "{b}");
+    let (code, e) = node.get_as("bank-a", "/v1/export");
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (403, Some("api.forbidden")),
+        "{e}"
+    );
+    let (code, e) = node.get_raw("/v1/export", None);
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (401, Some("api.missing_auth")),
+        "{e}"
+    );
+
+    step("an invalid USCC is refused at the edge with a stable code");
+    let (code, e) = node.get_as("auditor", "/v1/firms/91350100M000100Y44/access-log");
+    assert_eq!(code, 400, "{e}");
+    assert!(
+        e["code"].as_str().is_some_and(|c| c.starts_with("uscc.")),
+        "{e}"
+    );
 }

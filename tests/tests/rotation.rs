@@ -30,7 +30,9 @@ use xinyi_ledger::block::commit_payload;
 use xinyi_ledger::entry::{Author, CreditRecord, EntryBody, EntryKind};
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::types::{Category, Severity};
-use xinyi_ledger::{CommitCertificate, Digest, Entry, Genesis, KeyPair, OrgId, PublicKey, Uscc};
+use xinyi_ledger::{
+    CommitCertificate, Digest, Entry, FirmKey, FirmTag, Genesis, KeyPair, OrgId, PublicKey, Uscc,
+};
 
 const T: Duration = Duration::from_secs(120);
 const ROTATED: &str = "agency-4";
@@ -56,7 +58,7 @@ fn nonce() -> u64 {
 }
 
 /// An agency's credit record about `firm`, signed by `org` with `key` at the node's time.
-fn record(chain: &Digest, org: &str, key: &KeyPair, firm: Uscc, time: u64) -> Entry {
+fn record(chain: &Digest, org: &str, key: &KeyPair, firm: FirmTag, time: u64) -> Entry {
     Entry::sign(
         chain,
         EntryBody {
@@ -104,7 +106,7 @@ fn write(
     agent: &ureq::Agent,
     chain: &Digest,
     key: &KeyPair,
-    firm: Uscc,
+    firm: FirmTag,
     url: &str,
 ) -> Result<Ack, String> {
     let e = record(chain, "gz-credit", key, firm, node_time(agent, url)?);
@@ -152,7 +154,10 @@ fn a_validator_key_rotates_through_the_ledger_without_downtime() {
         "the genesis gives {ROTATED} the key in its key file"
     );
     let gz = read_key(&tn.key("gz-credit"));
-    let firm = Uscc::parse(tn.manifest["firms"][0]["uscc"].as_str().unwrap()).unwrap();
+    let uscc = Uscc::parse(tn.manifest["firms"][0]["uscc"].as_str().unwrap()).unwrap();
+    // The ledger names firms by tag (the testnet's firm key is keys/firm.key).
+    let firm_key = FirmKey::from_hex(&std::fs::read_to_string(tn.key("firm")).unwrap()).unwrap();
+    let firm = FirmTag::derive(&firm_key, &uscc);
     let nodes = tn.nodes();
     let urls: Vec<String> = nodes.iter().map(|n| n.1.clone()).collect();
     let rotated_url = tn.url(ROTATED);

@@ -18,7 +18,7 @@ use xinyi_ledger::entry::{
 };
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::types::{Category, DAY_MS};
-use xinyi_ledger::{Digest, Entry, Genesis, KeyPair, OrgId, Uscc};
+use xinyi_ledger::{Digest, Entry, FirmKey, FirmTag, Genesis, KeyPair, OrgId, Uscc};
 
 const CONVERGE: Duration = Duration::from_secs(120);
 
@@ -33,7 +33,8 @@ fn read_key(p: &std::path::Path) -> KeyPair {
 /// Signs and posts consents and queries the way a firm and bank-a would, over plain HTTP.
 struct Load {
     chain: Digest,
-    firms: Vec<(Uscc, KeyPair)>,
+    /// Keyed firms by ledger tag (the testnet's firm key is in keys/firm.key).
+    firms: Vec<(FirmTag, KeyPair)>,
     bank: KeyPair,
     agent: ureq::Agent,
 }
@@ -48,6 +49,9 @@ impl Load {
         let m: Value =
             serde_json::from_str(&std::fs::read_to_string(tn.dir.join("testnet.json")).unwrap())
                 .unwrap();
+        let tag_key =
+            FirmKey::from_hex(&std::fs::read_to_string(tn.key("firm")).expect("firm key"))
+                .expect("firm key");
         let firms = m["firms"]
             .as_array()
             .expect("firms")
@@ -55,7 +59,7 @@ impl Load {
             .map(|f| {
                 let u = f["uscc"].as_str().unwrap();
                 (
-                    Uscc::parse(u).unwrap(),
+                    tag_key.tag(&Uscc::parse(u).unwrap()),
                     read_key(&tn.key(&format!("firm-{u}"))),
                 )
             })
@@ -90,7 +94,7 @@ impl Load {
     }
 
     /// Firm `i` grants bank-a a consent with many uses through `url`: (ack, consent id).
-    fn grant(&self, url: &str, i: usize) -> Result<(Ack, Digest, Uscc), String> {
+    fn grant(&self, url: &str, i: usize) -> Result<(Ack, Digest, FirmTag), String> {
         let (firm, key) = &self.firms[i % self.firms.len()];
         let now = self.now(url)?;
         let e = Entry::sign(
@@ -101,7 +105,7 @@ impl Load {
                 nonce: rand_nonce(),
                 kind: EntryKind::ConsentGranted(Consent {
                     bank: OrgId::new("bank-a").unwrap(),
-                    purpose: format!("testnet load {i}"),
+                    purpose: Consent::purpose_digest(&[0x5a; 32], &format!("testnet load {i}")),
                     categories: vec![Category::Registration, Category::Tax],
                     not_before: now.saturating_sub(60_000),
                     not_after: now + 30 * DAY_MS,
@@ -125,7 +129,7 @@ impl Load {
     }
 
     /// bank-a queries `firm` under `consent` through `url`.
-    fn query(&self, url: &str, firm: Uscc, consent: Digest) -> Result<Ack, String> {
+    fn query(&self, url: &str, firm: FirmTag, consent: Digest) -> Result<Ack, String> {
         let req = QueryRequest {
             bank: OrgId::new("bank-a").unwrap(),
             firm,
@@ -275,7 +279,7 @@ fn kill9_one_of_four_under_load_then_catch_up() {
         for w in 0..2usize {
             let (load, all, down, acks, errors, stop) = (&load, &all, &down, &acks, &errors, &stop);
             s.spawn(move || {
-                let mut consents: Vec<(Uscc, Digest)> = Vec::new();
+                let mut consents: Vec<(FirmTag, Digest)> = Vec::new();
                 let mut i = w;
                 while !stop.load(Ordering::Relaxed) {
                     i += 2;

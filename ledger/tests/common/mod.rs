@@ -64,6 +64,7 @@ impl Driver {
 
     pub fn register_firm(&mut self, firm: Uscc) -> Entry {
         let key = self.c.firm_key(&firm).public();
+        let firm = self.c.tag(&firm);
         self.org("gz-credit", EntryKind::FirmRegistered { firm, key })
     }
 
@@ -72,7 +73,7 @@ impl Driver {
             firm,
             EntryKind::ConsentGranted(Consent {
                 bank: OrgId::new(bank).unwrap(),
-                purpose: "loan application".into(),
+                purpose: Consent::purpose_digest(&[0x5a; 32], "loan application"),
                 categories: cats.to_vec(),
                 not_before: self.now - 1000,
                 not_after: self.now + 30 * DAY_MS,
@@ -90,7 +91,7 @@ impl Driver {
     ) -> QueryRequest {
         QueryRequest {
             bank: OrgId::new(bank).unwrap(),
-            firm,
+            firm: self.c.tag(&firm),
             consent,
             categories: cats.to_vec(),
             nonce: self.nonce(),

@@ -13,7 +13,7 @@ use std::time::Instant;
 use xinyi_ledger::keys::{SigDomain, Signature};
 use xinyi_ledger::state::State;
 use xinyi_ledger::types::Role;
-use xinyi_ledger::{OrgId, PublicKey, TimeMs, Uscc};
+use xinyi_ledger::{FirmKey, OrgId, PublicKey, TimeMs, Uscc};
 
 /// Allowed distance between a read request's time and the node clock.
 pub const AUTH_WINDOW_MS: u64 = 5 * 60 * 1000;
@@ -93,10 +93,21 @@ pub fn auth_payload(
     p
 }
 
-/// The signer's key and, for organisations, its role.
+/// The 503 of a node without the consortium firm key, asked about a firm by USCC.
+pub fn no_firm_key() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "api.no_firm_key",
+        "this node has no consortium firm key ([privacy] firm_key) and cannot map USCCs to the ledger's firm tags",
+    )
+}
+
+/// The signer's key and, for organisations, its role. A firm signs as `firm:<USCC>`; its key is
+/// found under its tag (`firm_key` maps one to the other).
 pub fn requester_key(
     state: &State,
     who: &Requester,
+    firm_key: Option<&FirmKey>,
 ) -> Result<(PublicKey, Option<Role>), ApiError> {
     let unknown = || {
         ApiError::unauthorized(
@@ -110,7 +121,11 @@ pub fn requester_key(
             Ok((r.key, Some(r.role)))
         }
         Requester::Firm(f) => {
-            let r = state.firm(f).map_err(ApiError::from)?.ok_or_else(unknown)?;
+            let tag = firm_key.ok_or_else(no_firm_key)?.tag(f);
+            let r = state
+                .firm(&tag)
+                .map_err(ApiError::from)?
+                .ok_or_else(unknown)?;
             Ok((r.key, None))
         }
     }

@@ -7,7 +7,7 @@
 //! commit a `QueryServed` (then release data) or a `QueryDenied` (then 403). Reads take the
 //! engine lock only on blocking threads.
 
-use super::auth::{parse_auth, requester_key, verify_auth, Requester};
+use super::auth::{no_firm_key, parse_auth, requester_key, verify_auth, Requester};
 use super::error::ApiError;
 use super::{openapi, parse_json, AppState};
 use crate::datastore::canonical_json;
@@ -32,7 +32,7 @@ use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::merkle::Hash;
 use xinyi_ledger::state::StateError;
 use xinyi_ledger::types::{check_categories, Role};
-use xinyi_ledger::{Entry, Uscc};
+use xinyi_ledger::{Entry, FirmTag, OrgId, Uscc};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -40,6 +40,14 @@ type ApiResult<T> = Result<T, ApiError>;
 
 fn parse_uscc(s: &str) -> ApiResult<Uscc> {
     Uscc::parse(s).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))
+}
+
+/// A USCC from a path, validated at this edge (400 `uscc.*`), and its ledger tag (503
+/// `api.no_firm_key` without the consortium firm key).
+fn firm_of(s: &AppState, uscc: &str) -> ApiResult<(Uscc, FirmTag)> {
+    let u = parse_uscc(uscc)?;
+    let key = s.cfg.firm_key.as_ref().ok_or_else(no_firm_key)?;
+    Ok((u, key.tag(&u)))
 }
 
 fn parse_id(what: &str, s: &str) -> ApiResult<Digest> {
@@ -501,9 +509,22 @@ async fn deny(s: &AppState, sq: SignedQueryRequest, reason: DenialReason) -> Api
 
 async fn serve(s: &AppState, sq: SignedQueryRequest) -> ApiResult<Response> {
     let data = s.data.clone();
-    let firm = sq.request.firm;
+    let tag = sq.request.firm;
     let cats = sq.request.categories.clone();
-    let (released, ids) = blocking(move || Ok(data.release(&firm, &cats, MAX_RECORD_IDS)?)).await?;
+    let (released, ids) = blocking(move || match data.firm_by_tag(&tag) {
+        Some(firm) => Ok(data.release(&firm, &cats, MAX_RECORD_IDS)?),
+        // No data on that firm here (or no firm key): every category is null, as for a firm
+        // the agency holds nothing on.
+        None => Ok((
+            Value::Object(
+                cats.iter()
+                    .map(|c| (c.name().to_string(), Value::Null))
+                    .collect(),
+            ),
+            Vec::new(),
+        )),
+    })
+    .await?;
     let salt: [u8; 32] = rand::random();
     let digest = hash::salted(&salt, &canonical_json(&released));
     let entry = s
@@ -534,11 +555,25 @@ async fn serve(s: &AppState, sq: SignedQueryRequest) -> ApiResult<Response> {
 // ---------- reads ----------
 
 /// `GET /v1/consents/{id}`
-pub async fn get_consent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get_consent(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let id = parse_id("consent", &id)?;
+    let caller = authenticate(&s, &method, &uri, &headers).await?;
     let engine = s.engine.clone();
     let c = blocking(move || Ok(engine.lock().chain.state().consent(&id)?)).await?;
     let c = c.ok_or_else(|| ApiError::not_found(format!("consent {id} not found")))?;
+    // A consent id is a capability: the firm hands it to the bank it consents to. Any bank
+    // holding one may read the consent (it needs the firm's tag to query, and the ledger then
+    // records whether the consent is its own); other readers must be a party or privileged.
+    let party = caller.is_firm(&c.firm) || caller.is_org(&c.consent.bank);
+    if !(party || caller.privileged || caller.role == Some(Role::Bank)) {
+        return Err(forbidden_read(&caller, &format!("consent {id}")));
+    }
     Ok(json_ok(json!({
         "id": id.to_hex(),
         "firm": c.firm,
@@ -590,15 +625,15 @@ pub async fn get_grade(
     State(s): State<AppState>,
     Path((uscc, domain)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let firm = parse_uscc(&uscc)?;
+    let (uscc, firm) = firm_of(&s, &uscc)?;
     let engine = s.engine.clone();
     let d = domain.clone();
     let r = blocking(move || Ok(engine.lock().chain.state().grade(&firm, &d)?)).await?;
     let r =
-        r.ok_or_else(|| ApiError::not_found(format!("no grade for {firm} in domain {domain:?}")))?;
+        r.ok_or_else(|| ApiError::not_found(format!("no grade for {uscc} in domain {domain:?}")))?;
     let mut v = to_json(&r)?;
     if let Value::Object(m) = &mut v {
-        m.insert("firm".into(), json!(firm));
+        m.insert("firm".into(), json!(uscc));
         m.insert("domain".into(), json!(domain));
     }
     Ok(json_ok(v))
@@ -609,7 +644,7 @@ pub async fn firm_records(
     State(s): State<AppState>,
     Path(uscc): Path<String>,
 ) -> ApiResult<Response> {
-    let firm = parse_uscc(&uscc)?;
+    let (uscc, firm) = firm_of(&s, &uscc)?;
     let engine = s.engine.clone();
     let records = blocking(move || {
         let store = engine.store().clone();
@@ -649,26 +684,72 @@ pub async fn firm_records(
         Ok(out)
     })
     .await?;
-    Ok(json_ok(json!({"firm": firm, "records": records})))
+    Ok(json_ok(json!({"firm": uscc, "records": records})))
 }
 
-/// Checks `X-Xinyi-Auth` for a read of `firm`'s access data: the firm itself or an auditor.
-async fn authorize_firm_read(
+/// Who made a read, after its `X-Xinyi-Auth` header was checked (signature, time, nonce).
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// The signer; `None` for an unsigned request.
+    who: Option<Requester>,
+    /// The signing firm's tag.
+    tag: Option<FirmTag>,
+    /// The signing organisation's role.
+    role: Option<Role>,
+    /// Role auditor.
+    auditor: bool,
+    /// An auditor, or a validator of the current set: reads every entry.
+    privileged: bool,
+}
+
+impl Caller {
+    fn is_firm(&self, tag: &FirmTag) -> bool {
+        self.tag.as_ref() == Some(tag)
+    }
+
+    fn is_org(&self, org: &OrgId) -> bool {
+        matches!(&self.who, Some(Requester::Org(o)) if o == org)
+    }
+
+    fn name(&self) -> String {
+        self.who
+            .as_ref()
+            .map(Requester::key)
+            .unwrap_or_else(|| "an unsigned request".into())
+    }
+}
+
+fn forbidden_read(caller: &Caller, what: &str) -> ApiError {
+    if caller.who.is_none() {
+        return ApiError::unauthorized(
+            "api.missing_auth",
+            format!("reading {what} needs an X-Xinyi-Auth header (a party to it or an auditor)"),
+        );
+    }
+    ApiError::forbidden(
+        "api.forbidden",
+        format!("{} may not read {what}", caller.name()),
+    )
+}
+
+/// Checks the `X-Xinyi-Auth` header if there is one (401 on a bad one; signature before
+/// permission) and says who is asking. Permission is the caller's business.
+pub(crate) async fn authenticate(
     s: &AppState,
-    firm: &Uscc,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> ApiResult<()> {
-    let firm = *firm;
-    let raw = headers
-        .get("x-xinyi-auth")
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "api.missing_auth",
-                "this endpoint needs an X-Xinyi-Auth header",
-            )
-        })?
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> ApiResult<Caller> {
+    let Some(raw) = headers.get("x-xinyi-auth") else {
+        return Ok(Caller {
+            who: None,
+            tag: None,
+            role: None,
+            auditor: false,
+            privileged: false,
+        });
+    };
+    let raw = raw
         .to_str()
         .map_err(|_| ApiError::unauthorized("api.bad_auth", "X-Xinyi-Auth is not ASCII"))?;
     let auth = parse_auth(raw)?;
@@ -680,10 +761,21 @@ async fn authorize_firm_read(
     let now = s.engine.now();
     let engine = s.engine.clone();
     let a = auth.clone();
-    let role = blocking(move || {
-        let (key, role) = {
+    let firm_key = s.cfg.firm_key.clone();
+    let method = method.clone();
+    let privileged = blocking(move || {
+        let (key, privileged) = {
             let core = engine.lock();
-            requester_key(core.chain.state(), &a.who)?
+            let state = core.chain.state();
+            let (key, role) = requester_key(state, &a.who, firm_key.as_ref())?;
+            let validator = match &a.who {
+                Requester::Org(o) => state
+                    .validators()
+                    .map(|v| v.get(o).is_some_and(|x| x.power > 0))
+                    .unwrap_or(false),
+                Requester::Firm(_) => false,
+            };
+            (key, (role, validator))
         };
         verify_auth(
             &a,
@@ -693,13 +785,11 @@ async fn authorize_firm_read(
             &pq,
             now,
         )?;
-        Ok(role)
+        Ok(privileged)
     })
     .await?;
-    let allowed = match &auth.who {
-        Requester::Firm(f) => *f == firm,
-        Requester::Org(_) => role == Some(Role::Auditor),
-    };
+    let (role, validator) = privileged;
+    let auditor = role == Some(Role::Auditor);
     if !s
         .auth_replay
         .check_and_insert(format!("{}|{}", auth.who.key(), auth.nonce), now)
@@ -709,13 +799,178 @@ async fn authorize_firm_read(
             "this request nonce was already used",
         ));
     }
+    let tag = match &auth.who {
+        Requester::Firm(f) => s.cfg.firm_key.as_ref().map(|k| k.tag(f)),
+        Requester::Org(_) => None,
+    };
+    Ok(Caller {
+        who: Some(auth.who),
+        tag,
+        role,
+        auditor,
+        privileged: auditor || validator,
+    })
+}
+
+/// Checks `X-Xinyi-Auth` for a read of `firm`'s data: the firm itself or an auditor.
+async fn authorize_firm_read(
+    s: &AppState,
+    firm: &Uscc,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<()> {
+    if headers.get("x-xinyi-auth").is_none() {
+        return Err(ApiError::unauthorized(
+            "api.missing_auth",
+            "this endpoint needs an X-Xinyi-Auth header",
+        ));
+    }
+    let caller = authenticate(s, &method, &uri, &headers).await?;
+    let allowed = match &caller.who {
+        Some(Requester::Firm(f)) => f == firm,
+        Some(Requester::Org(_)) => caller.auditor,
+        None => false,
+    };
     if !allowed {
         return Err(ApiError::forbidden(
             "api.forbidden",
-            format!("{} may not read the access log of {firm}", auth.who.key()),
+            format!("{} may not read the access log of {firm}", caller.name()),
         ));
     }
     Ok(())
+}
+
+/// `GET /v1/firms/{uscc}/tag` (the firm itself, an auditor or an agency, `X-Xinyi-Auth`): the firm's ledger
+/// tag, and the log position of the latest `firm_registered` entry binding it to a key (so the
+/// firm can check the binding against its own key).
+pub async fn firm_tag(
+    State(s): State<AppState>,
+    Path(uscc): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (uscc, tag) = firm_of(&s, &uscc)?;
+    if headers.get("x-xinyi-auth").is_none() {
+        return Err(ApiError::unauthorized(
+            "api.missing_auth",
+            "this endpoint needs an X-Xinyi-Auth header",
+        ));
+    }
+    let caller = authenticate(&s, &method, &uri, &headers).await?;
+    // Agencies hold the firm key themselves (they register firms and publish records).
+    let allowed = caller.is_firm(&tag) || caller.auditor || caller.role == Some(Role::Agency);
+    if !allowed {
+        return Err(forbidden_read(
+            &caller,
+            &format!("the ledger tag of {uscc}"),
+        ));
+    }
+    let engine = s.engine.clone();
+    let registration = blocking(move || {
+        let store = engine.store().clone();
+        let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+        let mut last = None;
+        for pos in store.firm_positions(&tag, None, usize::MAX).map_err(ie)? {
+            let Some(bytes) = store.entry(pos).map_err(ie)? else {
+                continue;
+            };
+            let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+            if matches!(e.body.kind, EntryKind::FirmRegistered { .. }) {
+                last = Some(pos);
+            }
+        }
+        Ok(last)
+    })
+    .await?;
+    Ok(json_ok(
+        json!({"firm": uscc, "tag": tag, "registration": registration}),
+    ))
+}
+
+/// `GET /v1/banks/{org}/queries` (the bank itself or an auditor/validator, `X-Xinyi-Auth`): every
+/// `query_served` and `query_denied` naming that bank, in log order.
+pub async fn bank_queries(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let bank =
+        OrgId::new(&org).map_err(|e| ApiError::bad_request("api.bad_param", e.to_string()))?;
+    let caller = authenticate(&s, &method, &uri, &headers).await?;
+    if !(caller.is_org(&bank) || caller.privileged) {
+        return Err(forbidden_read(&caller, &format!("the queries of {bank}")));
+    }
+    let engine = s.engine.clone();
+    let b = bank.clone();
+    let entries = blocking(move || {
+        let store = engine.store().clone();
+        let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+        let positions = store
+            .bank_query_positions(&b, None, usize::MAX)
+            .map_err(ie)?;
+        let mut out = Vec::new();
+        for pos in positions {
+            let Some(bytes) = store.entry(pos).map_err(ie)? else {
+                continue;
+            };
+            let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+            let (req, reason) = match &e.body.kind {
+                EntryKind::QueryServed(q) => (&q.request.request, None),
+                EntryKind::QueryDenied { request, reason } => (&request.request, Some(*reason)),
+                _ => continue,
+            };
+            if req.bank != b {
+                continue;
+            }
+            let height = store.height_of_position(pos).map_err(ie)?.unwrap_or(0);
+            let mut item = json!({
+                "position": pos,
+                "height": height,
+                "kind": e.body.kind.name(),
+                "id": e.id.to_hex(),
+                "firm": req.firm,
+                "consent": req.consent,
+                "categories": req.categories,
+                "time": req.time,
+            });
+            if let (Some(r), Value::Object(m)) = (reason, &mut item) {
+                m.insert("reason".into(), json!(r.code()));
+            }
+            out.push(item);
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(json_ok(json!({"bank": bank, "entries": entries})))
+}
+
+/// The organisations and firm an entry concerns: its author, the bank of a query or consent, the
+/// agency of a commitment, and the firm it names (author or named firm).
+fn entry_parties(e: &Entry) -> (Vec<OrgId>, Option<FirmTag>) {
+    let mut orgs = Vec::new();
+    if let Author::Org(o) = &e.body.author {
+        orgs.push(o.clone());
+    }
+    match &e.body.kind {
+        EntryKind::QueryServed(q) => orgs.push(q.request.request.bank.clone()),
+        EntryKind::QueryDenied { request, .. } => orgs.push(request.request.bank.clone()),
+        EntryKind::ConsentGranted(c) => orgs.push(c.bank.clone()),
+        EntryKind::CommitmentMade { agency, .. } => orgs.push(agency.clone()),
+        _ => {}
+    }
+    (orgs, e.body.firm())
+}
+
+fn may_read_entry(caller: &Caller, e: &Entry) -> bool {
+    if caller.privileged {
+        return true;
+    }
+    let (orgs, firm) = entry_parties(e);
+    orgs.iter().any(|o| caller.is_org(o)) || firm.is_some_and(|f| caller.is_firm(&f))
 }
 
 /// `GET /v1/firms/{uscc}/access-log` (firm itself or an auditor, `X-Xinyi-Auth`)
@@ -726,8 +981,8 @@ pub async fn access_log(
     uri: Uri,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let firm = parse_uscc(&uscc)?;
-    authorize_firm_read(&s, &firm, method, uri, headers).await?;
+    let (uscc, firm) = firm_of(&s, &uscc)?;
+    authorize_firm_read(&s, &uscc, method, uri, headers).await?;
     let engine = s.engine.clone();
     let entries = blocking(move || {
         let store = engine.store().clone();
@@ -776,7 +1031,9 @@ pub async fn access_log(
         Ok(out)
     })
     .await?;
-    Ok(json_ok(json!({"firm": firm, "entries": entries})))
+    Ok(json_ok(
+        json!({"firm": uscc, "tag": firm, "entries": entries}),
+    ))
 }
 
 /// `GET /v1/firms/{uscc}/access-proof` (firm itself or an auditor, `X-Xinyi-Auth`): the firm's
@@ -789,8 +1046,8 @@ pub async fn access_proof(
     uri: Uri,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let firm = parse_uscc(&uscc)?;
-    authorize_firm_read(&s, &firm, method, uri, headers).await?;
+    let (uscc, firm) = firm_of(&s, &uscc)?;
+    authorize_firm_read(&s, &uscc, method, uri, headers).await?;
     let engine = s.engine.clone();
     let v = blocking(move || {
         let unavailable = |m: &str| {
@@ -823,7 +1080,8 @@ pub async fn access_proof(
             }
         };
         Ok(json!({
-            "firm": firm,
+            "firm": uscc,
+            "tag": firm,
             "height": p.height,
             "header": to_json(&header)?,
             "certificate": to_json(&cert)?,
@@ -841,9 +1099,17 @@ pub async fn access_proof(
     Ok(json_ok(v))
 }
 
-/// `GET /v1/blocks/{height}`
-pub async fn get_block(State(s): State<AppState>, Path(h): Path<String>) -> ApiResult<Response> {
+/// `GET /v1/blocks/{height}`: header, hash and certificate for anyone; the entries for an
+/// auditor or validator (`X-Xinyi-Auth`), otherwise only their Merkle leaf hashes.
+pub async fn get_block(
+    State(s): State<AppState>,
+    Path(h): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let height = parse_u64("height", &h)?;
+    let caller = authenticate(&s, &method, &uri, &headers).await?;
     let store = s.engine.store().clone();
     let b = blocking(move || {
         store
@@ -857,17 +1123,40 @@ pub async fn get_block(State(s): State<AppState>, Path(h): Path<String>) -> ApiR
         .header
         .hash()
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(json_ok(json!({
+    let mut v = json!({
         "header": to_json(&block.header)?,
         "header_hash": header_hash.to_hex(),
         "certificate": to_json(&cert)?,
-        "entries": block.entries.iter().map(|e| B64.encode(e.as_slice())).collect::<Vec<_>>(),
-    })))
+    });
+    if caller.privileged {
+        v["entries"] = json!(block
+            .entries
+            .iter()
+            .map(|e| B64.encode(e.as_slice()))
+            .collect::<Vec<_>>());
+    } else {
+        v["redacted"] = json!(true);
+        v["leaf_hashes"] = json!(block
+            .entries
+            .iter()
+            .map(|e| hex::encode(xinyi_ledger::merkle::leaf_hash(e)))
+            .collect::<Vec<_>>());
+    }
+    Ok(json_ok(v))
 }
 
-/// `GET /v1/entries/{position}`
-pub async fn get_entry(State(s): State<AppState>, Path(p): Path<String>) -> ApiResult<Response> {
+/// `GET /v1/entries/{position}`: the entry for its parties (author, the bank of a query or
+/// consent, the firm it names) and auditors/validators (`X-Xinyi-Auth`); for anyone else only
+/// its id, leaf hash and inclusion proof (`"redacted": true`).
+pub async fn get_entry(
+    State(s): State<AppState>,
+    Path(p): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let position = parse_u64("position", &p)?;
+    let caller = authenticate(&s, &method, &uri, &headers).await?;
     let engine = s.engine.clone();
     let (bytes, proof, checkpoint) = blocking(move || {
         let core = engine.lock();
@@ -900,6 +1189,38 @@ pub async fn get_entry(State(s): State<AppState>, Path(p): Path<String>) -> ApiR
     })
     .await?;
     let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut allowed = may_read_entry(&caller, &e);
+    if !allowed && caller.tag.is_some() {
+        // Entries about a firm's commitment or repair name it only through the record.
+        let engine = s.engine.clone();
+        let kind = e.body.kind.clone();
+        let firm = blocking(move || {
+            let core = engine.lock();
+            let st = core.chain.state();
+            Ok(match &kind {
+                EntryKind::CommitmentBroken { commitment, .. } => {
+                    st.commitment(commitment)?.map(|c| c.firm)
+                }
+                EntryKind::RepairDecided { repair, .. } | EntryKind::RepairApplied { repair } => {
+                    st.repair(repair)?.map(|r| r.firm)
+                }
+                _ => None,
+            })
+        })
+        .await?;
+        allowed = firm.is_some_and(|f| caller.is_firm(&f));
+    }
+    if !allowed {
+        return Ok(json_ok(json!({
+            "position": position,
+            "height": height,
+            "id": e.id.to_hex(),
+            "leaf_hash": hex::encode(xinyi_ledger::merkle::leaf_hash(&bytes)),
+            "redacted": true,
+            "inclusion_proof": hex_proof(&proof),
+            "checkpoint": checkpoint,
+        })));
+    }
     Ok(json_ok(json!({
         "position": position,
         "height": height,
@@ -989,8 +1310,17 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-/// `GET /v1/export`: the audit bundle, streamed.
-pub async fn export(State(s): State<AppState>) -> ApiResult<Response> {
+/// `GET /v1/export`: the audit bundle, streamed; auditors and validators only (`X-Xinyi-Auth`).
+pub async fn export(
+    State(s): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let caller = authenticate(&s, &method, &uri, &headers).await?;
+    if !caller.privileged {
+        return Err(forbidden_read(&caller, "the whole ledger (export)"));
+    }
     let store = s.engine.store().clone();
     let height = store
         .height()

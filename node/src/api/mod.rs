@@ -43,6 +43,9 @@ pub struct ApiConfig {
     pub data_node: Option<String>,
     /// The consortium network as seen by this node (cluster mode).
     pub net: Option<crate::cluster::SharedNetView>,
+    /// The consortium firm key (`[privacy] firm_key`): maps the USCCs clients send to the tags
+    /// the ledger holds. Without it, routes naming a firm by USCC answer 503 `api.no_firm_key`.
+    pub firm_key: Option<xinyi_ledger::FirmKey>,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +56,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(10),
             data_node: None,
             net: None,
+            firm_key: None,
         }
     }
 }
@@ -85,6 +89,11 @@ impl AppState {
         let query_replay = Arc::new(ReplayCache::new(window));
         if let Err(e) = remember_recent_queries(&engine, &query_replay, window) {
             tracing::warn!("could not reload recent query requests from the ledger: {e}");
+        }
+        if let Some(k) = &cfg.firm_key {
+            if let Err(e) = data.set_firm_key(k.clone()) {
+                tracing::warn!("could not index the agency data by firm tag: {e}");
+            }
         }
         AppState {
             limiter: Arc::new(RateLimiter::new(cfg.rate_limit_per_sec)),
@@ -159,6 +168,8 @@ pub fn method_router(method: &str, path: &str) -> Option<MethodRouter<AppState>>
         ("get", "/v1/consents/{id}") => get(h::get_consent),
         ("post", "/v1/consents/{id}/revoke") => post(h::revoke_consent),
         ("post", "/v1/queries") => post(h::post_query),
+        ("get", "/v1/firms/{uscc}/tag") => get(h::firm_tag),
+        ("get", "/v1/banks/{org}/queries") => get(h::bank_queries),
         ("get", "/v1/firms/{uscc}/access-log") => get(h::access_log),
         ("get", "/v1/firms/{uscc}/access-proof") => get(h::access_proof),
         ("get", "/v1/firms/{uscc}/records") => get(h::firm_records),

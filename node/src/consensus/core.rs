@@ -882,8 +882,9 @@ mod tests {
             let n = parent.log().size();
             (n..n + 2)
                 .map(|i| {
-                    let firm = sample_firm(i as u32).unwrap();
-                    let key = self.0.firm_key(&firm).public();
+                    let uscc = sample_firm(i as u32).unwrap();
+                    let firm = self.0.tag(&uscc);
+                    let key = self.0.firm_key(&uscc).public();
                     self.0
                         .org_entry(
                             "gz-credit",

@@ -65,6 +65,10 @@ impl T {
     pub fn firm(&self, i: usize) -> (Uscc, KeyPair) {
         self.setup.firms[i].clone()
     }
+    /// The ledger tag of keyed firm `i`.
+    pub fn tag(&self, i: usize) -> xinyi_ledger::FirmTag {
+        self.setup.firm_key.tag(&self.firm(i).0)
+    }
 
     pub async fn req(
         &self,
@@ -103,6 +107,12 @@ impl T {
         self.req("GET", path, None, &[]).await
     }
 
+    /// GET signed as the auditor (role-gated reads: entries, blocks, export, consents).
+    pub async fn get_audited(&self, path: &str) -> Resp {
+        let h = self.auth_header("org:auditor", &self.org_key("auditor"), "GET", path);
+        self.req("GET", path, None, &[(h.0, h.1)]).await
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Resp {
         self.req("POST", path, Some(serde_json::to_vec(body).unwrap()), &[])
             .await
@@ -135,8 +145,8 @@ impl T {
     }
 
     pub fn firm_entry(&self, i: usize, kind: EntryKind) -> Entry {
-        let (f, k) = self.firm(i);
-        self.sign(Author::Firm(f), &k, kind)
+        let (_, k) = self.firm(i);
+        self.sign(Author::Firm(self.tag(i)), &k, kind)
     }
 
     pub fn consent_entry(&self, firm: usize, bank: &str, cats: &[Category], uses: u32) -> Entry {
@@ -145,7 +155,7 @@ impl T {
             firm,
             EntryKind::ConsentGranted(Consent {
                 bank: OrgId::new(bank).unwrap(),
-                purpose: "loan application 2026-118".into(),
+                purpose: Consent::purpose_digest(&[0x5a; 32], "loan application 2026-118"),
                 categories: cats.to_vec(),
                 not_before: now - 1000,
                 not_after: now + 30 * DAY_MS,
@@ -168,7 +178,7 @@ impl T {
     ) -> Value {
         let req = QueryRequest {
             bank: OrgId::new(bank).unwrap(),
-            firm: self.firm(firm).0,
+            firm: self.tag(firm),
             consent: xinyi_ledger::hash::Digest::from_hex(consent).unwrap(),
             categories: cats.to_vec(),
             nonce: rand::random(),

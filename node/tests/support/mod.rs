@@ -74,6 +74,9 @@ pub fn configs(dir: &Path, c: &SampleConsortium, nodes: &[&str], agency: &str) -
         .collect();
     let agency_url = format!("http://{}", addrs[agency].0);
     let mut out = vec![];
+    // The consortium firm key, shared by every member (firm tags).
+    let firm_key = dir.join("firm.key");
+    std::fs::write(&firm_key, c.tag_key.to_hex()).unwrap();
     for org in nodes {
         let home: PathBuf = dir.join(org);
         std::fs::create_dir_all(&home).unwrap();
@@ -107,6 +110,9 @@ pub fn configs(dir: &Path, c: &SampleConsortium, nodes: &[&str], agency: &str) -
             witness: None,
             anchor: None,
             api: None,
+            privacy: Some(xinyi_node::config::PrivacySection {
+                firm_key: firm_key.clone(),
+            }),
         };
         std::fs::write(home.join("xinyi.toml"), toml::to_string(&cfg).unwrap()).unwrap();
         out.push(cfg);

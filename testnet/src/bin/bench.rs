@@ -578,7 +578,7 @@ fn query_entries(
             let nonce = 1_000_000 + i as u64;
             let req = QueryRequest {
                 bank: bank.clone(),
-                firm,
+                firm: c.tag(&firm),
                 consent,
                 categories: vec![Category::Registration, Category::Tax],
                 nonce,
@@ -714,7 +714,10 @@ fn prepare_gen(
                 AGENCY,
                 now,
                 nonce,
-                EntryKind::FirmRegistered { firm: *f, key },
+                EntryKind::FirmRegistered {
+                    firm: c.tag(f),
+                    key,
+                },
             )
         })
         .collect::<Result<_, _>>()?;
@@ -730,7 +733,7 @@ fn prepare_gen(
                 nonce,
                 EntryKind::ConsentGranted(Consent {
                     bank: OrgId::new(BANK)?,
-                    purpose: "loan application".into(),
+                    purpose: Consent::purpose_digest(&[0x5a; 32], "loan application"),
                     categories: vec![Category::Registration, Category::Penalties, Category::Tax],
                     not_before: T0,
                     not_after: T0 + 365 * DAY_MS,

@@ -220,6 +220,9 @@ Example:\n  xinyi-testnet rotate-key --node agency-4 --dir ./tn"
         /// The agency data store directory.
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
+        /// The consortium firm key (the records name firms by tag).
+        #[arg(long, value_name = "FILE")]
+        firm_key: PathBuf,
     },
 }
 
@@ -433,8 +436,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::GenData { store } => {
-            let recs = ops::gen_data(&store)?;
+        Cmd::GenData { store, firm_key } => {
+            let recs = ops::gen_data(&store, &xinyi_node::dev::read_firm_key(&firm_key)?)?;
             println!("{}", serde_json::to_string(&recs)?);
             Ok(())
         }

@@ -135,7 +135,7 @@ fn write_one(
     url: &str,
     chain: &Digest,
     key: &xinyi_ledger::KeyPair,
-    firm: Uscc,
+    firm: xinyi_ledger::FirmTag,
     rng: &mut StdRng,
 ) -> std::result::Result<Ack, WriteError> {
     let time = http::health(agent, url)
@@ -221,6 +221,7 @@ pub fn run(opts: &ChaosOptions, say: impl Fn(&str)) -> Result<ChaosReport> {
             .uscc,
     )
     .map_err(|e| anyhow!("{e}"))?;
+    let firm = xinyi_node::dev::read_firm_key(&m.keys.join("firm.key"))?.tag(&firm);
     let urls: Vec<String> = m.nodes.iter().map(|n| n.url.clone()).collect();
     let validators: Vec<String> = m
         .nodes

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use xinyi_ledger::sample::SAMPLE_ORGS;
 use xinyi_ledger::Role;
-use xinyi_node::config::{Config, P2pSection, QuerySection, SampleSection};
+use xinyi_node::config::{Config, P2pSection, PrivacySection, QuerySection, SampleSection};
 
 /// The agency that holds the (synthetic) credit data and answers queries.
 pub const DATA_ORG: &str = "gz-credit";
@@ -221,6 +221,10 @@ impl Plan {
         };
         c.sample = node.is_data_node().then_some(SampleSection {
             firms: SAMPLE_FIRMS,
+        });
+        // Every member holds the consortium firm key (written once under keys/).
+        c.privacy = Some(PrivacySection {
+            firm_key: "../keys/firm.key".into(),
         });
         Ok(c)
     }

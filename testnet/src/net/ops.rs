@@ -145,6 +145,8 @@ fn create(opts: &UpOptions, dir: &Path) -> Result<Manifest> {
             node: o.node,
         });
     }
+    // The consortium firm key, shared by every node (`[privacy] firm_key = "../keys/firm.key"`).
+    xinyi_node::dev::write_firm_key(&keys.join("firm.key"), &xinyi_ledger::FirmKey::generate())?;
     let mut firms = Vec::new();
     for i in 0..KEYED_FIRMS {
         let f = sample_firm(i).map_err(|e| anyhow!("sample firm {i}: {e}"))?;
@@ -206,7 +208,7 @@ fn create(opts: &UpOptions, dir: &Path) -> Result<Manifest> {
     // publish are known (the node keeps a complete store as it is).
     if let Some(d) = m.data_node() {
         let store = d.dir.join("data").join("agency-data");
-        let records = gen_data_child(&opts.self_exe, &store)?;
+        let records = gen_data_child(&opts.self_exe, &store, &m.keys.join("firm.key"))?;
         std::fs::write(
             penalties_file(&m),
             serde_json::to_string_pretty(&records)? + "\n",
@@ -220,11 +222,13 @@ fn penalties_file(m: &Manifest) -> PathBuf {
     m.dir.join(DATA_ORG).join("penalties.json")
 }
 
-fn gen_data_child(self_exe: &Path, store: &Path) -> Result<Vec<CreditRecord>> {
+fn gen_data_child(self_exe: &Path, store: &Path, firm_key: &Path) -> Result<Vec<CreditRecord>> {
     let out = std::process::Command::new(self_exe)
         .arg("gen-data")
         .arg("--store")
         .arg(store)
+        .arg("--firm-key")
+        .arg(firm_key)
         .stdin(std::process::Stdio::null())
         .output()
         .with_context(|| format!("running {} gen-data", self_exe.display()))?;
@@ -240,7 +244,7 @@ fn gen_data_child(self_exe: &Path, store: &Path) -> Result<Vec<CreditRecord>> {
 /// Fills the agency data store at `store` with `SAMPLE_FIRMS` synthetic firms (the keyed ones
 /// with repairable minor penalties) unless it is complete, and returns the penalty records of
 /// the keyed firms. Run in a child process (`xinyi-testnet gen-data`).
-pub fn gen_data(store: &Path) -> Result<Vec<CreditRecord>> {
+pub fn gen_data(store: &Path, firm_key: &xinyi_ledger::FirmKey) -> Result<Vec<CreditRecord>> {
     std::fs::create_dir_all(store)?;
     let data = xinyi_node::datastore::AgencyData::open(store)?;
     let all: Vec<Uscc> = (0..SAMPLE_FIRMS)
@@ -254,7 +258,7 @@ pub fn gen_data(store: &Path) -> Result<Vec<CreditRecord>> {
         for p in data.penalties(f)? {
             out.push(CreditRecord {
                 record: p.id,
-                firm: p.firm,
+                firm: firm_key.tag(&p.firm),
                 category: p.category,
                 severity: p.severity,
                 min_publicity_days: p.min_publicity_days,
@@ -497,12 +501,13 @@ pub fn seed(m: &Manifest, deadline: Instant, verbose: bool) -> Result<usize> {
     )?;
     let chain = genesis.chain_id()?;
     let key = read_key(&m.org_key(DATA_ORG))?;
+    let tag_key = xinyi_node::dev::read_firm_key(&m.keys.join("firm.key"))?;
     let mut kinds = Vec::new();
     for f in &m.firms {
         let firm = Uscc::parse(&f.uscc).map_err(|e| anyhow!("{}: {e}", f.uscc))?;
         let fk = read_key(&f.key_file)?;
         kinds.push(EntryKind::FirmRegistered {
-            firm,
+            firm: tag_key.tag(&firm),
             key: fk.public(),
         });
     }

@@ -395,7 +395,8 @@ pub fn run(
         &mut || {
             wait_height(&c.export.url, &c.export.org, record_height, deadline())?;
             let path = bundle.to_string_lossy().to_string();
-            client.run(&c.export.url, None, &["export", "--out", &path])?;
+            // Exports are for auditors and validators (role-gated reads, specs/privacy.md §4).
+            client.run(&c.export.url, Some("auditor"), &["export", "--out", &path])?;
             let n = std::fs::metadata(&bundle).map(|x| x.len()).unwrap_or(0);
             Ok(format!("{} ({n} bytes)", bundle.display()))
         },

@@ -169,7 +169,7 @@ fn corpus(target: &str, f: &Fixture) -> Result<Vec<Vec<u8>>> {
             let c = xinyi_ledger::sample::SampleConsortium::new(b"fuzz", 1, 1_795_000_000_000);
             let req = xinyi_ledger::entry::QueryRequest {
                 bank: xinyi_ledger::OrgId::new("bank-a")?,
-                firm: xinyi_ledger::sample::sample_firm(1)?,
+                firm: c.firm_tag(1)?,
                 consent: xinyi_ledger::Digest([7; 32]),
                 categories: vec![
                     xinyi_ledger::Category::Registration,

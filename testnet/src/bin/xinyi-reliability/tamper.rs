@@ -28,7 +28,7 @@ use xinyi_ledger::block::{Block, CommitCertificate};
 use xinyi_ledger::bundle::BundleReader;
 use xinyi_ledger::store::{Store, StoreError};
 use xinyi_ledger::verify::{verify_bundle, VerifyReport};
-use xinyi_ledger::{Genesis, Uscc};
+use xinyi_ledger::{FirmTag, Genesis};
 
 /// The reference bundle (spec vector).
 pub const BUNDLE: &[u8] = include_bytes!(concat!(
@@ -187,7 +187,7 @@ fn genesis_equivalent(bundle: &[u8], trusted: &Genesis) -> bool {
 #[derive(PartialEq, Eq)]
 struct Dump(Vec<Vec<u8>>);
 
-fn dump(dir: &Path, firms: &[Uscc], genesis: &Genesis) -> Result<Dump, StoreError> {
+fn dump(dir: &Path, firms: &[FirmTag], genesis: &Genesis) -> Result<Dump, StoreError> {
     // sled's background threads may hold the previous instance's file lock for a moment after
     // it is dropped; only that error is retried.
     let mut tries = 0;
@@ -307,7 +307,7 @@ fn write_tree(root: &Path, files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
 }
 
 /// Builds the reference store from the vector bundle in `dir`; returns the firms it concerns.
-fn build_store(dir: &Path, genesis: &Genesis) -> Result<Vec<Uscc>> {
+fn build_store(dir: &Path, genesis: &Genesis) -> Result<Vec<FirmTag>> {
     let (store, mut chain) = Store::open_or_create(dir, genesis)?;
     let reader = BundleReader::new(BUNDLE)?;
     let mut firms = Vec::new();
