@@ -2,7 +2,9 @@
 //!
 //! `specs/api.md` is the contract. Every error leaves as `{"code","message"}`: handlers return
 //! [`ApiError`], and a last middleware rewrites any other error response (framework rejections,
-//! 405, 413 from the body limit, 503 from the timeout) into that shape. Bodies are parsed
+//! 405, 413 from the body limit) into that shape. A request that does not finish within the
+//! request timeout gets 408 `api.body_timeout` if the client had not sent its whole body yet
+//! (a slow or stalled client), 503 `api.timeout` otherwise (the node was slow). Bodies are parsed
 //! strictly: malformed JSON, wrong types and unknown fields (at any depth) are 400. Not here:
 //! ledger rules (the engine and the ledger crate decide), data generation (`dev`).
 
@@ -214,10 +216,9 @@ pub fn router(state: AppState) -> Router {
     }
     app.fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            request_timeout(timeout, req, next)
+        }))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limit_unsigned_reads,
@@ -227,6 +228,50 @@ pub fn router(state: AppState) -> Router {
             normalize_errors,
         ))
         .with_state(state)
+}
+
+/// Bounds a request's time: 408 `api.body_timeout` when the client had not finished sending the
+/// body it announced (`Content-Length` > 0 or chunked) when the time ran out, 503 `api.timeout`
+/// when the node itself was slow. Dropping the handler's future on timeout aborts it (a write
+/// already handed to consensus may still commit; `specs/api.md`).
+async fn request_timeout(timeout: std::time::Duration, req: Request, next: Next) -> Response {
+    use futures::StreamExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let received = std::sync::Arc::new(AtomicBool::new(!announced));
+    let (parts, body) = req.into_parts();
+    let flag = received.clone();
+    // The flag is set when the body stream has ended, i.e. the client sent all of it.
+    let tail = futures::stream::once(async move {
+        flag.store(true, Ordering::Release);
+    })
+    .filter_map(|()| async { None::<Result<axum::body::Bytes, axum::Error>> });
+    let body = axum::body::Body::from_stream(body.into_data_stream().chain(tail));
+    let req = Request::from_parts(parts, body);
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) if !received.load(Ordering::Acquire) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "api.body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api.timeout",
+            format!("the request timed out after {} s", timeout.as_secs_f64()),
+        )
+        .into_response(),
+    }
 }
 
 /// Rate-limits unsigned reads (GET without `X-Xinyi-Auth`) per client IP, when the server was
