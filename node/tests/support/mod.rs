@@ -42,6 +42,31 @@ pub fn get(url: &str) -> Option<Value> {
         .ok()
 }
 
+/// `GET base + path` signed as organisation `org` (`X-Xinyi-Auth`, `specs/api.md`): role-gated
+/// reads (entries, blocks, export) need a party, an auditor or a validator.
+pub fn get_as(
+    base: &str,
+    path: &str,
+    chain: &xinyi_ledger::Digest,
+    org: &str,
+    key: &xinyi_ledger::KeyPair,
+) -> Option<Value> {
+    let time = now_ms();
+    let nonce = format!("n{}", rand::random::<u64>());
+    let payload = xinyi_node::api::auth::auth_payload(chain.as_bytes(), "GET", path, time, &nonce);
+    let sig = key.sign(xinyi_ledger::keys::SigDomain::ApiRequest, &payload);
+    ureq::get(&format!("{base}{path}"))
+        .set(
+            "x-xinyi-auth",
+            &format!("org:{org};{time};{nonce};{}", hex::encode(sig.0)),
+        )
+        .timeout(Duration::from_secs(5))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()
+}
+
 pub fn post(url: &str, body: &Value) -> (u16, Value) {
     let r = ureq::post(url)
         .timeout(Duration::from_secs(30))
