@@ -30,7 +30,15 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {} (HTTP {})", self.code, self.message, self.status)
+        write!(f, "{}: {} (HTTP {})", self.code, self.message, self.status)?;
+        if self.code == "api.missing_auth" {
+            // The node speaks of headers; the client's user needs the option.
+            write!(
+                f,
+                "; sign the request with --key (a party's, an auditor's or a validator's key)"
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -466,11 +466,12 @@ fn checkpoints_are_anchored_and_receipts_recorded() {
         ],
     );
     let _ = fk;
-    // The export is for auditors and validators: unsigned it is refused.
-    fails(
+    // The export is for auditors and validators: unsigned it is refused, with the option to use.
+    let e = fails(
         &xinyi(&node, None, &["audit", "verify"]),
         "api.missing_auth",
     );
+    assert!(e.contains("sign the request with --key"), "{e}");
     let rep = ok_json(&xinyi(
         &node,
         Some("auditor"),
