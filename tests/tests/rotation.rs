@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::{agent, converge, get_json, height_head, ok, text, Testnet};
+use common::{agent, converge, get_json, height_head, log_text, ok, text, NodeProcess, Testnet};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -358,30 +358,13 @@ fn a_validator_key_rotates_through_the_ledger_without_downtime() {
         ),
     )
     .unwrap();
-    let log = idir.join("node.log");
-    let logf = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(&xinyi_tests::binaries().node)
-        .args(["start", "--config"])
-        .arg(idir.join("xinyi.toml"))
-        .env_remove("XINYI_KEY_PASSPHRASE")
-        .stdin(std::process::Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .expect("spawn the old-key node");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut intruder = Kill(child);
-    let ilog = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut intruder = NodeProcess::start(&idir, "the old-key node");
+    let log = intruder.log.clone();
+    let ilog = || log_text(&log);
     let ih = format!("http://{http}");
     let deadline = Instant::now() + T;
     while get_json(&agent, &format!("{ih}/health")).is_none() {
-        if let Some(st) = intruder.0.try_wait().unwrap() {
+        if let Some(st) = intruder.child.try_wait().unwrap() {
             panic!("the old-key node exited ({st}):\n{}", ilog());
         }
         assert!(
@@ -400,7 +383,7 @@ fn a_validator_key_rotates_through_the_ledger_without_downtime() {
         );
     }
     std::thread::sleep(Duration::from_secs(5));
-    assert!(intruder.0.try_wait().unwrap().is_none(), "{}", ilog());
+    assert!(intruder.child.try_wait().unwrap().is_none(), "{}", ilog());
     let (ih_height, _) = height_head(&agent, &ih).expect("the old-key node answers");
     assert_eq!(ih_height, 0, "the old-key node learned blocks:\n{}", ilog());
     let after: Vec<u64> = urls

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{agent, converge, get_json, height_head, ok, text, Testnet};
+use common::{agent, converge, get_json, height_head, log_text, ok, text, NodeProcess, Testnet};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -492,24 +492,8 @@ fn a_non_member_peer_cannot_join() {
         ),
     )
     .unwrap();
-    let log = idir.join("node.log");
-    let logf = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(&xinyi_tests::binaries().node)
-        .args(["start", "--config"])
-        .arg(idir.join("xinyi.toml"))
-        .stdin(std::process::Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .expect("spawn the intruder");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut intruder = Kill(child);
+    let mut intruder = NodeProcess::start(&idir, "the intruder");
+    let log = intruder.log.clone();
 
     step("the members keep committing");
     let load = Load::new(&tn);
@@ -523,8 +507,8 @@ fn a_non_member_peer_cannot_join() {
     assert!(member_h >= 2);
 
     step("the intruder learned no block");
-    let ilog = || std::fs::read_to_string(&log).unwrap_or_default();
-    if let Some(status) = intruder.0.try_wait().unwrap() {
+    let ilog = || log_text(&log);
+    if let Some(status) = intruder.child.try_wait().unwrap() {
         panic!("the intruder exited ({status}):\n{}", ilog());
     }
     let h = get_json(&agent, &format!("http://{http}/health"));

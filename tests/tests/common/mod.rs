@@ -1,12 +1,13 @@
-//! Shared by `tests/tests/testnet.rs`: builds `xinyi-testnet` beside `xinyi-node` and `xinyi`
-//! (through `xinyi_tests::binaries`, the helper acceptance.rs uses), runs it, and a guard that
-//! takes the testnet down when a test ends — also when it fails.
+//! Shared by `tests/tests/testnet.rs` and `tests/tests/rotation.rs`: builds `xinyi-testnet`
+//! beside `xinyi-node` and `xinyi` (through `xinyi_tests::binaries`, the helper acceptance.rs
+//! uses), runs it, a guard that takes the testnet down when a test ends — also when it fails —
+//! and [`NodeProcess`] for a node started outside the testnet.
 
 #![allow(dead_code)]
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -257,5 +258,41 @@ pub fn converge(urls: &[String], timeout: Duration) -> (u64, String) {
             "nodes did not all reach height {target:?} within {timeout:?}: {seen:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A `xinyi-node start --config DIR/xinyi.toml` started outside the testnet's manifest (an
+/// intruder, a node on a retired key), logging to `DIR/node.log`; killed and reaped on drop.
+pub struct NodeProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl NodeProcess {
+    pub fn start(dir: &Path, what: &str) -> NodeProcess {
+        let log = dir.join("node.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&xinyi_tests::binaries().node)
+            .args(["start", "--config"])
+            .arg(dir.join("xinyi.toml"))
+            .env_remove("XINYI_KEY_PASSPHRASE")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        NodeProcess { child, log }
+    }
+}
+
+/// The text of a log file ("" if unreadable).
+pub fn log_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
