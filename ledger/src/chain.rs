@@ -24,6 +24,31 @@ use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
+/// A block's entries decoded and leaf-hashed ahead of execution, or the first entry that does
+/// not decode. Decoding is pure, so the verifier does it on another thread while the previous
+/// block executes ([`Chain::apply_block_deferred_decoded`]); the result is the same as decoding
+/// inside the chain, and a decoding error is reported at the same point of the checks.
+#[derive(Debug)]
+pub struct DecodedEntries(Result<(Vec<Entry>, Vec<merkle::Hash>), (usize, EntryError)>);
+
+impl DecodedEntries {
+    /// Decodes every entry of `block` and computes its Merkle leaf hash.
+    pub fn new(block: &Block) -> DecodedEntries {
+        let mut entries = Vec::with_capacity(block.entries.len());
+        let mut leaves = Vec::with_capacity(block.entries.len());
+        for (i, b) in block.entries.iter().enumerate() {
+            match Entry::decode(b) {
+                Ok(e) => {
+                    leaves.push(merkle::leaf_hash(&e.bytes));
+                    entries.push(e);
+                }
+                Err(e) => return DecodedEntries(Err((i, e))),
+            }
+        }
+        DecodedEntries(Ok((entries, leaves)))
+    }
+}
+
 /// What went wrong with a block, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("block {height}{}: {kind}", .entry.map(|i| format!(" entry {i}")).unwrap_or_default())]
@@ -477,10 +502,22 @@ impl Chain {
         block: Block,
         cert: CommitCertificate,
     ) -> Result<(CommittedBlock, PendingSignatures), ChainError> {
+        let decoded = DecodedEntries::new(&block);
+        self.apply_block_deferred_decoded(block, decoded, cert)
+    }
+
+    /// [`apply_block_deferred`](Self::apply_block_deferred) with the block's entries decoded
+    /// beforehand ([`DecodedEntries::new`] of this very block).
+    pub fn apply_block_deferred_decoded(
+        &mut self,
+        block: Block,
+        decoded: DecodedEntries,
+        cert: CommitCertificate,
+    ) -> Result<(CommittedBlock, PendingSignatures), ChainError> {
         let height = block.header.height;
         let log_before = self.log.size();
         let mut slot = None;
-        let r = self.apply_block_inner(&block, Some(&cert), Sigs::Defer(&mut slot));
+        let r = self.apply_block_inner(&block, Some(decoded), Some(&cert), Sigs::Defer(&mut slot));
         match (r, slot) {
             (Ok((entries, firms)), Some(pending)) => {
                 let write_set = Arc::make_mut(&mut self.state)
@@ -541,7 +578,7 @@ impl Chain {
             Ok(h) if lock(&self.verified).set.contains(&h) => Sigs::AlreadyVerified,
             _ => Sigs::Verify,
         };
-        let r = self.apply_block_inner(&block, Some(&cert), sigs);
+        let r = self.apply_block_inner(&block, None, Some(&cert), sigs);
         match r {
             Ok((entries, firms)) => {
                 let write_set = Arc::make_mut(&mut self.state)
@@ -655,6 +692,7 @@ impl Chain {
     fn apply_block_inner(
         &mut self,
         block: &Block,
+        decoded: Option<DecodedEntries>,
         cert: Option<&CommitCertificate>,
         sigs: Sigs<'_>,
     ) -> Result<(Vec<Entry>, Vec<Option<FirmTag>>), ChainError> {
@@ -680,10 +718,8 @@ impl Chain {
         if block.entries.len() > self.state.params().max_block_entries as usize {
             return Err(err(None, ChainErrorKind::Header("too many entries".into())));
         }
-        let mut entries = Vec::with_capacity(block.entries.len());
-        for (i, b) in block.entries.iter().enumerate() {
-            entries.push(Entry::decode(b).map_err(|e| err(Some(i), e.into()))?);
-        }
+        let decoded = decoded.unwrap_or_else(|| DecodedEntries::new(block));
+        let (entries, leaves) = decoded.0.map_err(|(i, e)| err(Some(i), e.into()))?;
         Arc::make_mut(&mut self.state)
             .begin_block(height, h.time)
             .map_err(|e| err(None, e.into()))?;
@@ -711,11 +747,11 @@ impl Chain {
             cert.verify(h, &set).map_err(|e| err(None, e.into()))?;
         }
         let mut applied: Vec<Applied> = Vec::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
+        for (i, (e, leaf)) in entries.iter().zip(&leaves).enumerate() {
             let a = Arc::make_mut(&mut self.state)
                 .apply_entry(e, &self.log)
                 .map_err(|x| err(Some(i), x.into()))?;
-            Arc::make_mut(&mut self.log).push_leaf_hash(merkle::leaf_hash(&e.bytes));
+            Arc::make_mut(&mut self.log).push_leaf_hash(*leaf);
             applied.push(a);
         }
         match sigs {
@@ -729,7 +765,7 @@ impl Chain {
                     .map_err(|i| err(Some(i), ChainErrorKind::Signature))?;
                 // A later check of this block failing must still be reported after a bad
                 // signature of the same block, as in the undeferred order: verify now.
-                if let Err(e) = self.check_after_signatures(block) {
+                if let Err(e) = self.check_after_signatures(block, &leaves) {
                     pending.verify()?;
                     return Err(e);
                 }
@@ -738,13 +774,17 @@ impl Chain {
                 return Ok((entries, firms));
             }
         }
-        self.check_after_signatures(block)?;
+        self.check_after_signatures(block, &leaves)?;
         let firms = applied.into_iter().map(|a| a.firm).collect();
         Ok((entries, firms))
     }
 
     /// The checks after the signatures: entries root, log and state roots.
-    fn check_after_signatures(&self, block: &Block) -> Result<(), ChainError> {
+    fn check_after_signatures(
+        &self,
+        block: &Block,
+        leaves: &[merkle::Hash],
+    ) -> Result<(), ChainError> {
         let h = &block.header;
         let err = |kind: ChainErrorKind| ChainError {
             height: h.height,
@@ -754,10 +794,8 @@ impl Chain {
         // The entries root is checked last among the per-entry checks so that a changed entry
         // byte is reported against its entry (decode or signature failure) rather than only as
         // a root mismatch of the whole block.
-        let mut block_tree = MerkleTree::new();
-        for e in &block.entries {
-            block_tree.append(e);
-        }
+        // The entries root is the RFC 9162 root over the same leaf hashes as the log's.
+        let block_tree = MerkleTree::from_leaf_hashes(leaves.iter().copied());
         let computed = Digest(block_tree.root());
         if computed != h.entries_root {
             return Err(err(ChainErrorKind::RootMismatch {
@@ -1008,7 +1046,7 @@ impl Speculative {
         let header_hash = block.header.hash().map_err(|e| mk(e.into()))?;
         let log_before = c.log.size();
         let prev = c.head_hash;
-        match c.apply_block_inner(block, None, Sigs::Verify) {
+        match c.apply_block_inner(block, None, None, Sigs::Verify) {
             Ok((entries, firms)) => {
                 let write_set =
                     match Arc::make_mut(&mut c.state).end_block(height, block.header.time) {

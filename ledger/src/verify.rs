@@ -8,7 +8,7 @@
 
 use crate::block::{Block, CommitCertificate};
 use crate::bundle::{BundleError, BundleReader};
-use crate::chain::{Chain, ChainError, PendingSignatures};
+use crate::chain::{Chain, ChainError, DecodedEntries, PendingSignatures};
 use crate::genesis::{Genesis, GenesisError};
 use crate::hash::Digest;
 use std::collections::BTreeMap;
@@ -99,6 +99,25 @@ impl VerifyError {
     }
 }
 
+/// Stored block and certificate bytes.
+type RawBlock = (Vec<u8>, Vec<u8>);
+/// A block, its certificate and its decoded entries.
+type Decoded = (Block, CommitCertificate, DecodedEntries);
+
+/// Decodes one stored block (the verifier's first stage).
+fn decode_block(height: u64, block: &[u8], cert: &[u8]) -> Result<Decoded, VerifyError> {
+    let block = Block::decode(block).map_err(|e| VerifyError::Decode {
+        height,
+        reason: format!("block bytes: {e}"),
+    })?;
+    let cert = CommitCertificate::decode(cert).map_err(|e| VerifyError::Decode {
+        height,
+        reason: format!("certificate bytes: {e}"),
+    })?;
+    let entries = DecodedEntries::new(&block);
+    Ok((block, cert, entries))
+}
+
 /// Verifies `blocks` (stored block and certificate bytes, by ascending height) from `genesis`.
 /// `progress` is called after each block with (height, entries so far).
 pub fn verify_chain<I, E>(
@@ -121,13 +140,18 @@ where
         log_root: Digest(crate::merkle::empty_root()),
         state_root: chain.state_head().root,
     };
-    // Pipeline: this thread decodes and executes block h+1 (rules, Merkle log, roots) while a
-    // second thread batch-verifies block h's signatures (chunks spread over the cores). The
-    // first failure in chain order is reported: a signature verdict of an earlier block wins
-    // over anything found later, and `apply_block_deferred` verifies a block's own signatures
-    // before reporting a later check of that block.
+    // Pipeline of three stages: a decoding thread decodes block h+2 (block, certificate, every
+    // entry and its leaf hash), this thread executes block h+1 (rules, Merkle log, roots) and a
+    // verifying thread batch-verifies block h's signatures (chunks spread over the cores).
+    // The first failure in chain order is reported: a signature verdict of an earlier block
+    // wins over anything found later, and `apply_block_deferred_decoded` verifies a block's own
+    // signatures before reporting a later check of that block. Decoding results come back in
+    // order, so a decoding error of block h+2 is reported only after blocks up to h+1 passed.
     let (to_verifier, jobs) = std::sync::mpsc::sync_channel::<PendingSignatures>(2);
     let (verdict_tx, verdicts) = std::sync::mpsc::channel::<Result<(), ChainError>>();
+    let (to_decoder, raw) = std::sync::mpsc::sync_channel::<Result<RawBlock, VerifyError>>(1);
+    let (decoded_tx, decoded) = std::sync::mpsc::sync_channel::<Result<Decoded, VerifyError>>(1);
+    let first_height = chain.height() + 1;
     let executed: Result<(), VerifyError> = std::thread::scope(|s| {
         s.spawn(move || {
             for p in jobs {
@@ -138,21 +162,44 @@ where
                 }
             }
         });
-        // Moved in so that it is dropped (ending the verifier's loop) before the scope joins.
-        let to_verifier = to_verifier;
+        s.spawn(move || {
+            for (height, item) in (first_height..).zip(raw) {
+                let d = item.and_then(|(b, c)| decode_block(height, &b, &c));
+                let bad = d.is_err();
+                if decoded_tx.send(d).is_err() || bad {
+                    break;
+                }
+            }
+        });
+        // Moved in so that they are dropped (ending the other loops, which may be blocked on a
+        // full channel) before the scope joins.
+        let (to_verifier, to_decoder, decoded) = (to_verifier, to_decoder, decoded);
         let first_bad = || verdicts.try_iter().find_map(Result::err);
-        for item in blocks {
-            let (block_bytes, cert_bytes) = item.map_err(Into::into)?;
-            let height = chain.height() + 1;
-            let block = Block::decode(&block_bytes).map_err(|e| VerifyError::Decode {
-                height,
-                reason: format!("block bytes: {e}"),
-            })?;
-            let cert = CommitCertificate::decode(&cert_bytes).map_err(|e| VerifyError::Decode {
-                height,
-                reason: format!("certificate bytes: {e}"),
-            })?;
-            let (committed, pending) = chain.apply_block_deferred(block, cert)?;
+        let mut blocks = blocks.into_iter();
+        let mut in_flight = 0usize;
+        let mut reading = true;
+        loop {
+            // Keep the decoder one block ahead of execution (two in flight).
+            while reading && in_flight < 2 {
+                match blocks.next() {
+                    Some(item) => {
+                        if to_decoder.send(item.map_err(Into::into)).is_err() {
+                            reading = false;
+                        } else {
+                            in_flight += 1;
+                        }
+                    }
+                    None => reading = false,
+                }
+            }
+            if in_flight == 0 {
+                break;
+            }
+            in_flight -= 1;
+            let Ok(next) = decoded.recv() else { break };
+            let (block, cert, entries) = next?;
+            let height = block.header.height;
+            let (committed, pending) = chain.apply_block_deferred_decoded(block, entries, cert)?;
             report.blocks += 1;
             report.entries += committed.entries.len() as u64;
             for e in &committed.entries {
