@@ -13,6 +13,7 @@
 //! [`MerkleTree::from_leaf_hashes`].
 
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// A SHA-256 digest: a leaf hash, an interior node hash or a tree root.
 pub type Hash = [u8; 32];
@@ -129,12 +130,72 @@ fn split_point(n: u64) -> u64 {
 /// [`root`](Self::root), [`root_at`](Self::root_at),
 /// [`inclusion_proof`](Self::inclusion_proof) and
 /// [`consistency_proof`](Self::consistency_proof) cost O(log n) hash operations for any size up to
-/// the current one. Memory is about two hashes per leaf.
+/// the current one. Memory is about two hashes per leaf. Cloning is cheap: complete chunks of
+/// each level are shared (the chain's speculative copies clone the log once per block).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MerkleTree {
     /// `levels[0]` are the leaf hashes; `levels[k][i]` is the perfect subtree of `2^k` leaves at
     /// `i·2^k`. `levels[k].len()` is always `size >> k`.
-    levels: Vec<Vec<Hash>>,
+    levels: Vec<Level>,
+}
+
+/// Hashes per shared chunk of a [`Level`].
+const CHUNK: usize = 256;
+
+/// One level's hashes: complete chunks of [`CHUNK`] hashes shared by `Arc` (immutable once
+/// full: the tree is append-only), then the growing tail. A clone copies one pointer per chunk
+/// and at most `CHUNK − 1` hashes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Level {
+    full: Vec<Arc<[Hash]>>,
+    tail: Vec<Hash>,
+}
+
+impl Level {
+    fn len(&self) -> usize {
+        self.full.len() * CHUNK + self.tail.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.full.is_empty() && self.tail.is_empty()
+    }
+
+    fn get(&self, index: usize) -> Option<&Hash> {
+        let (chunk, offset) = (index / CHUNK, index % CHUNK);
+        match self.full.get(chunk) {
+            Some(c) => c.get(offset),
+            None if chunk == self.full.len() => self.tail.get(offset),
+            None => None,
+        }
+    }
+
+    fn last(&self) -> Option<&Hash> {
+        self.len().checked_sub(1).and_then(|i| self.get(i))
+    }
+
+    fn push(&mut self, hash: Hash) {
+        self.tail.push(hash);
+        if self.tail.len() == CHUNK {
+            let full: Arc<[Hash]> = Arc::from(std::mem::take(&mut self.tail));
+            self.full.push(full);
+        }
+    }
+
+    fn truncate(&mut self, keep: usize) {
+        if keep >= self.len() {
+            return;
+        }
+        let (chunk, offset) = (keep / CHUNK, keep % CHUNK);
+        if chunk < self.full.len() {
+            self.tail = self
+                .full
+                .get(chunk)
+                .map_or_else(Vec::new, |c| c[..offset].to_vec());
+            self.full.truncate(chunk);
+        } else {
+            self.tail.truncate(offset);
+        }
+    }
 }
 
 impl MerkleTree {
@@ -160,18 +221,19 @@ impl MerkleTree {
         let mut level_no = 0;
         loop {
             if self.levels.len() <= level_no {
-                self.levels.push(Vec::new());
+                self.levels.push(Level::default());
             }
             let Some(level) = self.levels.get_mut(level_no) else {
                 break;
             };
             level.push(carry);
-            let [.., left, right] = level.as_slice() else {
-                break;
-            };
-            if level.len() % 2 == 1 {
+            let n = level.len();
+            if n % 2 == 1 {
                 break;
             }
+            let (Some(left), Some(right)) = (level.get(n - 2), level.get(n - 1)) else {
+                break;
+            };
             carry = node_hash(left, right);
             level_no += 1;
         }
@@ -514,6 +576,45 @@ mod truncate_tests {
             assert_eq!(c.root(), t.root_at(cut.min(37)).unwrap());
             c.append(b"x");
             assert_eq!(c.size(), cut.min(37) + 1);
+        }
+    }
+
+    /// Levels are stored in shared chunks of `CHUNK` hashes: truncating inside, at and across
+    /// chunk boundaries, and growing a clone, must behave exactly like a fresh tree and leave
+    /// the original untouched.
+    #[test]
+    fn chunked_levels_truncate_clone_and_prove_like_a_fresh_tree() {
+        let n = 4 * CHUNK as u64 + 77;
+        let leaf = |i: u64| leaf_hash(&i.to_be_bytes());
+        let t = MerkleTree::from_leaf_hashes((0..n).map(leaf));
+        let root = t.root();
+        let c256 = CHUNK as u64;
+        for cut in [
+            c256 - 1,
+            c256,
+            c256 + 1,
+            2 * c256,
+            2 * c256 + 3,
+            3 * c256 - 1,
+            n - 1,
+        ] {
+            let mut c = t.clone();
+            c.truncate(cut);
+            let fresh = MerkleTree::from_leaf_hashes((0..cut).map(leaf));
+            assert_eq!(c, fresh, "cut {cut}");
+            assert_eq!(c.root(), fresh.root());
+            assert_eq!(c.root(), t.root_at(cut).unwrap());
+            for extra in cut..n {
+                c.push_leaf_hash(leaf(extra + 1_000_000));
+            }
+            assert_ne!(c.root(), root);
+            assert_eq!(c.leaf_hash_at(cut), Some(leaf(cut + 1_000_000)));
+            // The original is untouched by the clone's truncation and growth.
+            assert_eq!(t.root(), root);
+            assert_eq!(t.leaf_hash_at(cut), Some(leaf(cut)));
+            let proof = t.inclusion_proof(cut, n).unwrap();
+            let fresh_full = MerkleTree::from_leaf_hashes((0..n).map(leaf));
+            assert_eq!(proof, fresh_full.inclusion_proof(cut, n).unwrap());
         }
     }
 }
