@@ -207,7 +207,9 @@ async fn run_member(
     );
 
     // Consensus: the ledger channel on every member, the engine on validators (per epoch).
-    let mempool: Box<dyn crate::consensus::Mempool> = match engine.proposer_pool() {
+    let pool = engine.proposer_pool();
+    let arrivals = pool.as_ref().map(|p| p.arrivals()).unwrap_or_default();
+    let mempool: Box<dyn crate::consensus::Mempool> = match pool {
         Some(p) => Box::new(p),
         None => Box::new(NoPool),
     };
@@ -219,7 +221,8 @@ async fn run_member(
     )));
     let leader_timeout = Duration::from_millis(p2p.leader_timeout_ms.max(50));
     let app = Application::new(ctx.child("app"), core.clone(), peers_of(&orgs), ledger_tx)
-        .with_empty_block_after(leader_timeout / 2);
+        .with_empty_block_after(leader_timeout / 2)
+        .with_wake(arrivals);
     let _loops = app.start(ledger_rx);
     tokio::spawn(evidence_loop(engine.clone(), core.clone()));
 

@@ -707,6 +707,7 @@ impl Engine {
                 Metrics::inc(&self.metrics.mempool_full);
                 return Err(SubmitError::MempoolFull);
             }
+            pool.notify_arrival();
         }
         match c.forward.try_send(entry) {
             Ok(()) => {}
@@ -902,6 +903,8 @@ impl Engine {
         self.metrics
             .mempool_depth
             .store(p.len() as u64, Ordering::Relaxed);
+        drop(p);
+        pool.notify_arrival();
         refused
     }
 

@@ -111,19 +111,36 @@ impl Pool {
     }
 }
 
-/// A [`Pool`] shared between the API, the forwarding receiver and the proposer.
+/// A [`Pool`] shared between the API, the forwarding receiver and the proposer, with a signal
+/// that wakes a leader waiting for entries as soon as some arrive (instead of at its next poll).
 #[derive(Debug, Clone)]
-pub struct SharedPool(pub Arc<Mutex<Pool>>);
+pub struct SharedPool {
+    pool: Arc<Mutex<Pool>>,
+    arrivals: Arc<tokio::sync::Notify>,
+}
 
 impl SharedPool {
     /// Wraps `pool`.
     pub fn new(pool: Pool) -> SharedPool {
-        SharedPool(Arc::new(Mutex::new(pool)))
+        SharedPool {
+            pool: Arc::new(Mutex::new(pool)),
+            arrivals: Arc::default(),
+        }
     }
 
     /// Locks the pool.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes whoever waits on [`arrivals`](Self::arrivals) (call after inserting, unlocked).
+    pub fn notify_arrival(&self) {
+        self.arrivals.notify_waiters();
+    }
+
+    /// The signal raised when entries are pooled.
+    pub fn arrivals(&self) -> Arc<tokio::sync::Notify> {
+        self.arrivals.clone()
     }
 }
 

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 use xinyi_ledger::{Digest, OrgId, TimeMs};
 
-/// How often a pending propose/verify re-checks for missing data.
+/// How often, at the latest, a pending propose/verify re-checks for missing data (it is woken
+/// earlier when a ledger message or pooled entries arrive).
 const POLL: Duration = Duration::from_millis(20);
 /// How often the ledger channel's periodic work runs (re-requests, vote re-sends).
 const TICK: Duration = Duration::from_millis(250);
@@ -69,6 +70,9 @@ fn now_ms(c: &impl Clock) -> TimeMs {
 /// The application the engine drives: one per validator process.
 pub struct Application<E, S> {
     empty_block_after: Duration,
+    /// Raised when something a waiting propose or verify may need arrives (a ledger message,
+    /// pooled entries): they re-check at once instead of at their next poll.
+    wake: Arc<tokio::sync::Notify>,
     core: Arc<Mutex<Core>>,
     ctx: Arc<Mutex<E>>,
     net: Arc<Mutex<S>>,
@@ -79,6 +83,7 @@ impl<E, S> Clone for Application<E, S> {
     fn clone(&self) -> Self {
         Application {
             empty_block_after: self.empty_block_after,
+            wake: self.wake.clone(),
             core: self.core.clone(),
             ctx: self.ctx.clone(),
             net: self.net.clone(),
@@ -96,6 +101,7 @@ where
     pub fn new(ctx: E, core: Arc<Mutex<Core>>, peers: Peers, sender: S) -> Self {
         Application {
             empty_block_after: Duration::ZERO,
+            wake: Arc::default(),
             core,
             ctx: Arc::new(Mutex::new(ctx)),
             net: Arc::new(Mutex::new(sender)),
@@ -108,6 +114,20 @@ where
     pub fn with_empty_block_after(mut self, d: Duration) -> Self {
         self.empty_block_after = d;
         self
+    }
+
+    /// Uses `wake` (e.g. the mempool's arrival signal) as the signal that re-checks a waiting
+    /// propose or verify; ledger messages raise it too.
+    pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// Waits until [`wake`](Self::with_wake) is raised after `armed` was created, or `POLL`.
+    async fn wait(ctx: &E, armed: tokio::sync::futures::Notified<'_>) {
+        let sleep = ctx.sleep(POLL);
+        futures::pin_mut!(armed, sleep);
+        futures::future::select(armed, sleep).await;
     }
 
     /// Replaces the organisation ↔ key map (membership changed on the ledger).
@@ -182,6 +202,7 @@ where
                     }
                 }
                 app.flush();
+                app.wake.notify_waiters();
             }
         });
         let app = self.clone();
@@ -219,13 +240,15 @@ where
                     .current()
                     .duration_since(start)
                     .map_or(true, |waited| waited >= idle);
+                // Armed before the check, so an arrival during it is not missed.
+                let armed = app.wake.notified();
                 let d = lock(&app.core).propose(parent, now_ms(&ctx), allow_empty);
                 app.flush();
                 if let Some(d) = d {
                     let _ = tx.send(engine_digest(&d));
                     return;
                 }
-                ctx.sleep(POLL).await;
+                Self::wait(&ctx, armed).await;
             }
         });
         rx
@@ -250,6 +273,7 @@ where
                 if tx.is_closed() {
                     return;
                 }
+                let armed = app.wake.notified();
                 let v = lock(&app.core).verify(parent, &leader, d, now_ms(&ctx));
                 app.flush();
                 match v {
@@ -261,7 +285,7 @@ where
                         let _ = tx.send(false);
                         return;
                     }
-                    Verdict::Pending => ctx.sleep(POLL).await,
+                    Verdict::Pending => Self::wait(&ctx, armed).await,
                 }
             }
         });
