@@ -96,6 +96,31 @@ pub fn decode<T: Serialize + DeserializeOwned>(
     Ok(value)
 }
 
+/// Decodes a value this crate encoded itself and kept (a state value written by the rules, or
+/// read back from the CRC-sealed store): the same checks as [`decode`] except the canonical
+/// re-encoding, which for such bytes can only confirm what `encode` wrote. Never use it on bytes
+/// that crossed a trust boundary (entries, blocks, certificates, anything from the network).
+pub fn decode_own<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, CodecError> {
+    if bytes.is_empty() {
+        return Err(CodecError::Empty { what });
+    }
+    if bytes.len() > limit {
+        return Err(CodecError::TooLarge {
+            what,
+            len: bytes.len(),
+            limit,
+        });
+    }
+    serde_cbor::from_slice(bytes).map_err(|e| CodecError::Malformed {
+        what,
+        reason: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +147,21 @@ mod tests {
         let bytes = encode(&sample()).unwrap();
         let back: Sample = decode("sample", &bytes, 1024).unwrap();
         assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn own_values_decode_with_every_check_but_the_re_encoding() {
+        let bytes = encode(&sample()).unwrap();
+        let back: Sample = decode_own("sample", &bytes, 1024).unwrap();
+        assert_eq!(back, sample());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode_own::<Sample>("sample", &trailing, 1024).is_err());
+        for cut in 0..bytes.len() {
+            assert!(decode_own::<Sample>("sample", &bytes[..cut], 1024).is_err());
+        }
+        let err = decode_own::<Sample>("sample", &bytes, bytes.len() - 1).unwrap_err();
+        assert_eq!(err.code(), "codec.too_large");
     }
 
     #[test]
