@@ -8,7 +8,6 @@
 //! keys costs O(n log n) hashes and a proof has about log2(n) siblings.
 
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
 
 /// A 32-byte hash or key.
 pub type H256 = [u8; 32];
@@ -64,10 +63,11 @@ pub struct Proof {
     pub terminal: Terminal,
 }
 
-/// A sparse Merkle map (keys and values are 32 bytes).
+/// A sparse Merkle map (keys and values are 32 bytes). The leaves are a persistent ordered map,
+/// so a clone (one per speculative state copy) is O(1).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SparseMap {
-    leaves: BTreeMap<H256, H256>,
+    leaves: imbl::OrdMap<H256, H256>,
 }
 
 fn subtree(leaves: &[(H256, H256)], depth: usize) -> H256 {

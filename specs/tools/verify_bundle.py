@@ -125,6 +125,8 @@ class State:
     def __init__(s, g, chain):
         s.chain, s.origin, s.params = chain, g['name'], g['params']
         s.base, s.blk, s.ent = {}, {}, {}
+        # Replay set (state.md §4 step 2): derived from the `n` values, not stored under keys.
+        s.replay, s.ids_blk, s.ids_ent = set(), [], []
         s.height, s.time = 0, g['time']
         vals = []
         for o in g['orgs']:
@@ -143,13 +145,18 @@ class State:
     def put(s, k, v): s.ent[k] = enc(v)
     def putraw(s, k, v): s.ent[k] = v
     def delete(s, k): s.ent[k] = None
-    def commit_entry(s): s.blk.update(s.ent); s.ent = {}
-    def replay_index(s, blk, h):
-        ids = b''.join(k[1:] for k, v in sorted(blk.items()) if k[:1] == b'N' and v is not None)
+    def commit_entry(s):
+        s.blk.update(s.ent); s.ent = {}
+        s.replay.update(s.ids_ent); s.ids_blk += s.ids_ent; s.ids_ent = []
+    def record_id(s, i):
+        if i in s.replay or i in s.ids_ent: raise Fail('state.replay')
+        s.ids_ent.append(i)
+    def replay_index(s, ids, h):
+        ids = b''.join(sorted(ids))
         return (b'n' + BE64(s.now) + BE64(h), ids) if ids else None
     def finish(s, h, t):
         s.commit_entry()
-        ri = s.replay_index(s.blk, h)
+        ri = s.replay_index(s.ids_blk, h); s.ids_blk = []
         if ri: s.blk[ri[0]] = ri[1]
         ws = sorted(s.blk.items())
         wsc = enc([[k, v] for k, v in ws])
@@ -161,7 +168,7 @@ class State:
         return ws
     def pending_root(s, h):
         blk = {**s.blk}
-        ri = s.replay_index(blk, h)
+        ri = s.replay_index(s.ids_blk, h)
         if ri: blk[ri[0]] = ri[1]
         ws = sorted(blk.items())
         merged = {**s.base, **blk}
@@ -192,7 +199,7 @@ class State:
         cutoff = max(0, t - 2 * s.params['entry_time_window_ms'])
         for k, v in s.prefix(b'n'):
             if int.from_bytes(k[1:9], 'big') >= cutoff: break
-            for i in range(0, len(v), 32): s.delete(b'N' + v[i:i + 32])
+            for i in range(0, len(v), 32): s.replay.discard(v[i:i + 32])
             s.delete(k)
         s.commit_entry()
 
@@ -240,13 +247,12 @@ class State:
             r = s.apply_inner(e, log)
             s.commit_entry(); return r
         except Fail:
-            s.ent = {}; raise
+            s.ent = {}; s.ids_ent = []; raise
 
     def apply_inner(s, e, log):
         now, w = s.now, s.params['entry_time_window_ms']
         if e['time'] + w < now or e['time'] > now + w: raise Fail('state.stale_or_future')
-        if s.raw(b'N' + e['id']) is not None: raise Fail('state.replay')
-        s.putraw(b'N' + e['id'], BE64(e['time']))
+        s.record_id(e['id'])
         akind, aval = e['author']
         if akind == 'org':
             rec = s.get(b'o' + aval.encode())
@@ -308,8 +314,7 @@ class State:
             rtime = req[5]
             if rtime + w < now or rtime > now + w: raise Fail('state.stale_or_future')
             rid = hashlib.sha256(b'xinyi/v1/entry\x00' + b'query-request' + enc(req)).digest()
-            if s.raw(b'N' + rid) is not None: raise Fail('state.replay')
-            s.putraw(b'N' + rid, BE64(rtime))
+            s.record_id(rid)
             actual = s.check_query(req)
             if kind == 5:
                 if actual != reason: raise Fail('state.wrong_denial')
