@@ -1778,11 +1778,12 @@ fn prefix_range<'a>(
 
 /// The 32-byte ids an `n` value lists (None if its length is not a multiple of 32).
 fn replay_ids(v: &[u8]) -> Option<Vec<ReplayId>> {
-    if v.len() % 32 != 0 {
+    let chunks = v.chunks_exact(32);
+    if !chunks.remainder().is_empty() {
         return None;
     }
     Some(
-        v.chunks_exact(32)
+        chunks
             .map(|c| {
                 let mut id = [0u8; 32];
                 id.copy_from_slice(c);
