@@ -817,6 +817,15 @@ impl State {
 
     /// Whether a query request is authorized at time `now` (the ledger rule).
     pub fn check_query(&self, req: &QueryRequest, now: TimeMs) -> Result<(), DenialReason> {
+        self.authorized_consent(req, now).map(|_| ())
+    }
+
+    /// [`State::check_query`], returning the consent record it checked (decoded once).
+    fn authorized_consent(
+        &self,
+        req: &QueryRequest,
+        now: TimeMs,
+    ) -> Result<ConsentRecord, DenialReason> {
         let c = match self.consent(&req.consent) {
             Ok(Some(c)) => c,
             _ => return Err(DenialReason::ConsentUnknown),
@@ -846,7 +855,7 @@ impl State {
         if c.used >= c.consent.max_uses {
             return Err(DenialReason::UsesExhausted);
         }
-        Ok(())
+        Ok(c)
     }
 
     // ---- block lifecycle ----
@@ -1255,12 +1264,10 @@ impl State {
                 let req_bytes = encode_request(req)?;
                 sigs.push(self.bank_signature(req, &req_bytes, &q.request.signature)?);
                 self.consume_request(req, &req_bytes, now)?;
-                self.check_query(req, now)
+                let mut c = self
+                    .authorized_consent(req, now)
                     .map_err(StateError::QueryNotAuthorized)?;
                 let ck = key(prefix::CONSENT, &[req.consent.as_bytes()]);
-                let mut c: ConsentRecord = self
-                    .get(&ck)?
-                    .ok_or(StateError::QueryNotAuthorized(DenialReason::ConsentUnknown))?;
                 c.used += 1;
                 self.put_s(ck, &c)?;
                 self.record_access(&req.firm, &e.id)?;
