@@ -281,3 +281,53 @@ fn a_state_copy_is_independent_of_the_original() {
     twice.end_block(head.height + 1, t).unwrap();
     assert_eq!(twice.head(), copy.head());
 }
+
+#[test]
+fn the_replay_set_is_the_union_of_the_n_values_a_restored_state_holds() {
+    let mut d = Driver::new();
+    let f = firm(7);
+    let reg = d.register_firm(f);
+    let reg_id = reg.id;
+    assert!(d.block(vec![reg]).is_empty());
+    let g = d.c.genesis.clone();
+    let head = d.chain.state_head();
+    let stored = kv(d.chain.state());
+    let (first_key, _) = stored
+        .iter()
+        .find(|(k, v)| k[0] == b'n' && v.as_slice() == reg_id.0.as_slice())
+        .cloned()
+        .expect("the block's n value lists the registration");
+    let first_time = u64::from_be_bytes(first_key[1..9].try_into().unwrap());
+
+    // A second n value, one window later, listing the same id (no chain of these rules writes
+    // that; a restored state must still hold exactly the union of what its n values list).
+    let mut dup = stored.clone();
+    dup.push((replay_key(first_time + W, head.height), reg_id.0.to_vec()));
+    dup.sort();
+    let mut s = State::restore(&g, head, dup).unwrap();
+    assert!(s.is_replay(&reg_id));
+    assert_eq!(
+        s.replay_ids_len(),
+        stored.iter().filter(|(k, _)| k[0] == b'n').count()
+    );
+    // Pruning the first n value leaves the id listed by the second.
+    s.begin_block(head.height + 1, first_time + 2 * W + 1)
+        .unwrap();
+    assert!(s.is_replay(&reg_id));
+    s.end_block(head.height + 1, first_time + 2 * W + 1)
+        .unwrap();
+    assert!(s.is_replay(&reg_id));
+    // Pruning the second forgets it.
+    s.begin_block(head.height + 2, first_time + 3 * W + 1)
+        .unwrap();
+    assert!(!s.is_replay(&reg_id));
+
+    // An n value that is not a whole number of ids is refused when the state is restored.
+    let mut bad = stored.clone();
+    for (k, v) in bad.iter_mut() {
+        if k == &first_key {
+            v.push(0);
+        }
+    }
+    assert!(State::restore(&g, head, bad).is_err());
+}
