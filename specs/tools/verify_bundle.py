@@ -75,6 +75,10 @@ def tagged(tag, *parts):
     h = hashlib.sha256(tag.encode() + b'\0')
     for p in parts: h.update(p)
     return h.digest()
+def B(x):
+    """Key bytes of an id: org ids are text, firm tags (privacy.md §2) are 32 bytes."""
+    return x if isinstance(x, bytes) else x.encode()
+
 def smsg(tag, payload): return ('xinyi/v1/sig/' + tag).encode() + b'\0' + payload
 BE64 = lambda n: n.to_bytes(8, 'big')
 
@@ -259,7 +263,7 @@ class State:
             if rec is None: raise Fail('state.unknown_author')
             akey, role = rec[2], rec[1]
         else:
-            rec = s.get(b'f' + aval.encode())
+            rec = s.get(b'f' + B(aval))
             if rec is None: raise Fail('state.unknown_author')
             akey, role = rec[0], None
         sigs = [(smsg('entry', s.chain + e['body_bytes']), akey, e['sig'])]
@@ -287,9 +291,9 @@ class State:
             s.put(b'M' + BE64(eff) + e['id'], change)
         elif kind == 1:  # firm_registered
             need(role == 0); firm, key = fields(x, 2)
-            old = s.get(b'f' + firm.encode())
+            old = s.get(b'f' + B(firm))
             if old is not None and old[1] != aval: raise Fail('state.not_owner')
-            s.put(b'f' + firm.encode(), st(key, aval))
+            s.put(b'f' + B(firm), st(key, aval))
         elif kind == 'consent_granted':
             bank, purpose, cats, nb, na, mx = fields(x, 6)
             b = s.get(b'o' + bank.encode())
@@ -322,7 +326,7 @@ class State:
                 if actual is not None: raise Fail('consent.%d' % actual)
                 c = s.get(b'c' + req[2]); c[2] += 1; s.put(b'c' + req[2], c)
             # The firm's access chain (state.md, h keys).
-            ak = b'h' + req[1].encode()
+            ak = b'h' + B(req[1])
             cur = s.get(ak) or st(bytes(32), 0)
             s.put(ak, st(hashlib.sha256(b'xinyi/v1/access\0' + cur[0] + e['id']).digest(), cur[1] + 1))
         elif kind == 'credit_record_published':
@@ -341,7 +345,7 @@ class State:
             c[5] = True; s.put(b'm' + cid, c)
         elif kind == 9:
             need(role == 0); firm, domain, grade = fields(x, 3)
-            s.put(b'g' + firm.encode() + b'/' + domain.encode(), st(aval, grade, now))
+            s.put(b'g' + B(firm) + b'/' + domain.encode(), st(aval, grade, now))
         elif kind == 10:
             record, ful, letter = fields(x, 3); r = s.get(b'r' + record)
             if r is None: raise Fail('state.not_found')
