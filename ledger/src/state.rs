@@ -1,9 +1,14 @@
 //! The deterministic state machine: which entries are allowed at a point of the ledger, and
 //! what they change.
 //!
-//! State is a sorted key-value map (`BTreeMap`, CBOR values) with two overlays: one for the
-//! block being executed and one for the entry being applied, so a rejected entry leaves no
-//! trace and a rejected block can be rolled back. The only clock is the block time given to
+//! State is a sorted key-value map (CBOR values) with two overlays: one for the block being
+//! executed and one for the entry being applied, so a rejected entry leaves no trace and a
+//! rejected block can be rolled back. The committed map is a persistent B-tree
+//! (`imbl::OrdMap`, keys and values behind `Arc`s): cloning a `State` — consensus takes one copy
+//! per speculatively executed block — shares the whole tree and costs O(1); a change copies only
+//! the nodes on its path. The replay set (entry and query-request ids inside the replay window)
+//! is not a key-value: it is derived in memory from the per-block `n` values and kept as a
+//! persistent set too (`specs/state.md` §3 step 4, §4 step 2). The only clock is the block time given to
 //! [`State::begin_block`]. Signatures are not checked here: applying an entry returns the
 //! signature checks it needs (against the keys in force at that point), and the caller verifies
 //! them, batched (`chain`). The state root is a hash chain over each block's sorted write set
@@ -13,8 +18,8 @@
 use crate::block::{Validator, ValidatorSet};
 use crate::codec::{self, CodecError};
 use crate::entry::{
-    entry_signing_payload, membership_signing_payload, query_signing_payload, Author, Consent,
-    DenialReason, Entry, EntryKind, MemberChange, QueryRequest,
+    entry_signing_payload, membership_signing_payload, Author, Consent, DenialReason, Entry,
+    EntryKind, MemberChange, QueryRequest,
 };
 use crate::firmtag::FirmTag;
 use crate::genesis::{Genesis, Params};
@@ -24,6 +29,8 @@ use crate::merkle::MerkleTree;
 use crate::types::{working_days_deadline, Category, Grade, OrgId, Role, Severity, TimeMs, DAY_MS};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
 
 /// Maximum size of one state value.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -320,7 +327,6 @@ mod prefix {
     pub const PENDING: u8 = b'M';
     pub const PENDING_ORG: u8 = b'P';
     pub const RECENT: u8 = b'n';
-    pub const RECENT_ID: u8 = b'N';
     pub const EVIDENCE: u8 = b'x';
     pub const COSIGNED: u8 = b'k';
     pub const ANCHOR: u8 = b'a';
@@ -398,15 +404,46 @@ fn key(p: u8, parts: &[&[u8]]) -> Vec<u8> {
 /// One block's sorted state changes (`None` = deleted).
 pub type WriteSet = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
+/// A committed state key: shared bytes, ordered (and borrowed, for lookups) as a byte string.
+/// Behind an `Arc` so copying a tree node on write costs reference counts, not allocations.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SharedKey(Arc<Vec<u8>>);
+
+impl std::borrow::Borrow<[u8]> for SharedKey {
+    fn borrow(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// The committed key-values: a persistent ordered map, so a clone is O(1) and shares the tree.
+type Base = imbl::OrdMap<SharedKey, Arc<Vec<u8>>>;
+
+/// A 32-byte replay id (entry id or query-request id).
+type ReplayId = [u8; 32];
+
+/// The live replay set, derived from the `n` values: each id with the number of `n` values that
+/// list it (1 on any chain built by these rules; counted so the set is exactly the union of the
+/// listed ids whatever the values hold).
+type ReplaySet = imbl::OrdMap<ReplayId, u32>;
+
 /// The ledger state.
 #[derive(Debug, Clone)]
 pub struct State {
     chain: Digest,
     origin: String,
     params: Params,
-    base: BTreeMap<Vec<u8>, Vec<u8>>,
+    base: Base,
     block: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     entry: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Replay ids live now: those of the committed `n` values, minus what the open block's start
+    /// pruned, plus what its committed entries recorded (derived, not a key-value).
+    replay: ReplaySet,
+    /// `replay` as it was when the open block began (restored by `rollback_block`).
+    replay_before_block: Option<ReplaySet>,
+    /// Ids recorded by the open block's committed entries (its `n` value, once sorted).
+    block_ids: Vec<ReplayId>,
+    /// Ids recorded by the entry being applied (at most two).
+    entry_ids: Vec<ReplayId>,
     height: u64,
     time: TimeMs,
     root: Digest,
@@ -440,9 +477,13 @@ impl State {
             chain,
             origin: g.name.clone(),
             params: g.params.clone(),
-            base: BTreeMap::new(),
+            base: Base::new(),
             block: BTreeMap::new(),
             entry: BTreeMap::new(),
+            replay: ReplaySet::new(),
+            replay_before_block: None,
+            block_ids: Vec::new(),
+            entry_ids: Vec::new(),
             height: 0,
             time: g.time,
             root: chain,
@@ -477,18 +518,30 @@ impl State {
         Ok((s, ws))
     }
 
-    /// Rebuilds a state from stored key-values and the head they belong to.
+    /// Rebuilds a state from stored key-values and the head they belong to. The derived parts
+    /// — the access map and the replay set — are rebuilt from the `h` and `n` values.
     pub fn restore(
         g: &Genesis,
         head: StateHead,
         kv: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
     ) -> Result<State, CodecError> {
-        let base: BTreeMap<Vec<u8>, Vec<u8>> = kv.into_iter().collect();
+        let base: Base = kv
+            .into_iter()
+            .map(|(k, v)| (SharedKey(Arc::new(k)), Arc::new(v)))
+            .collect();
         let mut access = crate::smt::SparseMap::new();
-        for (k, v) in base.range(vec![prefix::ACCESS]..vec![prefix::ACCESS + 1]) {
-            access.insert(access_key(k.get(1..).unwrap_or(&[])), access_value(v));
+        for (k, v) in prefix_range(&base, &[prefix::ACCESS]) {
+            access.insert(access_key(k.0.get(1..).unwrap_or(&[])), access_value(v));
         }
         let access_root = Digest(access.root());
+        let mut replay = ReplaySet::new();
+        for (_, v) in prefix_range(&base, &[prefix::RECENT]) {
+            for id in replay_ids(v).ok_or(CodecError::NonCanonical {
+                what: "replay index value",
+            })? {
+                *replay.entry(id).or_insert(0) += 1;
+            }
+        }
         Ok(State {
             chain: g.chain_id()?,
             origin: g.name.clone(),
@@ -496,6 +549,10 @@ impl State {
             base,
             block: BTreeMap::new(),
             entry: BTreeMap::new(),
+            replay,
+            replay_before_block: None,
+            block_ids: Vec::new(),
+            entry_ids: Vec::new(),
             height: head.height,
             time: head.time,
             root: head.root,
@@ -585,7 +642,28 @@ impl State {
 
     /// Iterates the committed key-values in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
-        self.base.iter()
+        self.base.iter().map(|(k, v)| (&*k.0, &**v))
+    }
+
+    /// Number of replay ids (entry and query-request ids) inside the replay window: the ids the
+    /// committed `n` values list, plus those the open block recorded so far.
+    pub fn replay_ids_len(&self) -> usize {
+        self.replay.len()
+    }
+
+    /// Whether `id` was recorded inside the replay window (an entry or request with this id
+    /// would be refused as `state.replay`).
+    pub fn is_replay(&self, id: &Digest) -> bool {
+        self.replay.contains_key(&id.0) || self.entry_ids.contains(&id.0)
+    }
+
+    /// Records replay id `id` for the entry being applied, or refuses it as a replay.
+    fn record_replay_id(&mut self, id: &Digest) -> Result<(), StateError> {
+        if self.is_replay(id) {
+            return Err(StateError::Replay(*id));
+        }
+        self.entry_ids.push(id.0);
+        Ok(())
     }
 
     // ---- key-value access through the overlays ----
@@ -603,7 +681,9 @@ impl State {
     fn get<T: Serialize + DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, StateError> {
         match self.raw(k) {
             None => Ok(None),
-            Some(b) => codec::decode("state value", b, MAX_VALUE_BYTES)
+            // Every state value was encoded by `put` (or restored from the CRC-sealed store,
+            // which holds what `put` wrote): skip the canonical re-encoding check.
+            Some(b) => codec::decode_own("state value", b, MAX_VALUE_BYTES)
                 .map(Some)
                 .map_err(|err| StateError::Corrupt {
                     key: hex::encode(k),
@@ -640,27 +720,39 @@ impl State {
     }
 
     fn commit_entry(&mut self) {
-        let e = std::mem::take(&mut self.entry);
-        self.block.extend(e);
+        if self.block.is_empty() {
+            std::mem::swap(&mut self.block, &mut self.entry);
+        } else {
+            let e = std::mem::take(&mut self.entry);
+            self.block.extend(e);
+        }
+        for id in self.entry_ids.drain(..) {
+            *self.replay.entry(id).or_insert(0) += 1;
+            self.block_ids.push(id);
+        }
+    }
+
+    /// Forgets the entry being applied (its writes and replay ids).
+    fn discard_entry(&mut self) {
+        self.entry.clear();
+        self.entry_ids.clear();
     }
 
     /// Committed keys with `prefix`, from the base only (used at block start, when the
     /// overlays are empty).
     fn base_range(&self, p: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.base
-            .range(p.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(p))
-            .map(|(k, v)| (k.clone(), v.clone()))
+        prefix_range(&self.base, p)
+            .map(|(k, v)| (k.0.to_vec(), v.to_vec()))
             .collect()
     }
 
-    /// Committed keys with prefix `p` whose next 8 bytes (a big-endian time) are below
+    /// Committed key-values with prefix `p` whose next 8 bytes (a big-endian time) are below
     /// `bound`, in key order. Reads only what it returns, so pruning costs what it prunes.
-    fn base_keys_before(&self, p: u8, bound: u64) -> Vec<Vec<u8>> {
+    fn base_before(&self, p: u8, bound: u64) -> Vec<(Vec<u8>, Arc<Vec<u8>>)> {
         let end = key(p, &[&bound.to_be_bytes()]);
         self.base
-            .range(vec![p]..end)
-            .map(|(k, _)| k.clone())
+            .range::<_, [u8]>((Bound::Included(&[p][..]), Bound::Excluded(end.as_slice())))
+            .map(|(k, v)| (k.0.to_vec(), v.clone()))
             .collect()
     }
 
@@ -727,6 +819,15 @@ impl State {
 
     /// Whether a query request is authorized at time `now` (the ledger rule).
     pub fn check_query(&self, req: &QueryRequest, now: TimeMs) -> Result<(), DenialReason> {
+        self.authorized_consent(req, now).map(|_| ())
+    }
+
+    /// [`State::check_query`], returning the consent record it checked (decoded once).
+    fn authorized_consent(
+        &self,
+        req: &QueryRequest,
+        now: TimeMs,
+    ) -> Result<ConsentRecord, DenialReason> {
         let c = match self.consent(&req.consent) {
             Ok(Some(c)) => c,
             _ => return Err(DenialReason::ConsentUnknown),
@@ -756,7 +857,7 @@ impl State {
         if c.used >= c.consent.max_uses {
             return Err(DenialReason::UsesExhausted);
         }
-        Ok(())
+        Ok(c)
     }
 
     // ---- block lifecycle ----
@@ -781,6 +882,7 @@ impl State {
         }
         self.in_block = true;
         self.block_time = time;
+        self.replay_before_block = Some(self.replay.clone());
         let result = self.block_start_effects(height, time);
         if result.is_err() {
             self.rollback_block();
@@ -801,7 +903,7 @@ impl State {
             self.delete(k);
         }
         // Overdue repairs.
-        for k in self.base_keys_before(prefix::DEADLINE, time.saturating_add(1)) {
+        for (k, _) in self.base_before(prefix::DEADLINE, time.saturating_add(1)) {
             let id =
                 Digest::from_slice(k.get(9..).unwrap_or(&[])).map_err(|_| StateError::Corrupt {
                     key: hex::encode(&k),
@@ -819,12 +921,18 @@ impl State {
         }
         // Replay window: an id recorded by a block at time B can be replayed only by an entry
         // (or request) whose own time is at least now - window, and such a time was at most
-        // B + window when it was recorded; so blocks older than two windows are forgotten.
+        // B + window when it was recorded; so blocks older than two windows are forgotten: the
+        // `n` value is deleted and its ids leave the (derived) replay set.
         let cutoff = time.saturating_sub(self.params.entry_time_window_ms.saturating_mul(2));
-        for k in self.base_keys_before(prefix::RECENT, cutoff) {
-            let ids = self.base.get(&k).cloned().unwrap_or_default();
-            for id in ids.chunks(32) {
-                self.delete(key(prefix::RECENT_ID, &[id]));
+        for (k, v) in self.base_before(prefix::RECENT, cutoff) {
+            let ids = replay_ids(&v).ok_or_else(|| StateError::Corrupt {
+                key: hex::encode(&k),
+                err: CodecError::NonCanonical {
+                    what: "replay index value",
+                },
+            })?;
+            for id in ids {
+                forget_replay_id(&mut self.replay, &id);
             }
             self.delete(k);
         }
@@ -917,7 +1025,7 @@ impl State {
                 Ok(a)
             }
             Err(err) => {
-                self.entry.clear();
+                self.discard_entry();
                 Err(err)
             }
         }
@@ -938,7 +1046,7 @@ impl State {
             self.block_time = now;
         }
         let r = self.apply_inner(e, log);
-        self.entry.clear();
+        self.discard_entry();
         if !was_open {
             self.in_block = false;
             self.block_time = saved_time;
@@ -973,12 +1081,7 @@ impl State {
                 block: now,
             });
         }
-        let rid = key(prefix::RECENT_ID, &[e.id.as_bytes()]);
-        if self.raw(&rid).is_some() {
-            return Err(StateError::Replay(e.id));
-        }
-        self.entry
-            .insert(rid, Some(body.time.to_be_bytes().to_vec()));
+        self.record_replay_id(&e.id)?;
 
         let (author_key, org) = self.author_key(&body.author)?;
         let mut sigs = vec![SigRequirement {
@@ -1160,22 +1263,22 @@ impl State {
             EntryKind::QueryServed(q) => {
                 require_role(role == Some(Role::Agency))?;
                 let req = &q.request.request;
-                sigs.push(self.bank_signature(req, &q.request.signature)?);
-                self.consume_request(req, now)?;
-                self.check_query(req, now)
+                let req_bytes = encode_request(req)?;
+                sigs.push(self.bank_signature(req, &req_bytes, &q.request.signature)?);
+                self.consume_request(req, &req_bytes, now)?;
+                let mut c = self
+                    .authorized_consent(req, now)
                     .map_err(StateError::QueryNotAuthorized)?;
                 let ck = key(prefix::CONSENT, &[req.consent.as_bytes()]);
-                let mut c: ConsentRecord = self
-                    .get(&ck)?
-                    .ok_or(StateError::QueryNotAuthorized(DenialReason::ConsentUnknown))?;
                 c.used += 1;
                 self.put_s(ck, &c)?;
                 self.record_access(&req.firm, &e.id)?;
             }
             EntryKind::QueryDenied { request, reason } => {
                 require_role(role == Some(Role::Agency))?;
-                sigs.push(self.bank_signature(&request.request, &request.signature)?);
-                self.consume_request(&request.request, now)?;
+                let req_bytes = encode_request(&request.request)?;
+                sigs.push(self.bank_signature(&request.request, &req_bytes, &request.signature)?);
+                self.consume_request(&request.request, &req_bytes, now)?;
                 let actual = self.check_query(&request.request, now).err();
                 if actual != Some(*reason) {
                     return Err(StateError::WrongDenial {
@@ -1508,7 +1611,13 @@ impl State {
 
     /// A bank's signed request is answered once (served or denied): its time must lie in the
     /// replay window and its id (`tagged(Entry, canonical request bytes)`) must be new.
-    fn consume_request(&mut self, req: &QueryRequest, now: TimeMs) -> Result<(), StateError> {
+    /// `req_bytes` is `CBOR(req)`.
+    fn consume_request(
+        &mut self,
+        req: &QueryRequest,
+        req_bytes: &[u8],
+        now: TimeMs,
+    ) -> Result<(), StateError> {
         let w = self.params.entry_time_window_ms;
         if req.time.saturating_add(w) < now || req.time > now.saturating_add(w) {
             return Err(StateError::StaleOrFuture {
@@ -1516,18 +1625,8 @@ impl State {
                 block: now,
             });
         }
-        let bytes = codec::encode(req).map_err(|err| StateError::Corrupt {
-            key: "query request".into(),
-            err,
-        })?;
-        let id = hash::tagged(Domain::Entry, &[b"query-request", &bytes]);
-        let rid = key(prefix::RECENT_ID, &[id.as_bytes()]);
-        if self.raw(&rid).is_some() {
-            return Err(StateError::Replay(id));
-        }
-        self.entry
-            .insert(rid, Some(req.time.to_be_bytes().to_vec()));
-        Ok(())
+        let id = hash::tagged(Domain::Entry, &[b"query-request", req_bytes]);
+        self.record_replay_id(&id)
     }
 
     fn require_org(&self, org: &OrgId) -> Result<(), StateError> {
@@ -1540,9 +1639,12 @@ impl State {
         Ok(())
     }
 
+    /// The bank's signature over `chain ‖ req_bytes` (`req_bytes` = `CBOR(req)`, i.e. the
+    /// payload of `query_signing_payload`).
     fn bank_signature(
         &self,
         req: &QueryRequest,
+        req_bytes: &[u8],
         sig: &Signature,
     ) -> Result<SigRequirement, StateError> {
         let bank = self.org(&req.bank)?.ok_or_else(|| StateError::NotFound {
@@ -1552,11 +1654,7 @@ impl State {
         if bank.role != Role::Bank {
             return Err(StateError::Invalid(format!("{} is not a bank", req.bank)));
         }
-        let payload =
-            query_signing_payload(&self.chain, req).map_err(|err| StateError::Corrupt {
-                key: "query request".into(),
-                err,
-            })?;
+        let payload = entry_signing_payload(&self.chain, req_bytes);
         Ok(SigRequirement {
             message: signing_message(SigDomain::QueryRequest, &payload),
             key: bank.key,
@@ -1595,7 +1693,9 @@ impl State {
     pub fn pending_root(&self, height: u64) -> Result<Digest, CodecError> {
         let mut block = self.block.clone();
         block.extend(self.entry.clone());
-        if let Some((k, v)) = self.replay_index(&block, height) {
+        let mut ids = self.block_ids.clone();
+        ids.extend_from_slice(&self.entry_ids);
+        if let Some((k, v)) = self.replay_index(ids, height) {
             block.insert(k, Some(v));
         }
         let ws: WriteSet = block.into_iter().collect();
@@ -1603,35 +1703,28 @@ impl State {
         next_root(&self.root, height, &ws, &access_root)
     }
 
-    /// The block's replay-index record: `n ‖ block time ‖ height → the 32-byte ids` of every
-    /// replay id (entry or request) this block recorded, in key order. One key per block keeps
-    /// the per-entry store cost down; pruning reads it back to forget the ids.
-    fn replay_index(
-        &self,
-        block: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-        height: u64,
-    ) -> Option<(Vec<u8>, Vec<u8>)> {
-        let mut ids = Vec::new();
-        for (k, v) in block.range(vec![prefix::RECENT_ID]..vec![prefix::RECENT_ID + 1]) {
-            if v.is_some() {
-                ids.extend_from_slice(k.get(1..).unwrap_or(&[]));
-            }
-        }
+    /// The block's replay-index record: `n ‖ block time ‖ height →` the 32-byte ids of every
+    /// replay id (entry or request) this block recorded, in ascending order. It is the only
+    /// stored form of the replay set: pruning reads it back to forget the ids, and
+    /// [`State::restore`] rebuilds the set from these values.
+    fn replay_index(&self, mut ids: Vec<ReplayId>, height: u64) -> Option<(Vec<u8>, Vec<u8>)> {
         if ids.is_empty() {
             return None;
         }
+        ids.sort_unstable();
         Some((
             key(
                 prefix::RECENT,
                 &[&self.block_time.to_be_bytes(), &height.to_be_bytes()],
             ),
-            ids,
+            ids.concat(),
         ))
     }
 
     fn finish_block(&mut self, height: u64, time: TimeMs) -> Result<WriteSet, CodecError> {
         self.commit_entry();
-        if let Some((k, v)) = self.replay_index(&self.block, height) {
+        let ids = std::mem::take(&mut self.block_ids);
+        if let Some((k, v)) = self.replay_index(ids, height) {
             self.block.insert(k, Some(v));
         }
         let block = std::mem::take(&mut self.block);
@@ -1642,18 +1735,21 @@ impl State {
         }
         self.access_root = access_root;
         let prev = self.root;
-        self.root = next_root(&self.root, height, &ws, &access_root)?;
-        self.last_step = Some((prev, write_set_hash(&ws)?));
+        let ws_hash = write_set_hash(&ws)?;
+        self.root = root_step(&prev, height, &ws_hash, &access_root);
+        self.last_step = Some((prev, ws_hash));
         for (k, v) in &ws {
             match v {
                 Some(v) => {
-                    self.base.insert(k.clone(), v.clone());
+                    self.base
+                        .insert(SharedKey(Arc::new(k.clone())), Arc::new(v.clone()));
                 }
                 None => {
-                    self.base.remove(k);
+                    self.base.remove(k.as_slice());
                 }
             }
         }
+        self.replay_before_block = None;
         self.height = height;
         self.time = time;
         self.in_block = false;
@@ -1662,20 +1758,71 @@ impl State {
 
     /// Discards the open block.
     pub fn rollback_block(&mut self) {
-        self.entry.clear();
+        self.discard_entry();
         self.block.clear();
+        self.block_ids.clear();
+        if let Some(r) = self.replay_before_block.take() {
+            self.replay = r;
+        }
         self.in_block = false;
+    }
+}
+
+/// `CBOR(req)`: hashed for the request's replay id and signed by the bank.
+fn encode_request(req: &QueryRequest) -> Result<Vec<u8>, StateError> {
+    codec::encode(req).map_err(|err| StateError::Corrupt {
+        key: "query request".into(),
+        err,
+    })
+}
+
+/// The committed key-values whose key starts with `p`, in key order.
+fn prefix_range<'a>(
+    base: &'a Base,
+    p: &'a [u8],
+) -> impl Iterator<Item = (&'a SharedKey, &'a Arc<Vec<u8>>)> + 'a {
+    base.range::<_, [u8]>((Bound::Included(p), Bound::Unbounded))
+        .take_while(move |(k, _)| k.0.starts_with(p))
+}
+
+/// The 32-byte ids an `n` value lists (None if its length is not a multiple of 32).
+fn replay_ids(v: &[u8]) -> Option<Vec<ReplayId>> {
+    let chunks = v.chunks_exact(32);
+    if !chunks.remainder().is_empty() {
+        return None;
+    }
+    Some(
+        chunks
+            .map(|c| {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(c);
+                id
+            })
+            .collect(),
+    )
+}
+
+/// Removes one listing of `id` from the replay set.
+fn forget_replay_id(set: &mut ReplaySet, id: &ReplayId) {
+    match set.get(id).copied() {
+        Some(n) if n > 1 => {
+            set.insert(*id, n - 1);
+        }
+        Some(_) => {
+            set.remove(id);
+        }
+        None => {}
     }
 }
 
 /// `tagged(WriteSet, CBOR(write set))`.
 pub fn write_set_hash(ws: &WriteSet) -> Result<Digest, CodecError> {
-    let encoded: Vec<(serde_bytes::ByteBuf, Option<serde_bytes::ByteBuf>)> = ws
+    let encoded: Vec<(&serde_bytes::Bytes, Option<&serde_bytes::Bytes>)> = ws
         .iter()
         .map(|(k, v)| {
             (
-                serde_bytes::ByteBuf::from(k.clone()),
-                v.clone().map(serde_bytes::ByteBuf::from),
+                serde_bytes::Bytes::new(k),
+                v.as_deref().map(serde_bytes::Bytes::new),
             )
         })
         .collect();

@@ -39,7 +39,8 @@ mod prefix {
 const META_GENESIS: &[u8] = b"mgenesis";
 const META_HEAD: &[u8] = b"mhead";
 const META_VERSION: &[u8] = b"mversion";
-const STORE_VERSION: u32 = 3;
+/// 4: the state holds no `N ‖ id` keys; the replay set is derived from the `n` values.
+const STORE_VERSION: u32 = 4;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -1024,16 +1025,19 @@ mod tests {
             "{e}"
         );
 
-        let dir = tempfile::tempdir().unwrap();
-        filled(dir.path(), 1, 1);
-        {
-            let db = open_db(dir.path()).unwrap();
-            db.insert(META_VERSION, seal(META_VERSION, &1u32.to_be_bytes()))
-                .unwrap();
-            db.flush().unwrap();
+        // Format 1, and format 3 (which kept the replay set as `N ‖ id` state keys).
+        for old in [1u32, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            filled(dir.path(), 1, 1);
+            {
+                let db = open_db(dir.path()).unwrap();
+                db.insert(META_VERSION, seal(META_VERSION, &old.to_be_bytes()))
+                    .unwrap();
+                db.flush().unwrap();
+            }
+            let e = Store::open(dir.path()).err().unwrap();
+            assert_eq!(e.code(), "store.corrupt");
+            assert!(e.to_string().contains("format"), "{e}");
         }
-        let e = Store::open(dir.path()).err().unwrap();
-        assert_eq!(e.code(), "store.corrupt");
-        assert!(e.to_string().contains("format"), "{e}");
     }
 }

@@ -158,7 +158,6 @@ fn key_prefix_name(k: &[u8]) -> &'static str {
         Some(b'M') => "pending_membership",
         Some(b'P') => "pending_org",
         Some(b'n') => "replay_index_by_block",
-        Some(b'N') => "recent_id",
         Some(b'x') => "evidence",
         Some(b'k') => "cosignature",
         Some(b'a') => "anchor",

@@ -75,6 +75,10 @@ def tagged(tag, *parts):
     h = hashlib.sha256(tag.encode() + b'\0')
     for p in parts: h.update(p)
     return h.digest()
+def B(x):
+    """Key bytes of an id: org ids are text, firm tags (privacy.md §2) are 32 bytes."""
+    return x if isinstance(x, bytes) else x.encode()
+
 def smsg(tag, payload): return ('xinyi/v1/sig/' + tag).encode() + b'\0' + payload
 BE64 = lambda n: n.to_bytes(8, 'big')
 
@@ -125,6 +129,8 @@ class State:
     def __init__(s, g, chain):
         s.chain, s.origin, s.params = chain, g['name'], g['params']
         s.base, s.blk, s.ent = {}, {}, {}
+        # Replay set (state.md §4 step 2): derived from the `n` values, not stored under keys.
+        s.replay, s.ids_blk, s.ids_ent = set(), [], []
         s.height, s.time = 0, g['time']
         vals = []
         for o in g['orgs']:
@@ -143,13 +149,18 @@ class State:
     def put(s, k, v): s.ent[k] = enc(v)
     def putraw(s, k, v): s.ent[k] = v
     def delete(s, k): s.ent[k] = None
-    def commit_entry(s): s.blk.update(s.ent); s.ent = {}
-    def replay_index(s, blk, h):
-        ids = b''.join(k[1:] for k, v in sorted(blk.items()) if k[:1] == b'N' and v is not None)
+    def commit_entry(s):
+        s.blk.update(s.ent); s.ent = {}
+        s.replay.update(s.ids_ent); s.ids_blk += s.ids_ent; s.ids_ent = []
+    def record_id(s, i):
+        if i in s.replay or i in s.ids_ent: raise Fail('state.replay')
+        s.ids_ent.append(i)
+    def replay_index(s, ids, h):
+        ids = b''.join(sorted(ids))
         return (b'n' + BE64(s.now) + BE64(h), ids) if ids else None
     def finish(s, h, t):
         s.commit_entry()
-        ri = s.replay_index(s.blk, h)
+        ri = s.replay_index(s.ids_blk, h); s.ids_blk = []
         if ri: s.blk[ri[0]] = ri[1]
         ws = sorted(s.blk.items())
         wsc = enc([[k, v] for k, v in ws])
@@ -161,7 +172,7 @@ class State:
         return ws
     def pending_root(s, h):
         blk = {**s.blk}
-        ri = s.replay_index(blk, h)
+        ri = s.replay_index(s.ids_blk, h)
         if ri: blk[ri[0]] = ri[1]
         ws = sorted(blk.items())
         merged = {**s.base, **blk}
@@ -192,7 +203,7 @@ class State:
         cutoff = max(0, t - 2 * s.params['entry_time_window_ms'])
         for k, v in s.prefix(b'n'):
             if int.from_bytes(k[1:9], 'big') >= cutoff: break
-            for i in range(0, len(v), 32): s.delete(b'N' + v[i:i + 32])
+            for i in range(0, len(v), 32): s.replay.discard(v[i:i + 32])
             s.delete(k)
         s.commit_entry()
 
@@ -240,20 +251,19 @@ class State:
             r = s.apply_inner(e, log)
             s.commit_entry(); return r
         except Fail:
-            s.ent = {}; raise
+            s.ent = {}; s.ids_ent = []; raise
 
     def apply_inner(s, e, log):
         now, w = s.now, s.params['entry_time_window_ms']
         if e['time'] + w < now or e['time'] > now + w: raise Fail('state.stale_or_future')
-        if s.raw(b'N' + e['id']) is not None: raise Fail('state.replay')
-        s.putraw(b'N' + e['id'], BE64(e['time']))
+        s.record_id(e['id'])
         akind, aval = e['author']
         if akind == 'org':
             rec = s.get(b'o' + aval.encode())
             if rec is None: raise Fail('state.unknown_author')
             akey, role = rec[2], rec[1]
         else:
-            rec = s.get(b'f' + aval.encode())
+            rec = s.get(b'f' + B(aval))
             if rec is None: raise Fail('state.unknown_author')
             akey, role = rec[0], None
         sigs = [(smsg('entry', s.chain + e['body_bytes']), akey, e['sig'])]
@@ -281,9 +291,9 @@ class State:
             s.put(b'M' + BE64(eff) + e['id'], change)
         elif kind == 1:  # firm_registered
             need(role == 0); firm, key = fields(x, 2)
-            old = s.get(b'f' + firm.encode())
+            old = s.get(b'f' + B(firm))
             if old is not None and old[1] != aval: raise Fail('state.not_owner')
-            s.put(b'f' + firm.encode(), st(key, aval))
+            s.put(b'f' + B(firm), st(key, aval))
         elif kind == 'consent_granted':
             bank, purpose, cats, nb, na, mx = fields(x, 6)
             b = s.get(b'o' + bank.encode())
@@ -308,8 +318,7 @@ class State:
             rtime = req[5]
             if rtime + w < now or rtime > now + w: raise Fail('state.stale_or_future')
             rid = hashlib.sha256(b'xinyi/v1/entry\x00' + b'query-request' + enc(req)).digest()
-            if s.raw(b'N' + rid) is not None: raise Fail('state.replay')
-            s.putraw(b'N' + rid, BE64(rtime))
+            s.record_id(rid)
             actual = s.check_query(req)
             if kind == 5:
                 if actual != reason: raise Fail('state.wrong_denial')
@@ -317,7 +326,7 @@ class State:
                 if actual is not None: raise Fail('consent.%d' % actual)
                 c = s.get(b'c' + req[2]); c[2] += 1; s.put(b'c' + req[2], c)
             # The firm's access chain (state.md, h keys).
-            ak = b'h' + req[1].encode()
+            ak = b'h' + B(req[1])
             cur = s.get(ak) or st(bytes(32), 0)
             s.put(ak, st(hashlib.sha256(b'xinyi/v1/access\0' + cur[0] + e['id']).digest(), cur[1] + 1))
         elif kind == 'credit_record_published':
@@ -336,7 +345,7 @@ class State:
             c[5] = True; s.put(b'm' + cid, c)
         elif kind == 9:
             need(role == 0); firm, domain, grade = fields(x, 3)
-            s.put(b'g' + firm.encode() + b'/' + domain.encode(), st(aval, grade, now))
+            s.put(b'g' + B(firm) + b'/' + domain.encode(), st(aval, grade, now))
         elif kind == 10:
             record, ful, letter = fields(x, 3); r = s.get(b'r' + record)
             if r is None: raise Fail('state.not_found')
