@@ -11,6 +11,7 @@ use super::auth::{no_firm_key, parse_auth, requester_key, verify_auth, Requester
 use super::error::ApiError;
 use super::{openapi, parse_json, AppState};
 use crate::datastore::canonical_json;
+use crate::datastore::AgencyData;
 use crate::engine::{ser_proof, Committed, SubmitError};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -24,8 +25,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 use xinyi_ledger::entry::{
-    query_signing_payload, Author, DenialReason, EntryKind, QueryRecord, SignedQueryRequest,
-    MAX_RECORD_IDS,
+    query_signing_payload, Author, DenialReason, EntryKind, QueryRecord, QueryRequest,
+    SignedQueryRequest, MAX_RECORD_IDS,
 };
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::keys::SigDomain;
@@ -366,12 +367,18 @@ pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Res
     }
     let engine = s.engine.clone();
     let chain_id = *s.engine.chain_id();
+    let replay = s.query_replay.clone();
+    let data = s.data.clone();
     let sq2 = sq.clone();
-    // Signature first (401, nothing written), then the consent rule at the node clock. The
-    // pre-check is skipped while a block is being built rather than waiting for it: the ledger
-    // applies the same rule when the QueryServed is committed, and a refusal there is recorded
-    // as a denial just the same (see `serve`).
-    let verdict = blocking(move || {
+    let key = hex::encode(sq.signature.0);
+    let replay_key = key.clone();
+    // One hop to a blocking thread: the signature first (401, nothing written), then the replay
+    // cache, then the consent rule at the node clock and, if it passes, the data (released to
+    // the bank only after the QueryServed record commits). The pre-check is skipped while a
+    // block is being built rather than waiting for it: the ledger applies the same rule when
+    // the QueryServed is committed, and a refusal there is recorded as a denial just the same
+    // (see `serve`).
+    let (verdict, released) = blocking(move || {
         let payload = query_signing_payload(&chain_id, &sq2.request)
             .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
         bank.key
@@ -382,24 +389,31 @@ pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Res
                     "the query request's signature does not verify under the bank's key",
                 )
             })?;
-        Ok(engine
+        if !replay.check_and_insert(replay_key, now) {
+            return Err(ApiError::unauthorized(
+                "api.replay",
+                "this signed query request was already submitted",
+            ));
+        }
+        let verdict = engine
             .try_lock()
-            .map(|core| core.chain.state().check_query(&sq2.request, now)))
+            .map(|core| core.chain.state().check_query(&sq2.request, now));
+        let released = match verdict {
+            Some(Err(_)) => None,
+            Some(Ok(())) | None => Some(release(&data, &sq2.request)),
+        };
+        Ok((verdict, released))
     })
     .await?;
-    if !s
-        .query_replay
-        .check_and_insert(hex::encode(sq.signature.0), now)
-    {
-        return Err(ApiError::unauthorized(
-            "api.replay",
-            "this signed query request was already submitted",
-        ));
-    }
-    let key = hex::encode(sq.signature.0);
-    let result = match verdict {
-        Some(Err(reason)) => Err(deny(&s, sq, reason).await),
-        Some(Ok(())) | None => serve(&s, sq).await,
+    let result = match (verdict, released) {
+        (Some(Err(reason)), _) => Err(deny(&s, sq, reason).await),
+        (_, Some(released)) => match released {
+            Ok(released) => serve(&s, sq, released).await,
+            Err(e) => Err(e),
+        },
+        (_, None) => Err(ApiError::internal(
+            "no data was released for a served query",
+        )),
     };
     // Nothing was recorded for this request (full mempool, node failure): let the bank retry
     // the same signed request.
@@ -507,24 +521,31 @@ async fn deny(s: &AppState, sq: SignedQueryRequest, reason: DenialReason) -> Api
     )
 }
 
-async fn serve(s: &AppState, sq: SignedQueryRequest) -> ApiResult<Response> {
-    let data = s.data.clone();
-    let tag = sq.request.firm;
-    let cats = sq.request.categories.clone();
-    let (released, ids) = blocking(move || match data.firm_by_tag(&tag) {
-        Some(firm) => Ok(data.release(&firm, &cats, MAX_RECORD_IDS)?),
+/// What the agency holds on the request's firm in the requested categories, and the ids of the
+/// records it drew on (blocking: reads the agency's data store).
+fn release(data: &AgencyData, req: &QueryRequest) -> ApiResult<(Value, Vec<Digest>)> {
+    match data.firm_by_tag(&req.firm) {
+        Some(firm) => Ok(data.release(&firm, &req.categories, MAX_RECORD_IDS)?),
         // No data on that firm here (or no firm key): every category is null, as for a firm
         // the agency holds nothing on.
         None => Ok((
             Value::Object(
-                cats.iter()
+                req.categories
+                    .iter()
                     .map(|c| (c.name().to_string(), Value::Null))
                     .collect(),
             ),
             Vec::new(),
         )),
-    })
-    .await?;
+    }
+}
+
+/// Commits the `QueryServed` record of `sq` and only then answers with the `released` data.
+async fn serve(
+    s: &AppState,
+    sq: SignedQueryRequest,
+    (released, ids): (Value, Vec<Digest>),
+) -> ApiResult<Response> {
     let salt: [u8; 32] = rand::random();
     let digest = hash::salted(&salt, &canonical_json(&released));
     let entry = s
