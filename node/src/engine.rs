@@ -125,6 +125,9 @@ pub struct Core {
     pub durable_size: u64,
     /// Cluster mode: what happens when consensus commits a block.
     hooks: Option<CommitHooks>,
+    /// The checkpoint verifier keys of the last validator set asked for (decompressing every
+    /// validator key for every peer checkpoint was a visible share of a validator's CPU).
+    verifier_cache: Mutex<Option<(xinyi_ledger::ValidatorSet, Vec<VerifierKey>)>>,
 }
 
 impl Core {
@@ -134,16 +137,28 @@ impl Core {
         let Ok(set) = self.chain.state().validators() else {
             return vec![];
         };
-        set.validators
+        let mut cache = self
+            .verifier_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, keys)) = cache.as_ref() {
+            if *cached == set {
+                return keys.clone();
+            }
+        }
+        let keys: Vec<VerifierKey> = set
+            .validators
             .iter()
             .filter(|v| v.power > 0)
             .filter_map(|v| VerifierKey::new(origin.clone(), v.key.verifying_key().ok()?).ok())
-            .collect()
+            .collect();
+        *cache = Some((set, keys.clone()));
+        keys
     }
 
     /// Checks a peer's checkpoint note against the committed log: parses, origin, size
     /// within the committed log, root equal to ours at that size, signed by a validator.
-    fn check_note(&self, text: &str) -> Result<(Note, Checkpoint), &'static str> {
+    fn check_note(&self, text: &str) -> Result<(Note, Checkpoint, Vec<VerifierKey>), &'static str> {
         let note = Note::parse(text).map_err(|_| "malformed note")?;
         let cp = Checkpoint::parse_text(&note.text).map_err(|_| "malformed checkpoint")?;
         if cp.origin != self.chain.genesis().name {
@@ -155,15 +170,16 @@ impl Core {
         if self.chain.log().root_at(cp.size).ok() != Some(cp.root) {
             return Err("root differs from the committed log");
         }
-        note.verify(&self.verifiers())
+        let verified = note
+            .verify(&self.verifiers())
             .map_err(|_| "not signed by a validator")?;
-        Ok((note, cp))
+        Ok((note, cp, verified))
     }
 
     /// Follower: serves `text` as its checkpoint if it is newer, verified and consistent with
     /// the committed log, and answers every waiter it covers. Returns whether it was adopted.
     fn adopt_note(&mut self, text: &str) -> bool {
-        let (_, cp) = match self.check_note(text) {
+        let (_, cp, _) = match self.check_note(text) {
             Ok(x) => x,
             Err("ahead") => {
                 if let (Some(h), Ok(n)) = (self.hooks.as_mut(), Note::parse(text)) {
@@ -213,16 +229,14 @@ impl Core {
 
     /// Validator: adds other validators' signatures on the same checkpoint to its own note.
     fn add_cosignatures(&mut self, text: &str) {
-        let Ok((other, _)) = self.check_note(text) else {
-            return;
-        };
+        // The text is compared first: a note on another checkpoint is not verified at all.
         let Ok(mut mine) = Note::parse(&self.checkpoint) else {
             return;
         };
-        if mine.text != other.text {
+        if Note::parse(text).map_or(true, |n| n.text != mine.text) {
             return;
         }
-        let Ok(verified) = other.verify(&self.verifiers()) else {
+        let Ok((other, _, verified)) = self.check_note(text) else {
             return;
         };
         for sig in other.signatures {
@@ -519,6 +533,7 @@ impl Engine {
             checkpoint,
             durable_size,
             hooks: None,
+            verifier_cache: Mutex::default(),
         }));
         let max_block = genesis.params.max_block_entries as usize;
         let max_batch = cfg.max_batch.clamp(1, max_block.max(1));
@@ -811,6 +826,7 @@ impl Engine {
                 pool: pool.clone(),
                 recent,
             }),
+            verifier_cache: Mutex::default(),
         }));
         let (forward, forwarded) = mpsc::channel(cfg.mempool_capacity.max(1));
         Ok((
