@@ -456,6 +456,49 @@ pub struct State {
     /// (previous root, write-set hash) of the last block closed since this state was built
     /// (None after `restore` until the next block).
     last_step: Option<(Digest, Digest)>,
+    /// What [`State::pending_root`] computed for the open block, reused by `end_block`.
+    prepared: PreparedBlock,
+}
+
+/// The write set, access map and roots [`State::pending_root`] computed for the open block, so
+/// that closing the block does not compute them again (validators and the verifier check the
+/// header's state root before they close the block). Every other `&mut self` entry point of
+/// [`State`] clears it first, so it is used only if the state did not change in between; a
+/// clone of the state starts without it.
+#[derive(Debug, Default)]
+struct PreparedBlock(std::sync::Mutex<Option<Prepared>>);
+
+impl Clone for PreparedBlock {
+    fn clone(&self) -> Self {
+        PreparedBlock::default()
+    }
+}
+
+impl PreparedBlock {
+    fn clear(&mut self) {
+        *self.0.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn take(&mut self, height: u64) -> Option<Prepared> {
+        self.0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|p| p.height == height)
+    }
+
+    fn set(&self, p: Prepared) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+}
+
+#[derive(Debug)]
+struct Prepared {
+    height: u64,
+    ws: WriteSet,
+    access: Option<crate::smt::SparseMap>,
+    access_root: Digest,
+    ws_hash: Digest,
 }
 
 /// Height, time and root of the last applied block.
@@ -492,6 +535,7 @@ impl State {
             access: crate::smt::SparseMap::new(),
             access_root: Digest(crate::smt::EMPTY),
             last_step: None,
+            prepared: PreparedBlock::default(),
         };
         let mut validators = Vec::new();
         for o in &g.orgs {
@@ -561,6 +605,7 @@ impl State {
             access,
             access_root,
             last_step: None,
+            prepared: PreparedBlock::default(),
         })
     }
 
@@ -865,6 +910,7 @@ impl State {
     /// Starts block `height` at `time`: applies membership changes due at this height, flags
     /// overdue repairs and prunes the replay window.
     pub fn begin_block(&mut self, height: u64, time: TimeMs) -> Result<(), StateError> {
+        self.prepared.clear();
         if self.in_block {
             return Err(StateError::Sequence("a block is already open".into()));
         }
@@ -1015,6 +1061,7 @@ impl State {
     /// Applies one statically valid entry inside the open block, atomically: on error nothing
     /// changes. `log` is the global entry log including every entry before this one.
     pub fn apply_entry(&mut self, e: &Entry, log: &MerkleTree) -> Result<Applied, StateError> {
+        self.prepared.clear();
         if !self.in_block {
             return Err(StateError::Sequence("no block is open".into()));
         }
@@ -1039,6 +1086,7 @@ impl State {
         log: &MerkleTree,
         now: TimeMs,
     ) -> Result<Applied, StateError> {
+        self.prepared.clear();
         let was_open = self.in_block;
         let saved_time = self.block_time;
         if !was_open {
@@ -1699,8 +1747,17 @@ impl State {
             block.insert(k, Some(v));
         }
         let ws: WriteSet = block.into_iter().collect();
-        let (_, access_root) = self.access_with(&ws);
-        next_root(&self.root, height, &ws, &access_root)
+        let (access, access_root) = self.access_with(&ws);
+        let ws_hash = write_set_hash(&ws)?;
+        let root = root_step(&self.root, height, &ws_hash, &access_root);
+        self.prepared.set(Prepared {
+            height,
+            ws,
+            access,
+            access_root,
+            ws_hash,
+        });
+        Ok(root)
     }
 
     /// The block's replay-index record: `n ‖ block time ‖ height →` the 32-byte ids of every
@@ -1728,14 +1785,21 @@ impl State {
             self.block.insert(k, Some(v));
         }
         let block = std::mem::take(&mut self.block);
-        let ws: WriteSet = block.into_iter().collect();
-        let (changed, access_root) = self.access_with(&ws);
+        let (ws, changed, access_root, ws_hash) = match self.prepared.take(height) {
+            // `pending_root` of this very block, and nothing changed since.
+            Some(p) => (p.ws, p.access, p.access_root, p.ws_hash),
+            None => {
+                let ws: WriteSet = block.into_iter().collect();
+                let (changed, access_root) = self.access_with(&ws);
+                let ws_hash = write_set_hash(&ws)?;
+                (ws, changed, access_root, ws_hash)
+            }
+        };
         if let Some(m) = changed {
             self.access = m;
         }
         self.access_root = access_root;
         let prev = self.root;
-        let ws_hash = write_set_hash(&ws)?;
         self.root = root_step(&prev, height, &ws_hash, &access_root);
         self.last_step = Some((prev, ws_hash));
         for (k, v) in &ws {
@@ -1758,6 +1822,7 @@ impl State {
 
     /// Discards the open block.
     pub fn rollback_block(&mut self) {
+        self.prepared.clear();
         self.discard_entry();
         self.block.clear();
         self.block_ids.clear();
