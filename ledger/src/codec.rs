@@ -75,20 +75,7 @@ pub fn decode<T: Serialize + DeserializeOwned>(
     bytes: &[u8],
     limit: usize,
 ) -> Result<T, CodecError> {
-    if bytes.is_empty() {
-        return Err(CodecError::Empty { what });
-    }
-    if bytes.len() > limit {
-        return Err(CodecError::TooLarge {
-            what,
-            len: bytes.len(),
-            limit,
-        });
-    }
-    let value: T = serde_cbor::from_slice(bytes).map_err(|e| CodecError::Malformed {
-        what,
-        reason: e.to_string(),
-    })?;
+    let value: T = decode_own(what, bytes, limit)?;
     let again = encode(&value)?;
     if again != bytes {
         return Err(CodecError::NonCanonical { what });
