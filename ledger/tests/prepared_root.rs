@@ -11,11 +11,7 @@ use xinyi_ledger::{Entry, State};
 /// Entries for one block on the driver's chain: a firm, its consent, two queries.
 fn entries(d: &mut Driver) -> Vec<Entry> {
     let f = firm(3);
-    let reg = d.register_firm(f);
-    d.block(vec![reg]);
-    let consent = d.consent(f, "bank-a", &[Registration, Tax], 5);
-    let cid = consent.id;
-    d.block(vec![consent]);
+    let cid = d.consented_firm(f, "bank-a", &[Registration, Tax], 5);
     d.advance(5);
     let q1 = d.served("bank-a", f, cid, &[Tax]);
     let q2 = d.served("bank-a", f, cid, &[Registration]);

@@ -77,11 +77,7 @@ fn codes(dropped: &[xinyi_ledger::chain::Dropped]) -> Vec<&'static str> {
 fn replayed_ids_are_refused_inside_the_window_after_restore_and_forgotten_after_it() {
     let mut d = Driver::new();
     let f = firm(7);
-    let reg = d.register_firm(f);
-    assert!(d.block(vec![reg]).is_empty());
-    let c = d.consent(f, "bank-a", &[Tax], 10);
-    let cid = c.id;
-    assert!(d.block(vec![c]).is_empty());
+    let cid = d.consented_firm(f, "bank-a", &[Tax], 10);
 
     // Block at time b records an entry and a request whose own times are b + W, the latest the
     // window allows: they stay replayable longest.
@@ -223,12 +219,7 @@ fn restore_then_apply_gives_the_roots_of_continuous_apply() {
 fn a_state_copy_is_independent_of_the_original() {
     let mut d = Driver::new();
     let f = firm(7);
-    let reg = d.register_firm(f);
-    assert!(d.block(vec![reg]).is_empty());
-    let c = d.consent(f, "bank-a", &[Tax], 10);
-    let cid = c.id;
-    let c_id = c.id;
-    assert!(d.block(vec![c]).is_empty());
+    let cid = d.consented_firm(f, "bank-a", &[Tax], 10);
     let original = d.chain.state().clone();
     let before = kv(&original);
     let head = original.head();
@@ -244,13 +235,13 @@ fn a_state_copy_is_independent_of_the_original() {
     copy.apply_entry(&e, &log).unwrap();
     copy.end_block(head.height + 1, t).unwrap();
     assert_ne!(kv(&copy), before);
-    assert!(copy.is_replay(&e.id) && !copy.is_replay(&c_id));
+    assert!(copy.is_replay(&e.id) && !copy.is_replay(&cid));
     assert_eq!(copy.consent(&cid).unwrap().unwrap().used, 1);
 
     // The original has not moved.
     assert_eq!(kv(&original), before);
     assert_eq!(original.head(), head);
-    assert!(original.is_replay(&c_id) && !original.is_replay(&e.id));
+    assert!(original.is_replay(&cid) && !original.is_replay(&e.id));
     assert_eq!(original.consent(&cid).unwrap().unwrap().used, 0);
     assert_eq!(kv(d.chain.state()), before);
 
@@ -258,12 +249,12 @@ fn a_state_copy_is_independent_of_the_original() {
     // start and the ids its entries recorded are undone).
     let mut rolled = original.clone();
     rolled.begin_block(head.height + 1, t).unwrap();
-    assert!(!rolled.is_replay(&c_id));
+    assert!(!rolled.is_replay(&cid));
     rolled.apply_entry(&e, &log).unwrap();
     assert!(rolled.is_replay(&e.id));
     rolled.rollback_block();
     assert_eq!(kv(&rolled), before);
-    assert!(rolled.is_replay(&c_id) && !rolled.is_replay(&e.id));
+    assert!(rolled.is_replay(&cid) && !rolled.is_replay(&e.id));
     assert_eq!(rolled.replay_ids_len(), original.replay_ids_len());
     // ... and executes the block again to the same result as the first copy.
     rolled.begin_block(head.height + 1, t).unwrap();

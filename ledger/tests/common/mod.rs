@@ -82,6 +82,23 @@ impl Driver {
         )
     }
 
+    /// Registers `firm` and commits its consent for `bank` (`uses` uses of `cats`), one block
+    /// each; returns the consent's id.
+    pub fn consented_firm(
+        &mut self,
+        firm: Uscc,
+        bank: &str,
+        cats: &[Category],
+        uses: u32,
+    ) -> Digest {
+        let reg = self.register_firm(firm);
+        assert!(self.block(vec![reg]).is_empty(), "registration refused");
+        let consent = self.consent(firm, bank, cats, uses);
+        let id = consent.id;
+        assert!(self.block(vec![consent]).is_empty(), "consent refused");
+        id
+    }
+
     pub fn request(
         &mut self,
         bank: &str,
