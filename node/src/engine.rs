@@ -158,8 +158,7 @@ impl Core {
 
     /// Checks a peer's checkpoint note against the committed log: parses, origin, size
     /// within the committed log, root equal to ours at that size, signed by a validator.
-    fn check_note(&self, text: &str) -> Result<(Note, Checkpoint, Vec<VerifierKey>), &'static str> {
-        let note = Note::parse(text).map_err(|_| "malformed note")?;
+    fn check_note(&self, note: &Note) -> Result<(Checkpoint, Vec<VerifierKey>), &'static str> {
         let cp = Checkpoint::parse_text(&note.text).map_err(|_| "malformed checkpoint")?;
         if cp.origin != self.chain.genesis().name {
             return Err("other origin");
@@ -173,21 +172,24 @@ impl Core {
         let verified = note
             .verify(&self.verifiers())
             .map_err(|_| "not signed by a validator")?;
-        Ok((note, cp, verified))
+        Ok((cp, verified))
     }
 
     /// Follower: serves `text` as its checkpoint if it is newer, verified and consistent with
     /// the committed log, and answers every waiter it covers. Returns whether it was adopted.
     fn adopt_note(&mut self, text: &str) -> bool {
-        let (_, cp, _) = match self.check_note(text) {
+        let Ok(note) = Note::parse(text) else {
+            tracing::debug!("checkpoint note refused: malformed note");
+            return false;
+        };
+        let (cp, verified) = match self.check_note(&note) {
             Ok(x) => x,
             Err("ahead") => {
-                if let (Some(h), Ok(n)) = (self.hooks.as_mut(), Note::parse(text)) {
-                    if let Ok(cp) = Checkpoint::parse_text(&n.text) {
-                        h.early.insert(cp.size, text.to_string());
-                        while h.early.len() > MAX_EARLY_NOTES {
-                            h.early.pop_first();
-                        }
+                if let (Some(h), Ok(cp)) = (self.hooks.as_mut(), Checkpoint::parse_text(&note.text))
+                {
+                    h.early.insert(cp.size, text.to_string());
+                    while h.early.len() > MAX_EARLY_NOTES {
+                        h.early.pop_first();
                     }
                 }
                 return false;
@@ -200,7 +202,9 @@ impl Core {
         let adopted = self.hooks.as_ref().is_some_and(|h| h.adopted);
         if adopted && cp.size <= self.durable_size {
             // The same checkpoint with more validators' cosignatures: serve the merged note.
-            self.add_cosignatures(text);
+            if let Ok(mine) = Note::parse(&self.checkpoint) {
+                self.merge_cosignatures(mine, note, &verified);
+            }
             return false;
         }
         self.checkpoint = text.to_string();
@@ -229,16 +233,25 @@ impl Core {
 
     /// Validator: adds other validators' signatures on the same checkpoint to its own note.
     fn add_cosignatures(&mut self, text: &str) {
-        // The text is compared first: a note on another checkpoint is not verified at all.
-        let Ok(mut mine) = Note::parse(&self.checkpoint) else {
+        let (Ok(mine), Ok(other)) = (Note::parse(&self.checkpoint), Note::parse(text)) else {
             return;
         };
-        if Note::parse(text).map_or(true, |n| n.text != mine.text) {
+        // A note on another checkpoint is not verified at all.
+        if mine.text != other.text {
             return;
         }
-        let Ok((other, _, verified)) = self.check_note(text) else {
+        let Ok((_, verified)) = self.check_note(&other) else {
             return;
         };
+        self.merge_cosignatures(mine, other, &verified);
+    }
+
+    /// Adds to `mine` (this node's note) the signatures of `other` on the same text that were
+    /// `verified` ([`Core::check_note`]), and serves the result.
+    fn merge_cosignatures(&mut self, mut mine: Note, other: Note, verified: &[VerifierKey]) {
+        if mine.text != other.text {
+            return;
+        }
         for sig in other.signatures {
             let known = verified.iter().any(|k| k.key_id == sig.key_id);
             let have = mine.signatures.iter().any(|s| s.key_id == sig.key_id);
