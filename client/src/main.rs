@@ -151,6 +151,9 @@ enum Cmd {
     /// Run or describe an independent C2SP tlog-witness.
     #[command(subcommand)]
     Witness(WitnessCmd),
+    /// Check the consortium's anchors on an EVM chain against the ledger.
+    #[command(subcommand)]
+    Anchor(AnchorCmd),
     /// Download the node's audit bundle.
     Export {
         /// Output file.
@@ -344,12 +347,30 @@ enum WitnessCmd {
 }
 
 #[derive(Subcommand)]
+enum AnchorCmd {
+    /// Read every anchor of this consortium from the contract (eth_getLogs) and check each
+    /// anchored root against the ledger's final checkpoint with consistency proofs; also check
+    /// the ledger's receipts against the chain. The first disagreement fails with its code.
+    Verify {
+        /// JSON-RPC URL of the EVM chain.
+        #[arg(long, value_name = "URL")]
+        rpc: String,
+        /// Anchor contract (default: the one of the ledger's latest receipt on this chain).
+        #[arg(long, value_name = "ADDR")]
+        contract: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCmd {
     /// Verify every block, certificate, signature and state transition from the genesis.
     Verify {
         /// Offline: an audit bundle file (needs --genesis).
         #[arg(long)]
         bundle: Option<PathBuf>,
+        /// Also check the ledger's EVM anchor receipts against the chain at this JSON-RPC URL.
+        #[arg(long, value_name = "URL")]
+        rpc: Option<String>,
     },
     /// Check that checkpoint NEW extends checkpoint OLD (both signed notes, each final), with a
     /// consistency proof from the node or from --proof.
@@ -1219,7 +1240,7 @@ fn proof_verify_offline(
 }
 
 /// Runs `audit verify`. Returns Ok(false) when the chain fails verification (already reported).
-fn audit_verify(ctx: &Ctx, bundle: Option<&Path>) -> Result<bool> {
+fn audit_verify(ctx: &Ctx, bundle: Option<&Path>, rpc: Option<&str>) -> Result<bool> {
     let show = !ctx.json && std::io::stderr().is_terminal();
     let result = match bundle {
         Some(b) => {
@@ -1250,6 +1271,15 @@ fn audit_verify(ctx: &Ctx, bundle: Option<&Path>) -> Result<bool> {
     };
     match result {
         Ok(s) => {
+            let anchors = match (rpc, &s.ledger) {
+                (Some(url), Some(stats)) => Some(xinyi_client::anchor::audit_check(url, &s, stats)?),
+                _ => None,
+            };
+            if let Some(a) = &anchors {
+                if !ctx.json {
+                    out(a);
+                }
+            }
             if ctx.json {
                 out_json(&serde_json::to_value(&s).unwrap_or(Value::Null));
             } else {
@@ -1725,7 +1755,23 @@ fn run(cli: Cli) -> Result<bool> {
             (None, Some(e), Some(p), Some(c)) => proof_verify_offline(&ctx, &e, &p, &c)?,
             _ => bail!("proof verify needs --entry-position N, or --entry FILE --proof FILE --checkpoint FILE"),
         },
-        Cmd::Audit(AuditCmd::Verify { bundle }) => return audit_verify(&ctx, bundle.as_deref()),
+        Cmd::Audit(AuditCmd::Verify { bundle, rpc }) => {
+            return audit_verify(&ctx, bundle.as_deref(), rpc.as_deref())
+        }
+        Cmd::Anchor(AnchorCmd::Verify { rpc, contract }) => {
+            let trust = ctx.trust(Some(&ctx.health()?))?;
+            let (g, _) = ctx.genesis()?;
+            let (report, receipts) = xinyi_client::anchor::verify_cmd(&ctx.api, &trust, &rpc, contract.as_deref(), || {
+                let stats = xinyi_client::report::collect(&g, ctx.get_stream_read("/v1/export")?)
+                    .ok_or_else(|| anyhow!("the node's export does not replay; run `xinyi audit verify`"))?;
+                Ok(xinyi_client::anchor::receipts_of(&stats))
+            })?;
+            if ctx.json {
+                out_json(&json!({"result": "ok", "anchors": report, "receipts_checked": receipts}));
+            } else {
+                out(&format!("{}ledger receipts checked against the chain: {receipts}", report.text()));
+            }
+        }
         Cmd::Audit(AuditCmd::Consistency { old, new, proof }) => {
             audit_consistency(&ctx, &old, &new, proof.as_deref())?
         }

@@ -278,7 +278,7 @@ async fn run_member(
     node.start_audit_services(
         cfg.witness.clone().unwrap_or_default(),
         cfg.anchor.clone().unwrap_or_default(),
-    );
+    )?;
     let listener = tokio::net::TcpListener::bind(cfg.http)
         .await
         .with_context(|| format!("listening on {}", cfg.http))?;
