@@ -48,7 +48,9 @@ fn bytes(v: &Value) -> Option<Vec<u8>> {
 }
 
 fn word(v: &Value) -> Option<B256> {
-    bytes(v).filter(|b| b.len() == 32).map(|b| B256::from_slice(&b))
+    bytes(v)
+        .filter(|b| b.len() == 32)
+        .map(|b| B256::from_slice(&b))
 }
 
 impl Rpc {
@@ -71,9 +73,8 @@ impl Rpc {
                 .into_json()
                 .map_err(|e| anyhow!("anchor.rpc_error: {method}: answer is not JSON: {e}"))?,
             Err(ureq::Error::Status(code, r)) => {
-                serde_json::from_str(&r.into_string().unwrap_or_default()).map_err(|_| {
-                    anyhow!("anchor.rpc_unreachable: {}: HTTP {code}", self.url)
-                })?
+                serde_json::from_str(&r.into_string().unwrap_or_default())
+                    .map_err(|_| anyhow!("anchor.rpc_unreachable: {}: HTTP {code}", self.url))?
             }
             Err(e) => bail!(
                 "anchor.rpc_unreachable: {}: {}",
@@ -134,7 +135,7 @@ fn decode_log(l: &Value) -> Result<(ChainAnchor, [u8; 32], B256)> {
         .iter()
         .map(|t| word(t).ok_or_else(bad))
         .collect::<Result<_>>()?;
-    let data = l.get("data").and_then(|d| bytes(d)).ok_or_else(bad)?;
+    let data = l.get("data").and_then(bytes).ok_or_else(bad)?;
     let ev = XinyiAnchor::Anchored::decode_raw_log(topics.iter().copied(), &data)
         .map_err(|e| anyhow!("anchor.rpc_error: eth_getLogs: not an Anchored event: {e}"))?;
     let f = |k: &str| l.get(k).cloned().unwrap_or(Value::Null);
@@ -196,7 +197,10 @@ pub fn read_anchors(rpc: &Rpc, contract: Address, chain_id: [u8; 32]) -> Result<
     out.sort_by_key(|a| a.index);
     let n = rpc.eth_call(
         contract,
-        &XinyiAnchor::countCall { chainId: consortium }.abi_encode(),
+        &XinyiAnchor::countCall {
+            chainId: consortium,
+        }
+        .abi_encode(),
     )?;
     let count = XinyiAnchor::countCall::abi_decode_returns(&n)
         .map_err(|e| anyhow!("anchor.rpc_error: count: {e}"))?;
@@ -294,13 +298,6 @@ pub fn verify(rpc: &Rpc, contract: Address, ledger: &Ledger<'_>) -> Result<Ancho
     let head = ledger.final_checkpoint()?;
     for a in &anchors {
         let root = hex32(&a.root)?;
-        let want = checkpoint_hash(&ledger.trust.origin, a.size, &root);
-        if hex::encode(want) != a.checkpoint_hash {
-            bail!(
-                "anchor.checkpoint_hash_mismatch: anchor #{} (size {}, tx {}) stores a checkpoint hash that is not SHA-256 of its checkpoint",
-                a.index, a.size, a.tx
-            );
-        }
         if a.size > head.size {
             bail!(
                 "anchor.beyond_log: anchor #{} (tx {}) is of log size {} but the ledger's final checkpoint is of size {}: the ledger lost entries it had anchored",
@@ -322,6 +319,13 @@ pub fn verify(rpc: &Rpc, contract: Address, ledger: &Ledger<'_>) -> Result<Ancho
             bail!(
                 "anchor.root_mismatch: anchor #{} (size {}, root {}, tx {}, block {}, sender {}) disagrees with the ledger's final checkpoint of size {}: {e:#}",
                 a.index, a.size, a.root, a.tx, a.block_number, a.sender, head.size
+            );
+        }
+        let want = checkpoint_hash(&ledger.trust.origin, a.size, &root);
+        if hex::encode(want) != a.checkpoint_hash {
+            bail!(
+                "anchor.checkpoint_hash_mismatch: anchor #{} (size {}, tx {}) stores a checkpoint hash that is not SHA-256 of its checkpoint",
+                a.index, a.size, a.tx
             );
         }
     }
@@ -387,7 +391,8 @@ pub fn check_receipts(rpc: &Rpc, chain_id: [u8; 32], receipts: &[LedgerReceipt])
         {
             return Err(mismatch("block number or hash"));
         }
-        let (a, root, consortium) = decode_log(log).map_err(|_| mismatch("not an Anchored event"))?;
+        let (a, root, consortium) =
+            decode_log(log).map_err(|_| mismatch("not an Anchored event"))?;
         if consortium.0 != chain_id || a.size != r.size || root != r.root {
             return Err(mismatch("the event's chain id, size or root"));
         }

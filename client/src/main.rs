@@ -1272,7 +1272,9 @@ fn audit_verify(ctx: &Ctx, bundle: Option<&Path>, rpc: Option<&str>) -> Result<b
     match result {
         Ok(s) => {
             let anchors = match (rpc, &s.ledger) {
-                (Some(url), Some(stats)) => Some(xinyi_client::anchor::audit_check(url, &s, stats)?),
+                (Some(url), Some(stats)) => {
+                    Some(xinyi_client::anchor::audit_check(url, &s, stats)?)
+                }
                 _ => None,
             };
             if let Some(a) = &anchors {
@@ -1474,7 +1476,10 @@ fn run(cli: Cli) -> Result<bool> {
                 entry_position: None,
                 ..
             })
-            | Cmd::Audit(AuditCmd::Verify { bundle: Some(_) })
+            | Cmd::Audit(AuditCmd::Verify {
+                bundle: Some(_),
+                ..
+            })
             | Cmd::Audit(AuditCmd::Consistency { proof: Some(_), .. })
             | Cmd::Witness(_)
     );

@@ -40,18 +40,29 @@ fn bad(s: impl Into<String>) -> ReceiptFormatError {
 }
 
 fn parse_dec(what: &str, s: &str) -> Result<u64, ReceiptFormatError> {
-    let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    let ok =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     if !ok {
         return Err(bad(format!("{what} {s:?} is not a canonical decimal")));
     }
-    s.parse().map_err(|_| bad(format!("{what} {s:?} does not fit in 64 bits")))
+    s.parse()
+        .map_err(|_| bad(format!("{what} {s:?} does not fit in 64 bits")))
 }
 
 fn parse_hex<const N: usize>(what: &str, s: &str) -> Result<[u8; N], ReceiptFormatError> {
     let h = s
         .strip_prefix("0x")
-        .filter(|h| h.len() == 2 * N && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .ok_or_else(|| bad(format!("{what} {s:?} is not 0x and {} lowercase hex digits", 2 * N)))?;
+        .filter(|h| {
+            h.len() == 2 * N
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .ok_or_else(|| {
+            bad(format!(
+                "{what} {s:?} is not 0x and {} lowercase hex digits",
+                2 * N
+            ))
+        })?;
     let mut out = [0u8; N];
     hex::decode_to_slice(h, &mut out).map_err(|e| bad(format!("{what}: {e}")))?;
     Ok(out)
@@ -88,7 +99,9 @@ impl EvmReceipt {
         let chain_id = parse_dec("chain id", id)?;
         let parts: Vec<&str> = tx.split('/').collect();
         let [contract, tx_hash, number, block_hash, log_index] = parts.as_slice() else {
-            return Err(bad(format!("tx {tx:?} does not have 5 '/'-separated fields")));
+            return Err(bad(format!(
+                "tx {tx:?} does not have 5 '/'-separated fields"
+            )));
         };
         Ok(EvmReceipt {
             chain_id,
@@ -129,7 +142,12 @@ mod tests {
         };
         assert!(r.chain().len() <= 64 && r.tx().len() <= 256);
         assert_eq!(EvmReceipt::parse(&r.chain(), &r.tx()), Ok(r));
-        let max = EvmReceipt { chain_id: u64::MAX, block_number: u64::MAX, log_index: u64::MAX, ..r };
+        let max = EvmReceipt {
+            chain_id: u64::MAX,
+            block_number: u64::MAX,
+            log_index: u64::MAX,
+            ..r
+        };
         assert!(max.chain().len() <= 64 && max.tx().len() <= 256);
         assert!(EvmReceipt::parse("evm:01337", &r.tx()).is_err());
         assert!(EvmReceipt::parse("file", &r.tx()).is_err());
@@ -141,10 +159,9 @@ mod tests {
     #[test]
     fn checkpoint_hash_is_sha256_of_the_text() {
         let h = checkpoint_hash("xinyi/guangzhou", 3, &[0; 32]);
-        let want: [u8; 32] = Sha256::digest(
-            b"xinyi/guangzhou\n3\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
-        )
-        .into();
+        let want: [u8; 32] =
+            Sha256::digest(b"xinyi/guangzhou\n3\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
+                .into();
         assert_eq!(h, want);
     }
 }

@@ -824,7 +824,10 @@ impl State {
 
     /// The `tx` of the committed anchor receipt for log size `size` on `chain`, if any.
     pub fn anchor_tx(&self, size: u64, chain: &str) -> Option<&[u8]> {
-        self.raw(&key(prefix::ANCHOR, &[&size.to_be_bytes(), chain.as_bytes()]))
+        self.raw(&key(
+            prefix::ANCHOR,
+            &[&size.to_be_bytes(), chain.as_bytes()],
+        ))
     }
 
     /// A firm.

@@ -171,6 +171,17 @@ pub fn sinks(cfg: &AnchorConfig) -> Vec<Box<dyn AnchorSink>> {
     v
 }
 
+impl AnchorConfig {
+    /// With the EVM sink's state file defaulting to `data_dir/anchor-evm.json`.
+    pub fn with_data_dir(mut self, data_dir: &std::path::Path) -> AnchorConfig {
+        if let Some(e) = self.evm.as_mut() {
+            e.state_file
+                .get_or_insert_with(|| data_dir.join("anchor-evm.json"));
+        }
+        self
+    }
+}
+
 /// Starts the anchoring tasks (no-op without sinks). Fails only for an unusable EVM key or
 /// contract address.
 pub fn spawn(engine: Engine, cfg: AnchorConfig) -> Result<(), crate::anchor_evm::EvmError> {

@@ -74,6 +74,10 @@ pub struct EvmConfig {
     /// How often the task looks at the chain, in milliseconds (also the first retry delay).
     #[serde(default = "default_poll")]
     pub poll_ms: u64,
+    /// Where the transaction in flight is remembered across restarts (default
+    /// `<data dir>/anchor-evm.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
 }
 
 fn default_interval() -> u64 {
@@ -112,20 +116,22 @@ pub enum EvmError {
         message: String,
     },
     /// No code at the contract address.
-    #[error("anchor.no_code: no contract code at {0} on this chain (wrong address or wrong chain)")]
+    #[error(
+        "anchor.no_code: no contract code at {0} on this chain (wrong address or wrong chain)"
+    )]
     NoCode(String),
     /// The code at the address is not the anchor contract.
     #[error("anchor.wrong_contract: the contract at {0} is not a xinyi anchor contract (kind() differs)")]
     WrongContract(String),
     /// The account cannot pay for the transaction.
-    #[error("anchor.unfunded: account {account} has {balance} wei, the transaction needs up to {needed} wei")]
+    #[error("anchor.unfunded: account {account} has {balance} wei, {detail}")]
     Unfunded {
         /// Account.
         account: String,
         /// Its balance.
         balance: U256,
-        /// Gas limit × gas price.
-        needed: U256,
+        /// What the transaction needs.
+        detail: String,
     },
     /// The contract does not accept anchors from this account.
     #[error("anchor.not_anchorer: the contract does not accept anchors from {0}")]
@@ -197,8 +203,12 @@ pub fn read_key(path: &Path) -> Result<PrivateKeySigner, EvmError> {
             path.display()
         ))
     })?;
-    PrivateKeySigner::from_bytes(&B256::from(b))
-        .map_err(|e| EvmError::Key(format!("{}: not a valid secp256k1 key: {e}", path.display())))
+    PrivateKeySigner::from_bytes(&B256::from(b)).map_err(|e| {
+        EvmError::Key(format!(
+            "{}: not a valid secp256k1 key: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// Parses a `0x` address.
@@ -389,10 +399,22 @@ impl Rpc {
         if let TxKind::Call(a) = to {
             tx["to"] = json!(a.to_string());
         }
-        let v = self.call("eth_estimateGas", json!([tx])).map_err(|e| match &e {
-            EvmError::Rpc { message, .. } => revert_error(from, message).unwrap_or(e),
-            _ => e,
-        })?;
+        let v = self
+            .call("eth_estimateGas", json!([tx]))
+            .map_err(|e| match &e {
+                EvmError::Rpc { message, .. }
+                    if message.contains("insufficient funds")
+                        || message.contains("enough funds") =>
+                {
+                    EvmError::Unfunded {
+                        account: from.to_string(),
+                        balance: self.balance(from).unwrap_or_default(),
+                        detail: "the chain refused to estimate gas for lack of funds".into(),
+                    }
+                }
+                EvmError::Rpc { message, .. } => revert_error(from, message).unwrap_or(e),
+                _ => e,
+            })?;
         Ok(quantity("eth_estimateGas", &v)? as u64)
     }
 
@@ -468,12 +490,13 @@ impl AnchoredLog {
             .transpose()?
             .unwrap_or_default();
         let d = data(M, l.get("data").unwrap_or(&Value::Null))?;
-        let ev = XinyiAnchor::Anchored::decode_raw_log(topics.iter().copied(), &d).map_err(|e| {
-            EvmError::Rpc {
-                method: M.into(),
-                message: format!("not an Anchored event: {e}"),
-            }
-        })?;
+        let ev =
+            XinyiAnchor::Anchored::decode_raw_log(topics.iter().copied(), &d).map_err(|e| {
+                EvmError::Rpc {
+                    method: M.into(),
+                    message: format!("not an Anchored event: {e}"),
+                }
+            })?;
         let field = |k: &str| l.get(k).unwrap_or(&Value::Null);
         Ok(AnchoredLog {
             index: u64::try_from(ev.index).unwrap_or(u64::MAX),
@@ -489,14 +512,25 @@ impl AnchoredLog {
     }
 }
 
-/// Signs and sends a legacy EIP-155 transaction (gas estimated, +20 %); its hash.
-pub fn send_tx(
+/// A signed transaction, not yet sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedTx {
+    /// Its hash.
+    pub hash: B256,
+    /// Its nonce.
+    pub nonce: u64,
+    /// EIP-2718 bytes, hex.
+    pub raw: String,
+}
+
+/// Builds and signs a legacy EIP-155 transaction (gas estimated, +20 %; balance checked).
+pub fn sign_tx(
     rpc: &Rpc,
     key: &PrivateKeySigner,
     chain_id: u64,
     to: TxKind,
     input: Vec<u8>,
-) -> Result<B256, EvmError> {
+) -> Result<SignedTx, EvmError> {
     let from = key.address();
     let gas = rpc.estimate_gas(from, to, &input)?;
     let gas_limit = gas.saturating_add(gas / 5);
@@ -507,7 +541,9 @@ pub fn send_tx(
         return Err(EvmError::Unfunded {
             account: from.to_string(),
             balance,
-            needed,
+            detail: format!(
+                "the transaction needs up to {needed} wei (gas {gas_limit} at {gas_price} wei)"
+            ),
         });
     }
     let nonce = rpc.nonce(from, "pending")?;
@@ -524,18 +560,46 @@ pub fn send_tx(
         .sign_hash_sync(&tx.signature_hash())
         .map_err(|e| EvmError::Key(format!("signing failed: {e}")))?;
     let env: TxEnvelope = tx.into_signed(sig).into();
-    rpc.send_raw(&env.encoded_2718()).map_err(|e| match &e {
-        EvmError::Rpc { message, .. }
+    Ok(SignedTx {
+        hash: *env.tx_hash(),
+        nonce,
+        raw: hex::encode(env.encoded_2718()),
+    })
+}
+
+/// Sends a signed transaction; "already known" counts as sent.
+pub fn broadcast(rpc: &Rpc, from: Address, tx: &SignedTx) -> Result<B256, EvmError> {
+    let raw = hex::decode(&tx.raw).map_err(|e| EvmError::Config(format!("raw tx: {e}")))?;
+    match rpc.send_raw(&raw) {
+        Ok(h) => Ok(h),
+        Err(EvmError::Rpc { message, .. })
+            if message.contains("already known") || message.contains("already imported") =>
+        {
+            Ok(tx.hash)
+        }
+        Err(EvmError::Rpc { message, .. })
             if message.contains("insufficient funds") || message.contains("enough funds") =>
         {
-            EvmError::Unfunded {
+            Err(EvmError::Unfunded {
                 account: from.to_string(),
-                balance,
-                needed,
-            }
+                balance: rpc.balance(from).unwrap_or_default(),
+                detail: "the chain refused the transaction for lack of funds".into(),
+            })
         }
-        _ => e,
-    })
+        Err(e) => Err(e),
+    }
+}
+
+/// Signs and sends a legacy EIP-155 transaction; its hash.
+pub fn send_tx(
+    rpc: &Rpc,
+    key: &PrivateKeySigner,
+    chain_id: u64,
+    to: TxKind,
+    input: Vec<u8>,
+) -> Result<B256, EvmError> {
+    let tx = sign_tx(rpc, key, chain_id, to, input)?;
+    broadcast(rpc, key.address(), &tx)
 }
 
 /// Polls for a transaction's receipt (at most `timeout`); fails on a reverted one.
@@ -627,6 +691,81 @@ struct Task {
     contract_ok: bool,
     last_sent: Option<(Instant, u64)>,
     own_receipt_size: u64,
+    state_file: PathBuf,
+}
+
+/// The anchor transaction in flight, as remembered in the state file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InFlight {
+    size: u64,
+    tx: SignedTx,
+}
+
+fn read_in_flight(path: &Path) -> Option<InFlight> {
+    let b = std::fs::read(path).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Writes (or with None removes) the state file, durably (temp file, fsync, rename).
+fn write_in_flight(path: &Path, v: Option<&InFlight>) -> Result<(), EvmError> {
+    let err = |e: std::io::Error| EvmError::Config(format!("state file {}: {e}", path.display()));
+    match v {
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
+            _ => Ok(()),
+        },
+        Some(v) => {
+            use std::io::Write as _;
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            f.write_all(&serde_json::to_vec(v).unwrap_or_default())
+                .and_then(|()| f.sync_all())
+                .map_err(err)?;
+            std::fs::rename(&tmp, path).map_err(err)
+        }
+    }
+}
+
+/// What became of the remembered transaction.
+enum Flight {
+    /// Nothing in flight.
+    None,
+    /// Still in the pool (or just re-sent): wait.
+    Waiting,
+}
+
+/// Checks the remembered transaction: mined, failed or superseded → forget it; in the pool →
+/// wait; unknown to the chain (dropped, or the node stopped before sending) → send it again,
+/// unless its nonce was used meanwhile.
+fn check_in_flight(rpc: &Rpc, me: Address, path: &Path, anchored: u64) -> Result<Flight, EvmError> {
+    let Some(f) = read_in_flight(path) else {
+        return Ok(Flight::None);
+    };
+    if f.size <= anchored {
+        write_in_flight(path, None)?;
+        return Ok(Flight::None);
+    }
+    if let Some(r) = rpc.receipt(f.tx.hash)? {
+        write_in_flight(path, None)?;
+        if r.get("status").and_then(Value::as_str) == Some("0x0") {
+            return Err(EvmError::Reverted(format!(
+                "anchor tx {} of size {} reverted",
+                f.tx.hash, f.size
+            )));
+        }
+        return Ok(Flight::None);
+    }
+    let known = rpc.call("eth_getTransactionByHash", json!([f.tx.hash.to_string()]))?;
+    if !known.is_null() {
+        return Ok(Flight::Waiting);
+    }
+    if rpc.nonce(me, "latest")? > f.tx.nonce {
+        write_in_flight(path, None)?;
+        return Ok(Flight::None);
+    }
+    broadcast(rpc, me, &f.tx)?;
+    tracing::info!("re-sent anchor tx {} of size {}", f.tx.hash, f.size);
+    Ok(Flight::Waiting)
 }
 
 fn observe(
@@ -754,8 +893,10 @@ async fn round(t: &mut Task) -> Result<(), EvmError> {
         }
     }
 
-    // 2. One of our transactions is in flight: wait for it.
-    if obs.pending {
+    // 2. One of our transactions is in flight: wait for it (re-sending it if the chain lost it).
+    let (rpc, me, path) = (t.rpc.clone(), t.key.address(), t.state_file.clone());
+    let flight = blocking(move || check_in_flight(&rpc, me, &path, anchored)).await?;
+    if matches!(flight, Flight::Waiting) || obs.pending {
         return Ok(());
     }
 
@@ -785,7 +926,20 @@ async fn round(t: &mut Task) -> Result<(), EvmError> {
     }
     .abi_encode();
     let (rpc, key, to, id) = (t.rpc.clone(), t.key.clone(), t.contract, obs.chain_id);
-    let hash = blocking(move || send_tx(&rpc, &key, id, TxKind::Call(to), input)).await?;
+    let (path, size) = (t.state_file.clone(), cp.size);
+    // Remembered before it is sent: a restart finds it whether or not it reached the chain.
+    let hash = blocking(move || {
+        let tx = sign_tx(&rpc, &key, id, TxKind::Call(to), input)?;
+        write_in_flight(
+            &path,
+            Some(&InFlight {
+                size,
+                tx: tx.clone(),
+            }),
+        )?;
+        broadcast(&rpc, key.address(), &tx)
+    })
+    .await?;
     t.last_sent = Some((Instant::now(), height));
     tracing::info!("sent anchor of log size {} in tx {hash}", cp.size);
     Ok(())
@@ -795,6 +949,10 @@ async fn round(t: &mut Task) -> Result<(), EvmError> {
 /// everything about the chain is retried in the task.
 pub fn spawn(engine: Engine, cfg: EvmConfig) -> Result<(), EvmError> {
     let key = read_key(&cfg.key)?;
+    let state_file = cfg
+        .state_file
+        .clone()
+        .ok_or_else(|| EvmError::Config("[anchor.evm] has no state file".into()))?;
     let contract = parse_address("[anchor.evm] contract", &cfg.contract)?;
     let poll = Duration::from_millis(cfg.poll_ms.max(50));
     let mut t = Task {
@@ -808,6 +966,7 @@ pub fn spawn(engine: Engine, cfg: EvmConfig) -> Result<(), EvmError> {
         contract_ok: false,
         last_sent: None,
         own_receipt_size: 0,
+        state_file,
     };
     tracing::info!(
         "anchoring to contract {contract} at {} from {}",

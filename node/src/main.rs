@@ -415,8 +415,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             interval_ms: cli.anchor_interval_ms,
                             confirmations: cli.anchor_confirmations,
                             poll_ms: cli.anchor_poll_ms,
+                            state_file: None,
                         }),
-                    },
+                    }
+                    .with_data_dir(&cli.data),
                 )?;
                 print!("{}", xinyi_node::dev::quick_start(&setup, &url));
                 serve_with(listener, node.router(), tls).await

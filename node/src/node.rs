@@ -112,7 +112,10 @@ impl Node {
         .and_then(|n| {
             n.start_audit_services(
                 cfg.witness.clone().unwrap_or_default(),
-                cfg.anchor.clone().unwrap_or_default(),
+                cfg.anchor
+                    .clone()
+                    .unwrap_or_default()
+                    .with_data_dir(&cfg.data_dir),
             )?;
             Ok(n)
         })

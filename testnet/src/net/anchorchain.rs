@@ -58,8 +58,9 @@ fn state_path(dir: &Path) -> PathBuf {
 pub fn ganache_bin() -> Result<PathBuf> {
     let p = match std::env::var_os("XINYI_GANACHE") {
         Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/evm/node_modules/.bin/ganache"),
+        None => {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/evm/node_modules/.bin/ganache")
+        }
     };
     if !p.exists() {
         bail!(
@@ -72,7 +73,9 @@ pub fn ganache_bin() -> Result<PathBuf> {
 
 fn load(dir: &Path) -> Result<Option<ChainState>> {
     match std::fs::read(state_path(dir)) {
-        Ok(b) => Ok(Some(serde_json::from_slice(&b).context("DIR/evm/chain.json")?)),
+        Ok(b) => Ok(Some(
+            serde_json::from_slice(&b).context("DIR/evm/chain.json")?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).context("reading DIR/evm/chain.json"),
     }
@@ -117,7 +120,11 @@ fn spawn(dir: &Path, port: u16) -> Result<u32> {
     cmd.arg(ganache_bin()?)
         .args(["--server.host", "127.0.0.1", "--server.port"])
         .arg(port.to_string())
-        .args(["--chain.chainId", &CHAIN_ID.to_string(), "--wallet.deterministic"])
+        .args([
+            "--chain.chainId",
+            &CHAIN_ID.to_string(),
+            "--wallet.deterministic",
+        ])
         .arg("--database.dbPath")
         .arg(ev.join("db"))
         .stdin(std::process::Stdio::null())
@@ -127,13 +134,18 @@ fn spawn(dir: &Path, port: u16) -> Result<u32> {
         use std::os::unix::process::CommandExt as _;
         cmd.process_group(0);
     }
-    let child = cmd.spawn().context("starting ganache (needs Node.js `node`)")?;
+    let child = cmd
+        .spawn()
+        .context("starting ganache (needs Node.js `node`)")?;
     let pid = child.id();
     let rpc = anchor_evm::Rpc::new(&format!("http://127.0.0.1:{port}"));
     let deadline = Instant::now() + Duration::from_secs(90);
     while rpc.chain_id().is_err() {
         if Instant::now() > deadline {
-            bail!("ganache did not answer on port {port}; see {}", ev.join("ganache.log").display());
+            bail!(
+                "ganache did not answer on port {port}; see {}",
+                ev.join("ganache.log").display()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -158,7 +170,9 @@ pub fn up(dir: &Path, m: &Manifest, verbose: bool) -> Result<ChainState> {
         }
         return Ok(s);
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let pid = spawn(dir, port)?;
     let rpc_url = format!("http://127.0.0.1:{port}");
     let rpc = anchor_evm::Rpc::new(&rpc_url);
@@ -171,13 +185,20 @@ pub fn up(dir: &Path, m: &Manifest, verbose: bool) -> Result<ChainState> {
         let gpath = n.config.parent().unwrap_or(dir).join(&cfg.genesis);
         let g = xinyi_ledger::Genesis::from_json(&std::fs::read(&gpath)?)
             .map_err(|e| anyhow!("{}: {e}", gpath.display()))?;
-        let role = g.orgs.iter().find(|o| o.id.as_str() == n.org).map(|o| o.role);
+        let role = g
+            .orgs
+            .iter()
+            .find(|o| o.id.as_str() == n.org)
+            .map(|o| o.role);
         if matches!(role, Some(Role::Agency | Role::Auditor)) {
             anchorers.push(n.clone());
         }
     }
     if anchorers.len() + 1 > DEV_KEYS.len() {
-        bail!("--anchor-chain supports at most {} anchoring nodes", DEV_KEYS.len() - 1);
+        bail!(
+            "--anchor-chain supports at most {} anchoring nodes",
+            DEV_KEYS.len() - 1
+        );
     }
     let deployer_path = ev.join("deployer.key");
     write_key(&deployer_path, DEV_KEYS[0])?;
