@@ -712,19 +712,19 @@ pub async fn firm_records(
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     /// The signer; `None` for an unsigned request.
-    who: Option<Requester>,
+    pub(crate) who: Option<Requester>,
     /// The signing firm's tag.
-    tag: Option<FirmTag>,
+    pub(crate) tag: Option<FirmTag>,
     /// The signing organisation's role.
-    role: Option<Role>,
+    pub(crate) role: Option<Role>,
     /// Role auditor.
-    auditor: bool,
+    pub(crate) auditor: bool,
     /// An auditor, or a validator of the current set: reads every entry.
-    privileged: bool,
+    pub(crate) privileged: bool,
 }
 
 impl Caller {
-    fn is_firm(&self, tag: &FirmTag) -> bool {
+    pub(crate) fn is_firm(&self, tag: &FirmTag) -> bool {
         self.tag.as_ref() == Some(tag)
     }
 
@@ -732,7 +732,7 @@ impl Caller {
         matches!(&self.who, Some(Requester::Org(o)) if o == org)
     }
 
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.who
             .as_ref()
             .map(Requester::key)

@@ -1,0 +1,107 @@
+//! The web console (`/ui`) in a real browser: Debian's Chromium driven by playwright-core
+//! (`tests/ui/console.mjs`, pinned in `tests/ui/package-lock.json`) against a real
+//! `xinyi-node --dev`, with the `xinyi` CLI making the bank's queries.
+//!
+//! The script checks the console's in-browser crypto against `specs/vectors`, has a firm grant
+//! and revoke a consent from the page (entries built and signed in the browser), sees the CLI's
+//! query and a denial marked verified with the access list proven complete, sees the same list
+//! NOT verified through a proxy that flips a byte in each inclusion proof, and visits the bank,
+//! auditor, public and operator pages, writing screenshots to `target/ui-shots/`. Missing
+//! Chromium, Node.js or `tests/ui/node_modules` fail the test with the command that installs
+//! them (`.ci/run` does): nothing is skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use xinyi_ledger::sample::sample_firm;
+use xinyi_tests::DevNode;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn chromium() -> PathBuf {
+    let p = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        p.exists(),
+        "Chromium not found at {} (set CHROMIUM, or: apt-get install -y chromium)",
+        p.display()
+    );
+    p
+}
+
+fn node_modules(ui: &Path) {
+    let ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "Node.js (`node`) is required to drive the browser test");
+    assert!(
+        ui.join("node_modules/playwright-core/package.json").exists(),
+        "{}/node_modules is missing: run `npm ci --prefix {}`",
+        ui.display(),
+        ui.display()
+    );
+}
+
+#[test]
+fn the_web_console_verifies_in_a_real_browser() {
+    let root = repo();
+    let ui = root.join("tests/ui");
+    let chromium = chromium();
+    node_modules(&ui);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let node = DevNode::start(&data, &tmp.path().join("node.log"), Duration::from_secs(60));
+    let firm = sample_firm(0).expect("sample firm").to_string();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let shots = target.join("ui-shots");
+    let out = Command::new("node")
+        .arg(ui.join("console.mjs"))
+        .current_dir(&ui)
+        .env("XINYI_URL", &node.url)
+        .env("XINYI_KEYS", data.join("dev-keys"))
+        .env("XINYI_CLI", &xinyi_tests::binaries().client)
+        .env("XINYI_GENESIS", node.genesis())
+        .env("XINYI_FIRM", &firm)
+        .env("XINYI_STATE", tmp.path().join("client-state.json"))
+        .env("XINYI_VECTORS", root.join("specs/vectors"))
+        .env("XINYI_SHOTS", &shots)
+        .env("CHROMIUM", &chromium)
+        .env_remove("XINYI_KEY_PASSPHRASE")
+        .output()
+        .expect("run node tests/ui/console.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed\nstdout: {stdout}\nstderr: {stderr}\nnode log:\n{}",
+        node.log_text()
+    );
+    eprintln!("{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(
+        stdout.lines().last().unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}"));
+    assert!(summary["vectors"]["checked"].as_u64().unwrap_or(0) > 100);
+    assert_eq!(summary["vectors"]["failures"], serde_json::json!([]));
+    let rows = summary["firm_rows"].as_array().expect("firm rows");
+    assert!(rows.len() >= 2, "{summary}");
+    assert!(rows.iter().all(|r| r["verified"] == "yes"), "{summary}");
+    let bad = summary["tampered_rows"].as_array().expect("tampered rows");
+    assert_eq!(bad.len(), rows.len());
+    assert!(bad.iter().all(|r| r["verified"] == "no"), "{summary}");
+    for page in ["firm", "firm-tampered", "bank", "audit", "public", "ops"] {
+        let f = shots.join(format!("{page}.png"));
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "screenshot {} missing or empty", f.display());
+    }
+}
