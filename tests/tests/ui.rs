@@ -58,7 +58,19 @@ fn the_web_console_verifies_in_a_real_browser() {
     node_modules(&ui);
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    let node = DevNode::start(&data, &tmp.path().join("node.log"), Duration::from_secs(60));
+    // Anchoring to a file every 300 ms gives the auditor page anchor receipts to list.
+    let anchors = tmp.path().join("anchors.jsonl");
+    let node = DevNode::start_with(
+        &data,
+        &tmp.path().join("node.log"),
+        Duration::from_secs(60),
+        &[
+            "--anchor-file",
+            anchors.to_str().expect("utf-8 path"),
+            "--anchor-interval-ms",
+            "300",
+        ],
+    );
     let firm = sample_firm(0).expect("sample firm").to_string();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -99,6 +111,8 @@ fn the_web_console_verifies_in_a_real_browser() {
     let bad = summary["tampered_rows"].as_array().expect("tampered rows");
     assert_eq!(bad.len(), rows.len());
     assert!(bad.iter().all(|r| r["verified"] == "no"), "{summary}");
+    assert!(summary["anchors"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert!(summary["repair"].is_string(), "{summary}");
     for page in ["firm", "firm-tampered", "bank", "audit", "public", "ops"] {
         let f = shots.join(format!("{page}.png"));
         let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);

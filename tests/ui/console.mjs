@@ -93,8 +93,10 @@ function tamperingProxy(target) {
 
 // ---------- page helpers ----------
 
+let loads = 0;
 async function open(page, base, hash) {
-  await page.goto(`${base}/ui/${hash}`);
+  // A new query string each time: a full load, never a same-document hash change.
+  await page.goto(`${base}/ui/?load=${++loads}${hash}`);
   await page.waitForSelector(`.page[data-page="${hash.replace("#/", "")}"][data-ready="yes"]`, { timeout: 60000 });
 }
 
@@ -180,7 +182,7 @@ async function vectorsInBrowser(page) {
     for (const bad of v.entries.invalid) {
       let threw = false;
       try { en.decodeEntry(c.unhex(bad.bytes_hex)); } catch (_) { threw = true; }
-      out.invalidRejected = (out.invalidRejected || 0) + (threw ? 1 : 0);
+      check(threw, `invalid entry refused: ${bad.case}`);
     }
     // Merkle: every inclusion proof, and each one with a flipped byte fails
     const leaves = v.merkle.leaf_hashes.map(c.unhex);
@@ -232,20 +234,25 @@ async function vectorsInBrowser(page) {
 
 // ---------- the run ----------
 
-const browser = await chromium.launch({
+// A fresh profile directory each run (playwright passes it as --user-data-dir).
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), "xinyi-chromium-"));
+const ctx = await chromium.launchPersistentContext(profile, {
   executablePath: CHROMIUM,
   headless: true,
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    `--user-data-dir=${fs.mkdtempSync(path.join(os.tmpdir(), "xinyi-chromium-"))}`],
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  locale: "zh-CN",
+  viewport: { width: 1280, height: 900 },
 });
 let proxy = null;
 try {
-  const ctx = await browser.newContext({ locale: "zh-CN", viewport: { width: 1280, height: 900 } });
   const page = await ctx.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  // Failed fetches are reported as console errors too; those are checked through `failed`.
+  page.on("console", (m) => { if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) errors.push(m.text()); });
+  const failed = [];
+  page.on("response", (r) => { if (r.status() >= 400) failed.push(`${r.status()} ${new URL(r.url()).pathname}`); });
 
   step("the console loads with a strict CSP, in Chinese by default (zh-CN browser)");
   const resp = await page.goto(`${URL0}/ui`);
@@ -295,7 +302,6 @@ try {
   await page.waitForSelector("#completeness [data-complete]", { timeout: 60000 });
   assert(await page.$eval("#completeness [data-complete]", (e) => e.dataset.complete) === "yes", "access list proven complete");
   await page.waitForSelector(`tr.consent[data-consent="${consent}"]`);
-  await shot(page, "firm");
 
   step("4. through a fake node that flips a byte in each proof, the same list is NOT verified");
   proxy = await tamperingProxy(URL0);
@@ -327,6 +333,32 @@ try {
   await page.waitForSelector("#alerts .note, #alerts table");
   await shot(page, "bank");
 
+  step("5b. a repair applied by one registry only becomes overdue (CLI, dev clock)");
+  const recs = xinyi("bank-a", ["records", "--firm", FIRM]).records
+    .filter((r) => r.severity === "minor" && r.open_repair === null && !r.repaired);
+  assert(recs.length > 0, "a repairable record");
+  const advance = async (ms) => {
+    const r = await fetch(`${URL0}/v1/dev/clock`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ advance_ms: ms }) });
+    assert(r.ok, `dev clock: ${r.status}`);
+  };
+  const now0 = (await (await fetch(`${URL0}/health`)).json()).time_ms;
+  const readyAt = recs[0].published_at + recs[0].min_publicity_days * 86400000;
+  if (readyAt >= now0) await advance(readyAt - now0 + 60000);
+  const rep = xinyi(`firm-${FIRM}`, ["repair", "request", "--record", recs[0].id]).id;
+  xinyi("gz-credit", ["repair", "decide", rep, "--approve", "--reason", "obligations fulfilled"]);
+  xinyi("credit-china", ["repair", "apply", rep]);
+  const st = xinyi("bank-a", ["repair", "status", rep]);
+  const now1 = (await (await fetch(`${URL0}/health`)).json()).time_ms;
+  await advance(st.deadline - now1 + 60000);
+  await page.click("#signout");
+  await open(page, URL0, "#/firm");
+  await signIn(page, `firm-${FIRM}`, FIRM);
+  await page.waitForSelector(`tr.repair[data-repair="${rep}"][data-overdue="yes"]`, { timeout: 60000 });
+  summary.repair = rep;
+  await settled(page, "#access-log tr.access");
+  await page.waitForSelector("#completeness [data-complete]", { timeout: 60000 });
+  await shot(page, "firm");
+
   step("6. the auditor page lists checkpoints, blocks and certificates");
   await page.click("#signout");
   await open(page, URL0, "#/audit");
@@ -340,7 +372,10 @@ try {
   await page.fill("#entry-pos", String(q.record.position));
   await page.click("#entry-go");
   await page.waitForSelector("#entry-out [data-verified]");
-  await page.waitForSelector("#sla table");
+  await page.waitForSelector(`#sla tr.repair[data-repair="${rep}"][data-overdue="yes"]`);
+  assert((await page.textContent(`#sla tr.repair[data-repair="${rep}"]`)).includes("仅一方"), "one-sided repair flagged");
+  // The node anchors final checkpoints to a file (tests/tests/ui.rs starts it so).
+  await page.waitForSelector("#anchors tr.anchor");
   summary.anchors = await page.$$eval("#anchors tr.anchor", (r) => r.length);
   await shot(page, "audit");
   await page.click("#signout");
@@ -369,8 +404,13 @@ try {
   await page.click("#signin-go");
   await page.waitForSelector('.error[data-code="ui.key_malformed"]');
   assert(errors.length === 0, `page errors: ${errors.join("; ")}`);
+  summary.failed_requests = failed;
+  // Expected refusals only: no alerts route yet (404), the unsigned repair list (401).
+  const unexpected = failed.filter((f) => f !== "404 /v1/banks/bank-a/alerts" && f !== "401 /v1/repairs");
+  assert(unexpected.length === 0, `unexpected failed requests: ${unexpected.join(", ")}`);
 } finally {
   if (proxy) proxy.close();
-  await browser.close();
+  await ctx.close();
+  fs.rmSync(profile, { recursive: true, force: true });
 }
 console.log(JSON.stringify(summary));

@@ -113,9 +113,15 @@ export function decode(b) {
         const n = Number(arg(info));
         if (n > b.length) throw new Error("codec.malformed: map too long");
         const m = new Map();
+        let prev;
         for (let k = 0; k < n; k++) {
           const key = item(depth + 1);
           if (m.has(key)) throw new Error("codec.malformed: duplicate key");
+          // Struct maps have integer keys 0, 1, 2, ... in order (encoding.md §3).
+          if (typeof key === "number" && key !== (prev === undefined ? key : prev + 1)) {
+            throw new Error("codec.non_canonical: map keys out of order");
+          }
+          prev = key;
           m.set(key, item(depth + 1));
         }
         return m;
