@@ -119,3 +119,70 @@ fn the_web_console_verifies_in_a_real_browser() {
         assert!(len > 1000, "screenshot {} missing or empty", f.display());
     }
 }
+
+/// The reads the console added are role-gated like their neighbours (`specs/privacy.md` §4), and
+/// the console's files come with their content types and the CSP.
+#[test]
+fn console_reads_are_role_gated_and_files_carry_the_csp() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let node = DevNode::start(&data, &tmp.path().join("node.log"), Duration::from_secs(60));
+    let firm = sample_firm(0).expect("sample firm").to_string();
+    let other = sample_firm(1).expect("sample firm").to_string();
+    let fk = format!("firm-{firm}");
+    let entries = format!("/v1/firms/{firm}/entries");
+
+    let (code, v) = node.get_as(&fk, &entries);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["firm"], firm.as_str());
+    let list = v["entries"].as_array().expect("entries");
+    assert!(
+        list.iter().any(|e| e["kind"] == "firm_registered"),
+        "the firm's registration is in its history: {v}"
+    );
+    assert!(list.iter().all(|e| e["body"].is_object() && e["id"].is_string()));
+    let (code, v) = node.get_as("auditor", &entries);
+    assert_eq!((code, v["entries"].as_array().map(Vec::len)), (200, Some(list.len())));
+    for who in ["bank-a", "gz-credit", &format!("firm-{other}")] {
+        let (code, v) = node.get_as(who, &entries);
+        assert_eq!((code, v["code"].as_str()), (403, Some("api.forbidden")), "{who}: {v}");
+    }
+    let (code, v) = node.get_raw(&entries, None);
+    assert_eq!((code, v["code"].as_str()), (401, Some("api.missing_auth")), "{v}");
+    let (code, v) = node.get_raw("/v1/firms/91350100M000100Y4X/entries", None);
+    assert_eq!(code, 400, "{v}");
+    assert!(v["code"].as_str().unwrap_or("").starts_with("uscc."), "{v}");
+
+    let (code, v) = node.get_raw("/v1/repairs", None);
+    assert_eq!((code, v["code"].as_str()), (401, Some("api.missing_auth")), "{v}");
+    let (code, v) = node.get_as("bank-a", "/v1/repairs");
+    assert_eq!((code, v["code"].as_str()), (403, Some("api.forbidden")), "{v}");
+    for who in ["auditor", "gz-credit"] {
+        let (code, v) = node.get_as(who, "/v1/repairs");
+        assert_eq!(code, 200, "{who}: {v}");
+        assert!(v["repairs"].is_array(), "{v}");
+    }
+    let (code, v) = node.get_raw("/v1/checkpoints", None);
+    assert_eq!(code, 200, "{v}");
+    assert!(v["cosigned"].is_array() && v["anchors"].is_array(), "{v}");
+
+    for (path, ct) in [
+        ("/ui", "text/html; charset=utf-8"),
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/js/verify.js", "text/javascript; charset=utf-8"),
+        ("/ui/app.css", "text/css; charset=utf-8"),
+    ] {
+        let r = ureq::get(&format!("{}{path}", node.url))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.header("content-type"), Some(ct), "{path}");
+        let csp = r.header("content-security-policy").unwrap_or("");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{path}: {csp}"
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    }
+    let (code, v) = node.get_raw("/ui/../Cargo.toml", None);
+    assert_eq!(code, 404, "{v}");
+}
