@@ -43,7 +43,8 @@ fn node_modules(ui: &Path) {
         .unwrap_or(false);
     assert!(ok, "Node.js (`node`) is required to drive the browser test");
     assert!(
-        ui.join("node_modules/playwright-core/package.json").exists(),
+        ui.join("node_modules/playwright-core/package.json")
+            .exists(),
         "{}/node_modules is missing: run `npm ci --prefix {}`",
         ui.display(),
         ui.display()
@@ -99,10 +100,9 @@ fn the_web_console_verifies_in_a_real_browser() {
         node.log_text()
     );
     eprintln!("{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(
-        stdout.lines().last().unwrap_or_default(),
-    )
-    .unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}"));
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}"));
     assert!(summary["vectors"]["checked"].as_u64().unwrap_or(0) > 100);
     assert_eq!(summary["vectors"]["failures"], serde_json::json!([]));
     let rows = summary["firm_rows"].as_array().expect("firm rows");
@@ -140,23 +140,44 @@ fn console_reads_are_role_gated_and_files_carry_the_csp() {
         list.iter().any(|e| e["kind"] == "firm_registered"),
         "the firm's registration is in its history: {v}"
     );
-    assert!(list.iter().all(|e| e["body"].is_object() && e["id"].is_string()));
+    assert!(list
+        .iter()
+        .all(|e| e["body"].is_object() && e["id"].is_string()));
     let (code, v) = node.get_as("auditor", &entries);
-    assert_eq!((code, v["entries"].as_array().map(Vec::len)), (200, Some(list.len())));
+    assert_eq!(
+        (code, v["entries"].as_array().map(Vec::len)),
+        (200, Some(list.len()))
+    );
     for who in ["bank-a", "gz-credit", &format!("firm-{other}")] {
         let (code, v) = node.get_as(who, &entries);
-        assert_eq!((code, v["code"].as_str()), (403, Some("api.forbidden")), "{who}: {v}");
+        assert_eq!(
+            (code, v["code"].as_str()),
+            (403, Some("api.forbidden")),
+            "{who}: {v}"
+        );
     }
     let (code, v) = node.get_raw(&entries, None);
-    assert_eq!((code, v["code"].as_str()), (401, Some("api.missing_auth")), "{v}");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (401, Some("api.missing_auth")),
+        "{v}"
+    );
     let (code, v) = node.get_raw("/v1/firms/91350100M000100Y4X/entries", None);
     assert_eq!(code, 400, "{v}");
     assert!(v["code"].as_str().unwrap_or("").starts_with("uscc."), "{v}");
 
     let (code, v) = node.get_raw("/v1/repairs", None);
-    assert_eq!((code, v["code"].as_str()), (401, Some("api.missing_auth")), "{v}");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (401, Some("api.missing_auth")),
+        "{v}"
+    );
     let (code, v) = node.get_as("bank-a", "/v1/repairs");
-    assert_eq!((code, v["code"].as_str()), (403, Some("api.forbidden")), "{v}");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (403, Some("api.forbidden")),
+        "{v}"
+    );
     for who in ["auditor", "gz-credit"] {
         let (code, v) = node.get_as(who, "/v1/repairs");
         assert_eq!(code, 200, "{who}: {v}");

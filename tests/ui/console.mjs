@@ -389,7 +389,11 @@ try {
   step("7. operator page with health and charts; English labels");
   await page.click("#lang");
   await open(page, URL0, "#/ops");
-  await page.waitForTimeout(4500);
+  // Some traffic while the page samples /metrics every 2 s (refused queries: still logged).
+  for (let i = 0; i < 3; i++) {
+    xinyi("bank-a", ["query", "--consent", consent, "--firm", FIRM, "--categories", "tax"], { allowFail: true });
+    await page.waitForTimeout(2100);
+  }
   assert((await page.textContent("nav")).includes("Firm"), "English labels after the switch");
   assert((await page.textContent("#health-status")) === "ok", "health ok");
   assert((await page.$$("svg.spark polyline")).length >= 4, "charts drawn");

@@ -403,7 +403,7 @@ async function opsPage(root) {
         section(t("health"), table(["status", "org", "role", t("height"), t("log_size"), t("mempool"), t("time")],
           [h("tr", {}, h("td", { id: "health-status" }, hl.status), h("td", {}, hl.org), h("td", {}, hl.role), h("td", {}, hl.height), h("td", {}, hl.log_size), h("td", {}, hl.mempool), h("td", {}, fmtTime(hl.time_ms)))])),
         section(t("peers"), peers.length ? table(["org", "connected", "blocked"], peers.map((p) => h("tr", {}, h("td", {}, p.org), h("td", {}, p.connected ? "✓" : "✗"), h("td", {}, p.blocked ? "✗" : "")))) : h("p", { class: "note" }, t("solo"))),
-        section(t("consensus"), h("p", { class: "note" }, "last certificate vote seen (auditor page scans the last 10 blocks)"),
+        section(t("consensus"), h("p", { class: "note" }, t("consensus.note")),
           table(["validator", t("height")], Object.entries(window.__xinyiLastVotes || { [hl.org]: hl.height }).map(([v, ht]) => h("tr", {}, h("td", {}, v), h("td", {}, ht))))),
         section(t("metrics"), h("div", { class: "charts" }, CHARTED.map((k) => sparkline(samples[k], { label: k.replace("xinyi_", "") }))),
           table(["http", "n"], http.map(([k, v]) => h("tr", {}, h("td", {}, k.replace("xinyi_http_requests_total", "")), h("td", {}, v))))));

@@ -19,9 +19,11 @@ export function sparkline(values, { w = 220, h = 48, label = "" } = {}) {
   if (values.length > 0) {
     const min = Math.min(...values);
     const max = Math.max(...values);
+    // A constant series is drawn mid-height; otherwise scaled to the box.
     const span = max - min || 1;
+    const base = max === min ? h / 2 : h - 2;
     const step = values.length > 1 ? w / (values.length - 1) : 0;
-    const pts = values.map((v, i) => `${(i * step).toFixed(1)},${(h - 2 - ((v - min) / span) * (h - 4)).toFixed(1)}`);
+    const pts = values.map((v, i) => `${(i * step).toFixed(1)},${(base - ((v - min) / span) * (h - 4)).toFixed(1)}`);
     svg.appendChild(el("polyline", { points: pts.join(" "), class: "spark-line", fill: "none" }));
   }
   const text = el("text", { x: 0, y: h + 12, class: "spark-label" });

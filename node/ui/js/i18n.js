@@ -35,6 +35,7 @@ const L = {
   "needs_priv": ["需审计或验证节点身份登录", "Sign in as an auditor or validator"],
   "health": ["节点状态", "Node health"], "peers": ["对等节点", "Peers"], "mempool": ["交易池", "Mempool"],
   "metrics": ["主要指标", "Main metrics"], "consensus": ["各验证节点共识高度", "Consensus height per validator"],
+  "consensus.note": ["每个验证节点在最近区块证书中的最后一次投票（审计页扫描最近 10 个区块）", "last certificate vote seen per validator (the auditor page scans the last 10 blocks)"],
   "solo": ["单节点（开发）模式：无对等节点", "single node (dev): no peers"],
   "none": ["无", "none"], "kind": ["类型", "Kind"], "time": ["时间", "Time"], "firm": ["企业", "Firm"],
   "entries": ["账本记录", "Ledger entries"], "refresh": ["刷新", "Refresh"], "lang": ["English", "中文"],

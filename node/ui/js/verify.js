@@ -14,6 +14,7 @@ import { encode, struct, variant } from "./cbor.js";
 const fail = (code, msg) => {
   const e = new Error(`${code}: ${msg}`);
   e.code = code;
+  e.detail = msg;
   throw e;
 };
 
