@@ -9,7 +9,7 @@
 
 use super::auth::Requester;
 use super::error::ApiError;
-use super::handlers::{authenticate, Caller};
+use super::handlers::access::{authenticate, Caller};
 use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
