@@ -9,9 +9,11 @@
 //! ledger rules (the engine and the ledger crate decide), data generation (`dev`).
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod handlers;
 pub mod openapi;
+pub mod ui;
 
 use crate::datastore::AgencyData;
 use crate::engine::Engine;
@@ -181,6 +183,9 @@ pub fn method_router(method: &str, path: &str) -> Option<MethodRouter<AppState>>
         ("get", "/v1/consistency") => get(h::consistency),
         ("get", "/v1/export") => get(h::export),
         ("post", "/v1/dev/clock") => post(h::dev_clock),
+        ("get", "/v1/firms/{uscc}/entries") => get(console::firm_entries),
+        ("get", "/v1/checkpoints") => get(console::checkpoints),
+        ("get", "/v1/repairs") => get(console::repairs),
         // The typed writes (`/v1/consents`, `/v1/repairs/{id}/decision`, ...): one handler
         // driven by `handlers::writes::TYPED_WRITES`.
         ("post", p) => return h::writes::typed_route(p),
@@ -209,7 +214,8 @@ pub fn router(state: AppState) -> Router {
     for (path, m) in by_path {
         app = app.route(path, m);
     }
-    app.fallback(handlers::not_found)
+    app.merge(ui::routes())
+        .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(move |req, next| {
             request_timeout(timeout, req, next)

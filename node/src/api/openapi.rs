@@ -53,6 +53,9 @@ pub const ROUTES: &[Route] = &[
     Route { method: "get", path: "/v1/checkpoint", tag: "chain", summary: "Latest signed checkpoint (C2SP note, text/plain)", body: None },
     Route { method: "get", path: "/v1/consistency", tag: "chain", summary: "RFC 9162 consistency proof between two log sizes (?from=N&to=M)", body: None },
     Route { method: "get", path: "/v1/export", tag: "chain", summary: "Audit bundle (genesis + blocks + certificates), streamed (X-Xinyi-Auth: auditors and validators)", body: None },
+    Route { method: "get", path: "/v1/firms/{uscc}/entries", tag: "queries", summary: "Every entry concerning a firm, with its body (X-Xinyi-Auth: the firm or an auditor)", body: None },
+    Route { method: "get", path: "/v1/checkpoints", tag: "chain", summary: "Checkpoint cosignatures recorded on the ledger, by size, and anchor receipts", body: None },
+    Route { method: "get", path: "/v1/repairs", tag: "repairs", summary: "Every repair case with overdue and one-sided flags (X-Xinyi-Auth: auditors and validators)", body: None },
     Route { method: "post", path: "/v1/dev/clock", tag: "dev", summary: "Advance the node clock (dev mode only; 404 otherwise)", body: Some("{\"advance_ms\": N}") },
 ];
 

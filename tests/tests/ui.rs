@@ -1,0 +1,209 @@
+//! The web console (`/ui`) in a real browser: Debian's Chromium driven by playwright-core
+//! (`tests/ui/console.mjs`, pinned in `tests/ui/package-lock.json`) against a real
+//! `xinyi-node --dev`, with the `xinyi` CLI making the bank's queries.
+//!
+//! The script checks the console's in-browser crypto against `specs/vectors`, has a firm grant
+//! and revoke a consent from the page (entries built and signed in the browser), sees the CLI's
+//! query and a denial marked verified with the access list proven complete, sees the same list
+//! NOT verified through a proxy that flips a byte in each inclusion proof, and visits the bank,
+//! auditor, public and operator pages, writing screenshots to `target/ui-shots/`. Missing
+//! Chromium, Node.js or `tests/ui/node_modules` fail the test with the command that installs
+//! them (`.ci/run` does): nothing is skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use xinyi_ledger::sample::sample_firm;
+use xinyi_tests::DevNode;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn chromium() -> PathBuf {
+    let p = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        p.exists(),
+        "Chromium not found at {} (set CHROMIUM, or: apt-get install -y chromium)",
+        p.display()
+    );
+    p
+}
+
+fn node_modules(ui: &Path) {
+    let ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "Node.js (`node`) is required to drive the browser test");
+    assert!(
+        ui.join("node_modules/playwright-core/package.json")
+            .exists(),
+        "{}/node_modules is missing: run `npm ci --prefix {}`",
+        ui.display(),
+        ui.display()
+    );
+}
+
+#[test]
+fn the_web_console_verifies_in_a_real_browser() {
+    let root = repo();
+    let ui = root.join("tests/ui");
+    let chromium = chromium();
+    node_modules(&ui);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    // Anchoring to a file every 300 ms gives the auditor page anchor receipts to list.
+    let anchors = tmp.path().join("anchors.jsonl");
+    let node = DevNode::start_with(
+        &data,
+        &tmp.path().join("node.log"),
+        Duration::from_secs(60),
+        &[
+            "--anchor-file",
+            anchors.to_str().expect("utf-8 path"),
+            "--anchor-interval-ms",
+            "300",
+        ],
+    );
+    let firm = sample_firm(0).expect("sample firm").to_string();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let shots = target.join("ui-shots");
+    let out = Command::new("node")
+        .arg(ui.join("console.mjs"))
+        .current_dir(&ui)
+        .env("XINYI_URL", &node.url)
+        .env("XINYI_KEYS", data.join("dev-keys"))
+        .env("XINYI_CLI", &xinyi_tests::binaries().client)
+        .env("XINYI_GENESIS", node.genesis())
+        .env("XINYI_FIRM", &firm)
+        .env("XINYI_STATE", tmp.path().join("client-state.json"))
+        .env("XINYI_VECTORS", root.join("specs/vectors"))
+        .env("XINYI_SHOTS", &shots)
+        .env("CHROMIUM", &chromium)
+        .env_remove("XINYI_KEY_PASSPHRASE")
+        .output()
+        .expect("run node tests/ui/console.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed\nstdout: {stdout}\nstderr: {stderr}\nnode log:\n{}",
+        node.log_text()
+    );
+    eprintln!("{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}"));
+    assert!(summary["vectors"]["checked"].as_u64().unwrap_or(0) > 100);
+    assert_eq!(summary["vectors"]["failures"], serde_json::json!([]));
+    let rows = summary["firm_rows"].as_array().expect("firm rows");
+    assert!(rows.len() >= 2, "{summary}");
+    assert!(rows.iter().all(|r| r["verified"] == "yes"), "{summary}");
+    let bad = summary["tampered_rows"].as_array().expect("tampered rows");
+    assert_eq!(bad.len(), rows.len());
+    assert!(bad.iter().all(|r| r["verified"] == "no"), "{summary}");
+    assert!(summary["anchors"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert!(summary["repair"].is_string(), "{summary}");
+    for page in ["firm", "firm-tampered", "bank", "audit", "public", "ops"] {
+        let f = shots.join(format!("{page}.png"));
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "screenshot {} missing or empty", f.display());
+    }
+}
+
+/// The reads the console added are role-gated like their neighbours (`specs/privacy.md` §4), and
+/// the console's files come with their content types and the CSP.
+#[test]
+fn console_reads_are_role_gated_and_files_carry_the_csp() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let node = DevNode::start(&data, &tmp.path().join("node.log"), Duration::from_secs(60));
+    let firm = sample_firm(0).expect("sample firm").to_string();
+    let other = sample_firm(1).expect("sample firm").to_string();
+    let fk = format!("firm-{firm}");
+    let entries = format!("/v1/firms/{firm}/entries");
+
+    let (code, v) = node.get_as(&fk, &entries);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["firm"], firm.as_str());
+    let list = v["entries"].as_array().expect("entries");
+    assert!(
+        list.iter().any(|e| e["kind"] == "firm_registered"),
+        "the firm's registration is in its history: {v}"
+    );
+    assert!(list
+        .iter()
+        .all(|e| e["body"].is_object() && e["id"].is_string()));
+    let (code, v) = node.get_as("auditor", &entries);
+    assert_eq!(
+        (code, v["entries"].as_array().map(Vec::len)),
+        (200, Some(list.len()))
+    );
+    for who in ["bank-a", "gz-credit", &format!("firm-{other}")] {
+        let (code, v) = node.get_as(who, &entries);
+        assert_eq!(
+            (code, v["code"].as_str()),
+            (403, Some("api.forbidden")),
+            "{who}: {v}"
+        );
+    }
+    let (code, v) = node.get_raw(&entries, None);
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (401, Some("api.missing_auth")),
+        "{v}"
+    );
+    let (code, v) = node.get_raw("/v1/firms/91350100M000100Y4X/entries", None);
+    assert_eq!(code, 400, "{v}");
+    assert!(v["code"].as_str().unwrap_or("").starts_with("uscc."), "{v}");
+
+    let (code, v) = node.get_raw("/v1/repairs", None);
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (401, Some("api.missing_auth")),
+        "{v}"
+    );
+    let (code, v) = node.get_as("bank-a", "/v1/repairs");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (403, Some("api.forbidden")),
+        "{v}"
+    );
+    for who in ["auditor", "gz-credit"] {
+        let (code, v) = node.get_as(who, "/v1/repairs");
+        assert_eq!(code, 200, "{who}: {v}");
+        assert!(v["repairs"].is_array(), "{v}");
+    }
+    let (code, v) = node.get_raw("/v1/checkpoints", None);
+    assert_eq!(code, 200, "{v}");
+    assert!(v["cosigned"].is_array() && v["anchors"].is_array(), "{v}");
+
+    for (path, ct) in [
+        ("/ui", "text/html; charset=utf-8"),
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/js/verify.js", "text/javascript; charset=utf-8"),
+        ("/ui/app.css", "text/css; charset=utf-8"),
+    ] {
+        let r = ureq::get(&format!("{}{path}", node.url))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.header("content-type"), Some(ct), "{path}");
+        let csp = r.header("content-security-policy").unwrap_or("");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{path}: {csp}"
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    }
+    let (code, v) = node.get_raw("/ui/../Cargo.toml", None);
+    assert_eq!(code, 404, "{v}");
+}
