@@ -10,6 +10,7 @@ mod cmd;
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
+use cmd::anchor::AnchorCmd;
 use cmd::audit::AuditCmd;
 use cmd::commitment::CommitmentCmd;
 use cmd::consent::ConsentCmd;
@@ -148,6 +149,9 @@ enum Cmd {
     /// Run or describe an independent C2SP tlog-witness.
     #[command(subcommand)]
     Witness(WitnessCmd),
+    /// Check the consortium's anchors on an EVM chain against the ledger.
+    #[command(subcommand)]
+    Anchor(AnchorCmd),
     /// Download the node's audit bundle.
     Export {
         /// Output file.
@@ -164,7 +168,10 @@ fn run(cli: Cli) -> Result<bool> {
                 entry_position: None,
                 ..
             })
-            | Cmd::Audit(AuditCmd::Verify { bundle: Some(_) })
+            | Cmd::Audit(AuditCmd::Verify {
+                bundle: Some(_),
+                ..
+            })
             | Cmd::Audit(AuditCmd::Consistency { proof: Some(_), .. })
             | Cmd::Witness(_)
     );
@@ -225,6 +232,7 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Checkpoint { save } => cmd::checkpoint::run(&ctx, save.as_deref())?,
         Cmd::Witness(w) => cmd::witness::run(&ctx, w)?,
         Cmd::Export { out } => cmd::export::run(&ctx, &out)?,
+        Cmd::Anchor(a) => cmd::anchor::run(&ctx, a)?,
     }
     Ok(true)
 }

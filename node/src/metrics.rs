@@ -32,6 +32,12 @@ pub struct Metrics {
     pub queries_denied: AtomicU64,
     /// Requests refused by the rate limiter.
     pub rate_limited: AtomicU64,
+    /// EVM anchoring: log size of the consortium's last anchor on the chain (gauge).
+    pub anchor_size: AtomicU64,
+    /// EVM anchoring: final checkpoint size minus the last anchored size (gauge).
+    pub anchor_lag: AtomicU64,
+    /// EVM anchoring: failed rounds (chain unreachable, refused transaction, ...).
+    pub anchor_failures: AtomicU64,
     http: Mutex<BTreeMap<u16, u64>>,
 }
 
@@ -124,6 +130,27 @@ impl Metrics {
             "Requests refused by the rate limiter.",
             "counter",
             &self.rate_limited,
+        );
+        g(
+            &mut s,
+            "xinyi_anchor_size",
+            "Log size of the last anchor on the EVM chain.",
+            "gauge",
+            &self.anchor_size,
+        );
+        g(
+            &mut s,
+            "xinyi_anchor_lag_entries",
+            "Final checkpoint size minus the last anchored size.",
+            "gauge",
+            &self.anchor_lag,
+        );
+        g(
+            &mut s,
+            "xinyi_anchor_failures_total",
+            "Failed EVM anchoring rounds.",
+            "counter",
+            &self.anchor_failures,
         );
         let _ = writeln!(
             s,
