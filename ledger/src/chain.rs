@@ -162,7 +162,7 @@ fn verify_parallel(checks: &[SigCheck<'_>]) -> Result<(), usize> {
     };
     let chunks: Vec<&[SigCheck<'_>]> = checks.chunks(SIGNATURE_CHUNK).collect();
     let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+        .map_or(1, std::num::NonZero::get)
         .min(chunks.len());
     let results: Vec<Result<(), usize>> = if threads <= 1 {
         chunks
@@ -264,6 +264,8 @@ impl PendingSignatures {
 /// signatures a copy verified (see [`Chain::apply_block`]).
 pub struct Chain {
     genesis: Genesis,
+    // The specs' name for it (`specs/blocks.md`).
+    #[allow(clippy::struct_field_names)]
     chain_id: Digest,
     state: Arc<State>,
     log: Arc<MerkleTree>,
@@ -334,7 +336,7 @@ impl VerifiedBlocks {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Chain {

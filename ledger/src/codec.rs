@@ -1,6 +1,6 @@
 //! Canonical CBOR encoding of every ledger object, behind one module.
 //!
-//! The canonical form of an object is exactly what [`encode`] produces (serde_cbor in packed
+//! The canonical form of an object is exactly what [`encode`] produces (`serde_cbor` in packed
 //! form: structs as maps keyed by field index, in declaration order; byte strings as CBOR byte
 //! strings). [`decode`] accepts an input only if re-encoding the decoded value reproduces the
 //! input byte for byte, so unknown fields, non-minimal integers, indefinite lengths, reordered

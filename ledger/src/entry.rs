@@ -65,7 +65,7 @@ pub enum EntryKind {
     ConsentGranted(Consent),
     /// The firm revokes one of its consents.
     ConsentRevoked {
-        /// Id of the consent (id of its ConsentGranted entry).
+        /// Id of the consent (id of its `ConsentGranted` entry).
         consent: Digest,
     },
     /// An agency served a bank's authorized query (logged before the data is released).

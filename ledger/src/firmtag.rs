@@ -90,9 +90,8 @@ impl FirmTag {
     /// `HMAC-SHA-256(key, "xinyi/v1/firm-tag" ‖ 0x00 ‖ USCC as 18 ASCII bytes)`.
     pub fn derive(key: &FirmKey, uscc: &Uscc) -> FirmTag {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = match HmacSha256::new_from_slice(&key.0) {
-            Ok(m) => m,
-            Err(_) => return FirmTag([0u8; 32]),
+        let Ok(mut mac) = HmacSha256::new_from_slice(&key.0) else {
+            return FirmTag([0u8; 32]);
         };
         mac.update(TAG_DOMAIN);
         mac.update(uscc.as_str().as_bytes());

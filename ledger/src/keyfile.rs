@@ -9,7 +9,7 @@
 //! xinyi-encrypted-key/v1 argon2id <m_kib> <t> <p> <salt hex 16 B> <nonce hex 12 B> <ciphertext hex>
 //! ```
 //!
-//! The key is Argon2id(passphrase, salt, m_kib, t, p) → 32 bytes; the ciphertext is
+//! The key is Argon2id(passphrase, salt, `m_kib`, t, p) → 32 bytes; the ciphertext is
 //! ChaCha20-Poly1305(key, nonce, plaintext, associated data = the line's prefix up to and
 //! including the nonce, so the parameters cannot be changed); the plaintext is the ordinary key
 //! file text (`KeyPair::to_file_text`). The passphrase comes from `XINYI_KEY_PASSPHRASE`.

@@ -120,7 +120,7 @@ pub fn hash_from_slice(bytes: &[u8]) -> Result<Hash, MerkleError> {
 
 /// The largest power of two strictly smaller than `n`; `n` must be at least 2.
 fn split_point(n: u64) -> u64 {
-    1u64 << (63 - (n - 1).leading_zeros())
+    1u64 << (n - 1).ilog2()
 }
 
 /// An append-only, in-memory RFC 9162 Merkle tree.
@@ -247,7 +247,7 @@ impl MerkleTree {
             let keep = usize::try_from(size >> k).unwrap_or(usize::MAX);
             level.truncate(keep);
         }
-        while self.levels.last().is_some_and(|l| l.is_empty()) {
+        while self.levels.last().is_some_and(Level::is_empty) {
             self.levels.pop();
         }
     }
@@ -1208,9 +1208,9 @@ mod tests {
     }
 
     fn hashes_during<T>(f: impl FnOnce() -> T) -> (T, u64) {
-        let before = NODE_HASHES.with(|n| n.get());
+        let before = NODE_HASHES.with(std::cell::Cell::get);
         let out = f();
-        (out, NODE_HASHES.with(|n| n.get()) - before)
+        (out, NODE_HASHES.with(std::cell::Cell::get) - before)
     }
 
     /// Roots and proofs at any size cost O(log n) hash operations; appends are amortised O(1).

@@ -145,7 +145,7 @@ fn check_note_text(text: &str) -> Result<(), NoteError> {
 }
 
 fn hex4(bytes: &[u8; 4]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Parses exactly 8 lower-case hex digits.
@@ -456,7 +456,7 @@ impl Note {
         let split = s
             .rfind("\n\n")
             .ok_or_else(|| malformed_note("no blank line before the signatures"))?;
-        let (text, sigs) = (&s[..split + 1], &s[split + 2..]);
+        let (text, sigs) = (&s[..=split], &s[split + 2..]);
         let sig_lines = sigs
             .strip_suffix('\n')
             .ok_or_else(|| malformed_note("no signature line ending in a newline"))?;
@@ -544,12 +544,11 @@ impl Note {
             if candidates.peek().is_none() {
                 continue;
             }
-            let ok = match sig.foreign_payload {
-                Some(_) => None,
-                None => {
-                    let s = Signature::from_bytes(&sig.signature);
-                    candidates.find(|k| k.key.verify_strict(self.text.as_bytes(), &s).is_ok())
-                }
+            let ok = if sig.foreign_payload.is_some() {
+                None
+            } else {
+                let s = Signature::from_bytes(&sig.signature);
+                candidates.find(|k| k.key.verify_strict(self.text.as_bytes(), &s).is_ok())
             };
             let key = ok.ok_or_else(|| NoteError::InvalidSignature {
                 name: sig.name.clone(),
@@ -997,7 +996,7 @@ mod tests {
         );
     }
 
-    /// The golang/mod test signing key for PeterNeumann reproduces the vector's signature line.
+    /// The golang/mod test signing key for `PeterNeumann` reproduces the vector's signature line.
     #[test]
     fn golang_test_key_reproduces_vector_signature() {
         let v = vectors();

@@ -180,9 +180,8 @@ impl Node {
                 };
                 // A subtree left with a single leaf *is* that leaf.
                 match (l.as_ref(), r.as_ref()) {
-                    (Node::Empty, Node::Empty) => l,
+                    (Node::Empty | Node::Leaf { .. }, Node::Empty) => l,
                     (Node::Empty, Node::Leaf { .. }) => r,
-                    (Node::Leaf { .. }, Node::Empty) => l,
                     _ => Node::inner(l, r),
                 }
             }

@@ -488,7 +488,10 @@ impl PreparedBlock {
     }
 
     fn set(&self, p: Prepared) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(p);
     }
 }
 
@@ -881,9 +884,8 @@ impl State {
         req: &QueryRequest,
         now: TimeMs,
     ) -> Result<ConsentRecord, DenialReason> {
-        let c = match self.consent(&req.consent) {
-            Ok(Some(c)) => c,
-            _ => return Err(DenialReason::ConsentUnknown),
+        let Ok(Some(c)) = self.consent(&req.consent) else {
+            return Err(DenialReason::ConsentUnknown);
         };
         if c.firm != req.firm {
             return Err(DenialReason::WrongFirm);
@@ -1793,6 +1795,8 @@ impl State {
             self.block.insert(k, Some(v));
         }
         let block = std::mem::take(&mut self.block);
+        // Two cases with a comment each read better as a match.
+        #[allow(clippy::single_match_else)]
         let (ws, changed, access_root, ws_hash) = match self.prepared.take(height) {
             // `pending_root` of this very block, and nothing changed since.
             Some(p) => (p.ws, p.access, p.access_root, p.ws_hash),

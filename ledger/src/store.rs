@@ -463,7 +463,9 @@ impl Store {
     }
 
     fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
+        self.index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn load(db: sled::Db) -> Result<(Store, Chain), StoreError> {
@@ -572,7 +574,10 @@ impl Store {
                 ));
             }
         }
-        *store.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+        *store
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = index;
         let chain = Chain::restore(&store.genesis, state, log, last_header)?;
         Ok((store, chain))
     }
@@ -664,7 +669,10 @@ impl Store {
         if let Some(dir) = &self.marker_dir {
             write_marker(dir, height, &b.header_hash);
         }
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let mut index = self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (i, e) in b.entries.iter().enumerate() {
             index.add_id(&e.id, b.first_position + i as u64);
         }
@@ -701,7 +709,10 @@ impl Store {
 
     /// The entries of block `height` (from the one-block cache when it holds them).
     fn block_entries(&self, height: u64) -> Result<Option<BlockEntries>, StoreError> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((h, e)) = cache.as_ref() {
             if *h == height {
                 return Ok(Some(e.clone()));

@@ -157,7 +157,7 @@ impl Category {
         Category::Utilities,
     ];
 
-    /// The snake_case name used in JSON and on the command line.
+    /// The `snake_case` name used in JSON and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Category::Registration => "registration",
@@ -182,7 +182,7 @@ impl Category {
                 what: "category",
                 reason: format!(
                     "unknown category {s:?}; expected one of {}",
-                    Category::ALL.map(|c| c.name()).join(", ")
+                    Category::ALL.map(Category::name).join(", ")
                 ),
             })
     }
@@ -270,7 +270,7 @@ pub fn check_text(
             reason: format!("{} bytes exceeds {max}", s.len()),
         });
     }
-    if s.chars().any(|c| c.is_control()) {
+    if s.chars().any(char::is_control) {
         return Err(ValueError {
             what,
             reason: "control characters are not allowed".into(),

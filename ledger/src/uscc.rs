@@ -637,7 +637,7 @@ mod tests {
         let ours: Vec<u64> = WEIGHTS.iter().map(|&w| u64::from(w)).collect();
         assert_eq!(weights, ours);
         let mut w = 1u32;
-        for &ours in WEIGHTS.iter() {
+        for &ours in &WEIGHTS {
             assert_eq!(ours, w, "weights must be 3^(i-1) mod 31");
             w = w * 3 % 31;
         }
@@ -1009,7 +1009,7 @@ mod tests {
         for code in valid_codes() {
             let chars: Vec<char> = code.chars().collect();
             for (i, &orig) in chars.iter().enumerate() {
-                for &b in ALPHABET.iter() {
+                for &b in ALPHABET {
                     let ch = char::from(b);
                     if ch == orig {
                         continue;

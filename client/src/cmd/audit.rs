@@ -4,7 +4,7 @@
 
 use crate::cmd::args::{read_genesis, read_note};
 use crate::cmd::ctx::Ctx;
-use crate::cmd::output::{out, out_json, warn};
+use crate::cmd::output::{checkpoint_json, out, out_json, warn};
 use anyhow::{anyhow, Context as _, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -109,21 +109,9 @@ fn audit_verify(ctx: &Ctx, bundle: Option<&Path>, rpc: Option<&str>) -> Result<b
 /// The node's latest checkpoint for the audit report: verified, final, consistent with the
 /// client's state; who signed and cosigned it.
 fn latest_checkpoint_report(ctx: &Ctx, genesis: &Genesis) -> Result<Value> {
-    let mut trust = Trust::from_genesis(genesis)?;
-    trust.witnesses = ctx.witnesses.clone();
-    trust.min_witnesses = ctx.min_witnesses;
-    let note = ctx.api.get_text("/v1/checkpoint")?;
-    let o = trust.open_any(&note)?;
-    trust.check_final(&o)?;
-    ctx.observe(&trust, &o)?;
-    Ok(json!({
-        "size": o.cp.size,
-        "root": hex::encode(o.cp.root),
-        "validator_power": o.power,
-        "total_power": o.total_power,
-        "validator_signatures": o.validators,
-        "witnesses": o.witnesses.iter().map(|(n, t)| json!({"name": n, "timestamp": t})).collect::<Vec<_>>(),
-    }))
+    let trust = ctx.trust_in(genesis)?;
+    let (_, o) = ctx.latest_checkpoint(&trust)?;
+    Ok(checkpoint_json(&o))
 }
 
 fn offline_trust(ctx: &Ctx, what: &str) -> Result<Trust> {
@@ -131,10 +119,7 @@ fn offline_trust(ctx: &Ctx, what: &str) -> Result<Trust> {
         .genesis
         .as_deref()
         .ok_or_else(|| anyhow!("{what} needs --genesis FILE (the trusted validator keys)"))?;
-    let mut t = Trust::from_genesis(&read_genesis(gpath)?)?;
-    t.witnesses = ctx.witnesses.clone();
-    t.min_witnesses = ctx.min_witnesses;
-    Ok(t)
+    ctx.trust_in(&read_genesis(gpath)?)
 }
 
 fn audit_consistency(ctx: &Ctx, old: &Path, new: &Path, proof_file: Option<&Path>) -> Result<()> {

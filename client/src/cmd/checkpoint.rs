@@ -2,7 +2,7 @@
 //! latest checkpoint, consistent with the last one this client verified.
 
 use crate::cmd::ctx::Ctx;
-use crate::cmd::output::{out, out_json};
+use crate::cmd::output::{checkpoint_json, out, out_json};
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use std::path::Path;
@@ -10,23 +10,13 @@ use std::path::Path;
 pub fn run(ctx: &Ctx, save: Option<&Path>) -> Result<()> {
     let h = ctx.health()?;
     let trust = ctx.trust(Some(&h))?;
-    let note = ctx.api.get_text("/v1/checkpoint")?;
-    let o = trust.open_any(&note)?;
-    trust.check_final(&o)?;
-    ctx.observe(&trust, &o)?;
+    let (note, o) = ctx.latest_checkpoint(&trust)?;
     if let Some(p) = save {
         std::fs::write(p, &note).with_context(|| format!("writing {}", p.display()))?;
     }
-    let v = json!({
-        "origin": o.cp.origin,
-        "size": o.cp.size,
-        "root": hex::encode(o.cp.root),
-        "validator_power": o.power,
-        "total_power": o.total_power,
-        "validator_signatures": o.validators,
-        "witnesses": o.witnesses.iter().map(|(n, t)| json!({"name": n, "timestamp": t})).collect::<Vec<_>>(),
-        "consistent_with_state": ctx.state.as_ref().map(|s| s.path().display().to_string()),
-    });
+    let mut v = checkpoint_json(&o);
+    v["origin"] = json!(o.cp.origin);
+    v["consistent_with_state"] = json!(ctx.state.as_ref().map(|s| s.path().display().to_string()));
     if ctx.json {
         out_json(&v);
     } else {

@@ -144,11 +144,28 @@ impl Ctx {
         }
     }
 
-    pub fn trust(&self, health: Option<&Health>) -> Result<Trust> {
-        let (g, _) = self.genesis()?;
-        let mut t = Trust::from_genesis(&g)?;
+    /// Trust in `genesis` with this command's witness requirements (`--witness`,
+    /// `--min-witnesses`).
+    pub fn trust_in(&self, genesis: &Genesis) -> Result<Trust> {
+        let mut t = Trust::from_genesis(genesis)?;
         t.witnesses = self.witnesses.clone();
         t.min_witnesses = self.min_witnesses;
+        Ok(t)
+    }
+
+    /// The node's latest checkpoint note, opened: final under `trust` and consistent with the
+    /// last one this client verified ([`Ctx::observe`], which remembers it).
+    pub fn latest_checkpoint(&self, trust: &Trust) -> Result<(String, Opened)> {
+        let note = self.api.get_text("/v1/checkpoint")?;
+        let o = trust.open_any(&note)?;
+        trust.check_final(&o)?;
+        self.observe(trust, &o)?;
+        Ok((note, o))
+    }
+
+    pub fn trust(&self, health: Option<&Health>) -> Result<Trust> {
+        let (g, _) = self.genesis()?;
+        let t = self.trust_in(&g)?;
         if let Some(h) = health {
             if h.chain_id != t.chain_id {
                 bail!(

@@ -3,8 +3,9 @@
 //! Only formatting lives here; nothing is fetched or verified.
 
 use crate::cmd::fmt_time;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::Write as _;
+use xinyi_client::proof::Opened;
 
 pub fn out(s: &str) {
     let mut o = std::io::stdout().lock();
@@ -75,4 +76,16 @@ pub fn scalar(v: &Value) -> String {
         Value::Array(a) => a.iter().map(scalar).collect::<Vec<_>>().join(", "),
         x => x.to_string(),
     }
+}
+
+/// A verified checkpoint as JSON: size, root, who signed it (power) and who cosigned it.
+pub fn checkpoint_json(o: &Opened) -> Value {
+    json!({
+        "size": o.cp.size,
+        "root": hex::encode(o.cp.root),
+        "validator_power": o.power,
+        "total_power": o.total_power,
+        "validator_signatures": o.validators,
+        "witnesses": o.witnesses.iter().map(|(n, t)| json!({"name": n, "timestamp": t})).collect::<Vec<_>>(),
+    })
 }

@@ -10,7 +10,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use xinyi_ledger::entry::EntryKind;
+use xinyi_ledger::entry::{DenialReason, EntryKind, QueryRequest};
+use xinyi_ledger::store::{Store, StoreError};
 use xinyi_ledger::types::Role;
 use xinyi_ledger::{Entry, OrgId};
 
@@ -108,16 +109,9 @@ pub async fn firm_records(
         let store = engine.store().clone();
         let positions = store
             .firm_positions(&firm, None, usize::MAX)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(store_err)?;
         let mut found = Vec::new();
-        for pos in positions {
-            let Some(bytes) = store
-                .entry(pos)
-                .map_err(|e| ApiError::internal(e.to_string()))?
-            else {
-                continue;
-            };
-            let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+        for (pos, e) in entries_at(&store, positions)? {
             if let EntryKind::CreditRecordPublished(r) = &e.body.kind {
                 found.push((pos, r.record));
             }
@@ -167,13 +161,11 @@ pub async fn firm_tag(
     let registration = req
         .gated(&s, allow, move || {
             let store = engine.store().clone();
-            let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+            let positions = store
+                .firm_positions(&tag, None, usize::MAX)
+                .map_err(store_err)?;
             let mut last = None;
-            for pos in store.firm_positions(&tag, None, usize::MAX).map_err(ie)? {
-                let Some(bytes) = store.entry(pos).map_err(ie)? else {
-                    continue;
-                };
-                let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+            for (pos, e) in entries_at(&store, positions)? {
                 if matches!(e.body.kind, EntryKind::FirmRegistered { .. }) {
                     last = Some(pos);
                 }
@@ -207,20 +199,14 @@ pub async fn bank_queries(
     let entries = req
         .gated(&s, allow, move || {
             let store = engine.store().clone();
-            let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+            let ie = store_err;
             let positions = store
                 .bank_query_positions(&b, None, usize::MAX)
                 .map_err(ie)?;
             let mut out = Vec::new();
-            for pos in positions {
-                let Some(bytes) = store.entry(pos).map_err(ie)? else {
+            for (pos, e) in entries_at(&store, positions)? {
+                let Some((req, reason)) = query_of(&e) else {
                     continue;
-                };
-                let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
-                let (req, reason) = match &e.body.kind {
-                    EntryKind::QueryServed(q) => (&q.request.request, None),
-                    EntryKind::QueryDenied { request, reason } => (&request.request, Some(*reason)),
-                    _ => continue,
                 };
                 if req.bank != b {
                     continue;
@@ -259,19 +245,13 @@ pub async fn access_log(
     let entries = req
         .gated(&s, firm_or_auditor(&uscc), move || {
             let store = engine.store().clone();
-            let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+            let ie = store_err;
             let positions = store.firm_positions(&firm, None, usize::MAX).map_err(ie)?;
             let mut times: HashMap<u64, u64> = HashMap::new();
             let mut out = Vec::new();
-            for pos in positions {
-                let Some(bytes) = store.entry(pos).map_err(ie)? else {
+            for (pos, e) in entries_at(&store, positions)? {
+                let Some((req, reason)) = query_of(&e) else {
                     continue;
-                };
-                let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
-                let (req, reason) = match &e.body.kind {
-                    EntryKind::QueryServed(q) => (&q.request.request, None),
-                    EntryKind::QueryDenied { request, reason } => (&request.request, Some(*reason)),
-                    _ => continue,
                 };
                 let height = store.height_of_position(pos).map_err(ie)?.unwrap_or(0);
                 let time = match times.get(&height) {
@@ -369,4 +349,31 @@ pub async fn access_proof(
         })
         .await?;
     Ok(json_ok(v))
+}
+
+fn store_err(e: StoreError) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+/// The entries stored at `positions`, decoded, in the same order (a position without an entry
+/// is skipped). The per-firm and per-bank index reads above all start here.
+fn entries_at(store: &Store, positions: Vec<u64>) -> ApiResult<Vec<(u64, Entry)>> {
+    let mut out = Vec::with_capacity(positions.len());
+    for pos in positions {
+        let Some(bytes) = store.entry(pos).map_err(store_err)? else {
+            continue;
+        };
+        let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+        out.push((pos, e));
+    }
+    Ok(out)
+}
+
+/// The request of a `query_served` or `query_denied` entry, and the denial's reason.
+fn query_of(e: &Entry) -> Option<(&QueryRequest, Option<DenialReason>)> {
+    match &e.body.kind {
+        EntryKind::QueryServed(q) => Some((&q.request.request, None)),
+        EntryKind::QueryDenied { request, reason } => Some((&request.request, Some(*reason))),
+        _ => None,
+    }
 }

@@ -3,8 +3,8 @@
 
 use crate::ceilings::ceilings;
 use crate::ledger::{mean_msg_len, T0};
-use crate::report::{print_table, Row};
-use anyhow::{ensure, Context, Result};
+use crate::report::{emit, Row};
+use anyhow::{ensure, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -126,15 +126,5 @@ pub(crate) fn dev_node(a: DevNodeArgs) -> Result<()> {
             format!("whole run including node start-up; {threads} cores"),
         ),
     ];
-    let json = serde_json::to_string_pretty(&rows)?;
-    if let Some(path) = &a.out {
-        std::fs::write(path, format!("{json}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if a.json {
-        println!("{json}");
-    } else {
-        print_table(&rows);
-    }
-    Ok(())
+    emit(&rows, a.json, a.out.as_ref(), None)
 }

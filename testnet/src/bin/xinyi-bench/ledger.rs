@@ -3,7 +3,7 @@
 //! reuses.
 
 use crate::ceilings::ceilings;
-use crate::report::{print_table, Row};
+use crate::report::{emit, Row};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -703,15 +703,5 @@ pub(crate) fn ledger(a: LedgerArgs) -> Result<()> {
             ));
         }
     }
-    let json = serde_json::to_string_pretty(&rows)?;
-    if let Some(path) = &a.out {
-        std::fs::write(path, format!("{json}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if a.json {
-        println!("{json}");
-    } else {
-        print_table(&rows);
-    }
-    Ok(())
+    emit(&rows, a.json, a.out.as_ref(), None)
 }

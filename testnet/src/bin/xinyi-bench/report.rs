@@ -182,6 +182,8 @@ pub(crate) fn markdown(rows: &[Row]) -> String {
     out
 }
 
+/// Writes `rows`: JSON to `out` and Markdown to `md` if given, then JSON (`--json`) or the table
+/// on stdout. Every benchmark ends here.
 pub(crate) fn emit(
     rows: &[Row],
     json: bool,
