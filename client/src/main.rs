@@ -151,6 +151,25 @@ enum Cmd {
     /// Run or describe an independent C2SP tlog-witness.
     #[command(subcommand)]
     Witness(WitnessCmd),
+    /// Follow a bank's monitoring alerts (贷后监测), each verified (content digest, logged
+    /// entry, inclusion in a final checkpoint); signed by the bank.
+    Watch {
+        /// The bank (default: the signer).
+        #[arg(long)]
+        bank: Option<String>,
+        /// Start after this alert sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Exit after this many alerts.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Exit when no alert came for this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        idle_exit_ms: Option<u64>,
+    },
+    /// Publish credit records (agency).
+    #[command(subcommand)]
+    Record(RecordCmd),
     /// Download the node's audit bundle.
     Export {
         /// Output file.
@@ -182,6 +201,11 @@ enum ConsentCmd {
         /// (`purpose_salt`) for the firm and the bank to keep.
         #[arg(long, default_value = "loan application")]
         purpose: String,
+        /// Post-loan monitoring: the bank is alerted about these changes while the consent is in
+        /// force (penalties, abnormal_list, dishonest_list, judgments, other_records, grades,
+        /// commitments_broken, repairs; comma-separated).
+        #[arg(long, value_name = "CATEGORIES")]
+        monitor: Option<String>,
     },
     /// Revoke a consent (signed by the firm).
     Revoke {
@@ -192,6 +216,29 @@ enum ConsentCmd {
     Show {
         /// Consent id.
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordCmd {
+    /// Publish a credit record about a firm (agency-signed CreditRecordPublished; only the
+    /// record's digest goes on the ledger).
+    Publish {
+        /// Firm USCC.
+        #[arg(long)]
+        firm: String,
+        /// Category (penalties, abnormal_list, dishonest_list, judgments, ...).
+        #[arg(long, default_value = "penalties")]
+        category: String,
+        /// minor|general|serious.
+        #[arg(long, default_value = "minor")]
+        severity: String,
+        /// Minimum publicity days (minor 0-90, general 90-365, serious 365-1095).
+        #[arg(long, default_value_t = 0)]
+        days: u16,
+        /// Record id (64 hex digits; default: a random digest).
+        #[arg(long)]
+        record: Option<String>,
     },
 }
 
@@ -944,6 +991,11 @@ fn verify_access_item(
     let (req, reason) = match &entry.body.kind {
         EntryKind::QueryServed(q) => (&q.request.request, None),
         EntryKind::QueryDenied { request, reason } => (&request.request, Some(reason.code())),
+        EntryKind::AlertsDelivered(b) => {
+            xinyi_client::watch::check_access_item(b, item, firm, pos)?;
+            let inc = ctx.verify_entry(trust, &bytes, pos, &ea.inclusion_proof, &ea.checkpoint)?;
+            return Ok((inc.size, entry.id));
+        }
         other => bail!(
             "access_log.mismatch: entry {pos} is a {} entry",
             other.name()
@@ -1499,7 +1551,12 @@ fn run(cli: Cli) -> Result<bool> {
                 uses,
                 days,
                 purpose,
+                monitor,
             } => {
+                let monitoring = monitor
+                    .as_deref()
+                    .map(xinyi_client::watch::monitoring_arg)
+                    .transpose()?;
                 let firm = parse_uscc(&firm)?;
                 let bank = org_arg("--bank", &bank)?;
                 let categories = categories_arg(&categories)?;
@@ -1527,6 +1584,7 @@ fn run(cli: Cli) -> Result<bool> {
                     not_before: now.saturating_sub(60_000),
                     not_after: now + u64::from(days) * DAY_MS,
                     max_uses: uses,
+                    monitoring,
                 });
                 let (_, ans, inc) = ctx.submit(&signer, "/v1/consents", kind)?;
                 ctx.report_write(
@@ -1732,6 +1790,66 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Checkpoint { save } => checkpoint_cmd(&ctx, save.as_deref())?,
         Cmd::Witness(w) => witness_cmd(&ctx, w)?,
         Cmd::Export { out } => export(&ctx, &out)?,
+        Cmd::Watch {
+            bank,
+            after,
+            count,
+            idle_exit_ms,
+        } => {
+            let signer = ctx.signer()?;
+            let bank = match bank {
+                Some(b) => org_arg("--bank", &b)?,
+                None => signer.org("watching alerts")?,
+            };
+            let opts = xinyi_client::watch::WatchOptions {
+                bank,
+                after,
+                count,
+                idle: idle_exit_ms.map(Duration::from_millis),
+                poll: Duration::from_secs(5),
+                wait: ctx.wait,
+            };
+            let json = ctx.json;
+            xinyi_client::watch::watch(&ctx.api, &signer, &ctx.trust(None)?, &opts, |a| {
+                if json {
+                    out(&a.to_string());
+                } else {
+                    out(&xinyi_client::watch::human_line(a));
+                }
+            })?;
+        }
+        Cmd::Record(RecordCmd::Publish {
+            firm,
+            category,
+            severity,
+            days,
+            record,
+        }) => {
+            let firm = parse_uscc(&firm)?;
+            let category = Category::parse(&category).map_err(|e| anyhow!("--category: {e}"))?;
+            let severity = match severity.as_str() {
+                "minor" => xinyi_ledger::types::Severity::Minor,
+                "general" => xinyi_ledger::types::Severity::General,
+                "serious" => xinyi_ledger::types::Severity::Serious,
+                other => bail!("--severity: {other:?} is not minor, general or serious"),
+            };
+            let record = match record {
+                Some(r) => digest_arg("record id", &r)?,
+                None => Digest(rand::random()),
+            };
+            let signer = ctx.signer()?;
+            signer.org("a credit record")?;
+            let tag = ctx.firm_tag_as(&signer, &firm)?;
+            let kind = EntryKind::CreditRecordPublished(xinyi_ledger::entry::CreditRecord {
+                record,
+                firm: tag,
+                category,
+                severity,
+                min_publicity_days: days,
+            });
+            let (_, ans, inc) = ctx.submit(&signer, "/v1/entries", kind)?;
+            ctx.report_write("record published", &ans, &inc, json!({"record": record}));
+        }
     }
     Ok(true)
 }

@@ -26,6 +26,7 @@ pub mod genesis;
 pub mod hash;
 pub mod keys;
 pub mod merkle;
+pub mod monitor;
 pub mod note;
 pub mod sample;
 pub mod smt;

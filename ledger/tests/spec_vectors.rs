@@ -321,6 +321,7 @@ fn build_chain() -> Driver {
             not_before: FIXED_TIME,
             not_after: FIXED_TIME + 90 * 86_400_000,
             max_uses: 2,
+            monitoring: None,
         }),
     );
     let cid = consent.id;

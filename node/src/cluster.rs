@@ -279,6 +279,14 @@ async fn run_member(
         cfg.witness.clone().unwrap_or_default(),
         cfg.anchor.clone().unwrap_or_default(),
     );
+    // Post-loan monitoring on the member holding the agency data.
+    if cfg.query.is_none() {
+        node.start_monitor(
+            &cfg.data_dir.join("monitor"),
+            crate::dev::read_key(&cfg.key_file)?,
+            cfg.monitor.clone().unwrap_or_default(),
+        )?;
+    }
     let listener = tokio::net::TcpListener::bind(cfg.http)
         .await
         .with_context(|| format!("listening on {}", cfg.http))?;

@@ -216,6 +216,7 @@ fn forged_and_misdirected_writes_are_refused_and_write_nothing() {
                 not_before: now,
                 not_after: now + DAY_MS,
                 max_uses: 1,
+                monitoring: None,
             }),
         )
     };

@@ -728,7 +728,7 @@ impl Caller {
         self.tag.as_ref() == Some(tag)
     }
 
-    fn is_org(&self, org: &OrgId) -> bool {
+    pub(crate) fn is_org(&self, org: &OrgId) -> bool {
         matches!(&self.who, Some(Requester::Org(o)) if o == org)
     }
 
@@ -942,6 +942,10 @@ pub async fn bank_queries(
             let (req, reason) = match &e.body.kind {
                 EntryKind::QueryServed(q) => (&q.request.request, None),
                 EntryKind::QueryDenied { request, reason } => (&request.request, Some(*reason)),
+                EntryKind::AlertsDelivered(a) if a.bank == b => {
+                    out.push(super::alerts::log_item(&store, &e, a, pos)?);
+                    continue;
+                }
                 _ => continue,
             };
             if req.bank != b {
@@ -981,6 +985,7 @@ fn entry_parties(e: &Entry) -> (Vec<OrgId>, Option<FirmTag>) {
         EntryKind::QueryDenied { request, .. } => orgs.push(request.request.bank.clone()),
         EntryKind::ConsentGranted(c) => orgs.push(c.bank.clone()),
         EntryKind::CommitmentMade { agency, .. } => orgs.push(agency.clone()),
+        EntryKind::AlertsDelivered(a) => orgs.push(a.bank.clone()),
         _ => {}
     }
     (orgs, e.body.firm())
@@ -1019,6 +1024,10 @@ pub async fn access_log(
             let (req, reason) = match &e.body.kind {
                 EntryKind::QueryServed(q) => (&q.request.request, None),
                 EntryKind::QueryDenied { request, reason } => (&request.request, Some(*reason)),
+                EntryKind::AlertsDelivered(a) => {
+                    out.push(super::alerts::log_item(&store, &e, a, pos)?);
+                    continue;
+                }
                 _ => continue,
             };
             let height = store.height_of_position(pos).map_err(ie)?.unwrap_or(0);
