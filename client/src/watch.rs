@@ -64,16 +64,22 @@ fn final_checkpoint(
         match trust.check_final(&o) {
             Ok(()) if o.cp.size >= min_size => return Ok(o),
             Err(e) if Instant::now() >= deadline => return Err(e),
-            _ if Instant::now() >= deadline => bail!(
-                "checkpoint.stale: no final checkpoint of size {min_size} within {wait:?}"
-            ),
+            _ if Instant::now() >= deadline => {
+                bail!("checkpoint.stale: no final checkpoint of size {min_size} within {wait:?}")
+            }
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
     }
 }
 
 /// Verifies one alert of the stream for `bank` (see the module doc).
-pub fn verify_alert(api: &Api, trust: &Trust, bank: &OrgId, a: &Value, wait: Duration) -> Result<Verified> {
+pub fn verify_alert(
+    api: &Api,
+    trust: &Trust,
+    bank: &OrgId,
+    a: &Value,
+    wait: Duration,
+) -> Result<Verified> {
     let seq = a
         .get("seq")
         .and_then(Value::as_u64)
@@ -111,14 +117,24 @@ pub fn verify_alert(api: &Api, trust: &Trust, bank: &OrgId, a: &Value, wait: Dur
         .decode(e.get("entry").and_then(Value::as_str).unwrap_or_default())
         .map_err(|e| anyhow!("alert.malformed: entry is not base64: {e}"))?;
     let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
-    if Some(entry.id) != e.get("id").and_then(Value::as_str).and_then(|s| Digest::from_hex(s).ok()) {
+    if Some(entry.id)
+        != e.get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| Digest::from_hex(s).ok())
+    {
         bail!("alert.record_mismatch: alert {id}: the entry is not the one named");
     }
     let EntryKind::AlertsDelivered(batch) = &entry.body.kind else {
-        bail!("alert.record_mismatch: alert {id}: the logged entry is a {}", entry.body.kind.name());
+        bail!(
+            "alert.record_mismatch: alert {id}: the logged entry is a {}",
+            entry.body.kind.name()
+        );
     };
     let logged = batch.alerts.iter().find(|x| x.alert == id);
-    let category = a.get("category").and_then(Value::as_str).unwrap_or_default();
+    let category = a
+        .get("category")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let ok = batch.bank == *bank
         && logged.is_some_and(|x| {
             x.consent == consent
@@ -134,9 +150,16 @@ pub fn verify_alert(api: &Api, trust: &Trust, bank: &OrgId, a: &Value, wait: Dur
     let proof_hex: Vec<String> = e
         .get("inclusion_proof")
         .and_then(Value::as_array)
-        .map(|p| p.iter().filter_map(|h| h.as_str().map(str::to_string)).collect())
+        .map(|p| {
+            p.iter()
+                .filter_map(|h| h.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
-    let note = e.get("checkpoint").and_then(Value::as_str).unwrap_or_default();
+    let note = e
+        .get("checkpoint")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let o = trust.open_any(note)?;
     proof::verify_inclusion_in(&o.cp, &entry.bytes, position, &proof_hex)?;
     let size = if trust.check_final(&o).is_ok() {
@@ -150,7 +173,11 @@ pub fn verify_alert(api: &Api, trust: &Trust, bank: &OrgId, a: &Value, wait: Dur
         let p: Vec<String> = v
             .get("proof")
             .and_then(Value::as_array)
-            .map(|p| p.iter().filter_map(|h| h.as_str().map(str::to_string)).collect())
+            .map(|p| {
+                p.iter()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         proof::verify_consistency(&o.cp, &f.cp, &p)?;
         f.cp.size
@@ -214,7 +241,10 @@ pub fn watch(
         for a in alerts {
             let ver = verify_alert(api, trust, &opts.bank, &a, opts.wait)?;
             if ver.seq <= after {
-                bail!("alert.order: the stream repeated or reordered sequence {}", ver.seq);
+                bail!(
+                    "alert.order: the stream repeated or reordered sequence {}",
+                    ver.seq
+                );
             }
             after = ver.seq;
             let mut out = a.clone();
@@ -276,7 +306,11 @@ pub fn check_access_item(
     let listed: Vec<String> = item
         .get("consents")
         .and_then(Value::as_array)
-        .map(|c| c.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|c| {
+            c.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let ok = b.firm == *firm
         && item.get("kind").and_then(Value::as_str) == Some("alerts_delivered")

@@ -108,12 +108,14 @@ fn access_count(d: &Driver, f: Uscc) -> u64 {
 fn an_alert_under_a_monitoring_consent_is_logged_once_and_is_an_access() {
     let (mut d, f) = setup();
     let cid = monitoring_consent(&mut d, f, "bank-a", Some(&[MonitorCategory::Penalties]), 30);
-    assert_eq!(
-        d.chain.state().monitoring_consents(&d.c.tag(&f)),
-        vec![cid]
-    );
+    assert_eq!(d.chain.state().monitoring_consents(&d.c.tag(&f)), vec![cid]);
     let (trigger, pos) = penalty(&mut d, f);
-    let t = d.chain.state().trigger(&trigger).unwrap().expect("trigger recorded");
+    let t = d
+        .chain
+        .state()
+        .trigger(&trigger)
+        .unwrap()
+        .expect("trigger recorded");
     assert_eq!((t.position, t.category), (pos, MonitorCategory::Penalties));
     assert_eq!(access_count(&d, f), 0);
     let a = alert(cid, trigger, pos, MonitorCategory::Penalties);
@@ -122,7 +124,11 @@ fn an_alert_under_a_monitoring_consent_is_logged_once_and_is_an_access() {
     let eid = e.id;
     assert_eq!(one(&mut d, e), None);
     assert_eq!(d.chain.state().alert_delivery(&aid), Some(eid));
-    assert_eq!(access_count(&d, f), 1, "a delivery joins the firm's access chain");
+    assert_eq!(
+        access_count(&d, f),
+        1,
+        "a delivery joins the firm's access chain"
+    );
     // The same alert again (another entry): refused.
     let again = batch(&mut d, "gz-credit", "bank-a", f, vec![a]);
     assert_eq!(one(&mut d, again), Some("monitor.already_delivered"));
@@ -187,7 +193,11 @@ fn expired_out_of_scope_wrong_bank_and_forged_alerts_are_refused() {
     use MonitorCategory::*;
     // Out of scope: the consent watches grades only; the other has no monitoring at all.
     assert_eq!(
-        refused(&mut d, "bank-a", alert(grades_only, trigger, pos, Penalties)),
+        refused(
+            &mut d,
+            "bank-a",
+            alert(grades_only, trigger, pos, Penalties)
+        ),
         Some("monitor.not_monitored")
     );
     assert_eq!(
@@ -205,21 +215,38 @@ fn expired_out_of_scope_wrong_bank_and_forged_alerts_are_refused() {
         Some("monitor.trigger_mismatch")
     );
     assert_eq!(
-        refused(&mut d, "bank-a", alert(short, Digest([9; 32]), pos, Penalties)),
+        refused(
+            &mut d,
+            "bank-a",
+            alert(short, Digest([9; 32]), pos, Penalties)
+        ),
         Some("monitor.trigger_mismatch")
     );
     let mut forged = alert(short, trigger, pos, Penalties);
     forged.alert = Digest([3; 32]);
-    assert_eq!(refused(&mut d, "bank-a", forged), Some("monitor.bad_alert_id"));
     assert_eq!(
-        refused(&mut d, "bank-a", alert(Digest([4; 32]), trigger, pos, Penalties)),
+        refused(&mut d, "bank-a", forged),
+        Some("monitor.bad_alert_id")
+    );
+    assert_eq!(
+        refused(
+            &mut d,
+            "bank-a",
+            alert(Digest([4; 32]), trigger, pos, Penalties)
+        ),
         Some("monitor.consent_unknown")
     );
     // Another firm's consent.
     let g = firm(8);
     let reg = d.register_firm(g);
     assert_eq!(one(&mut d, reg), None);
-    let e = batch(&mut d, "gz-credit", "bank-a", g, vec![alert(short, trigger, pos, Penalties)]);
+    let e = batch(
+        &mut d,
+        "gz-credit",
+        "bank-a",
+        g,
+        vec![alert(short, trigger, pos, Penalties)],
+    );
     assert_eq!(one(&mut d, e), Some("monitor.wrong_firm"));
     // A trigger from before the consent: a new consent does not reach back.
     let newer = monitoring_consent(&mut d, f, "bank-a", Some(&[Penalties]), 30);

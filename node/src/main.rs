@@ -397,9 +397,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 let mut webhooks = std::collections::BTreeMap::new();
                 for w in &cli.webhooks {
-                    let (bank, url) = w.split_once('=').ok_or_else(|| {
-                        anyhow::anyhow!("--webhook {w:?}: expected BANK=URL")
-                    })?;
+                    let (bank, url) = w
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("--webhook {w:?}: expected BANK=URL"))?;
                     webhooks.insert(bank.to_string(), url.to_string());
                 }
                 node.start_monitor(

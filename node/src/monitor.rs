@@ -293,10 +293,7 @@ impl Monitor {
         let busy = !work.is_empty() || end.is_some();
         let mut batches: BTreeMap<(OrgId, FirmTag), Vec<StoredAlert>> = BTreeMap::new();
         for a in work {
-            batches
-                .entry((a.bank.clone(), a.tag))
-                .or_default()
-                .push(a);
+            batches.entry((a.bank.clone(), a.tag)).or_default().push(a);
         }
         let mut jobs = Vec::new();
         for ((bank, tag), mut alerts) in batches {
@@ -321,7 +318,12 @@ impl Monitor {
     /// Submits one batch; on commit releases its alerts. A refusal of the batch is retried
     /// alert by alert (one revoked consent must not hold back the others). Returns true if the
     /// batch must be retried later (node busy).
-    async fn submit(self: &Arc<Self>, bank: OrgId, tag: FirmTag, alerts: Vec<StoredAlert>) -> Res<bool> {
+    async fn submit(
+        self: &Arc<Self>,
+        bank: OrgId,
+        tag: FirmTag,
+        alerts: Vec<StoredAlert>,
+    ) -> Res<bool> {
         let kind = EntryKind::AlertsDelivered(AlertBatch {
             bank: bank.clone(),
             firm: tag,
@@ -512,14 +514,7 @@ impl Monitor {
     }
 
     /// The alert content: what changed, from the trigger entry and the agency's own data.
-    fn content(
-        &self,
-        e: &Entry,
-        pos: u64,
-        bank: &OrgId,
-        firm: &FirmTag,
-        a: &Alert,
-    ) -> Res<Value> {
+    fn content(&self, e: &Entry, pos: u64, bank: &OrgId, firm: &FirmTag, a: &Alert) -> Res<Value> {
         let store = self.engine.store();
         let height = store.height_of_position(pos)?.unwrap_or(0);
         let time = store.header(height)?.map_or(0, |h| h.time);
@@ -530,7 +525,9 @@ impl Monitor {
                     Some(u) => match self.data.get(u, r.category)? {
                         Value::Array(items) => items
                             .into_iter()
-                            .find(|i| i.get("id").and_then(Value::as_str) == Some(&r.record.to_hex()))
+                            .find(|i| {
+                                i.get("id").and_then(Value::as_str) == Some(&r.record.to_hex())
+                            })
                             .unwrap_or(Value::Null),
                         _ => Value::Null,
                     },
@@ -553,7 +550,9 @@ impl Monitor {
                 repair,
                 approved,
                 reason,
-            } => json!({"step": "decided", "repair": repair, "approved": approved, "reason": reason}),
+            } => {
+                json!({"step": "decided", "repair": repair, "approved": approved, "reason": reason})
+            }
             EntryKind::RepairApplied { repair } => {
                 let by = match &e.body.author {
                     xinyi_ledger::entry::Author::Org(o) => o.to_string(),

@@ -169,6 +169,7 @@ fn consent(t: &T, firm_i: u32, cats: &[Category], max_uses: u32) -> String {
             not_before: now - DAY_MS,
             not_after: now + 30 * DAY_MS,
             max_uses,
+            monitoring: None,
         }),
     );
     let r = t.post("/v1/consents", &write_body(&e));

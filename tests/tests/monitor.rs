@@ -54,7 +54,15 @@ fn grant(node: &DevNode, firm: &str, bank: &str, monitor: Option<&str>) -> Strin
 fn publish(node: &DevNode, firm: &str) -> u64 {
     let v = ok_json(&node.xinyi(
         Some("gz-credit"),
-        &["--json", "record", "publish", "--firm", firm, "--category", "penalties"],
+        &[
+            "--json",
+            "record",
+            "publish",
+            "--firm",
+            firm,
+            "--category",
+            "penalties",
+        ],
     ));
     v["position"].as_u64().expect("position")
 }
@@ -142,13 +150,28 @@ fn watch_gets_a_verified_logged_alert_revocation_stops_it_and_no_scope_gets_noth
     assert_eq!(alert_entries(&q).len(), 1, "{q}");
 
     // A bank without a monitoring scope gets nothing; nobody reads another bank's alerts.
-    assert_eq!(alerts_of(&node, "bank-b", 0)["alerts"], serde_json::json!([]));
+    assert_eq!(
+        alerts_of(&node, "bank-b", 0)["alerts"],
+        serde_json::json!([])
+    );
     let (code, v) = node.get_as("bank-b", "/v1/banks/bank-a/alerts");
-    assert_eq!((code, v["code"].as_str()), (403, Some("api.forbidden")), "{v}");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (403, Some("api.forbidden")),
+        "{v}"
+    );
     let (code, v) = node.get_raw("/v1/banks/bank-a/alerts", None);
-    assert_eq!((code, v["code"].as_str()), (401, Some("api.missing_auth")), "{v}");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (401, Some("api.missing_auth")),
+        "{v}"
+    );
     let (code, v) = node.get_as("bank-a", "/v1/banks/bank-a/alerts?after=x");
-    assert_eq!((code, v["code"].as_str()), (400, Some("api.bad_param")), "{v}");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (400, Some("api.bad_param")),
+        "{v}"
+    );
 
     // Revoke: the next record produces no alert and no access. A later consent's alert
     // (for a later record) shows the monitor did scan past the unmonitored one.
@@ -173,7 +196,11 @@ fn watch_gets_a_verified_logged_alert_revocation_stops_it_and_no_scope_gets_noth
         .iter()
         .map(|a| a["trigger"]["position"].as_u64().expect("trigger"))
         .collect();
-    assert_eq!(triggers, vec![pos, loud], "no alert for the record after revocation");
+    assert_eq!(
+        triggers,
+        vec![pos, loud],
+        "no alert for the record after revocation"
+    );
     let log = ok_json(&node.xinyi(
         Some(&format!("firm-{firm}")),
         &["--json", "access-log", "--firm", &firm, "--verify"],
@@ -234,7 +261,8 @@ fn receiver(listener: std::net::TcpListener, got: Arc<Mutex<Vec<Hook>>>) {
                 signature: sig,
                 body: String::from_utf8_lossy(&body).to_string(),
             });
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     });
 }
@@ -267,8 +295,8 @@ fn a_webhook_down_for_a_while_gets_every_alert_once_back_each_logged_first() {
         .into_string()
         .expect("text");
     assert!(
-        m.lines().any(|l| l.starts_with("xinyi_webhook_failures_total ")
-            && !l.ends_with(" 0")),
+        m.lines()
+            .any(|l| l.starts_with("xinyi_webhook_failures_total ") && !l.ends_with(" 0")),
         "the webhook should have failed while down: {m}"
     );
     // The receiver comes up.
@@ -284,7 +312,11 @@ fn a_webhook_down_for_a_while_gets_every_alert_once_back_each_logged_first() {
         if ids.len() as u64 >= n {
             break h;
         }
-        assert!(start_t.elapsed() < DEADLINE, "webhook got {} of {n}", ids.len());
+        assert!(
+            start_t.elapsed() < DEADLINE,
+            "webhook got {} of {n}",
+            ids.len()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     // Each POST is signed by the agency node, its idempotency key is the alert id, and the

@@ -47,7 +47,10 @@ pub async fn bank_alerts(
 ) -> Result<Response, ApiError> {
     let bank =
         OrgId::new(&org).map_err(|e| ApiError::bad_request("api.bad_param", e.to_string()))?;
-    if let Some(k) = q.keys().find(|k| !matches!(k.as_str(), "after" | "wait_ms" | "limit")) {
+    if let Some(k) = q
+        .keys()
+        .find(|k| !matches!(k.as_str(), "after" | "wait_ms" | "limit"))
+    {
         return Err(ApiError::bad_request(
             "api.bad_param",
             format!("unknown query parameter {k:?} (after, wait_ms, limit)"),

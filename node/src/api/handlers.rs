@@ -604,6 +604,7 @@ pub async fn get_consent(
         "not_before": c.consent.not_before,
         "not_after": c.consent.not_after,
         "max_uses": c.consent.max_uses,
+        "monitoring": c.consent.monitoring,
         "used": c.used,
         "revoked": c.revoked,
         "granted_at": c.granted_at,
