@@ -5,15 +5,13 @@
 //! `query_signing_payload`, `SigDomain`), so the client adds no encoding of its own. It does not
 //! talk to the node: times and chain ids are passed in by the caller.
 
-#[path = "../../node/src/keyfile.rs"]
-#[allow(dead_code)]
-mod keyfile;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::path::{Path, PathBuf};
 use xinyi_ledger::entry::{
     query_signing_payload, Author, Entry, EntryBody, EntryKind, QueryRequest, SignedQueryRequest,
 };
 use xinyi_ledger::hash::Digest;
+use xinyi_ledger::keyfile;
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::types::{OrgId, TimeMs};
 use xinyi_ledger::{FirmTag, KeyPair, Uscc};
@@ -92,7 +90,7 @@ pub struct Signer {
 pub fn read_key(path: &Path) -> Result<KeyPair> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read key file {}", path.display()))?;
-    // Passphrase-encrypted files (XINYI_KEY_PASSPHRASE): the node's format, same source file.
+    // Passphrase-encrypted files (XINYI_KEY_PASSPHRASE): the ledger's key-file format, as the node's.
     let text =
         keyfile::open_text(&text).map_err(|e| anyhow!("key file {}: {e}", path.display()))?;
     KeyPair::from_file_text(&text).map_err(|e| anyhow!("key file {}: {e}", path.display()))

@@ -1,8 +1,8 @@
 //! xinyi-ledger: everything an auditor must trust, and nothing else.
 //!
 //! Pure Rust with no async and no network: canonical encoding ([`codec`]), domain-separated
-//! hashing ([`hash`]) and signatures ([`keys`]), firm identifiers ([`uscc`]) and the keyed firm tags
-//! entries use instead ([`firmtag`]), the entry types
+//! hashing ([`hash`]) and signatures ([`keys`]) with their key files ([`keyfile`]), firm
+//! identifiers ([`uscc`]) and the keyed firm tags entries use instead ([`firmtag`]), the entry types
 //! ([`entry`]), blocks and commit certificates ([`block`]), the RFC 9162 Merkle log
 //! ([`merkle`]), C2SP checkpoints ([`note`]), the deterministic state machine ([`state`]),
 //! block execution ([`chain`]), the sled store ([`store`]), audit bundles ([`bundle`]) and the
@@ -24,6 +24,7 @@ pub mod entry;
 pub mod firmtag;
 pub mod genesis;
 pub mod hash;
+pub mod keyfile;
 pub mod keys;
 pub mod merkle;
 pub mod monitor;

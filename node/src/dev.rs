@@ -108,8 +108,8 @@ pub fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
         let mut f = o
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
-        // Encrypted when XINYI_KEY_PASSPHRASE is set (crate::keyfile).
-        let text = crate::keyfile::seal_text(text)?;
+        // Encrypted when XINYI_KEY_PASSPHRASE is set (xinyi_ledger::keyfile).
+        let text = xinyi_ledger::keyfile::seal_text(text)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
@@ -121,8 +121,8 @@ pub fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
 pub fn read_key(path: &Path) -> anyhow::Result<KeyPair> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading key file {}", path.display()))?;
-    let text =
-        crate::keyfile::open_text(&text).with_context(|| format!("key file {}", path.display()))?;
+    let text = xinyi_ledger::keyfile::open_text(&text)
+        .with_context(|| format!("key file {}", path.display()))?;
     KeyPair::from_file_text(&text).with_context(|| format!("key file {}", path.display()))
 }
 
@@ -141,7 +141,7 @@ pub fn write_firm_key(path: &Path, key: &FirmKey) -> anyhow::Result<()> {
 pub fn read_firm_key(path: &Path) -> anyhow::Result<FirmKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading firm key file {}", path.display()))?;
-    let text = crate::keyfile::open_text(&text)
+    let text = xinyi_ledger::keyfile::open_text(&text)
         .with_context(|| format!("firm key file {}", path.display()))?;
     FirmKey::from_hex(&text).with_context(|| format!("firm key file {}", path.display()))
 }

@@ -22,7 +22,6 @@ pub mod datastore;
 pub mod dev;
 pub mod engine;
 pub mod failpoint;
-pub mod keyfile;
 pub mod mempool;
 pub mod metrics;
 pub mod monitor;

@@ -446,7 +446,7 @@ fn slow_clients_are_cut_off_and_floods_get_429() {
 }
 
 /// Key files: written 0600; with XINYI_KEY_PASSPHRASE set they are written encrypted
-/// (argon2id + ChaCha20-Poly1305, `node/src/keyfile.rs`); the node restarts from them only with
+/// (argon2id + ChaCha20-Poly1305, `ledger/src/keyfile.rs`); the node restarts from them only with
 /// the passphrase, and the client signs with them only with the passphrase.
 #[test]
 fn encrypted_key_files_need_the_passphrase() {

@@ -1,4 +1,7 @@
-//! Optional passphrase encryption of key files (docs/reliability.md §6).
+//! Optional passphrase encryption of key files (docs/reliability.md §6): the one home of the
+//! format, used by the node (`dev::read_key`, `write_secret`) and the client (`signer::read_key`).
+//! It is text in, text out: it neither reads nor writes files itself; the passphrase comes from
+//! the environment.
 //!
 //! An encrypted key file is one line of text:
 //!
@@ -143,7 +146,7 @@ mod tests {
 
     #[test]
     fn round_trip_wrong_passphrase_and_tampering() {
-        let plain = xinyi_ledger::KeyPair::generate().to_file_text();
+        let plain = crate::KeyPair::generate().to_file_text();
         let enc = encrypt(&plain, "correct horse").unwrap();
         assert!(is_encrypted(&enc));
         assert!(!enc.contains(plain.trim()));

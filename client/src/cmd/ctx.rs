@@ -1,0 +1,340 @@
+//! The command context: global flags, the node's API, and the checks every command shares —
+//! signer and firm tag, trust from the genesis, final checkpoints, the split-view memory, and
+//! submitting a signed entry with its inclusion proof verified.
+//!
+//! It holds no command's logic; the command modules call into it.
+
+use crate::cmd::args::{entry_bytes, read_genesis};
+use crate::cmd::output::{human, out, out_json};
+use anyhow::{anyhow, bail, Result};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use xinyi_client::api::{Api, EntryAnswer, Health, WriteAnswer};
+use xinyi_client::proof::{self, Included, Opened, Trust};
+use xinyi_client::signer::Signer;
+use xinyi_client::state::{log_key, StateFile};
+use xinyi_ledger::entry::{Entry, EntryKind};
+use xinyi_ledger::genesis::Genesis;
+use xinyi_ledger::note::CosignerKey;
+use xinyi_ledger::{FirmTag, KeyPair};
+
+/// Everything a command needs: flags, the node, and lazily its health and trust.
+pub struct Ctx {
+    pub api: Api,
+    pub json: bool,
+    pub key: Option<PathBuf>,
+    pub as_: Option<String>,
+    pub genesis: Option<PathBuf>,
+    pub state: Option<StateFile>,
+    pub witnesses: Vec<CosignerKey>,
+    pub min_witnesses: usize,
+    pub wait: Duration,
+}
+
+impl Ctx {
+    /// The signer (a firm's ledger tag is fetched when it signs an entry, [`Ctx::submit`]).
+    pub fn signer(&self) -> Result<Signer> {
+        Signer::load(self.key.as_deref(), self.as_.as_deref())
+    }
+
+    /// `signer` with its ledger tag if it is a firm: fetched from the node
+    /// (`GET /v1/firms/{uscc}/tag`, signed by the firm) and checked against the firm's
+    /// registration on the ledger.
+    pub fn with_tag(&self, signer: &Signer) -> Result<Signer> {
+        let mut s = signer.clone();
+        if let (xinyi_client::signer::Identity::Firm(u), None) = (&s.identity, s.tag) {
+            s.tag = Some(self.firm_tag_as(&s, u)?);
+        }
+        Ok(s)
+    }
+
+    /// The ledger tag of firm `u`, read with `signer`'s authentication (the firm itself, an
+    /// auditor or an agency). When the signer is the firm, the tag must be the one the ledger's
+    /// latest `firm_registered` entry binds to the signer's key (`firm.tag_mismatch`).
+    pub fn firm_tag_as(&self, signer: &Signer, u: &xinyi_ledger::Uscc) -> Result<FirmTag> {
+        let h = self.health()?;
+        let path = format!("/v1/firms/{u}/tag");
+        let auth = signer.auth_header(&h.chain_id, "GET", &path, h.time_ms);
+        let v: Value = self.api.get_auth(&path, &auth)?;
+        let tag: FirmTag = v
+            .get("tag")
+            .and_then(Value::as_str)
+            .and_then(|t| FirmTag::from_hex(t).ok())
+            .ok_or_else(|| anyhow!("the node's tag answer for {u} has no tag"))?;
+        if signer.identity == xinyi_client::signer::Identity::Firm(*u) {
+            let Some(pos) = v.get("registration").and_then(Value::as_u64) else {
+                bail!("firm.unregistered: the ledger has no registration of firm {u}");
+            };
+            let ea: EntryAnswer = self.get_signed(signer, &format!("/v1/entries/{pos}"))?;
+            let bytes = entry_bytes(&ea)?;
+            let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+            match &entry.body.kind {
+                EntryKind::FirmRegistered { firm, key } if *firm == tag && *key == signer.key.public() => {}
+                _ => bail!("firm.tag_mismatch: the node's tag for {u} is not registered to this key on the ledger"),
+            }
+        }
+        Ok(tag)
+    }
+
+    /// GET with `signer`'s `X-Xinyi-Auth`.
+    pub fn get_signed<T: serde::de::DeserializeOwned>(
+        &self,
+        signer: &Signer,
+        path: &str,
+    ) -> Result<T> {
+        let h = self.health()?;
+        let auth = signer.auth_header(&h.chain_id, "GET", path, h.time_ms);
+        self.api.get_auth(path, &auth)
+    }
+
+    /// GET signed with the command's key when there is one (reads gated by role), else unsigned.
+    pub fn get_read<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        match self.key.as_deref() {
+            Some(_) => {
+                let s = Signer::load(self.key.as_deref(), self.as_.as_deref())?;
+                self.get_signed(&s, path)
+            }
+            None => self.api.get(path),
+        }
+    }
+
+    /// A byte stream, signed with the command's key when there is one.
+    pub fn get_stream_read(
+        &self,
+        path: &str,
+    ) -> Result<Box<dyn std::io::Read + Send + Sync + 'static>> {
+        let auth = match self.key.as_deref() {
+            Some(_) => {
+                let s = Signer::load(self.key.as_deref(), self.as_.as_deref())?;
+                let h = self.health()?;
+                Some(s.auth_header(&h.chain_id, "GET", path, h.time_ms))
+            }
+            None => None,
+        };
+        self.api.get_stream(path, auth.as_deref())
+    }
+
+    pub fn signer_key(&self) -> Result<KeyPair> {
+        let p = self
+            .key
+            .as_deref()
+            .ok_or_else(|| anyhow!("this command needs --key FILE"))?;
+        xinyi_client::signer::read_key(p)
+    }
+
+    pub fn health(&self) -> Result<Health> {
+        let h = self.api.health()?;
+        if h.status != "ok" {
+            bail!("node at {} reports status {:?}", self.api.base(), h.status);
+        }
+        Ok(h)
+    }
+
+    /// The trusted genesis: `--genesis`, or the node's (with `fetched = true`).
+    pub fn genesis(&self) -> Result<(Genesis, bool)> {
+        match &self.genesis {
+            Some(p) => Ok((read_genesis(p)?, false)),
+            None => {
+                let text = self.api.get_text("/v1/genesis")?;
+                let g = Genesis::from_json(text.as_bytes())
+                    .map_err(|e| anyhow!("the node's genesis is unusable: {e}"))?;
+                Ok((g, true))
+            }
+        }
+    }
+
+    pub fn trust(&self, health: Option<&Health>) -> Result<Trust> {
+        let (g, _) = self.genesis()?;
+        let mut t = Trust::from_genesis(&g)?;
+        t.witnesses = self.witnesses.clone();
+        t.min_witnesses = self.min_witnesses;
+        if let Some(h) = health {
+            if h.chain_id != t.chain_id {
+                bail!(
+                    "chain.mismatch: the node serves chain {} but the genesis is chain {}",
+                    h.chain_id,
+                    t.chain_id
+                );
+            }
+        }
+        Ok(t)
+    }
+
+    /// Checks a final checkpoint against the last one this client verified for the same log
+    /// (state file): equal sizes need equal roots, a newer one needs a consistency proof from
+    /// the node, an older one a proof up to the stored one. Stores it if it is newer.
+    pub fn observe(&self, trust: &Trust, o: &Opened) -> Result<()> {
+        let Some(st) = &self.state else {
+            return Ok(());
+        };
+        let key = log_key(&trust.origin, &trust.chain_id.to_hex());
+        if let Some((old, _)) = st.get(&key)? {
+            let cp = &o.cp;
+            let split = |e: anyhow::Error| {
+                anyhow!(
+                    "split_view: the node's checkpoint (size {}) is inconsistent with the checkpoint of size {} this client verified before (state file {}): {e:#}",
+                    cp.size,
+                    old.size,
+                    st.path().display()
+                )
+            };
+            if cp.size == old.size {
+                proof::verify_consistency(&old, cp, &[]).map_err(split)?;
+            } else if cp.size > old.size {
+                let p = self.consistency_proof(old.size, cp.size)?;
+                proof::verify_consistency(&old, cp, &p).map_err(split)?;
+            } else {
+                // The node shows an older checkpoint (e.g. a follower a little behind): it must
+                // catch up to ours, with a final checkpoint that extends it.
+                let later = self.final_checkpoint(trust, old.size).map_err(|e| {
+                    anyhow!(
+                        "split_view: the node serves a checkpoint of size {} older than the one of size {} this client verified, and does not catch up: {e:#}",
+                        cp.size,
+                        old.size
+                    )
+                })?;
+                let p = self.consistency_proof(cp.size, later.cp.size)?;
+                proof::verify_consistency(cp, &later.cp, &p).map_err(split)?;
+                let p = self.consistency_proof(old.size, later.cp.size)?;
+                proof::verify_consistency(&old, &later.cp, &p).map_err(split)?;
+                return st.put(&key, &later.cp, &later.note);
+            }
+        }
+        st.put(&key, &o.cp, &o.note)
+    }
+
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<String>> {
+        if from == 0 || from == to {
+            return Ok(vec![]);
+        }
+        let v: Value = self
+            .api
+            .get(&format!("/v1/consistency?from={from}&to={to}"))?;
+        let proof = v
+            .get("proof")
+            .and_then(Value::as_array)
+            .ok_or_else(|| anyhow!("the node's consistency answer has no proof"))?;
+        Ok(proof
+            .iter()
+            .map(|h| h.as_str().unwrap_or_default().to_string())
+            .collect())
+    }
+
+    /// Fetches `GET /v1/checkpoint` until it is final (quorum and witnesses) and at least
+    /// `min_size` large, for at most `--wait-ms`.
+    pub fn final_checkpoint(&self, trust: &Trust, min_size: u64) -> Result<Opened> {
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let note = self.api.get_text("/v1/checkpoint")?;
+            let o = trust.open_any(&note)?;
+            let ready = o.cp.size >= min_size;
+            match trust.check_final(&o) {
+                Ok(()) if ready => return Ok(o),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                _ if Instant::now() >= deadline => bail!(
+                    "checkpoint.stale: the node's checkpoint (size {}) did not reach size {min_size} within {:?}",
+                    o.cp.size,
+                    self.wait
+                ),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Verifies that `entry_bytes` is at `position` in the checkpoint `note` (signed by at least
+    /// one validator) and that this checkpoint is, or is extended by, a final checkpoint
+    /// (quorum of validators, required witnesses) consistent with what this client saw before.
+    pub fn verify_entry(
+        &self,
+        trust: &Trust,
+        entry_bytes: &[u8],
+        position: u64,
+        proof_hex: &[String],
+        note: &str,
+    ) -> Result<Included> {
+        let o = trust.open_any(note)?;
+        let inc = proof::verify_inclusion_in(&o.cp, entry_bytes, position, proof_hex)?;
+        let fin = if trust.check_final(&o).is_ok() {
+            o
+        } else {
+            let f = self.final_checkpoint(trust, o.cp.size)?;
+            let p = self.consistency_proof(o.cp.size, f.cp.size)?;
+            proof::verify_consistency(&o.cp, &f.cp, &p)?;
+            f
+        };
+        self.observe(trust, &fin)?;
+        Ok(Included {
+            position: inc.position,
+            size: fin.cp.size,
+        })
+    }
+
+    /// Signs `kind`, posts it to `path`, checks the answer and its inclusion proof.
+    pub fn submit(
+        &self,
+        signer: &Signer,
+        path: &str,
+        kind: EntryKind,
+    ) -> Result<(Entry, WriteAnswer, Included)> {
+        let signer = &self.with_tag(signer)?;
+        let h = self.health()?;
+        let entry = signer.entry(&h.chain_id, h.time_ms, kind)?;
+        let ans = self.api.post_entry(path, &entry.bytes)?;
+        if ans.id != entry.id {
+            bail!(
+                "the node answered for entry {} but the submitted entry is {}",
+                ans.id,
+                entry.id
+            );
+        }
+        let trust = self.trust(Some(&h))?;
+        let inc = self.verify_entry(
+            &trust,
+            &entry.bytes,
+            ans.position,
+            &ans.inclusion_proof,
+            &ans.checkpoint,
+        )?;
+        Ok((entry, ans, inc))
+    }
+
+    pub fn report_write(&self, what: &str, ans: &WriteAnswer, inc: &Included, extra: Value) {
+        if self.json {
+            let mut v = serde_json::to_value(ans).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.insert(
+                    "verified".into(),
+                    json!({"position": inc.position, "checkpoint_size": inc.size}),
+                );
+                if let Value::Object(x) = extra {
+                    m.extend(x);
+                }
+            }
+            out_json(&v);
+        } else {
+            let mut s = format!(
+                "{what}: id {}\n  {} at log position {} in block {} ({})\n",
+                ans.id, ans.kind, ans.position, ans.height, ans.block_hash
+            );
+            if let Value::Object(x) = extra {
+                for (k, v) in x {
+                    s += &format!(
+                        "  {k}: {}\n",
+                        v.as_str().map_or(v.to_string(), str::to_string)
+                    );
+                }
+            }
+            s += &inc.to_string();
+            out(&s);
+        }
+    }
+
+    pub fn show(&self, v: &Value) {
+        if self.json {
+            out_json(v);
+        } else {
+            out(&human(v, 0));
+        }
+    }
+}
