@@ -127,6 +127,9 @@ pub struct Monitor {
     key: KeyPair,
     released: tokio::sync::watch::Sender<u64>,
     buckets: Mutex<BTreeMap<OrgId, Bucket>>,
+    /// Serialises releases: sequence numbers are assigned and written one release at a time
+    /// (batches commit concurrently).
+    release_lock: Mutex<()>,
 }
 
 fn be(n: u64) -> [u8; 8] {
@@ -170,6 +173,7 @@ impl Monitor {
             key,
             released,
             buckets: Mutex::default(),
+            release_lock: Mutex::default(),
         }))
     }
 
@@ -378,6 +382,7 @@ impl Monitor {
 
     /// Gives committed alerts their sequence numbers in the bank's stream (blocking).
     fn release(&self, alerts: Vec<StoredAlert>, entry: EntryRef) -> Res<()> {
+        let _one_at_a_time = self.release_lock.lock().unwrap_or_else(|e| e.into_inner());
         let seq_t = self.tree("seq")?;
         let stream = self.tree("alerts")?;
         let pending = self.tree("pending")?;
