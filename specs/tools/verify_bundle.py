@@ -4,11 +4,13 @@ Non-normative cross-check of the specification: it re-implements the canonical C
 Merkle log, certificate rules and the state machine of specs/*.md and must reproduce every
 header hash, log root and state root of the vectors. It checks the happy path (assertions, no
 typed error codes), implements only the static validation it needs, and verifies Ed25519 with
-OpenSSL (not byte-for-byte the strict rules of hashing.md). Not run by CI.
+OpenSSL (not byte-for-byte the strict rules of hashing.md). Run by the test suite
+(tests/tests/python_verifier.rs) on specs/vectors and on a bundle exported by a dev node.
 
     python3 specs/tools/verify_bundle.py specs/vectors/genesis.json specs/vectors/chain.bundle
 
-Needs Python 3.8+ and the `cryptography` package.
+Needs Python 3.8+ and the packages of specs/tools/requirements.txt (`cryptography`), which
+.ci/run installs. Run it without -O: the checks are assertions.
 """
 import base64, hashlib, json, struct, sys
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

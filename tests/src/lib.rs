@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use xinyi_client::api::Api;
 
+pub mod pyverify;
+
 /// Paths of the two binaries.
 #[derive(Debug, Clone)]
 pub struct Binaries {

@@ -8,7 +8,7 @@
 //! there). Not here: producing alerts, webhooks (`crate::monitor`).
 
 use super::error::ApiError;
-use super::handlers::authenticate;
+use super::handlers::access::authenticate;
 use super::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};

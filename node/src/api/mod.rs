@@ -170,9 +170,7 @@ pub fn method_router(method: &str, path: &str) -> Option<MethodRouter<AppState>>
         ("get", "/v1/genesis") => get(h::genesis),
         ("post", "/v1/entries") => post(h::post_entry),
         ("get", "/v1/entries/{position}") => get(h::get_entry),
-        ("post", "/v1/consents") => post(h::post_consent),
         ("get", "/v1/consents/{id}") => get(h::get_consent),
-        ("post", "/v1/consents/{id}/revoke") => post(h::revoke_consent),
         ("post", "/v1/queries") => post(h::post_query),
         ("get", "/v1/firms/{uscc}/tag") => get(h::firm_tag),
         ("get", "/v1/banks/{org}/queries") => get(h::bank_queries),
@@ -181,19 +179,16 @@ pub fn method_router(method: &str, path: &str) -> Option<MethodRouter<AppState>>
         ("get", "/v1/firms/{uscc}/access-proof") => get(h::access_proof),
         ("get", "/v1/firms/{uscc}/records") => get(h::firm_records),
         ("get", "/v1/firms/{uscc}/grades/{domain}") => get(h::get_grade),
-        ("post", "/v1/repairs") => post(h::post_repair),
         ("get", "/v1/repairs/{id}") => get(h::get_repair),
-        ("post", "/v1/repairs/{id}/decision") => post(h::decide_repair),
-        ("post", "/v1/repairs/{id}/applications") => post(h::apply_repair),
-        ("post", "/v1/commitments") => post(h::post_commitment),
         ("get", "/v1/commitments/{id}") => get(h::get_commitment),
-        ("post", "/v1/commitments/{id}/broken") => post(h::break_commitment),
-        ("post", "/v1/grades") => post(h::post_grade),
         ("get", "/v1/blocks/{height}") => get(h::get_block),
         ("get", "/v1/checkpoint") => get(h::checkpoint),
         ("get", "/v1/consistency") => get(h::consistency),
         ("get", "/v1/export") => get(h::export),
         ("post", "/v1/dev/clock") => post(h::dev_clock),
+        // The typed writes (`/v1/consents`, `/v1/repairs/{id}/decision`, ...): one handler
+        // driven by `handlers::writes::TYPED_WRITES`.
+        ("post", p) => return h::writes::typed_route(p),
         _ => return None,
     })
 }

@@ -1,0 +1,290 @@
+//! `POST /v1/queries`, the agency's authorized-query service (log before release): verify the
+//! bank's signed request, evaluate the consent with the ledger's own rule at the node clock,
+//! commit a `QueryServed` (then release data) or a `QueryDenied` (then 403). A node without the
+//! agency data forwards the request to the one that has it.
+//!
+//! Reads of logged queries (`/v1/banks/{org}/queries`, access logs) are in `reads`.
+
+use super::{blocking, json_ok, to_json, ApiResult};
+use crate::api::error::ApiError;
+use crate::api::{parse_json, AppState};
+use crate::datastore::{canonical_json, AgencyData};
+use crate::engine::SubmitError;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::time::Duration;
+use xinyi_ledger::entry::{
+    query_signing_payload, DenialReason, EntryKind, QueryRecord, QueryRequest, SignedQueryRequest,
+    MAX_RECORD_IDS,
+};
+use xinyi_ledger::hash::{self, Digest};
+use xinyi_ledger::keys::SigDomain;
+use xinyi_ledger::state::StateError;
+use xinyi_ledger::types::{check_categories, Role};
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    request: SignedQueryRequest,
+}
+
+fn denial_message(r: DenialReason) -> &'static str {
+    match r {
+        DenialReason::ConsentUnknown => "query refused: no consent with that id",
+        DenialReason::WrongFirm => "query refused: the consent was granted by another firm",
+        DenialReason::WrongBank => "query refused: the consent names another bank",
+        DenialReason::ConsentRevoked => "query refused: the firm revoked this consent",
+        DenialReason::ConsentNotYetValid => "query refused: the consent is not valid yet",
+        DenialReason::ConsentExpired => "query refused: the consent has expired",
+        DenialReason::CategoryNotCovered => {
+            "query refused: a requested category is not covered by the consent"
+        }
+        DenialReason::UsesExhausted => "query refused: the consent has no uses left",
+    }
+}
+
+/// `POST /v1/queries`: the agency's authorized-query service (log before release).
+pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    if let Some(url) = s.cfg.data_node.clone() {
+        return forward_query(&s, url, body, s.cfg.request_timeout).await;
+    }
+    let QueryBody { request: sq } = parse_json(&body)?;
+    let req = sq.request.clone();
+    s.rate_check(&format!("org:{}", req.bank))?;
+    check_categories(&req.categories)
+        .map_err(|e| ApiError::bad_request("entry.field", e.to_string()))?;
+    let now = s.engine.now();
+    let window = s.engine.genesis().params.entry_time_window_ms;
+    if req.time.abs_diff(now) > window {
+        return Err(ApiError::unauthorized(
+            "api.stale",
+            format!(
+                "request time {} is more than {} s from the node clock {now}",
+                req.time,
+                window / 1000
+            ),
+        ));
+    }
+    let bank = s.engine.org_record(&req.bank).ok_or_else(|| {
+        ApiError::unauthorized(
+            "api.unknown_signer",
+            format!("{} is not a registered organisation", req.bank),
+        )
+    })?;
+    if bank.role != Role::Bank {
+        return Err(ApiError::forbidden(
+            "api.forbidden",
+            format!("{} is not a bank", req.bank),
+        ));
+    }
+    let engine = s.engine.clone();
+    let chain_id = *s.engine.chain_id();
+    let replay = s.query_replay.clone();
+    let data = s.data.clone();
+    let sq2 = sq.clone();
+    let key = hex::encode(sq.signature.0);
+    let replay_key = key.clone();
+    // One hop to a blocking thread: the signature first (401, nothing written), then the replay
+    // cache, then the consent rule at the node clock and, if it passes, the data (released to
+    // the bank only after the QueryServed record commits). The pre-check is skipped while a
+    // block is being built rather than waiting for it: the ledger applies the same rule when
+    // the QueryServed is committed, and a refusal there is recorded as a denial just the same
+    // (see `serve`).
+    let (verdict, released) = blocking(move || {
+        let payload = query_signing_payload(&chain_id, &sq2.request)
+            .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+        bank.key
+            .verify(SigDomain::QueryRequest, &payload, &sq2.signature)
+            .map_err(|_| {
+                ApiError::unauthorized(
+                    "api.bad_signature",
+                    "the query request's signature does not verify under the bank's key",
+                )
+            })?;
+        if !replay.check_and_insert(replay_key, now) {
+            return Err(ApiError::unauthorized(
+                "api.replay",
+                "this signed query request was already submitted",
+            ));
+        }
+        let verdict = engine
+            .try_lock()
+            .map(|core| core.chain.state().check_query(&sq2.request, now));
+        let released = match verdict {
+            Some(Err(_)) => None,
+            Some(Ok(())) | None => Some(release(&data, &sq2.request)),
+        };
+        Ok((verdict, released))
+    })
+    .await?;
+    let result = match (verdict, released) {
+        (Some(Err(reason)), _) => Err(deny(&s, sq, reason).await),
+        (_, Some(released)) => match released {
+            Ok(released) => serve(&s, sq, released).await,
+            Err(e) => Err(e),
+        },
+        (_, None) => Err(ApiError::internal(
+            "no data was released for a served query",
+        )),
+    };
+    // Nothing was recorded for this request (full mempool, node failure): let the bank retry
+    // the same signed request.
+    if let Err(e) = &result {
+        if e.status == StatusCode::TOO_MANY_REQUESTS || e.status.is_server_error() {
+            s.query_replay.remove(&key);
+        }
+    }
+    result
+}
+
+/// Cross-node query path: this node does not hold the agency data, so the signed request goes
+/// to the node that does, which records the query on the ledger and releases the data only
+/// once that record is final. Its answer (data, proof, checkpoint, or the error) is passed back
+/// unchanged; the client verifies it.
+async fn forward_query(
+    s: &AppState,
+    url: String,
+    body: Bytes,
+    timeout: Duration,
+) -> ApiResult<Response> {
+    let target = format!("{}/v1/queries", url.trim_end_matches('/'));
+    let (status, text) = blocking(move || {
+        let agent = crate::tls::peer_agent_builder().timeout(timeout).build();
+        match agent
+            .post(&target)
+            .set("content-type", "application/json")
+            .send_bytes(&body)
+        {
+            Ok(r) => Ok((r.status(), r.into_string().unwrap_or_default())),
+            Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "api.data_node_unreachable",
+                format!("the data node {target} did not answer: {e}"),
+            )),
+        }
+    })
+    .await?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    // The bank will read the record (and its proof) back from this node: answer once this node
+    // has committed it too, so what the data node says is final is final here as well.
+    let position = serde_json::from_str::<Value>(&text).ok().and_then(|v| {
+        v.get("record")
+            .or_else(|| v.get("denial"))
+            .and_then(|r| r.get("position"))
+            .and_then(Value::as_u64)
+    });
+    if let Some(p) = position {
+        let start = std::time::Instant::now();
+        loop {
+            let engine = s.engine.clone();
+            let durable = blocking(move || Ok(engine.lock().durable_size)).await?;
+            if durable > p {
+                break;
+            }
+            if start.elapsed() >= timeout {
+                // The record is final on the data node (it released the data only then); pass
+                // the answer on rather than lose it. The bank's reads here may lag a little.
+                tracing::warn!("query record {p} is not committed here yet; answering anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok((
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response())
+}
+
+/// Commits a `QueryDenied` for `reason` and returns the 403. If the consent changed before the
+/// denial committed (the ledger then computes another reason), the denial is re-issued with
+/// the reason the ledger gives.
+async fn deny(s: &AppState, sq: SignedQueryRequest, reason: DenialReason) -> ApiError {
+    let mut reason = reason;
+    for _ in 0..3 {
+        let entry = match s.engine.sign_own(EntryKind::QueryDenied {
+            request: sq.clone(),
+            reason,
+        }) {
+            Ok(e) => e,
+            Err(e) => return ApiError::internal(format!("signing the denial: {e}")),
+        };
+        match s.engine.enqueue(entry).await {
+            Ok(c) => {
+                crate::metrics::Metrics::inc(&s.engine.metrics().queries_denied);
+                let denial = serde_json::to_value(&c).unwrap_or(Value::Null);
+                return ApiError::forbidden(reason.code(), denial_message(reason))
+                    .with("denial", denial);
+            }
+            Err(SubmitError::Dropped(StateError::WrongDenial {
+                actual: Some(actual),
+                ..
+            })) => reason = actual,
+            Err(e) => return e.into(),
+        }
+    }
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "state.wrong_denial",
+        "the consent kept changing while the refusal was being recorded; retry",
+    )
+}
+
+/// What the agency holds on the request's firm in the requested categories, and the ids of the
+/// records it drew on (blocking: reads the agency's data store).
+fn release(data: &AgencyData, req: &QueryRequest) -> ApiResult<(Value, Vec<Digest>)> {
+    match data.firm_by_tag(&req.firm) {
+        Some(firm) => Ok(data.release(&firm, &req.categories, MAX_RECORD_IDS)?),
+        // No data on that firm here (or no firm key): every category is null, as for a firm
+        // the agency holds nothing on.
+        None => Ok((
+            Value::Object(
+                req.categories
+                    .iter()
+                    .map(|c| (c.name().to_string(), Value::Null))
+                    .collect(),
+            ),
+            Vec::new(),
+        )),
+    }
+}
+
+/// Commits the `QueryServed` record of `sq` and only then answers with the `released` data.
+async fn serve(
+    s: &AppState,
+    sq: SignedQueryRequest,
+    (released, ids): (Value, Vec<Digest>),
+) -> ApiResult<Response> {
+    let salt: [u8; 32] = rand::random();
+    let digest = hash::salted(&salt, &canonical_json(&released));
+    let entry = s
+        .engine
+        .sign_own(EntryKind::QueryServed(QueryRecord {
+            request: sq.clone(),
+            response: digest,
+            records: ids,
+        }))
+        .map_err(|e| ApiError::internal(format!("signing the query record: {e}")))?;
+    match s.engine.enqueue(entry).await {
+        Ok(c) => {
+            crate::metrics::Metrics::inc(&s.engine.metrics().queries_served);
+            Ok(json_ok(json!({
+                "data": released,
+                "salt": hex::encode(salt),
+                "response_digest": digest.to_hex(),
+                "record": to_json(&c)?,
+            })))
+        }
+        Err(SubmitError::Dropped(StateError::QueryNotAuthorized(reason))) => {
+            Err(deny(s, sq, reason).await)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,381 @@
+//! Reads of ledger state and per-firm / per-bank indexes: consents, repairs, commitments,
+//! grades, records, a firm's tag, a bank's queries, a firm's access log and access proof.
+//! Who may read what is decided in `access`; these handlers only fetch and shape.
+
+use super::access::{firm_or_auditor, forbidden_read, Caller, ReadRequest};
+use super::{blocking, firm_of, json_ok, parse_id, to_json, ApiResult};
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use xinyi_ledger::entry::EntryKind;
+use xinyi_ledger::types::Role;
+use xinyi_ledger::{Entry, OrgId};
+
+/// `GET /v1/consents/{id}`
+pub async fn get_consent(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    req: ReadRequest,
+) -> ApiResult<Response> {
+    let id = parse_id("consent", &id)?;
+    let caller = req.caller(&s).await?;
+    let engine = s.engine.clone();
+    let c = blocking(move || Ok(engine.lock().chain.state().consent(&id)?)).await?;
+    let c = c.ok_or_else(|| ApiError::not_found(format!("consent {id} not found")))?;
+    // A consent id is a capability: the firm hands it to the bank it consents to. Any bank
+    // holding one may read the consent (it needs the firm's tag to query, and the ledger then
+    // records whether the consent is its own); other readers must be a party or privileged.
+    let party = caller.is_firm(&c.firm) || caller.is_org(&c.consent.bank);
+    if !(party || caller.privileged || caller.role == Some(Role::Bank)) {
+        return Err(forbidden_read(&caller, &format!("consent {id}")));
+    }
+    Ok(json_ok(json!({
+        "id": id.to_hex(),
+        "firm": c.firm,
+        "bank": c.consent.bank,
+        "purpose": c.consent.purpose,
+        "categories": c.consent.categories,
+        "not_before": c.consent.not_before,
+        "not_after": c.consent.not_after,
+        "max_uses": c.consent.max_uses,
+        "monitoring": c.consent.monitoring,
+        "used": c.used,
+        "revoked": c.revoked,
+        "granted_at": c.granted_at,
+    })))
+}
+
+/// `GET /v1/repairs/{id}`
+pub async fn get_repair(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_id("repair", &id)?;
+    let engine = s.engine.clone();
+    let r = blocking(move || Ok(engine.lock().chain.state().repair(&id)?)).await?;
+    let r = r.ok_or_else(|| ApiError::not_found(format!("repair {id} not found")))?;
+    let overdue = r.overdue_at(s.engine.now());
+    let mut v = to_json(&r)?;
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), json!(id.to_hex()));
+        m.insert("overdue".into(), json!(overdue));
+    }
+    Ok(json_ok(v))
+}
+
+/// `GET /v1/commitments/{id}`
+pub async fn get_commitment(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_id("commitment", &id)?;
+    let engine = s.engine.clone();
+    let r = blocking(move || Ok(engine.lock().chain.state().commitment(&id)?)).await?;
+    let r = r.ok_or_else(|| ApiError::not_found(format!("commitment {id} not found")))?;
+    let mut v = to_json(&r)?;
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), json!(id.to_hex()));
+    }
+    Ok(json_ok(v))
+}
+
+/// `GET /v1/firms/{uscc}/grades/{domain}`
+pub async fn get_grade(
+    State(s): State<AppState>,
+    Path((uscc, domain)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (uscc, firm) = firm_of(&s, &uscc)?;
+    let engine = s.engine.clone();
+    let d = domain.clone();
+    let r = blocking(move || Ok(engine.lock().chain.state().grade(&firm, &d)?)).await?;
+    let r =
+        r.ok_or_else(|| ApiError::not_found(format!("no grade for {uscc} in domain {domain:?}")))?;
+    let mut v = to_json(&r)?;
+    if let Value::Object(m) = &mut v {
+        m.insert("firm".into(), json!(uscc));
+        m.insert("domain".into(), json!(domain));
+    }
+    Ok(json_ok(v))
+}
+
+/// `GET /v1/firms/{uscc}/records`
+pub async fn firm_records(
+    State(s): State<AppState>,
+    Path(uscc): Path<String>,
+) -> ApiResult<Response> {
+    let (uscc, firm) = firm_of(&s, &uscc)?;
+    let engine = s.engine.clone();
+    let records = blocking(move || {
+        let store = engine.store().clone();
+        let positions = store
+            .firm_positions(&firm, None, usize::MAX)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut found = Vec::new();
+        for pos in positions {
+            let Some(bytes) = store
+                .entry(pos)
+                .map_err(|e| ApiError::internal(e.to_string()))?
+            else {
+                continue;
+            };
+            let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+            if let EntryKind::CreditRecordPublished(r) = &e.body.kind {
+                found.push((pos, r.record));
+            }
+        }
+        let core = engine.lock();
+        let mut out = Vec::new();
+        for (pos, id) in found {
+            if let Some(r) = core.chain.state().record(&id)? {
+                out.push(json!({
+                    "id": id.to_hex(),
+                    "position": pos,
+                    "agency": r.agency,
+                    "category": r.category,
+                    "severity": r.severity,
+                    "min_publicity_days": r.min_publicity_days,
+                    "published_at": r.published_at,
+                    "open_repair": r.open_repair,
+                    "repaired": r.repaired,
+                }));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(json_ok(json!({"firm": uscc, "records": records})))
+}
+
+/// `GET /v1/firms/{uscc}/tag` (the firm itself, an auditor or an agency, `X-Xinyi-Auth`): the firm's ledger
+/// tag, and the log position of the latest `firm_registered` entry binding it to a key (so the
+/// firm can check the binding against its own key).
+pub async fn firm_tag(
+    State(s): State<AppState>,
+    Path(uscc): Path<String>,
+    req: ReadRequest,
+) -> ApiResult<Response> {
+    let (uscc, tag) = firm_of(&s, &uscc)?;
+    req.require_signed()?;
+    // Agencies hold the firm key themselves (they register firms and publish records).
+    let allow = |caller: &Caller| {
+        if caller.is_firm(&tag) || caller.auditor || caller.role == Some(Role::Agency) {
+            Ok(())
+        } else {
+            Err(forbidden_read(caller, &format!("the ledger tag of {uscc}")))
+        }
+    };
+    let engine = s.engine.clone();
+    let registration = req
+        .gated(&s, allow, move || {
+            let store = engine.store().clone();
+            let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+            let mut last = None;
+            for pos in store.firm_positions(&tag, None, usize::MAX).map_err(ie)? {
+                let Some(bytes) = store.entry(pos).map_err(ie)? else {
+                    continue;
+                };
+                let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+                if matches!(e.body.kind, EntryKind::FirmRegistered { .. }) {
+                    last = Some(pos);
+                }
+            }
+            Ok(last)
+        })
+        .await?;
+    Ok(json_ok(
+        json!({"firm": uscc, "tag": tag, "registration": registration}),
+    ))
+}
+
+/// `GET /v1/banks/{org}/queries` (the bank itself or an auditor/validator, `X-Xinyi-Auth`): every
+/// `query_served` and `query_denied` naming that bank, in log order.
+pub async fn bank_queries(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    req: ReadRequest,
+) -> ApiResult<Response> {
+    let bank =
+        OrgId::new(&org).map_err(|e| ApiError::bad_request("api.bad_param", e.to_string()))?;
+    let allow = |caller: &Caller| {
+        if caller.is_org(&bank) || caller.privileged {
+            Ok(())
+        } else {
+            Err(forbidden_read(caller, &format!("the queries of {bank}")))
+        }
+    };
+    let engine = s.engine.clone();
+    let b = bank.clone();
+    let entries = req
+        .gated(&s, allow, move || {
+            let store = engine.store().clone();
+            let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+            let positions = store
+                .bank_query_positions(&b, None, usize::MAX)
+                .map_err(ie)?;
+            let mut out = Vec::new();
+            for pos in positions {
+                let Some(bytes) = store.entry(pos).map_err(ie)? else {
+                    continue;
+                };
+                let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+                let (req, reason) = match &e.body.kind {
+                    EntryKind::QueryServed(q) => (&q.request.request, None),
+                    EntryKind::QueryDenied { request, reason } => (&request.request, Some(*reason)),
+                    EntryKind::AlertsDelivered(a) if a.bank == b => {
+                        out.push(crate::api::alerts::log_item(&store, &e, a, pos)?);
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if req.bank != b {
+                    continue;
+                }
+                let height = store.height_of_position(pos).map_err(ie)?.unwrap_or(0);
+                let mut item = json!({
+                    "position": pos,
+                    "height": height,
+                    "kind": e.body.kind.name(),
+                    "id": e.id.to_hex(),
+                    "firm": req.firm,
+                    "consent": req.consent,
+                    "categories": req.categories,
+                    "time": req.time,
+                });
+                if let (Some(r), Value::Object(m)) = (reason, &mut item) {
+                    m.insert("reason".into(), json!(r.code()));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(json_ok(json!({"bank": bank, "entries": entries})))
+}
+
+/// `GET /v1/firms/{uscc}/access-log` (firm itself or an auditor, `X-Xinyi-Auth`)
+pub async fn access_log(
+    State(s): State<AppState>,
+    Path(uscc): Path<String>,
+    req: ReadRequest,
+) -> ApiResult<Response> {
+    let (uscc, firm) = firm_of(&s, &uscc)?;
+    req.require_signed()?;
+    let engine = s.engine.clone();
+    let entries = req
+        .gated(&s, firm_or_auditor(&uscc), move || {
+            let store = engine.store().clone();
+            let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+            let positions = store.firm_positions(&firm, None, usize::MAX).map_err(ie)?;
+            let mut times: HashMap<u64, u64> = HashMap::new();
+            let mut out = Vec::new();
+            for pos in positions {
+                let Some(bytes) = store.entry(pos).map_err(ie)? else {
+                    continue;
+                };
+                let e = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+                let (req, reason) = match &e.body.kind {
+                    EntryKind::QueryServed(q) => (&q.request.request, None),
+                    EntryKind::QueryDenied { request, reason } => (&request.request, Some(*reason)),
+                    EntryKind::AlertsDelivered(a) => {
+                        out.push(crate::api::alerts::log_item(&store, &e, a, pos)?);
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let height = store.height_of_position(pos).map_err(ie)?.unwrap_or(0);
+                let time = match times.get(&height) {
+                    Some(t) => *t,
+                    None => {
+                        let t = store
+                            .header(height)
+                            .map_err(ie)?
+                            .map(|h| h.time)
+                            .unwrap_or(0);
+                        times.insert(height, t);
+                        t
+                    }
+                };
+                let mut item = json!({
+                    "position": pos,
+                    "height": height,
+                    "time": time,
+                    "kind": e.body.kind.name(),
+                    "id": e.id.to_hex(),
+                    "bank": req.bank,
+                    "consent": req.consent,
+                    "categories": req.categories,
+                });
+                if let (Some(r), Value::Object(m)) = (reason, &mut item) {
+                    m.insert("reason".into(), json!(r.code()));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(json_ok(
+        json!({"firm": uscc, "tag": firm, "entries": entries}),
+    ))
+}
+
+/// `GET /v1/firms/{uscc}/access-proof` (firm itself or an auditor, `X-Xinyi-Auth`): the firm's
+/// access head and its sparse Merkle proof against the head block's state root, with that
+/// block's header and commit certificate (`specs/api.md`, `specs/state.md` §access map).
+pub async fn access_proof(
+    State(s): State<AppState>,
+    Path(uscc): Path<String>,
+    req: ReadRequest,
+) -> ApiResult<Response> {
+    let (uscc, firm) = firm_of(&s, &uscc)?;
+    req.require_signed()?;
+    let engine = s.engine.clone();
+    let v = req
+        .gated(&s, firm_or_auditor(&uscc), move || {
+            let unavailable = |m: &str| {
+                ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "api.unavailable",
+                    m.to_string(),
+                )
+            };
+            let core = engine.lock();
+            let p = core.chain.state().access_proof(&firm)?.ok_or_else(|| {
+                unavailable("no access proof before a block is committed since the node started")
+            })?;
+            let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
+            let header = core
+                .store
+                .header(p.height)
+                .map_err(ie)?
+                .ok_or_else(|| unavailable("the head block is not stored yet; retry"))?;
+            let cert = core
+                .store
+                .certificate(p.height)
+                .map_err(ie)?
+                .ok_or_else(|| unavailable("the head block is not stored yet; retry"))?;
+            drop(core);
+            let terminal = match &p.proof.terminal {
+                xinyi_ledger::smt::Terminal::Empty => json!({"empty": true}),
+                xinyi_ledger::smt::Terminal::Leaf { key, value } => {
+                    json!({"key": hex::encode(key), "value": hex::encode(value)})
+                }
+            };
+            Ok(json!({
+                "firm": uscc,
+                "tag": firm,
+                "height": p.height,
+                "header": to_json(&header)?,
+                "certificate": to_json(&cert)?,
+                "prev_root": p.prev_root.to_hex(),
+                "write_set_hash": p.write_set_hash.to_hex(),
+                "access_root": p.access_root.to_hex(),
+                "value": p.value.map(|v| json!({"head": v.head.to_hex(), "count": v.count})),
+                "proof": {
+                    "siblings": p.proof.siblings.iter().map(hex::encode).collect::<Vec<_>>(),
+                    "terminal": terminal,
+                },
+            }))
+        })
+        .await?;
+    Ok(json_ok(v))
+}
