@@ -10,6 +10,7 @@ mod cmd;
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
+use cmd::anchor::AnchorCmd;
 use cmd::audit::AuditCmd;
 use cmd::commitment::CommitmentCmd;
 use cmd::consent::ConsentCmd;
@@ -155,6 +156,9 @@ enum Cmd {
     /// Publish credit records (agency).
     #[command(subcommand)]
     Record(RecordCmd),
+    /// Check the consortium's anchors on an EVM chain against the ledger.
+    #[command(subcommand)]
+    Anchor(AnchorCmd),
     /// Download the node's audit bundle.
     Export {
         /// Output file.
@@ -171,7 +175,10 @@ fn run(cli: Cli) -> Result<bool> {
                 entry_position: None,
                 ..
             })
-            | Cmd::Audit(AuditCmd::Verify { bundle: Some(_) })
+            | Cmd::Audit(AuditCmd::Verify {
+                bundle: Some(_),
+                ..
+            })
             | Cmd::Audit(AuditCmd::Consistency { proof: Some(_), .. })
             | Cmd::Witness(_)
     );
@@ -234,6 +241,7 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Export { out } => cmd::export::run(&ctx, &out)?,
         Cmd::Watch(w) => cmd::watch::run(&ctx, w)?,
         Cmd::Record(r) => cmd::record::run(&ctx, r)?,
+        Cmd::Anchor(a) => cmd::anchor::run(&ctx, a)?,
     }
     Ok(true)
 }

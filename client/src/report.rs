@@ -39,6 +39,8 @@ pub struct Repairs {
 pub struct AnchorItem {
     /// Log size anchored.
     pub size: u64,
+    /// Log root anchored, hex.
+    pub root: String,
     /// External chain.
     pub chain: String,
     /// Transaction id.
@@ -105,9 +107,13 @@ pub fn collect(genesis: &Genesis, input: impl Read) -> Option<AuditStats> {
                         .insert(format!("{:?}", e.body.author));
                 }
                 EntryKind::AnchorReceipt {
-                    size, chain, tx, ..
+                    size,
+                    root,
+                    chain,
+                    tx,
                 } => s.anchors.push(AnchorItem {
                     size: *size,
+                    root: root.to_hex(),
                     chain: chain.clone(),
                     tx: tx.clone(),
                 }),

@@ -16,6 +16,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod anchor;
 pub mod block;
 pub mod bundle;
 pub mod chain;

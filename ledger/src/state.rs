@@ -832,6 +832,14 @@ impl State {
         Ok(out)
     }
 
+    /// The `tx` of the committed anchor receipt for log size `size` on `chain`, if any.
+    pub fn anchor_tx(&self, size: u64, chain: &str) -> Option<&[u8]> {
+        self.raw(&key(
+            prefix::ANCHOR,
+            &[&size.to_be_bytes(), chain.as_bytes()],
+        ))
+    }
+
     /// A firm.
     pub fn firm(&self, f: &FirmTag) -> Result<Option<FirmRecord>, StateError> {
         self.get(&key(prefix::FIRM, &[f.as_bytes()]))

@@ -30,6 +30,9 @@ pub struct AnchorConfig {
     /// How often to anchor, in milliseconds.
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
+    /// EVM sink (`[anchor.evm]`, `specs/anchoring.md`): its own task, see [`crate::anchor_evm`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evm: Option<crate::anchor_evm::EvmConfig>,
 }
 
 fn default_interval() -> u64 {
@@ -168,11 +171,26 @@ pub fn sinks(cfg: &AnchorConfig) -> Vec<Box<dyn AnchorSink>> {
     v
 }
 
-/// Starts the anchoring task (no-op without sinks).
-pub fn spawn(engine: Engine, cfg: AnchorConfig) {
+impl AnchorConfig {
+    /// With the EVM sink's state file defaulting to `data_dir/anchor-evm.json`.
+    pub fn with_data_dir(mut self, data_dir: &std::path::Path) -> AnchorConfig {
+        if let Some(e) = self.evm.as_mut() {
+            e.state_file
+                .get_or_insert_with(|| data_dir.join("anchor-evm.json"));
+        }
+        self
+    }
+}
+
+/// Starts the anchoring tasks (no-op without sinks). Fails only for an unusable EVM key or
+/// contract address.
+pub fn spawn(engine: Engine, cfg: AnchorConfig) -> Result<(), crate::anchor_evm::EvmError> {
+    if let Some(evm) = cfg.evm.clone() {
+        crate::anchor_evm::spawn(engine.clone(), evm)?;
+    }
     let mut sinks = sinks(&cfg);
     if sinks.is_empty() {
-        return;
+        return Ok(());
     }
     let interval = Duration::from_millis(cfg.interval_ms.max(50));
     tokio::spawn(async move {
@@ -195,6 +213,7 @@ pub fn spawn(engine: Engine, cfg: AnchorConfig) {
             }
         }
     });
+    Ok(())
 }
 
 /// Anchors `cp` in every sink and submits one receipt per sink; returns the log size after the

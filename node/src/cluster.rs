@@ -277,8 +277,11 @@ async fn run_member(
     // Witness submission and anchoring (each a no-op without configured targets).
     node.start_audit_services(
         cfg.witness.clone().unwrap_or_default(),
-        cfg.anchor.clone().unwrap_or_default(),
-    );
+        cfg.anchor
+            .clone()
+            .unwrap_or_default()
+            .with_data_dir(&cfg.data_dir),
+    )?;
     // Post-loan monitoring on the member holding the agency data.
     if cfg.query.is_none() {
         node.start_monitor(

@@ -13,6 +13,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod anchor;
+pub mod anchor_evm;
 pub mod api;
 pub mod clock;
 pub mod cluster;

@@ -77,6 +77,25 @@ struct Cli {
     /// Dev mode: anchoring interval in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
     anchor_interval_ms: u64,
+    /// Dev mode: anchor to an EVM chain at this JSON-RPC URL (with --anchor-contract and
+    /// --anchor-key; `specs/anchoring.md`).
+    #[arg(long, value_name = "URL", requires_all = ["anchor_contract", "anchor_key"])]
+    anchor_rpc: Option<String>,
+    /// Dev mode: the anchor contract's address (`xinyi-node anchor deploy`).
+    #[arg(long, value_name = "ADDR", requires = "anchor_rpc")]
+    anchor_contract: Option<String>,
+    /// Dev mode: the anchoring account's secp256k1 key file (mode 0600).
+    #[arg(long, value_name = "FILE", requires = "anchor_rpc")]
+    anchor_key: Option<PathBuf>,
+    /// Dev mode: EVM confirmations before the receipt is recorded.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    anchor_confirmations: u64,
+    /// Dev mode: also anchor every N committed blocks (0: by --anchor-interval-ms only).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    anchor_every_blocks: u64,
+    /// Dev mode: how often the EVM anchoring task looks at the chain, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    anchor_poll_ms: u64,
     /// Dev mode: serve the API over TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, value_name = "FILE", env = "XINYI_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -165,6 +184,9 @@ enum Cmd {
         #[arg(long, value_name = "FILE", default_value = "genesis.json")]
         out: PathBuf,
     },
+    /// EVM anchoring: anchoring keys, contract deployment (`specs/anchoring.md`).
+    #[command(subcommand)]
+    Anchor(xinyi_node::anchor_evm::AnchorCmd),
     /// Start a node from a config file written by `init` (with [p2p]: a consortium member).
     Start {
         /// The TOML config file.
@@ -200,6 +222,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Some(Cmd::Anchor(c)) => {
+            print!("{}", xinyi_node::anchor_evm::run_cmd(c)?);
+            Ok(())
+        }
         Some(Cmd::Keygen { out }) => {
             if out.exists() {
                 anyhow::bail!("{} already exists; refusing to overwrite it", out.display());
@@ -393,8 +419,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         file: cli.anchor_file,
                         url: cli.anchor_url,
                         interval_ms: cli.anchor_interval_ms,
-                    },
-                );
+                        evm: cli.anchor_rpc.map(|rpc| xinyi_node::anchor_evm::EvmConfig {
+                            rpc,
+                            contract: cli.anchor_contract.unwrap_or_default(),
+                            key: cli.anchor_key.unwrap_or_default(),
+                            every_blocks: cli.anchor_every_blocks,
+                            interval_ms: cli.anchor_interval_ms,
+                            confirmations: cli.anchor_confirmations,
+                            poll_ms: cli.anchor_poll_ms,
+                            state_file: None,
+                        }),
+                    }
+                    .with_data_dir(&cli.data),
+                )?;
                 let mut webhooks = std::collections::BTreeMap::new();
                 for w in &cli.webhooks {
                     let (bank, url) = w

@@ -48,6 +48,12 @@ pub struct Metrics {
     pub webhook_failures: AtomicU64,
     /// Alerts a webhook gave up on after its retry cap (still in the pull stream).
     pub webhook_gave_up: AtomicU64,
+    /// EVM anchoring: log size of the consortium's last anchor on the chain (gauge).
+    pub anchor_size: AtomicU64,
+    /// EVM anchoring: final checkpoint size minus the last anchored size (gauge).
+    pub anchor_lag: AtomicU64,
+    /// EVM anchoring: failed rounds (chain unreachable, refused transaction, ...).
+    pub anchor_failures: AtomicU64,
     http: Mutex<BTreeMap<u16, u64>>,
 }
 
@@ -196,6 +202,24 @@ impl Metrics {
             "Alerts a webhook gave up on after its retry cap (still in the pull stream).",
             "counter",
             &self.webhook_gave_up,
+            "xinyi_anchor_size",
+            "Log size of the last anchor on the EVM chain.",
+            "gauge",
+            &self.anchor_size,
+        );
+        g(
+            &mut s,
+            "xinyi_anchor_lag_entries",
+            "Final checkpoint size minus the last anchored size.",
+            "gauge",
+            &self.anchor_lag,
+        );
+        g(
+            &mut s,
+            "xinyi_anchor_failures_total",
+            "Failed EVM anchoring rounds.",
+            "counter",
+            &self.anchor_failures,
         );
         let _ = writeln!(
             s,

@@ -109,11 +109,15 @@ impl Node {
                 },
             ),
         })
-        .inspect(|n| {
+        .and_then(|n| {
             n.start_audit_services(
                 cfg.witness.clone().unwrap_or_default(),
-                cfg.anchor.clone().unwrap_or_default(),
-            );
+                cfg.anchor
+                    .clone()
+                    .unwrap_or_default()
+                    .with_data_dir(&cfg.data_dir),
+            )?;
+            Ok(n)
         })
         .and_then(|n| {
             if cfg.query.is_none() {
@@ -149,18 +153,19 @@ impl Node {
     }
 
     /// Starts checkpoint submission to witnesses and anchoring (each a no-op when its
-    /// configuration names no target). Must run inside a tokio runtime.
+    /// configuration names no target). Must run inside a tokio runtime. Fails only for an
+    /// unusable EVM anchoring key or contract address.
     pub fn start_audit_services(
         &self,
         witness: crate::witness_client::WitnessConfig,
         anchor: crate::anchor::AnchorConfig,
-    ) {
+    ) -> Result<(), crate::anchor_evm::EvmError> {
         crate::witness_client::spawn(
             self.state.engine.clone(),
             self.state.cosigs.clone(),
             witness,
         );
-        crate::anchor::spawn(self.state.engine.clone(), anchor);
+        crate::anchor::spawn(self.state.engine.clone(), anchor)
     }
 }
 

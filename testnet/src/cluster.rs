@@ -154,6 +154,7 @@ impl Testnet {
                     self_exe: sibling("xinyi-testnet")?,
                     timeout: Duration::from_secs(180),
                     verbose: s.verbose,
+                    anchor_chain: false,
                 })?;
                 started = true;
                 r.manifest

@@ -21,6 +21,9 @@ pub enum AuditCmd {
         /// Offline: an audit bundle file (needs --genesis).
         #[arg(long)]
         bundle: Option<PathBuf>,
+        /// Also check the ledger's EVM anchor receipts against the chain at this JSON-RPC URL.
+        #[arg(long, value_name = "URL")]
+        rpc: Option<String>,
     },
     /// Check that checkpoint NEW extends checkpoint OLD (both signed notes, each final), with a
     /// consistency proof from the node or from --proof.
@@ -39,7 +42,7 @@ pub enum AuditCmd {
 /// reported).
 pub fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<bool> {
     match cmd {
-        AuditCmd::Verify { bundle } => audit_verify(ctx, bundle.as_deref()),
+        AuditCmd::Verify { bundle, rpc } => audit_verify(ctx, bundle.as_deref(), rpc.as_deref()),
         AuditCmd::Consistency { old, new, proof } => {
             audit_consistency(ctx, &old, &new, proof.as_deref())?;
             Ok(true)
@@ -48,7 +51,7 @@ pub fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<bool> {
 }
 
 /// Runs `audit verify`. Returns Ok(false) when the chain fails verification (already reported).
-fn audit_verify(ctx: &Ctx, bundle: Option<&Path>) -> Result<bool> {
+fn audit_verify(ctx: &Ctx, bundle: Option<&Path>, rpc: Option<&str>) -> Result<bool> {
     let show = !ctx.json && std::io::stderr().is_terminal();
     let result = match bundle {
         Some(b) => {
@@ -79,6 +82,13 @@ fn audit_verify(ctx: &Ctx, bundle: Option<&Path>) -> Result<bool> {
     };
     match result {
         Ok(s) => {
+            // With --rpc: the audited receipts against the chain (the audit passed first).
+            if let (Some(url), Some(stats)) = (rpc, &s.ledger) {
+                let line = xinyi_client::anchor::audit_check(url, &s, stats)?;
+                if !ctx.json {
+                    out(&line);
+                }
+            }
             if ctx.json {
                 out_json(&serde_json::to_value(&s).unwrap_or(Value::Null));
             } else {

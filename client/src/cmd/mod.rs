@@ -8,6 +8,7 @@
 pub use xinyi_client::fmt_time;
 
 pub mod access_log;
+pub mod anchor;
 pub mod args;
 pub mod audit;
 pub mod checkpoint;

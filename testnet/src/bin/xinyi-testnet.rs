@@ -59,6 +59,10 @@ enum Cmd {
         /// Print the result as JSON (the manifest and what was done).
         #[arg(long)]
         json: bool,
+        /// Also start a local EVM chain (ganache from tests/evm) in DIR/evm, deploy the anchor
+        /// contract and anchor every agency/auditor node to it (`specs/anchoring.md`).
+        #[arg(long)]
+        anchor_chain: bool,
     },
     /// Show every node: role, process, URL, height, head and connected peers.
     Status {
@@ -269,6 +273,7 @@ fn run(cli: Cli) -> Result<()> {
             node_bin,
             timeout,
             json,
+            anchor_chain,
         } => {
             let node_bin = sibling("xinyi-node", node_bin, "--node-bin")?;
             let r = ops::up(&UpOptions {
@@ -280,6 +285,7 @@ fn run(cli: Cli) -> Result<()> {
                 self_exe: std::env::current_exe()?,
                 timeout: Duration::from_secs(timeout),
                 verbose: !json,
+                anchor_chain,
             })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

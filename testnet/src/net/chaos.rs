@@ -208,6 +208,7 @@ pub fn run(opts: &ChaosOptions, say: impl Fn(&str)) -> Result<ChaosReport> {
             self_exe: opts.self_exe.clone(),
             timeout: opts.timeout,
             verbose: false,
+            anchor_chain: false,
         })?;
     }
     let m = Manifest::load(&opts.dir)?;

@@ -8,6 +8,7 @@
 //! `down`, `kill`, `start`, `scenario`, `chaos` and `rotate-key` work from that manifest. Nothing here is part of the
 //! trust base: it only writes files a user could write and makes requests a user could make.
 
+pub mod anchorchain;
 pub mod chaos;
 pub mod http;
 pub mod layout;

@@ -38,6 +38,8 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// Progress lines on stderr.
     pub verbose: bool,
+    /// Start a local EVM chain and anchor to it (`anchorchain`; kept on restarts).
+    pub anchor_chain: bool,
 }
 
 fn say(verbose: bool, s: &str) {
@@ -333,6 +335,9 @@ pub fn up(opts: &UpOptions) -> Result<UpReport> {
         (create(opts, &dir)?, true)
     };
     m.node_bin = opts.node_bin.clone();
+    if opts.anchor_chain || dir.join("evm").join("chain.json").exists() {
+        super::anchorchain::up(&dir, &m, opts.verbose)?;
+    }
     let mut children: Vec<(String, Child)> = Vec::new();
     for i in 0..m.nodes.len() {
         let n = m.nodes[i].clone();
@@ -715,7 +720,9 @@ pub fn stop_all(m: &Manifest, grace: Duration) -> Result<(usize, usize)> {
 /// `down`: stops every node; keeps all data.
 pub fn down(dir: &Path, grace: Duration) -> Result<(usize, usize)> {
     let m = Manifest::load(dir)?;
-    stop_all(&m, grace)
+    let r = stop_all(&m, grace);
+    super::anchorchain::down(dir)?;
+    r
 }
 
 /// `kill ORG --signal S`.
