@@ -202,6 +202,9 @@ impl Metrics {
             "Alerts a webhook gave up on after its retry cap (still in the pull stream).",
             "counter",
             &self.webhook_gave_up,
+        );
+        g(
+            &mut s,
             "xinyi_anchor_size",
             "Log size of the last anchor on the EVM chain.",
             "gauge",
