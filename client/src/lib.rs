@@ -16,6 +16,7 @@ pub mod proof;
 pub mod report;
 pub mod signer;
 pub mod state;
+pub mod watch;
 pub mod witness;
 
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).

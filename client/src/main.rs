@@ -17,6 +17,7 @@ use cmd::consent::ConsentCmd;
 use cmd::ctx::Ctx;
 use cmd::grade::GradeCmd;
 use cmd::proof::ProofCmd;
+use cmd::record::RecordCmd;
 use cmd::repair::RepairCmd;
 use cmd::witness::WitnessCmd;
 use std::io::Write as _;
@@ -149,6 +150,12 @@ enum Cmd {
     /// Run or describe an independent C2SP tlog-witness.
     #[command(subcommand)]
     Witness(WitnessCmd),
+    /// Follow a bank's monitoring alerts (贷后监测), each verified (content digest, logged
+    /// entry, inclusion in a final checkpoint); signed by the bank.
+    Watch(cmd::watch::WatchArgs),
+    /// Publish credit records (agency).
+    #[command(subcommand)]
+    Record(RecordCmd),
     /// Check the consortium's anchors on an EVM chain against the ledger.
     #[command(subcommand)]
     Anchor(AnchorCmd),
@@ -232,6 +239,8 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Checkpoint { save } => cmd::checkpoint::run(&ctx, save.as_deref())?,
         Cmd::Witness(w) => cmd::witness::run(&ctx, w)?,
         Cmd::Export { out } => cmd::export::run(&ctx, &out)?,
+        Cmd::Watch(w) => cmd::watch::run(&ctx, w)?,
+        Cmd::Record(r) => cmd::record::run(&ctx, r)?,
         Cmd::Anchor(a) => cmd::anchor::run(&ctx, a)?,
     }
     Ok(true)

@@ -260,6 +260,7 @@ fn build_chain() -> Built {
                 not_before: now - 1000,
                 not_after: now + 30 * DAY_MS,
                 max_uses: 10,
+                monitoring: None,
             }),
         )
         .unwrap();

@@ -11,6 +11,7 @@ use crate::codec::{self, CodecError};
 use crate::firmtag::FirmTag;
 use crate::hash::{self, Digest, Domain};
 use crate::keys::{PublicKey, SigDomain, Signature};
+use crate::monitor::{AlertBatch, Monitoring};
 use crate::types::{
     check_categories, check_text, Category, Grade, OrgId, Role, Severity, TimeMs, ValueError,
 };
@@ -149,6 +150,9 @@ pub enum EntryKind {
     },
     /// Proof that a validator signed two different headers at one height.
     Misbehaviour(Equivocation),
+    /// An agency logs the alerts it delivers to a bank about a monitored firm (before releasing
+    /// them; `monitor`).
+    AlertsDelivered(AlertBatch),
 }
 
 /// A membership change and the validators' approvals of it.
@@ -229,6 +233,10 @@ pub struct Consent {
     pub not_after: TimeMs,
     /// Number of queries allowed.
     pub max_uses: u32,
+    /// Post-loan monitoring scope (`monitor`): absent from the encoding when `None`, so consents
+    /// made before monitoring existed decode and re-encode unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<Monitoring>,
 }
 
 impl Consent {
@@ -452,6 +460,7 @@ impl EntryKind {
             EntryKind::CheckpointCosigned { .. } => "checkpoint_cosigned",
             EntryKind::AnchorReceipt { .. } => "anchor_receipt",
             EntryKind::Misbehaviour(_) => "misbehaviour",
+            EntryKind::AlertsDelivered(_) => "alerts_delivered",
         }
     }
 
@@ -475,6 +484,7 @@ impl EntryKind {
             EntryKind::QueryServed(q) => Some(q.request.request.firm),
             EntryKind::QueryDenied { request, .. } => Some(request.request.firm),
             EntryKind::CreditRecordPublished(r) => Some(r.firm),
+            EntryKind::AlertsDelivered(b) => Some(b.firm),
             _ => None,
         }
     }
@@ -515,7 +525,11 @@ impl EntryKind {
                 if c.max_uses == 0 {
                     return Err(field("max_uses", "must be at least 1"));
                 }
+                if let Some(m) = &c.monitoring {
+                    m.check()?;
+                }
             }
+            EntryKind::AlertsDelivered(b) => b.check()?,
             EntryKind::QueryServed(q) => {
                 check_categories(&q.request.request.categories)?;
                 if q.records.len() > MAX_RECORD_IDS {

@@ -53,6 +53,7 @@ pub mod hash;
 pub mod keyfile;
 pub mod keys;
 pub mod merkle;
+pub mod monitor;
 pub mod note;
 pub mod sample;
 pub mod smt;

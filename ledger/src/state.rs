@@ -15,6 +15,9 @@
 //! (`specs/state.md`), so two nodes that applied the same blocks hold byte-identical roots.
 //! Not here: persistence (`store`), block structure (`block`), the Merkle log (`merkle`).
 
+mod alerts;
+pub use alerts::trigger_category;
+
 use crate::block::{Validator, ValidatorSet};
 use crate::codec::{self, CodecError};
 use crate::entry::{
@@ -280,6 +283,9 @@ pub enum StateError {
     /// Block sequencing (height/time) broken.
     #[error("block sequence: {0}")]
     Sequence(String),
+    /// An alert of an `alerts_delivered` batch is not allowed by its consent and trigger.
+    #[error("alert not authorized: {}", .0.code())]
+    AlertNotAuthorized(crate::monitor::AlertRefusal),
     /// Stored state value could not be decoded.
     #[error("state value {key}: {err}")]
     Corrupt {
@@ -309,6 +315,7 @@ impl StateError {
             StateError::Membership(_) => "state.membership",
             StateError::Checkpoint { .. } => "state.checkpoint",
             StateError::Sequence(_) => "state.sequence",
+            StateError::AlertNotAuthorized(r) => r.code(),
             StateError::Corrupt { .. } => "state.corrupt",
         }
     }
@@ -332,6 +339,9 @@ mod prefix {
     pub const ANCHOR: u8 = b'a';
     pub const VALIDATORS: u8 = b'V';
     pub const ACCESS: u8 = b'h';
+    pub const WATCH: u8 = b'W';
+    pub const TRIGGER: u8 = b'T';
+    pub const ALERT: u8 = b'A';
 }
 
 /// Head of a firm's chain of access entries (`query_served` / `query_denied` on that firm, in
@@ -1286,6 +1296,7 @@ impl State {
                         "consent already expired at grant".into(),
                     ));
                 }
+                self.watch_consent(&f, c, &e.id);
                 self.put_s(
                     key(prefix::CONSENT, &[e.id.as_bytes()]),
                     &ConsentRecord {
@@ -1316,6 +1327,7 @@ impl State {
                     )));
                 }
                 c.revoked = true;
+                self.unwatch_consent(&f, &c.consent, consent);
                 self.put_s(key(prefix::CONSENT, &[consent.as_bytes()]), &c)?;
             }
             EntryKind::QueryServed(q) => {
@@ -1660,7 +1672,12 @@ impl State {
                 }
                 self.entry.insert(k, Some(e.id.0.to_vec()));
             }
+            EntryKind::AlertsDelivered(b) => {
+                require_role(role == Some(Role::Agency))?;
+                self.apply_alerts(b, &e.id, now)?;
+            }
         }
+        self.record_trigger(&body.kind, firm, &e.id, log.size(), now)?;
         Ok(Applied {
             signatures: sigs,
             firm,

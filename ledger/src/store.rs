@@ -621,6 +621,7 @@ impl Store {
             let bank = match &e.body.kind {
                 EntryKind::QueryServed(q) => Some(&q.request.request.bank),
                 EntryKind::QueryDenied { request, .. } => Some(&request.request.bank),
+                EntryKind::AlertsDelivered(a) => Some(&a.bank),
                 _ => None,
             };
             if let Some(bank) = bank {
@@ -889,8 +890,8 @@ impl Store {
         )
     }
 
-    /// Log positions of query records (`query_served`, `query_denied`) naming `bank` as the
-    /// querying bank, in order, after position `after`.
+    /// Log positions of query records (`query_served`, `query_denied`) and alert deliveries
+    /// (`alerts_delivered`) naming `bank` as the querying or alerted bank, in order, after position `after`.
     pub fn bank_query_positions(
         &self,
         bank: &OrgId,

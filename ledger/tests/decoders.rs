@@ -161,6 +161,7 @@ fn wrong_author_kind_and_bad_fields_are_rejected_statically() {
             not_before: 0,
             not_after: 1,
             max_uses: 1,
+            monitoring: None,
         }),
     );
     assert_eq!(e.as_ref().unwrap_err().code(), "entry.field");
@@ -175,6 +176,7 @@ fn wrong_author_kind_and_bad_fields_are_rejected_statically() {
             not_before: 5,
             not_after: 1,
             max_uses: 1,
+            monitoring: None,
         }),
     );
     assert_eq!(e.unwrap_err().code(), "entry.field");

@@ -163,6 +163,9 @@ fn key_prefix_name(k: &[u8]) -> &'static str {
         Some(b'a') => "anchor",
         Some(b'V') => "validator_set",
         Some(b'h') => "access_head",
+        Some(b'W') => "monitoring_consent",
+        Some(b'T') => "monitor_trigger",
+        Some(b'A') => "alert_delivered",
         _ => "unknown",
     }
 }
@@ -321,6 +324,7 @@ fn build_chain() -> Driver {
             not_before: FIXED_TIME,
             not_after: FIXED_TIME + 90 * 86_400_000,
             max_uses: 2,
+            monitoring: None,
         }),
     );
     let cid = consent.id;
@@ -469,6 +473,57 @@ fn build_chain() -> Driver {
     // Block 9: the first registry applies the overdue repair.
     let a3 = d.org("credit-china", EntryKind::RepairApplied { repair: rid2 });
     d.block(vec![a3]);
+
+    // Block 10: a consent with a monitoring scope, then a judgment record about that firm
+    // (a trigger: the state records it).
+    use xinyi_ledger::monitor::{alert_id, Alert, AlertBatch, MonitorCategory, Monitoring};
+    let mc = d.firm_e(
+        f1,
+        EntryKind::ConsentGranted(Consent {
+            bank: OrgId::new("bank-a").unwrap(),
+            purpose: Consent::purpose_digest(&[0x5b; 32], "post-loan monitoring 2026-119"),
+            categories: vec![Registration],
+            not_before: d.now - 1000,
+            not_after: d.now + 90 * 86_400_000,
+            max_uses: 1,
+            monitoring: Some(Monitoring {
+                categories: vec![MonitorCategory::Penalties, MonitorCategory::Judgments],
+            }),
+        }),
+    );
+    let mcid = mc.id;
+    let r3 = hash::salted(&[0x99; 32], b"judgment record 3");
+    let p3 = d.org(
+        "gz-credit",
+        EntryKind::CreditRecordPublished(CreditRecord {
+            record: r3,
+            firm: t1,
+            category: Judgments,
+            severity: Severity::General,
+            min_publicity_days: 180,
+        }),
+    );
+    let p3id = p3.id;
+    let p3pos = d.chain.log().size() + 1;
+    d.block(vec![mc, p3]);
+
+    // Block 11: the agency logs the alert it delivers to the bank.
+    let al = d.org(
+        "gz-credit",
+        EntryKind::AlertsDelivered(AlertBatch {
+            bank: OrgId::new("bank-a").unwrap(),
+            firm: t1,
+            alerts: vec![Alert {
+                alert: alert_id(&mcid, &p3id),
+                consent: mcid,
+                trigger: p3id,
+                position: p3pos,
+                category: MonitorCategory::Judgments,
+                content: hash::salted(&[0xaa; 32], b"{\"alert\":\"...\"}"),
+            }],
+        }),
+    );
+    d.block(vec![al]);
     d
 }
 
@@ -565,7 +620,7 @@ fn root_json(
             "key_prefix": String::from(k[0] as char),
             "key_kind": key_prefix_name(k),
             "value_hex": v.as_ref().map(|v| hx(v)),
-            "value_diag": v.as_ref().filter(|v| !v.is_empty() && k[0] != b'N' && k[0] != b'n' && k[0] != b'k' && k[0] != b'a' && k[0] != b'x').map(|v| diag(v)),
+            "value_diag": v.as_ref().filter(|v| !v.is_empty() && k[0] != b'N' && k[0] != b'n' && k[0] != b'k' && k[0] != b'a' && k[0] != b'x' && k[0] != b'A').map(|v| diag(v)),
         })).collect::<Vec<_>>(),
         "write_set_cbor_hex": hx(&ws_cbor),
         "write_set_hash": ws_hash.to_hex(),

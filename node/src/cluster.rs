@@ -282,6 +282,14 @@ async fn run_member(
             .unwrap_or_default()
             .with_data_dir(&cfg.data_dir),
     )?;
+    // Post-loan monitoring on the member holding the agency data.
+    if cfg.query.is_none() {
+        node.start_monitor(
+            &cfg.data_dir.join("monitor"),
+            crate::dev::read_key(&cfg.key_file)?,
+            cfg.monitor.clone().unwrap_or_default(),
+        )?;
+    }
     let listener = tokio::net::TcpListener::bind(cfg.http)
         .await
         .with_context(|| format!("listening on {}", cfg.http))?;

@@ -69,6 +69,9 @@ pub struct Config {
     /// The consortium firm key (firm tags); absent: routes naming a firm by USCC answer 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacySection>,
+    /// Post-loan monitoring (alert bounds, webhooks); absent: the defaults, no webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<crate::monitor::MonitorConfig>,
 }
 
 /// `[api]`: transport security of the HTTP API (`specs/api.md` "Transport security").
@@ -329,6 +332,7 @@ pub fn init(
         witness: None,
         anchor: None,
         api: None,
+        monitor: None,
         privacy: Some(PrivacySection {
             firm_key: firm_key_path.clone(),
         }),
@@ -489,6 +493,7 @@ pub fn init_member(dir: &Path, m: MemberInit) -> anyhow::Result<PathBuf> {
         anchor: None,
         api: None,
         privacy: firm_key.map(|p| PrivacySection { firm_key: abs(&p) }),
+        monitor: None,
     };
     let text = format!(
         "# xinyi-node configuration of consortium member {org} (written by `xinyi-node init`).\n\

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod mempool;
 pub mod metrics;
+pub mod monitor;
 pub mod node;
 pub mod p2p;
 pub mod tls;

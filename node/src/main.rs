@@ -102,6 +102,18 @@ struct Cli {
     /// Dev mode: the PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", env = "XINYI_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Dev mode: POST each alert released to BANK to this webhook, BANK=URL (repeatable).
+    #[arg(long = "webhook", value_name = "BANK=URL")]
+    webhooks: Vec<String>,
+    /// Dev mode: alerts per second per bank (0 = unlimited).
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    alert_rate: u32,
+    /// Dev mode: unacknowledged alerts a bank may have before new ones are not produced.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    alert_backlog: u64,
+    /// Dev mode: longest delay between webhook retries, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    webhook_max_backoff_ms: u64,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -419,6 +431,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         }),
                     }
                     .with_data_dir(&cli.data),
+                )?;
+                let mut webhooks = std::collections::BTreeMap::new();
+                for w in &cli.webhooks {
+                    let (bank, url) = w
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("--webhook {w:?}: expected BANK=URL"))?;
+                    webhooks.insert(bank.to_string(), url.to_string());
+                }
+                node.start_monitor(
+                    &setup.paths.root.join("monitor"),
+                    setup.node_key.clone(),
+                    xinyi_node::monitor::MonitorConfig {
+                        webhooks,
+                        rate_per_sec: cli.alert_rate,
+                        backlog_cap: cli.alert_backlog,
+                        webhook_max_backoff_ms: cli.webhook_max_backoff_ms,
+                        ..Default::default()
+                    },
                 )?;
                 print!("{}", xinyi_node::dev::quick_start(&setup, &url));
                 serve_with(listener, node.router(), tls).await

@@ -32,6 +32,22 @@ pub struct Metrics {
     pub queries_denied: AtomicU64,
     /// Requests refused by the rate limiter.
     pub rate_limited: AtomicU64,
+    /// Monitoring alerts released after their alerts_delivered entry committed.
+    pub alerts_delivered: AtomicU64,
+    /// Monitoring alerts the ledger refused (consent revoked or expired meanwhile).
+    pub alerts_refused: AtomicU64,
+    /// Monitoring alerts not produced because the bank's backlog was full.
+    pub alerts_backlog_full: AtomicU64,
+    /// Monitoring alerts not produced because of the bank's alert rate limit.
+    pub alerts_rate_limited: AtomicU64,
+    /// Webhook POSTs attempted.
+    pub webhook_attempts: AtomicU64,
+    /// Alerts acknowledged by a webhook (2xx).
+    pub webhook_delivered: AtomicU64,
+    /// Webhook POSTs that failed and will be retried.
+    pub webhook_failures: AtomicU64,
+    /// Alerts a webhook gave up on after its retry cap (still in the pull stream).
+    pub webhook_gave_up: AtomicU64,
     /// EVM anchoring: log size of the consortium's last anchor on the chain (gauge).
     pub anchor_size: AtomicU64,
     /// EVM anchoring: final checkpoint size minus the last anchored size (gauge).
@@ -130,6 +146,62 @@ impl Metrics {
             "Requests refused by the rate limiter.",
             "counter",
             &self.rate_limited,
+        );
+        g(
+            &mut s,
+            "xinyi_alerts_delivered_total",
+            "Monitoring alerts released after their alerts_delivered entry committed.",
+            "counter",
+            &self.alerts_delivered,
+        );
+        g(
+            &mut s,
+            "xinyi_alerts_refused_total",
+            "Monitoring alerts the ledger refused (consent revoked or expired meanwhile).",
+            "counter",
+            &self.alerts_refused,
+        );
+        g(
+            &mut s,
+            "xinyi_alerts_backlog_full_total",
+            "Monitoring alerts not produced because the bank's backlog was full.",
+            "counter",
+            &self.alerts_backlog_full,
+        );
+        g(
+            &mut s,
+            "xinyi_alerts_rate_limited_total",
+            "Monitoring alerts not produced because of the bank's alert rate limit.",
+            "counter",
+            &self.alerts_rate_limited,
+        );
+        g(
+            &mut s,
+            "xinyi_webhook_attempts_total",
+            "Webhook POSTs attempted.",
+            "counter",
+            &self.webhook_attempts,
+        );
+        g(
+            &mut s,
+            "xinyi_webhook_delivered_total",
+            "Alerts acknowledged by a webhook (2xx).",
+            "counter",
+            &self.webhook_delivered,
+        );
+        g(
+            &mut s,
+            "xinyi_webhook_failures_total",
+            "Webhook POSTs that failed and will be retried.",
+            "counter",
+            &self.webhook_failures,
+        );
+        g(
+            &mut s,
+            "xinyi_webhook_gave_up_total",
+            "Alerts a webhook gave up on after its retry cap (still in the pull stream).",
+            "counter",
+            &self.webhook_gave_up,
         );
         g(
             &mut s,

@@ -119,6 +119,37 @@ impl Node {
             )?;
             Ok(n)
         })
+        .and_then(|n| {
+            if cfg.query.is_none() {
+                n.start_monitor(
+                    &cfg.data_dir.join("monitor"),
+                    dev::read_key(&cfg.key_file)?,
+                    cfg.monitor.clone().unwrap_or_default(),
+                )?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Starts post-loan monitoring (`crate::monitor`) with its store in `dir`: alerts are signed
+    /// with `key` (this node's), released through `GET /v1/banks/{org}/alerts` and webhooks.
+    /// Must run inside a tokio runtime; only on the node holding the agency data.
+    pub fn start_monitor(
+        &self,
+        dir: &std::path::Path,
+        key: xinyi_ledger::KeyPair,
+        cfg: crate::monitor::MonitorConfig,
+    ) -> anyhow::Result<()> {
+        let m = crate::monitor::Monitor::open(
+            dir,
+            self.state.engine.clone(),
+            self.state.data.clone(),
+            key,
+            cfg,
+        )?;
+        m.spawn();
+        let _ = self.state.monitor.set(m);
+        Ok(())
     }
 
     /// Starts checkpoint submission to witnesses and anchoring (each a no-op when its

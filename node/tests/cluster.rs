@@ -119,6 +119,7 @@ fn four_validators_and_a_follower_agree_and_serve_queries_across_nodes() {
                 not_before: t - 1_000,
                 not_after: t + 86_400_000,
                 max_uses: 2,
+                monitoring: None,
             }),
         )
         .unwrap();

@@ -82,6 +82,7 @@ impl Mempool for SampleMempool {
                     not_before: time - 1000,
                     not_after: time + 30 * DAY_MS,
                     max_uses: 3,
+                    monitoring: None,
                 }),
             );
             let (Ok(reg), Ok(consent)) = (reg, consent) else {

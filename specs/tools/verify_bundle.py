@@ -67,6 +67,10 @@ def st(*vals): return {i: v for i, v in enumerate(vals)}
 def fields(m, n):
     assert isinstance(m, dict) and list(m.keys()) == list(range(n)), m
     return [m[i] for i in range(n)]
+def consent_terms(t):
+    """Consent: 6 fields, plus key 6 (monitoring scope) only when present (entries.md)."""
+    assert isinstance(t, dict) and list(t.keys()) in (list(range(6)), list(range(7))), t
+    return [t[i] for i in range(6)] + [t.get(6)]
 def variant(v):
     if isinstance(v, int): return v, None
     assert isinstance(v, dict) and len(v) == 1
@@ -187,6 +191,15 @@ class State:
             if o == org: return k, p
         return None
     def quorum(s): return sum(fields(v, 3)[2] for v in s.validators()) * 2 // 3 + 1
+    def watched(s, firm):
+        p = b'W' + B(firm)
+        keys = {k for k in s.base if k.startswith(p)}
+        for m in (s.blk, s.ent):
+            for k, v in m.items():
+                if k.startswith(p):
+                    if v is None: keys.discard(k)
+                    else: keys.add(k)
+        return bool(keys)
     def prefix(s, p):
         return sorted((k, v) for k, v in s.base.items() if k.startswith(p))
 
@@ -237,7 +250,7 @@ class State:
         c = s.get(b'c' + consent)
         if c is None: return 0
         cfirm, terms, used, revoked, granted = fields(c, 5)
-        cbank, purpose, ccats, nb, na, mx = fields(terms, 6)
+        cbank, purpose, ccats, nb, na, mx, _ = consent_terms(terms)
         if cfirm != firm: return 1
         if cbank != bank: return 2
         if revoked: return 3
@@ -272,6 +285,7 @@ class State:
         def need(ok):
             if not ok: raise Fail('state.forbidden')
         kind, x = variant(e['kind'])
+        trig = None
         is_val = akind == 'org' and s.vget(aval) is not None
         if kind == 'membership':
             need(is_val)
@@ -297,16 +311,18 @@ class State:
             if old is not None and old[1] != aval: raise Fail('state.not_owner')
             s.put(b'f' + B(firm), st(key, aval))
         elif kind == 'consent_granted':
-            bank, purpose, cats, nb, na, mx = fields(x, 6)
+            bank, purpose, cats, nb, na, mx, mon = consent_terms(x)
             b = s.get(b'o' + bank.encode())
             if b is None: raise Fail('state.not_found')
             if b[1] != 1 or na <= now: raise Fail('state.invalid')
+            if mon is not None: s.putraw(b'W' + B(aval) + e['id'], b'')
             s.put(b'c' + e['id'], st(aval, x, 0, False, now))
         elif kind == 3:
             cid, = fields(x, 1); c = s.get(b'c' + cid)
             if c is None: raise Fail('state.not_found')
             if c[0] != aval: raise Fail('state.not_owner')
             if c[3]: raise Fail('state.invalid')
+            if consent_terms(c[1])[6] is not None: s.delete(b'W' + B(aval) + cid)
             c[3] = True; s.put(b'c' + cid, c)
         elif kind in ('query_served', 5):
             need(role == 0)
@@ -333,6 +349,8 @@ class State:
             s.put(ak, st(hashlib.sha256(b'xinyi/v1/access\0' + cur[0] + e['id']).digest(), cur[1] + 1))
         elif kind == 'credit_record_published':
             need(role == 0); rec, firm, cat, sev, days = fields(x, 5)
+            # Monitoring category of a record (state.md §4.19): penalties..judgments, else other.
+            trig = (firm, {2: 0, 3: 1, 4: 2, 5: 3}.get(cat, 4))
             if s.raw(b'r' + rec) is not None: raise Fail('state.already_exists')
             s.put(b'r' + rec, st(aval, firm, cat, sev, days, now, None, False))
         elif kind == 7:
@@ -345,9 +363,11 @@ class State:
             if c[1] != aval: raise Fail('state.not_owner')
             if c[5]: raise Fail('state.invalid')
             c[5] = True; s.put(b'm' + cid, c)
+            trig = (c[0], 6)
         elif kind == 9:
             need(role == 0); firm, domain, grade = fields(x, 3)
             s.put(b'g' + B(firm) + b'/' + domain.encode(), st(aval, grade, now))
+            trig = (firm, 5)
         elif kind == 10:
             record, ful, letter = fields(x, 3); r = s.get(b'r' + record)
             if r is None: raise Fail('state.not_found')
@@ -357,12 +377,14 @@ class State:
             if now < r[5] + r[4] * DAY: raise Fail('state.publicity_period')
             r[6] = e['id']; s.put(b'r' + record, r)
             s.put(b'p' + e['id'], st(aval, record, r[0], 0, now, None, None, None, None, None, False))
+            trig = (aval, 7)
         elif kind == 11:
             rid, approved, reason = fields(x, 3); r = s.get(b'p' + rid)
             if r is None: raise Fail('state.not_found')
             if r[2] != aval: raise Fail('state.not_owner')
             if r[3] != 0: raise Fail('state.repair')
             r[5], r[6] = now, reason
+            trig = (r[0], 7)
             if approved:
                 d = deadline(now, s.params['repair_deadline_working_days'])
                 r[3], r[7] = 1, d; s.putraw(b'd' + BE64(d) + rid, b'')
@@ -376,6 +398,7 @@ class State:
             slot = 8 if role == 2 else 9
             if r[slot] is not None: raise Fail('state.repair')
             r[slot] = now
+            trig = (r[0], 7)
             if r[8] is not None and r[9] is not None:
                 r[3] = 3; s.delete(b'd' + BE64(r[7]) + rid)
                 rec = s.get(b'r' + r[1]); rec[6] = None; rec[7] = True; s.put(b'r' + r[1], rec)
@@ -401,8 +424,34 @@ class State:
             k = b'x' + v.encode() + b'/' + BE64(h)
             if s.raw(k) is not None: raise Fail('state.already_exists')
             s.putraw(k, e['id'])
+        elif kind == 'alerts_delivered':
+            need(role == 0); bank, firm, alerts = fields(x, 3)
+            for a in alerts:
+                aid, cid, tid, tpos, cat, content = fields(a, 6)
+                c = s.get(b'c' + cid)
+                if c is None: raise Fail('monitor.consent_unknown')
+                cfirm, terms, used, revoked, granted = fields(c, 5)
+                cbank, _, _, nb, na, _, mon = consent_terms(terms)
+                if cfirm != firm: raise Fail('monitor.wrong_firm')
+                if cbank != bank: raise Fail('monitor.wrong_bank')
+                if revoked: raise Fail('monitor.revoked')
+                if now < nb: raise Fail('monitor.not_yet_valid')
+                if now >= na: raise Fail('monitor.expired')
+                if mon is None or cat not in fields(mon, 1)[0]: raise Fail('monitor.not_monitored')
+                t = s.get(b'T' + tid)
+                if t is None or fields(t, 4)[:3] != [firm, cat, tpos]: raise Fail('monitor.trigger_mismatch')
+                if t[3] < granted or t[3] < nb: raise Fail('monitor.trigger_before_consent')
+                if aid != hashlib.sha256(b'xinyi/v1/entry\x00' + b'alert' + cid + tid).digest(): raise Fail('monitor.bad_alert_id')
+                if s.raw(b'A' + aid) is not None: raise Fail('monitor.already_delivered')
+                s.putraw(b'A' + aid, e['id'])
+            ak = b'h' + B(firm)
+            cur = s.get(ak) or st(bytes(32), 0)
+            s.put(ak, st(hashlib.sha256(b'xinyi/v1/access\0' + cur[0] + e['id']).digest(), cur[1] + 1))
         else:
             raise Fail('unknown kind %r' % (kind,))
+        # A trigger about a firm with a monitoring consent is recorded (state.md §4.19).
+        if trig is not None and s.watched(trig[0]):
+            s.put(b'T' + e['id'], st(trig[0], trig[1], len(log), now))
         return sigs
 
 def ed_ok(msg, key, sig):

@@ -233,6 +233,7 @@ impl Testnet {
                     not_before: now.saturating_sub(60_000),
                     not_after: now + 30 * DAY_MS,
                     max_uses: u32::MAX,
+                    monitoring: None,
                 }),
             };
             let e = Entry::sign(&self.chain, body, &key)?;

@@ -175,6 +175,7 @@ pub fn run(opts: &DevNodeOptions) -> Result<DevNodeResult> {
                 not_before: now.saturating_sub(60_000),
                 not_after: now + 30 * DAY_MS,
                 max_uses: u32::MAX,
+                monitoring: None,
             }),
         };
         let e = Entry::sign(&chain, body, &KeyPair::from_seed(key.seed()))?;

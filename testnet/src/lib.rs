@@ -3,4 +3,5 @@
 
 pub mod cluster;
 pub mod devnode;
+pub mod monitor;
 pub mod net;

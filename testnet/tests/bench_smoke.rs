@@ -307,3 +307,44 @@ fn cluster_quick_drives_queries_through_a_four_validator_testnet() {
     }
     assert!(table.contains("| cluster.queries_per_sec |"), "{table}");
 }
+
+#[test]
+fn monitor_quick_reports_alerts_beside_the_query_figure_and_ceilings() {
+    ensure_node_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("monitor.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_xinyi-bench"))
+        .args(["monitor", "--quick", "--json", "--out"])
+        .arg(&out_file)
+        .output()
+        .expect("run xinyi-bench monitor");
+    assert!(
+        out.status.success(),
+        "xinyi-bench monitor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON array");
+    let from_file: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(rows, from_file, "--out writes the same JSON");
+    check_rows(&rows);
+    let a = get(&rows, "monitor.alerts_per_sec");
+    assert_eq!(a["unit"], "alerts/s");
+    assert_eq!(
+        a["ceiling_metric"],
+        "ceiling.ed25519.verify_batch.all_cores"
+    );
+    assert_eq!(
+        a["meets_target"], true,
+        "every committed record is alerted: {a}"
+    );
+    for m in [
+        "monitor.latency_ms.p50",
+        "monitor.latency_ms.p99",
+        "dev_node.queries_per_sec",
+        "ceiling.sled.flush",
+    ] {
+        get(&rows, m);
+    }
+}

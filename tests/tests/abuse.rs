@@ -169,6 +169,7 @@ fn consent(t: &T, firm_i: u32, cats: &[Category], max_uses: u32) -> String {
             not_before: now - DAY_MS,
             not_after: now + 30 * DAY_MS,
             max_uses,
+            monitoring: None,
         }),
     );
     let r = t.post("/v1/consents", &write_body(&e));
@@ -216,6 +217,7 @@ fn forged_and_misdirected_writes_are_refused_and_write_nothing() {
                 not_before: now,
                 not_after: now + DAY_MS,
                 max_uses: 1,
+                monitoring: None,
             }),
         )
     };

@@ -110,6 +110,7 @@ impl Load {
                     not_before: now.saturating_sub(60_000),
                     not_after: now + 30 * DAY_MS,
                     max_uses: 1_000,
+                    monitoring: None,
                 }),
             },
             key,

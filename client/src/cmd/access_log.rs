@@ -35,6 +35,11 @@ fn verify_access_item(
     let (req, reason) = match &entry.body.kind {
         EntryKind::QueryServed(q) => (&q.request.request, None),
         EntryKind::QueryDenied { request, reason } => (&request.request, Some(reason.code())),
+        EntryKind::AlertsDelivered(b) => {
+            xinyi_client::watch::check_access_item(b, item, firm, pos)?;
+            let inc = ctx.verify_entry(trust, &bytes, pos, &ea.inclusion_proof, &ea.checkpoint)?;
+            return Ok((inc.size, entry.id));
+        }
         other => bail!(
             "access_log.mismatch: entry {pos} is a {} entry",
             other.name()

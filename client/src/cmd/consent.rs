@@ -32,6 +32,11 @@ pub enum ConsentCmd {
         /// (`purpose_salt`) for the firm and the bank to keep.
         #[arg(long, default_value = "loan application")]
         purpose: String,
+        /// Post-loan monitoring: the bank is alerted about these changes while the consent is in
+        /// force (penalties, abnormal_list, dishonest_list, judgments, other_records, grades,
+        /// commitments_broken, repairs; comma-separated).
+        #[arg(long, value_name = "CATEGORIES")]
+        monitor: Option<String>,
     },
     /// Revoke a consent (signed by the firm).
     Revoke {
@@ -55,7 +60,12 @@ pub fn run(ctx: &Ctx, cmd: ConsentCmd) -> Result<()> {
             uses,
             days,
             purpose,
+            monitor,
         } => {
+            let monitoring = monitor
+                .as_deref()
+                .map(xinyi_client::watch::monitoring_arg)
+                .transpose()?;
             let firm = parse_uscc(&firm)?;
             let bank = org_arg("--bank", &bank)?;
             let categories = categories_arg(&categories)?;
@@ -83,6 +93,7 @@ pub fn run(ctx: &Ctx, cmd: ConsentCmd) -> Result<()> {
                 not_before: now.saturating_sub(60_000),
                 not_after: now + u64::from(days) * DAY_MS,
                 max_uses: uses,
+                monitoring,
             });
             let (_, ans, inc) = ctx.submit(&signer, "/v1/consents", kind)?;
             ctx.report_write(

@@ -22,5 +22,7 @@ pub mod keygen;
 pub mod output;
 pub mod proof;
 pub mod query;
+pub mod record;
 pub mod repair;
+pub mod watch;
 pub mod witness;

@@ -78,6 +78,7 @@ impl Driver {
                 not_before: self.now - 1000,
                 not_after: self.now + 30 * DAY_MS,
                 max_uses: uses,
+                monitoring: None,
             }),
         )
     }

@@ -8,6 +8,7 @@
 //! strictly: malformed JSON, wrong types and unknown fields (at any depth) are 400. Not here:
 //! ledger rules (the engine and the ledger crate decide), data generation (`dev`).
 
+pub mod alerts;
 pub mod auth;
 pub mod console;
 pub mod error;
@@ -84,6 +85,8 @@ pub struct AppState {
     pub query_replay: Arc<ReplayCache>,
     /// External witnesses' cosignatures, attached to the checkpoint served.
     pub cosigs: Arc<crate::witness_client::Cosignatures>,
+    /// Post-loan monitoring, on the node holding the agency data (`crate::monitor`).
+    pub monitor: Arc<std::sync::OnceLock<Arc<crate::monitor::Monitor>>>,
 }
 
 impl AppState {
@@ -105,6 +108,7 @@ impl AppState {
             auth_replay: Arc::new(ReplayCache::new(auth::AUTH_WINDOW_MS)),
             query_replay,
             cosigs: Arc::new(crate::witness_client::Cosignatures::default()),
+            monitor: Arc::default(),
             engine,
             data,
             cfg: Arc::new(cfg),
@@ -172,6 +176,7 @@ pub fn method_router(method: &str, path: &str) -> Option<MethodRouter<AppState>>
         ("post", "/v1/queries") => post(h::post_query),
         ("get", "/v1/firms/{uscc}/tag") => get(h::firm_tag),
         ("get", "/v1/banks/{org}/queries") => get(h::bank_queries),
+        ("get", "/v1/banks/{org}/alerts") => get(alerts::bank_alerts),
         ("get", "/v1/firms/{uscc}/access-log") => get(h::access_log),
         ("get", "/v1/firms/{uscc}/access-proof") => get(h::access_proof),
         ("get", "/v1/firms/{uscc}/records") => get(h::firm_records),

@@ -37,6 +37,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "post", path: "/v1/queries", tag: "queries", summary: "Authorized query: data released only after its QueryServed record is committed; refusals are recorded as QueryDenied (403)", body: Some("{\"request\": SignedQueryRequest}") },
     Route { method: "get", path: "/v1/firms/{uscc}/tag", tag: "queries", summary: "The firm's ledger tag and the position of its registration (X-Xinyi-Auth: the firm, an auditor or an agency)", body: None },
     Route { method: "get", path: "/v1/banks/{org}/queries", tag: "queries", summary: "Every served and denied query of a bank (X-Xinyi-Auth: the bank, an auditor or a validator)", body: None },
+    Route { method: "get", path: "/v1/banks/{org}/alerts", tag: "monitoring", summary: "A bank's monitoring alerts after ?after=SEQ, long poll up to ?wait_ms=MS; each with its logged alerts_delivered entry, inclusion proof and checkpoint (X-Xinyi-Auth: the bank)", body: None },
     Route { method: "get", path: "/v1/firms/{uscc}/access-log", tag: "queries", summary: "Every served and denied query on a firm (X-Xinyi-Auth: the firm or an auditor)", body: None },
     Route { method: "get", path: "/v1/firms/{uscc}/access-proof", tag: "queries", summary: "The firm's access head with its proof against the head block's certified state root (X-Xinyi-Auth: the firm or an auditor)", body: None },
     Route { method: "get", path: "/v1/firms/{uscc}/records", tag: "records", summary: "Published credit records of a firm", body: None },

@@ -160,6 +160,7 @@ impl T {
                 not_before: now - 1000,
                 not_after: now + 30 * DAY_MS,
                 max_uses: uses,
+                monitoring: None,
             }),
         )
     }

@@ -135,6 +135,7 @@ pub fn configs(dir: &Path, c: &SampleConsortium, nodes: &[&str], agency: &str) -
             witness: None,
             anchor: None,
             api: None,
+            monitor: None,
             privacy: Some(xinyi_node::config::PrivacySection {
                 firm_key: firm_key.clone(),
             }),

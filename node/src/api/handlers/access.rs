@@ -221,6 +221,7 @@ pub(crate) fn entry_parties(e: &Entry) -> (Vec<OrgId>, Option<FirmTag>) {
         EntryKind::QueryDenied { request, .. } => orgs.push(request.request.bank.clone()),
         EntryKind::ConsentGranted(c) => orgs.push(c.bank.clone()),
         EntryKind::CommitmentMade { agency, .. } => orgs.push(agency.clone()),
+        EntryKind::AlertsDelivered(a) => orgs.push(a.bank.clone()),
         _ => {}
     }
     (orgs, e.body.firm())

@@ -42,6 +42,7 @@ pub async fn get_consent(
         "not_before": c.consent.not_before,
         "not_after": c.consent.not_after,
         "max_uses": c.consent.max_uses,
+        "monitoring": c.consent.monitoring,
         "used": c.used,
         "revoked": c.revoked,
         "granted_at": c.granted_at,
@@ -205,6 +206,12 @@ pub async fn bank_queries(
                 .map_err(ie)?;
             let mut out = Vec::new();
             for (pos, e) in entries_at(&store, positions)? {
+                if let EntryKind::AlertsDelivered(a) = &e.body.kind {
+                    if a.bank == b {
+                        out.push(crate::api::alerts::log_item(&store, &e, a, pos)?);
+                    }
+                    continue;
+                }
                 let Some((req, reason)) = query_of(&e) else {
                     continue;
                 };
@@ -250,6 +257,10 @@ pub async fn access_log(
             let mut times: HashMap<u64, u64> = HashMap::new();
             let mut out = Vec::new();
             for (pos, e) in entries_at(&store, positions)? {
+                if let EntryKind::AlertsDelivered(a) = &e.body.kind {
+                    out.push(crate::api::alerts::log_item(&store, &e, a, pos)?);
+                    continue;
+                }
                 let Some((req, reason)) = query_of(&e) else {
                     continue;
                 };

@@ -321,6 +321,7 @@ pub(crate) fn prepare_gen(
                     not_before: T0,
                     not_after: T0 + 365 * DAY_MS,
                     max_uses: uses,
+                    monitoring: None,
                 }),
             )
         })

@@ -24,6 +24,7 @@ mod ceilings;
 mod cluster;
 mod dev_node;
 mod ledger;
+mod monitor;
 mod report;
 
 use anyhow::Result;
@@ -49,6 +50,9 @@ enum Cmd {
     Cluster(cluster::ClusterArgs),
     /// Full offline verification (`ledger::verify`) of a chain of N entries.
     Audit(audit::AuditArgs),
+    /// Post-loan monitoring alerts delivered (logged first) against a real dev node, beside
+    /// the query figure on the same node (`testnet/src/monitor.rs`).
+    Monitor(monitor::MonitorArgs),
     /// Opens a ledger store and reports open time and memory as JSON (used by `audit --store`
     /// in a child process, so the figures are those of a process holding just the ledger).
     #[command(hide = true)]
@@ -62,6 +66,7 @@ fn main() -> Result<()> {
         Cmd::DevNode(a) => dev_node::dev_node(a),
         Cmd::Cluster(a) => cluster::cluster(a),
         Cmd::Audit(a) => audit::audit(a),
+        Cmd::Monitor(a) => monitor::monitor(a),
         Cmd::StoreOpen(a) => audit::store_open(a),
     }
 }
