@@ -52,7 +52,7 @@ impl MonitorCategory {
         MonitorCategory::Repairs,
     ];
 
-    /// The snake_case name used in JSON and on the command line.
+    /// The `snake_case` name used in JSON and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             MonitorCategory::Penalties => "penalties",
@@ -75,7 +75,7 @@ impl MonitorCategory {
                 what: "monitoring category",
                 reason: format!(
                     "unknown {s:?}; one of {}",
-                    MonitorCategory::ALL.map(|c| c.name()).join(", ")
+                    MonitorCategory::ALL.map(MonitorCategory::name).join(", ")
                 ),
             })
     }

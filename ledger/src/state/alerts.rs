@@ -113,9 +113,8 @@ impl State {
         a: &crate::monitor::Alert,
         now: TimeMs,
     ) -> Result<(), AlertRefusal> {
-        let c = match self.consent(&a.consent) {
-            Ok(Some(c)) => c,
-            _ => return Err(AlertRefusal::ConsentUnknown),
+        let Ok(Some(c)) = self.consent(&a.consent) else {
+            return Err(AlertRefusal::ConsentUnknown);
         };
         if c.firm != *firm {
             return Err(AlertRefusal::WrongFirm);
@@ -140,9 +139,8 @@ impl State {
         {
             return Err(AlertRefusal::NotMonitored);
         }
-        let t = match self.trigger(&a.trigger) {
-            Ok(Some(t)) => t,
-            _ => return Err(AlertRefusal::TriggerMismatch),
+        let Ok(Some(t)) = self.trigger(&a.trigger) else {
+            return Err(AlertRefusal::TriggerMismatch);
         };
         if t.firm != *firm || t.category != a.category || t.position != a.position {
             return Err(AlertRefusal::TriggerMismatch);
