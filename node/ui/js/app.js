@@ -287,12 +287,12 @@ async function bankPage(root) {
   root.appendChild(section(t("consents"), table(["id", t("firm") + " (tag)", t("categories"), t("used"), t("valid_until"), t("status")], rows, { id: "bank-consents" })));
   root.appendChild(section(t("queries"),
     table(["#", t("height"), t("kind"), t("firm") + " (tag)", "consent", t("categories"), "", ""], accessRows(trust, q.entries, null, true), { id: "bank-queries" })));
-  // Post-loan monitoring alerts: wired to the monitor's route once it exists on the node.
+  // Post-loan monitoring alerts (GET /v1/banks/{org}/alerts, node/src/api/alerts.rs).
   const alerts = h("div", { id: "alerts" }, t("checking"));
   root.appendChild(section(t("alerts"), alerts));
   api.signedGet(`/v1/banks/${s.id}/alerts`).then(
     (a) => alerts.replaceChildren(table(["#", t("firm") + " (tag)", t("kind"), t("time")],
-      (a.alerts || []).map((x) => h("tr", { class: "alert" }, h("td", {}, x.position ?? ""), h("td", {}, h("code", {}, short(x.firm || ""))), h("td", {}, x.kind || ""), h("td", {}, fmtTime(x.time)))))),
+      (a.alerts || []).map((x) => h("tr", { class: "alert" }, h("td", {}, x.entry?.position ?? ""), h("td", {}, h("code", {}, short(x.tag || ""))), h("td", {}, x.category || ""), h("td", {}, fmtTime(x.released_at)))))),
     (e) => alerts.replaceChildren(e.status === 404 ? h("p", { class: "note" }, t("alerts.none")) : errLine(e)));
 }
 
