@@ -409,8 +409,8 @@ try {
   await page.waitForSelector('.error[data-code="ui.key_malformed"]');
   assert(errors.length === 0, `page errors: ${errors.join("; ")}`);
   summary.failed_requests = failed;
-  // Expected refusals only: no alerts route yet (404), the unsigned repair list (401).
-  const unexpected = failed.filter((f) => f !== "404 /v1/banks/bank-a/alerts" && f !== "401 /v1/repairs");
+  // Expected refusals only: the unsigned repair list (401).
+  const unexpected = failed.filter((f) => f !== "401 /v1/repairs");
   assert(unexpected.length === 0, `unexpected failed requests: ${unexpected.join(", ")}`);
 } finally {
   if (proxy) proxy.close();
