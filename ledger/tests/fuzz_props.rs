@@ -163,7 +163,7 @@ proptest! {
 }
 
 proptest! {
-    // Each case verifies a whole bundle (9 blocks): fewer cases.
+    // Each case verifies a whole bundle (11 blocks): fewer cases.
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 
     #[test]
@@ -176,7 +176,7 @@ proptest! {
             let g = BundleReader::new(b.as_slice()).unwrap();
             let g = Genesis::from_json(g.genesis()).unwrap();
             prop_assert_eq!(g.to_json(), v.genesis.to_json());
-            prop_assert_eq!(report.blocks, 9);
+            prop_assert_eq!(report.blocks, 11);
         }
     }
 }
@@ -184,7 +184,7 @@ proptest! {
 #[test]
 fn the_vectors_themselves_are_accepted() {
     let v = vectors();
-    assert_eq!(v.entries.len(), 23);
+    assert_eq!(v.entries.len(), 26);
     for e in &v.entries {
         Entry::decode(e).unwrap();
     }

@@ -38,9 +38,25 @@ export function consentGrantedKind(c) {
     return i;
   }).sort((a, b) => a - b);
   if (cats.length === 0 || new Set(cats).size !== cats.length) throw new Error("entry.field: categories");
-  return variant("consent_granted", struct(c.bank, c.purpose, cats, BigInt(c.not_before),
-    BigInt(c.not_after), c.max_uses));
+  const fields = [c.bank, c.purpose, cats, BigInt(c.not_before), BigInt(c.not_after), c.max_uses];
+  // Post-loan monitoring scope (key 6, ledger/src/monitor.rs): absent from the bytes when unset.
+  if (c.monitoring) {
+    const m = c.monitoring.categories.map((x) => {
+      const i = MONITOR_CATEGORIES.indexOf(x);
+      if (i < 0) throw new Error(`entry.field: unknown monitoring category ${x}`);
+      return i;
+    }).sort((a, b) => a - b);
+    if (m.length === 0 || new Set(m).size !== m.length) throw new Error("entry.field: monitoring categories");
+    fields.push(struct(m));
+  }
+  return variant("consent_granted", struct(...fields));
 }
+
+/** `MonitorCategory` in its declaration order (its CBOR is the index). */
+const MONITOR_CATEGORIES = [
+  "penalties", "abnormal_list", "dishonest_list", "judgments", "other_records", "grades",
+  "commitments_broken", "repairs",
+];
 
 /** Kind `consent_revoked` (struct variant 3): {consent}. */
 export function consentRevokedKind(consentIdHex) {
