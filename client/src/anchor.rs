@@ -234,18 +234,6 @@ impl Ledger<'_> {
         self.trust.check_final(&o)?;
         Ok(o.cp)
     }
-
-    fn consistency(&self, from: u64, to: u64) -> Result<Vec<String>> {
-        let v: Value = self
-            .api
-            .get(&format!("/v1/consistency?from={from}&to={to}"))?;
-        Ok(v.get("proof")
-            .and_then(Value::as_array)
-            .ok_or_else(|| anyhow!("the node's consistency answer has no proof"))?
-            .iter()
-            .map(|h| h.as_str().unwrap_or_default().to_string())
-            .collect())
-    }
 }
 
 /// What `anchor verify` found.
@@ -313,7 +301,7 @@ pub fn verify(rpc: &Rpc, contract: Address, ledger: &Ledger<'_>) -> Result<Ancho
         let p = if a.size == head.size {
             vec![]
         } else {
-            ledger.consistency(a.size, head.size)?
+            ledger.api.consistency_proof(a.size, head.size)?
         };
         if let Err(e) = proof::verify_consistency(&old, &head, &p) {
             bail!(

@@ -246,6 +246,19 @@ impl Api {
         self.json(r, path)
     }
 
+    /// `GET /v1/consistency?from=&to=`: the hex hashes of the RFC 9162 consistency proof between
+    /// two tree sizes (empty when `from` is 0 or equals `to`, where no proof is needed).
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<String>> {
+        if from == 0 || from == to {
+            return Ok(vec![]);
+        }
+        let v: Value = self.get(&format!("/v1/consistency?from={from}&to={to}"))?;
+        let proof = v
+            .get("proof")
+            .ok_or_else(|| anyhow!("the node's consistency answer has no proof"))?;
+        Ok(crate::proof::hex_list(proof))
+    }
+
     /// GET with an `X-Xinyi-Auth` header, returning JSON.
     pub fn get_auth<T: serde::de::DeserializeOwned>(&self, path: &str, auth: &str) -> Result<T> {
         let r = self.check(

@@ -190,6 +190,17 @@ pub fn verify_consistency(old: &Checkpoint, new: &Checkpoint, proof: &[String]) 
     })
 }
 
+/// The strings of a JSON array of hex hashes (`"proof": [...]`), as they are; a non-string item
+/// becomes `""` so that [`parse_proof`] rejects it instead of it being dropped. Not an array:
+/// empty (a proof that then fails to verify).
+pub fn hex_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| h.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// Parses hex proof hashes.
 pub fn parse_proof(hexes: &[String]) -> Result<Vec<merkle::Hash>> {
     hexes

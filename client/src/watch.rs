@@ -147,15 +147,7 @@ pub fn verify_alert(
     if !ok {
         bail!("alert.record_mismatch: alert {id} is not logged as delivered to {bank} with this content");
     }
-    let proof_hex: Vec<String> = e
-        .get("inclusion_proof")
-        .and_then(Value::as_array)
-        .map(|p| {
-            p.iter()
-                .filter_map(|h| h.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let proof_hex = proof::hex_list(e.get("inclusion_proof").unwrap_or(&Value::Null));
     let note = e
         .get("checkpoint")
         .and_then(Value::as_str)
@@ -166,19 +158,7 @@ pub fn verify_alert(
         o.cp.size
     } else {
         let f = final_checkpoint(api, trust, o.cp.size, wait)?;
-        let v: Value = api.get(&format!(
-            "/v1/consistency?from={}&to={}",
-            o.cp.size, f.cp.size
-        ))?;
-        let p: Vec<String> = v
-            .get("proof")
-            .and_then(Value::as_array)
-            .map(|p| {
-                p.iter()
-                    .filter_map(|h| h.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let p = api.consistency_proof(o.cp.size, f.cp.size)?;
         proof::verify_consistency(&o.cp, &f.cp, &p)?;
         f.cp.size
     };

@@ -114,6 +114,33 @@ pub mod cli {
         serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
     }
 
+    /// `--json consent grant` of `firm`'s public credit data to `bank` for `categories`
+    /// (comma-separated), `uses` queries over `days` days: the argument list the scenarios
+    /// extend (`--purpose`, `--monitor`, ...) and hand to the client.
+    pub fn grant_args<'a>(
+        firm: &'a str,
+        bank: &'a str,
+        categories: &'a str,
+        uses: &'a str,
+        days: &'a str,
+    ) -> Vec<&'a str> {
+        vec![
+            "--json",
+            "consent",
+            "grant",
+            "--firm",
+            firm,
+            "--bank",
+            bank,
+            "--categories",
+            categories,
+            "--uses",
+            uses,
+            "--days",
+            days,
+        ]
+    }
+
     /// Exit 1, one `error:` line on stderr containing `needle`; returns that line.
     #[track_caller]
     pub fn fails(o: &Output, needle: &str) -> String {
@@ -232,6 +259,29 @@ impl DevNode {
         let h = self.api().health().expect("health");
         let auth = signer.auth_header(&h.chain_id, "GET", path, h.time_ms);
         self.get_raw(path, Some(&auth))
+    }
+
+    /// Asserts that `GET path` signed with `DIR/dev-keys/<key>.key` is refused with 403
+    /// `api.forbidden` (a reader that is authenticated but not allowed).
+    #[track_caller]
+    pub fn assert_forbidden(&self, key: &str, path: &str) {
+        let (code, v) = self.get_as(key, path);
+        assert_eq!(
+            (code, v["code"].as_str()),
+            (403, Some("api.forbidden")),
+            "GET {path} as {key}: {v}"
+        );
+    }
+
+    /// Asserts that an unsigned `GET path` is refused with 401 `api.missing_auth`.
+    #[track_caller]
+    pub fn assert_needs_auth(&self, path: &str) {
+        let (code, v) = self.get_raw(path, None);
+        assert_eq!(
+            (code, v["code"].as_str()),
+            (401, Some("api.missing_auth")),
+            "unsigned GET {path}: {v}"
+        );
     }
 
     /// `GET path` with an optional `X-Xinyi-Auth` header: status and JSON body.

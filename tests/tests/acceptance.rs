@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::time::Duration;
 use xinyi_ledger::sample::sample_firm;
 use xinyi_ledger::types::DAY_MS;
-use xinyi_tests::cli::{fails, ok, ok_json};
+use xinyi_tests::cli::{fails, grant_args, ok, ok_json};
 use xinyi_tests::DevNode;
 
 fn s(v: &Value) -> String {
@@ -71,26 +71,16 @@ fn acceptance_scenario() {
     let fk = fk.as_str();
 
     step("the firm grants bank-a a consent for two categories and two uses");
-    let grant = ok_json(&node.xinyi(
-        Some(fk),
-        &[
-            "--json",
-            "consent",
-            "grant",
-            "--firm",
-            &firm,
-            "--bank",
-            "bank-a",
-            "--categories",
-            "registration,tax",
-            "--uses",
-            "2",
-            "--days",
-            "30",
-            "--purpose",
-            "loan application 2026-118",
-        ],
-    ));
+    let grant = ok_json(
+        &node.xinyi(
+            Some(fk),
+            &[
+                grant_args(&firm, "bank-a", "registration,tax", "2", "30"),
+                vec!["--purpose", "loan application 2026-118"],
+            ]
+            .concat(),
+        ),
+    );
     let c1 = s(&grant["id"]);
     assert_eq!(grant["kind"], "consent_granted");
     assert!(grant["verified"]["checkpoint_size"].as_u64().unwrap() > 0);
@@ -155,21 +145,7 @@ fn acceptance_scenario() {
     step("the firm revokes a second consent; a query under it: 403");
     let c2 = s(&ok_json(&node.xinyi(
         Some(fk),
-        &[
-            "--json",
-            "consent",
-            "grant",
-            "--firm",
-            &firm,
-            "--bank",
-            "bank-a",
-            "--categories",
-            "registration",
-            "--uses",
-            "3",
-            "--days",
-            "10",
-        ],
+        &grant_args(&firm, "bank-a", "registration", "3", "10"),
     ))["id"]);
     let rev = ok_json(&node.xinyi(Some(fk), &["--json", "consent", "revoke", &c2]));
     assert_eq!(rev["kind"], "consent_revoked");

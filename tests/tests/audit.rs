@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use xinyi_ledger::sample::sample_firm;
-use xinyi_tests::cli::{fails, ok, ok_json};
+use xinyi_tests::cli::{fails, grant_args, ok, ok_json};
 use xinyi_tests::{binaries, free_port, DevNode};
 
 fn step(what: &str) {
@@ -44,21 +44,7 @@ fn xinyi(node: &DevNode, key: Option<&str>, args: &[&str]) -> Output {
 fn grant(node: &DevNode, firm: &str, extra: &[&str]) -> Output {
     let fk = format!("firm-{firm}");
     let mut args: Vec<&str> = extra.to_vec();
-    args.extend([
-        "--json",
-        "consent",
-        "grant",
-        "--firm",
-        firm,
-        "--bank",
-        "bank-a",
-        "--categories",
-        "tax",
-        "--uses",
-        "1",
-        "--days",
-        "10",
-    ]);
+    args.extend(grant_args(firm, "bank-a", "tax", "1", "10"));
     xinyi(node, Some(&fk), &args)
 }
 
@@ -798,21 +784,10 @@ fn node_with_queries() -> (tempfile::TempDir, DevNode, String, String, u64) {
         &node,
         Some(&format!("firm-{firm}")),
         &[
-            "--no-state",
-            "--json",
-            "consent",
-            "grant",
-            "--firm",
-            &firm,
-            "--bank",
-            "bank-a",
-            "--categories",
-            "registration,tax",
-            "--uses",
-            "3",
-            "--days",
-            "10",
-        ],
+            vec!["--no-state"],
+            grant_args(&firm, "bank-a", "registration,tax", "3", "10"),
+        ]
+        .concat(),
     ));
     let cid = c["id"].as_str().expect("id").to_string();
     let q = ok_json(&xinyi(
@@ -966,47 +941,22 @@ fn reads_are_role_gated() {
     step("a bank cannot read another firm's history nor another bank's consents or queries");
     let log = format!("/v1/firms/{firm}/access-log");
     for who in ["bank-a", "bank-b", other_fk.as_str()] {
-        let (code, e) = node.get_as(who, &log);
-        assert_eq!(
-            (code, e["code"].as_str()),
-            (403, Some("api.forbidden")),
-            "{who}: {e}"
-        );
+        node.assert_forbidden(who, &log);
     }
-    let (code, e) = node.get_raw(&log, None);
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (401, Some("api.missing_auth")),
-        "{e}"
-    );
+    node.assert_needs_auth(&log);
     let (code, e) = node.get_as(&fk, &log);
     assert_eq!(code, 200, "{e}");
     assert_eq!(e["entries"].as_array().expect("entries").len(), 2, "{e}");
     // A consent id is a capability the firm hands to a bank: another firm or an unsigned
     // reader is refused.
     let consent = format!("/v1/consents/{cid}");
-    let (code, e) = node.get_as(&other_fk, &consent);
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (403, Some("api.forbidden")),
-        "{e}"
-    );
-    let (code, e) = node.get_raw(&consent, None);
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (401, Some("api.missing_auth")),
-        "{e}"
-    );
+    node.assert_forbidden(&other_fk, &consent);
+    node.assert_needs_auth(&consent);
     for who in ["bank-a", "bank-b", fk.as_str(), "auditor"] {
         assert_eq!(node.get_as(who, &consent).0, 200, "{who}");
     }
     let queries = "/v1/banks/bank-a/queries";
-    let (code, e) = node.get_as("bank-b", queries);
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (403, Some("api.forbidden")),
-        "{e}"
-    );
+    node.assert_forbidden("bank-b", queries);
     let (code, e) = node.get_as("bank-a", queries);
     assert_eq!(code, 200, "{e}");
     let mine = e["entries"].as_array().expect("entries");
@@ -1030,12 +980,7 @@ fn reads_are_role_gated() {
 
     step("the firm's tag: the firm and the auditor, not a bank");
     let tagp = format!("/v1/firms/{firm}/tag");
-    let (code, e) = node.get_as("bank-a", &tagp);
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (403, Some("api.forbidden")),
-        "{e}"
-    );
+    node.assert_forbidden("bank-a", &tagp);
     assert_eq!(node.get_as("auditor", &tagp).0, 200);
 
     step("blocks: entries for auditors and validators, leaf hashes for others; export likewise");
@@ -1051,18 +996,8 @@ fn reads_are_role_gated() {
     assert!(b.get("entries").is_none(), "{b}");
     let (_, b) = node.get_as("auditor", &block);
     assert!(!b["entries"].as_array().expect("entries").is_empty(), "{b}");
-    let (code, e) = node.get_as("bank-a", "/v1/export");
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (403, Some("api.forbidden")),
-        "{e}"
-    );
-    let (code, e) = node.get_raw("/v1/export", None);
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (401, Some("api.missing_auth")),
-        "{e}"
-    );
+    node.assert_forbidden("bank-a", "/v1/export");
+    node.assert_needs_auth("/v1/export");
 
     step("an invalid USCC is refused at the edge with a stable code");
     let (code, e) = node.get_as("auditor", "/v1/firms/91350100M000100Y44/access-log");

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xinyi_ledger::sample::sample_firm;
-use xinyi_tests::cli::{ok, ok_json};
+use xinyi_tests::cli::{grant_args, ok, ok_json};
 use xinyi_tests::{binaries, free_port, DevNode};
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -28,21 +28,7 @@ fn start(tmp: &std::path::Path, extra: &[&str]) -> DevNode {
 /// `consent grant` by firm `i` for `bank`; returns the consent id.
 fn grant(node: &DevNode, firm: &str, bank: &str, monitor: Option<&str>) -> String {
     let key = format!("firm-{firm}");
-    let mut args = vec![
-        "--json",
-        "consent",
-        "grant",
-        "--firm",
-        firm,
-        "--bank",
-        bank,
-        "--categories",
-        "registration",
-        "--uses",
-        "1",
-        "--days",
-        "30",
-    ];
+    let mut args = grant_args(firm, bank, "registration", "1", "30");
     if let Some(m) = monitor {
         args.extend(["--monitor", m]);
     }
@@ -154,18 +140,8 @@ fn watch_gets_a_verified_logged_alert_revocation_stops_it_and_no_scope_gets_noth
         alerts_of(&node, "bank-b", 0)["alerts"],
         serde_json::json!([])
     );
-    let (code, v) = node.get_as("bank-b", "/v1/banks/bank-a/alerts");
-    assert_eq!(
-        (code, v["code"].as_str()),
-        (403, Some("api.forbidden")),
-        "{v}"
-    );
-    let (code, v) = node.get_raw("/v1/banks/bank-a/alerts", None);
-    assert_eq!(
-        (code, v["code"].as_str()),
-        (401, Some("api.missing_auth")),
-        "{v}"
-    );
+    node.assert_forbidden("bank-b", "/v1/banks/bank-a/alerts");
+    node.assert_needs_auth("/v1/banks/bank-a/alerts");
     let (code, v) = node.get_as("bank-a", "/v1/banks/bank-a/alerts?after=x");
     assert_eq!(
         (code, v["code"].as_str()),

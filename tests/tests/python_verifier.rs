@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 use xinyi_ledger::sample::sample_firm;
-use xinyi_tests::cli::{ok, ok_json, text};
+use xinyi_tests::cli::{grant_args, ok, ok_json, text};
 use xinyi_tests::pyverify::verify_bundle;
 use xinyi_tests::DevNode;
 
@@ -105,21 +105,7 @@ fn python_verifier_accepts_a_dev_node_export_and_refuses_it_changed() {
     let grant = |uses: &str| {
         ok_json(&node.xinyi(
             Some(&fk),
-            &[
-                "--json",
-                "consent",
-                "grant",
-                "--firm",
-                &firm,
-                "--bank",
-                "bank-a",
-                "--categories",
-                "registration,tax",
-                "--uses",
-                uses,
-                "--days",
-                "30",
-            ],
+            &grant_args(&firm, "bank-a", "registration,tax", uses, "30"),
         ))["id"]
             .as_str()
             .expect("consent id")

@@ -21,7 +21,10 @@
 
 mod common;
 
-use common::{agent, converge, get_json, height_head, log_text, ok, text, NodeProcess, Testnet};
+use common::{
+    agent, converge, get_json, height_head, log_text, ok, refused_connections, text, NodeProcess,
+    Testnet,
+};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -326,28 +329,13 @@ fn a_validator_key_rotates_through_the_ledger_without_downtime() {
     step("a node started with the old key is refused by every member");
     let before: Vec<u64> = urls
         .iter()
-        .map(|u| {
-            get_json(&agent, &format!("{u}/health"))
-                .and_then(|h| h["p2p"]["stats"]["refused_connections"].as_u64())
-                .unwrap_or(0)
-        })
+        .map(|u| refused_connections(&agent, u))
         .collect();
     let idir = tn.dir.join("old-key-node");
     std::fs::create_dir_all(&idir).unwrap();
     let key_path = idir.join("agency-4.key");
     std::fs::copy(&retired, &key_path).unwrap();
-    let peers: Vec<String> = tn.manifest["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            format!(
-                "\"{}\" = \"{}\"",
-                n["org"].as_str().unwrap(),
-                n["p2p"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let peers = tn.peers_toml();
     let (http, p2p) = ("127.0.0.1:24390", "127.0.0.1:24490");
     std::fs::write(
         idir.join("xinyi.toml"),
@@ -388,11 +376,7 @@ fn a_validator_key_rotates_through_the_ledger_without_downtime() {
     assert_eq!(ih_height, 0, "the old-key node learned blocks:\n{}", ilog());
     let after: Vec<u64> = urls
         .iter()
-        .map(|u| {
-            get_json(&agent, &format!("{u}/health"))
-                .and_then(|h| h["p2p"]["stats"]["refused_connections"].as_u64())
-                .unwrap_or(0)
-        })
+        .map(|u| refused_connections(&agent, u))
         .collect();
     let refusing: Vec<&String> = urls
         .iter()

@@ -7,7 +7,10 @@
 
 mod common;
 
-use common::{agent, converge, get_json, height_head, log_text, ok, text, NodeProcess, Testnet};
+use common::{
+    agent, converge, get_json, height_head, log_text, ok, refused_connections, text, NodeProcess,
+    Testnet,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -448,21 +451,7 @@ fn two_of_four_stopped_no_progress_then_resume() {
 fn a_non_member_peer_cannot_join() {
     step("up: 4 validators");
     let tn = Testnet::up(4, 0, 23700);
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(tn.dir.join("testnet.json")).unwrap())
-            .unwrap();
-    let peers: Vec<String> = m["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            format!(
-                "\"{}\" = \"{}\"",
-                n["org"].as_str().unwrap(),
-                n["p2p"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let peers = tn.peers_toml();
 
     // The node refuses to start with a key the ledger does not give its organisation, so the
     // intruder runs on its own copy of the genesis in which bank-b (no node in this testnet) has
@@ -525,9 +514,7 @@ fn a_non_member_peer_cannot_join() {
         if let Some(line) = l.lines().find(|l| l.contains("not a member")) {
             evidence.push(format!("{org} log: {line}"));
         }
-        let refused = get_json(&agent, &format!("{url}/health"))
-            .and_then(|h| h["p2p"]["stats"]["refused_connections"].as_u64())
-            .unwrap_or(0);
+        let refused = refused_connections(&agent, &url);
         if refused > 0 {
             evidence.push(format!(
                 "{org} /health: p2p.stats.refused_connections = {refused}"

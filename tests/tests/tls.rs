@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use xinyi_ledger::sample::sample_firm;
-use xinyi_tests::cli::{fails, ok, ok_json, text};
+use xinyi_tests::cli::{fails, grant_args, ok, ok_json, text};
 use xinyi_tests::{binaries, free_port};
 
 /// `cert.pem` and `key.pem` in `dir`: a self-signed certificate for 127.0.0.1 and localhost.
@@ -157,21 +157,7 @@ fn dev_node_over_tls_with_trusted_and_untrusted_clients() {
     // Write + query + verified access log over https.
     let grant = ok_json(&node.trusted(
         Some(&fk),
-        &[
-            "--json",
-            "consent",
-            "grant",
-            "--firm",
-            &firm,
-            "--bank",
-            "bank-a",
-            "--categories",
-            "registration,tax",
-            "--uses",
-            "1",
-            "--days",
-            "30",
-        ],
+        &grant_args(&firm, "bank-a", "registration,tax", "1", "30"),
     ));
     assert_eq!(grant["kind"], "consent_granted", "{grant}");
     let consent = grant["id"].as_str().expect("consent id").to_string();

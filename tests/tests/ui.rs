@@ -149,35 +149,15 @@ fn console_reads_are_role_gated_and_files_carry_the_csp() {
         (200, Some(list.len()))
     );
     for who in ["bank-a", "gz-credit", &format!("firm-{other}")] {
-        let (code, v) = node.get_as(who, &entries);
-        assert_eq!(
-            (code, v["code"].as_str()),
-            (403, Some("api.forbidden")),
-            "{who}: {v}"
-        );
+        node.assert_forbidden(who, &entries);
     }
-    let (code, v) = node.get_raw(&entries, None);
-    assert_eq!(
-        (code, v["code"].as_str()),
-        (401, Some("api.missing_auth")),
-        "{v}"
-    );
+    node.assert_needs_auth(&entries);
     let (code, v) = node.get_raw("/v1/firms/91350100M000100Y4X/entries", None);
     assert_eq!(code, 400, "{v}");
     assert!(v["code"].as_str().unwrap_or("").starts_with("uscc."), "{v}");
 
-    let (code, v) = node.get_raw("/v1/repairs", None);
-    assert_eq!(
-        (code, v["code"].as_str()),
-        (401, Some("api.missing_auth")),
-        "{v}"
-    );
-    let (code, v) = node.get_as("bank-a", "/v1/repairs");
-    assert_eq!(
-        (code, v["code"].as_str()),
-        (403, Some("api.forbidden")),
-        "{v}"
-    );
+    node.assert_needs_auth("/v1/repairs");
+    node.assert_forbidden("bank-a", "/v1/repairs");
     for who in ["auditor", "gz-credit"] {
         let (code, v) = node.get_as(who, "/v1/repairs");
         assert_eq!(code, 200, "{who}: {v}");

@@ -136,12 +136,10 @@ fn audit_consistency(ctx: &Ctx, old: &Path, new: &Path, proof_file: Option<&Path
                 &std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
             )
             .map_err(|e| anyhow!("{}: {e}", f.display()))?;
-            v.get("proof")
-                .and_then(Value::as_array)
-                .ok_or_else(|| anyhow!("{}: expected {{\"proof\": [hex...]}}", f.display()))?
-                .iter()
-                .map(|h| h.as_str().unwrap_or_default().to_string())
-                .collect()
+            proof::hex_list(
+                v.get("proof")
+                    .ok_or_else(|| anyhow!("{}: expected {{\"proof\": [hex...]}}", f.display()))?,
+            )
         }
         None => ctx.consistency_proof(a.size, b.size)?,
     };

@@ -222,20 +222,7 @@ impl Ctx {
     }
 
     pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<String>> {
-        if from == 0 || from == to {
-            return Ok(vec![]);
-        }
-        let v: Value = self
-            .api
-            .get(&format!("/v1/consistency?from={from}&to={to}"))?;
-        let proof = v
-            .get("proof")
-            .and_then(Value::as_array)
-            .ok_or_else(|| anyhow!("the node's consistency answer has no proof"))?;
-        Ok(proof
-            .iter()
-            .map(|h| h.as_str().unwrap_or_default().to_string())
-            .collect())
+        self.api.consistency_proof(from, to)
     }
 
     /// Fetches `GET /v1/checkpoint` until it is final (quorum and witnesses) and at least

@@ -18,7 +18,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use xinyi_ledger::hash::Digest;
 use xinyi_ledger::state::RepairStatus;
-use xinyi_ledger::{Entry, Uscc};
+use xinyi_ledger::Uscc;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -77,11 +77,7 @@ pub async fn firm_entries(
     let entries = blocking(move || {
         let store = engine.store().clone();
         let mut out = Vec::new();
-        for pos in store.firm_positions(&tag, None, usize::MAX).map_err(ie)? {
-            let Some(bytes) = store.entry(pos).map_err(ie)? else {
-                continue;
-            };
-            let e = Entry::decode(&bytes).map_err(ie)?;
+        for (pos, e) in super::handlers::reads::firm_entries(&store, &tag)? {
             let height = store.height_of_position(pos).map_err(ie)?.unwrap_or(0);
             out.push(json!({
                 "position": pos,

@@ -102,6 +102,23 @@ impl Testnet {
         tn
     }
 
+    /// The `[p2p.peers]` lines (`"org" = "host:port"`) of every node in the manifest: what an
+    /// extra node started beside the testnet puts in its config to dial the members.
+    pub fn peers_toml(&self) -> Vec<String> {
+        self.manifest["nodes"]
+            .as_array()
+            .expect("manifest nodes")
+            .iter()
+            .map(|n| {
+                format!(
+                    "\"{}\" = \"{}\"",
+                    n["org"].as_str().expect("org"),
+                    n["p2p"].as_str().expect("p2p address")
+                )
+            })
+            .collect()
+    }
+
     /// `xinyi-testnet ARGS --dir DIR`.
     pub fn run(&self, args: &[&str]) -> Output {
         let mut a: Vec<&str> = args.to_vec();
@@ -217,6 +234,13 @@ pub fn height_head(agent: &ureq::Agent, url: &str) -> Option<(u64, Option<String
             .and_then(|b| b["header_hash"].as_str().map(str::to_string)),
     };
     Some((height, head))
+}
+
+/// `p2p.stats.refused_connections` of the node at `url` (0 when it does not answer).
+pub fn refused_connections(agent: &ureq::Agent, url: &str) -> u64 {
+    get_json(agent, &format!("{url}/health"))
+        .and_then(|h| h["p2p"]["stats"]["refused_connections"].as_u64())
+        .unwrap_or(0)
 }
 
 /// Header hash of block `h` at `url`.

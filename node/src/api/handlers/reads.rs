@@ -11,6 +11,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use xinyi_ledger::entry::{DenialReason, EntryKind, QueryRequest};
+use xinyi_ledger::firmtag::FirmTag;
 use xinyi_ledger::store::{Store, StoreError};
 use xinyi_ledger::types::Role;
 use xinyi_ledger::{Entry, OrgId};
@@ -108,11 +109,8 @@ pub async fn firm_records(
     let engine = s.engine.clone();
     let records = blocking(move || {
         let store = engine.store().clone();
-        let positions = store
-            .firm_positions(&firm, None, usize::MAX)
-            .map_err(store_err)?;
         let mut found = Vec::new();
-        for (pos, e) in entries_at(&store, positions)? {
+        for (pos, e) in firm_entries(&store, &firm)? {
             if let EntryKind::CreditRecordPublished(r) = &e.body.kind {
                 found.push((pos, r.record));
             }
@@ -162,11 +160,8 @@ pub async fn firm_tag(
     let registration = req
         .gated(&s, allow, move || {
             let store = engine.store().clone();
-            let positions = store
-                .firm_positions(&tag, None, usize::MAX)
-                .map_err(store_err)?;
             let mut last = None;
-            for (pos, e) in entries_at(&store, positions)? {
+            for (pos, e) in firm_entries(&store, &tag)? {
                 if matches!(e.body.kind, EntryKind::FirmRegistered { .. }) {
                     last = Some(pos);
                 }
@@ -253,10 +248,9 @@ pub async fn access_log(
         .gated(&s, firm_or_auditor(&uscc), move || {
             let store = engine.store().clone();
             let ie = store_err;
-            let positions = store.firm_positions(&firm, None, usize::MAX).map_err(ie)?;
             let mut times: HashMap<u64, u64> = HashMap::new();
             let mut out = Vec::new();
-            for (pos, e) in entries_at(&store, positions)? {
+            for (pos, e) in firm_entries(&store, &firm)? {
                 if let EntryKind::AlertsDelivered(a) = &e.body.kind {
                     out.push(crate::api::alerts::log_item(&store, &e, a, pos)?);
                     continue;
@@ -364,6 +358,15 @@ pub async fn access_proof(
 
 fn store_err(e: StoreError) -> ApiError {
     ApiError::internal(e.to_string())
+}
+
+/// Every entry that names the firm with ledger tag `firm` (the per-firm index), decoded, in log
+/// order, with its log position. The firm reads above and the console's firm history start here.
+pub(crate) fn firm_entries(store: &Store, firm: &FirmTag) -> ApiResult<Vec<(u64, Entry)>> {
+    let positions = store
+        .firm_positions(firm, None, usize::MAX)
+        .map_err(store_err)?;
+    entries_at(store, positions)
 }
 
 /// The entries stored at `positions`, decoded, in the same order (a position without an entry
