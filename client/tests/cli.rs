@@ -308,16 +308,7 @@ fn build_chain() -> Built {
 
 impl Built {
     fn bundle(&self) -> Vec<u8> {
-        let mut w = xinyi_ledger::bundle::BundleWriter::new(
-            Vec::new(),
-            self.c.genesis.to_json().as_bytes(),
-        )
-        .unwrap();
-        for b in &self.blocks {
-            w.block(&b.block.encode().unwrap(), &b.certificate.encode().unwrap())
-                .unwrap();
-        }
-        w.finish().unwrap()
+        xinyi_ledger::bundle::bundle_of(&self.c.genesis, &self.blocks).unwrap()
     }
 }
 

@@ -55,6 +55,9 @@ pub enum BundleError {
     /// Data after the end frame.
     #[error("data after the end of the bundle")]
     TrailingData,
+    /// A block or certificate to write could not be encoded.
+    #[error("encoding a block for the bundle: {0}")]
+    Encode(#[from] crate::codec::CodecError),
 }
 
 impl BundleError {
@@ -68,6 +71,7 @@ impl BundleError {
             BundleError::TooLarge { .. } => "bundle.too_large",
             BundleError::CountMismatch { .. } => "bundle.count_mismatch",
             BundleError::TrailingData => "bundle.trailing_data",
+            BundleError::Encode(_) => "bundle.encode",
         }
     }
 }
@@ -103,12 +107,30 @@ impl<W: Write> BundleWriter<W> {
         Ok(())
     }
 
+    /// Adds the next committed block with its certificate (encoded here).
+    pub fn committed(&mut self, b: &crate::CommittedBlock) -> Result<(), BundleError> {
+        self.block(&b.block.encode()?, &b.certificate.encode()?)
+    }
+
     /// Writes the end frame and returns the writer.
     pub fn finish(mut self) -> Result<W, BundleError> {
         frame(&mut self.out, b'Z', &self.blocks.to_be_bytes())?;
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// The whole bundle of a chain in memory: `genesis`, then `blocks` (the committed chain from
+/// height 1, in order).
+pub fn bundle_of(
+    genesis: &crate::Genesis,
+    blocks: &[crate::CommittedBlock],
+) -> Result<Vec<u8>, BundleError> {
+    let mut w = BundleWriter::new(Vec::new(), genesis.to_json().as_bytes())?;
+    for b in blocks {
+        w.committed(b)?;
+    }
+    w.finish()
 }
 
 /// Reads a bundle: first [`BundleReader::genesis`], then [`Iterator`] over (block, cert) bytes.

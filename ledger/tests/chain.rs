@@ -222,8 +222,7 @@ fn verifier_names_the_entry_with_a_bad_signature() {
         xinyi_ledger::bundle::BundleWriter::new(Vec::new(), d.c.genesis.to_json().as_bytes())
             .unwrap();
     for b in &d.blocks {
-        w.block(&b.block.encode().unwrap(), &b.certificate.encode().unwrap())
-            .unwrap();
+        w.committed(b).unwrap();
     }
     w.block(&committed.block.encode().unwrap(), &cert.encode().unwrap())
         .unwrap();

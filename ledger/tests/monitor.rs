@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use xinyi_ledger::codec;
-use xinyi_ledger::entry::{Consent, CreditRecord, EntryKind};
+use xinyi_ledger::entry::{Consent, EntryKind};
 use xinyi_ledger::hash::{self, Domain};
 use xinyi_ledger::monitor::{alert_id, Alert, AlertBatch, MonitorCategory, Monitoring};
 use xinyi_ledger::types::Category::*;
@@ -46,17 +46,7 @@ fn monitoring_consent(
 
 /// Publishes a penalty about `f`; returns the entry id and its log position.
 fn penalty(d: &mut Driver, f: Uscc) -> (Digest, u64) {
-    let record = hash::tagged(Domain::Data, &[&d.nonce().to_be_bytes()]);
-    let e = d.org(
-        "gz-credit",
-        EntryKind::CreditRecordPublished(CreditRecord {
-            record,
-            firm: d.c.tag(&f),
-            category: Penalties,
-            severity: Severity::Minor,
-            min_publicity_days: 0,
-        }),
-    );
+    let (e, _) = d.penalty(f, Severity::Minor, 0);
     let id = e.id;
     let pos = d.chain.log().size();
     assert_eq!(one(d, e), None, "record refused");

@@ -4,10 +4,8 @@
 mod common;
 use common::*;
 use xinyi_ledger::entry::{
-    Approval, CreditRecord, DenialReason, EntryKind, MemberChange, MembershipChange,
-    MembershipProposal,
+    Approval, DenialReason, EntryKind, MemberChange, MembershipChange, MembershipProposal,
 };
-use xinyi_ledger::hash::{self, Domain};
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::state::RepairStatus;
 use xinyi_ledger::types::Category::*;
@@ -162,17 +160,7 @@ fn bad_entry_signature_is_dropped_by_the_proposer() {
 }
 
 fn publish(d: &mut Driver, f: xinyi_ledger::Uscc, sev: Severity, days: u16) -> Digest {
-    let record = hash::tagged(Domain::Data, &[&d.nonce().to_be_bytes()]);
-    let e = d.org(
-        "gz-credit",
-        EntryKind::CreditRecordPublished(CreditRecord {
-            record,
-            firm: d.c.tag(&f),
-            category: Penalties,
-            severity: sev,
-            min_publicity_days: days,
-        }),
-    );
+    let (e, record) = d.penalty(f, sev, days);
     assert_eq!(one(d, e), None);
     record
 }
@@ -335,13 +323,7 @@ fn membership_change_needs_quorum_and_takes_effect_at_its_height() {
         .unwrap();
     assert_eq!(rec.key, newkey.public());
     // A replica verifying the same blocks agrees.
-    let (mut replica, _) = xinyi_ledger::Chain::from_genesis(&d.c.genesis).unwrap();
-    for b in &d.blocks {
-        replica
-            .apply_block(b.block.clone(), b.certificate.clone())
-            .unwrap();
-    }
-    assert_eq!(replica.state_head(), d.chain.state_head());
+    d.assert_replica_agrees();
 }
 
 #[test]
@@ -519,13 +501,7 @@ fn validator_set_change_and_key_rotation_take_effect_at_their_height() {
         d.blocks.push(committed);
     }
     // A replica accepts exactly these certificates.
-    let (mut replica, _) = xinyi_ledger::Chain::from_genesis(&d.c.genesis).unwrap();
-    for b in &d.blocks {
-        replica
-            .apply_block(b.block.clone(), b.certificate.clone())
-            .unwrap();
-    }
-    assert_eq!(replica.state_head(), d.chain.state_head());
+    d.assert_replica_agrees();
 }
 
 #[test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use xinyi_ledger::block::{commit_payload, sign_commit, Block, ValidatorSet};
-use xinyi_ledger::bundle::BundleWriter;
+use xinyi_ledger::bundle::bundle_of;
 use xinyi_ledger::chain::{Chain, CommittedBlock};
 use xinyi_ledger::codec;
 use xinyi_ledger::entry::{
@@ -1113,12 +1113,7 @@ fn encoding_file() -> Vec<u8> {
 }
 
 fn bundle_file(d: &Driver) -> Vec<u8> {
-    let mut w = BundleWriter::new(Vec::new(), d.c.genesis.to_json().as_bytes()).unwrap();
-    for b in &d.blocks {
-        w.block(&b.block.encode().unwrap(), &b.certificate.encode().unwrap())
-            .unwrap();
-    }
-    let bytes = w.finish().unwrap();
+    let bytes = bundle_of(&d.c.genesis, &d.blocks).unwrap();
     let report = verify_bundle(&d.c.genesis, bytes.as_slice(), |_, _| {}).unwrap();
     assert_eq!(report.blocks, d.blocks.len() as u64);
     assert_eq!(report.state_root, d.chain.state_head().root);

@@ -12,7 +12,6 @@
 //! `consensus` and the ledger crate), or validator-set epochs (not implemented: a committed
 //! change of the validator set is logged; the engine keeps its start-up set).
 
-use crate::api::ApiConfig;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::consensus::{
@@ -22,7 +21,7 @@ use crate::consensus::{
 use crate::datastore::AgencyData;
 use crate::engine::{Engine, EngineConfig, SubmitError};
 use crate::metrics::Metrics;
-use crate::node::{serve_with, Node};
+use crate::node::{api_config, serve_config, Node};
 use crate::p2p::{engine_public_key, Network, NetworkConfig, P2pReceiver, P2pSender};
 use anyhow::Context as _;
 use commonware_actor::Feedback;
@@ -262,44 +261,9 @@ async fn run_member(
         }
     });
 
-    let node = Node::from_parts(
-        engine,
-        data,
-        ApiConfig {
-            dev: false,
-            rate_limit_per_sec: cfg.rate_limit_per_sec,
-            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
-            data_node: cfg.query.as_ref().map(|q| q.data_node.clone()),
-            net: Some(view),
-            firm_key: cfg.firm_key()?,
-        },
-    );
-    // Witness submission and anchoring (each a no-op without configured targets).
-    node.start_audit_services(
-        cfg.witness.clone().unwrap_or_default(),
-        cfg.anchor
-            .clone()
-            .unwrap_or_default()
-            .with_data_dir(&cfg.data_dir),
-    )?;
-    // Post-loan monitoring on the member holding the agency data.
-    if cfg.query.is_none() {
-        node.start_monitor(
-            &cfg.data_dir.join("monitor"),
-            crate::dev::read_key(&cfg.key_file)?,
-            cfg.monitor.clone().unwrap_or_default(),
-        )?;
-    }
-    let listener = tokio::net::TcpListener::bind(cfg.http)
-        .await
-        .with_context(|| format!("listening on {}", cfg.http))?;
-    tracing::info!(
-        "xinyi node {} serving on {}://{}",
-        cfg.org,
-        if tls.is_some() { "https" } else { "http" },
-        listener.local_addr()?
-    );
-    serve_with(listener, node.router(), tls).await
+    let node = Node::from_parts(engine, data, api_config(&cfg, Some(view))?);
+    node.start_services(&cfg)?;
+    serve_config(&cfg, node.router(), tls).await
 }
 
 /// A follower proposes nothing.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use xinyi_node::api::ApiConfig;
 use xinyi_node::config::{self, Config};
 use xinyi_node::engine::EngineConfig;
-use xinyi_node::node::{serve_with, Node};
+use xinyi_node::node::{serve_config, serve_with, Node};
 
 #[derive(Parser)]
 #[command(
@@ -351,16 +351,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = runtime()?;
             rt.block_on(async move {
                 let node = Node::open_config(&cfg)?;
-                let listener = tokio::net::TcpListener::bind(cfg.http)
-                    .await
-                    .with_context(|| format!("listening on {}", cfg.http))?;
-                tracing::info!(
-                    "xinyi node {} serving on {}://{}",
-                    cfg.org,
-                    if tls.is_some() { "https" } else { "http" },
-                    listener.local_addr()?
-                );
-                serve_with(listener, node.router(), tls).await
+                serve_config(&cfg, node.router(), tls).await
             })
         }
         None if cli.dev => {

@@ -95,40 +95,32 @@ impl Node {
             },
         )?;
         let data = AgencyData::open(&cfg.data_dir.join("agency-data"))?;
-        Ok(Node {
-            state: AppState::new(
-                engine,
-                data,
-                ApiConfig {
-                    dev: false,
-                    rate_limit_per_sec: cfg.rate_limit_per_sec,
-                    request_timeout: Duration::from_millis(cfg.request_timeout_ms),
-                    data_node: cfg.query.as_ref().map(|q| q.data_node.clone()),
-                    net: None,
-                    firm_key: cfg.firm_key()?,
-                },
-            ),
-        })
-        .and_then(|n| {
-            n.start_audit_services(
-                cfg.witness.clone().unwrap_or_default(),
-                cfg.anchor
-                    .clone()
-                    .unwrap_or_default()
-                    .with_data_dir(&cfg.data_dir),
+        let node = Node {
+            state: AppState::new(engine, data, api_config(cfg, None)?),
+        };
+        node.start_services(cfg)?;
+        Ok(node)
+    }
+
+    /// Starts what a configured node runs beside its API: checkpoint submission to witnesses,
+    /// anchoring, and, on the member holding the agency data (no `[query] data_node`),
+    /// post-loan monitoring. Must run inside a tokio runtime.
+    pub fn start_services(&self, cfg: &Config) -> anyhow::Result<()> {
+        self.start_audit_services(
+            cfg.witness.clone().unwrap_or_default(),
+            cfg.anchor
+                .clone()
+                .unwrap_or_default()
+                .with_data_dir(&cfg.data_dir),
+        )?;
+        if cfg.query.is_none() {
+            self.start_monitor(
+                &cfg.data_dir.join("monitor"),
+                dev::read_key(&cfg.key_file)?,
+                cfg.monitor.clone().unwrap_or_default(),
             )?;
-            Ok(n)
-        })
-        .and_then(|n| {
-            if cfg.query.is_none() {
-                n.start_monitor(
-                    &cfg.data_dir.join("monitor"),
-                    dev::read_key(&cfg.key_file)?,
-                    cfg.monitor.clone().unwrap_or_default(),
-                )?;
-            }
-            Ok(n)
-        })
+        }
+        Ok(())
     }
 
     /// Starts post-loan monitoring (`crate::monitor`) with its store in `dir`: alerts are signed
@@ -167,6 +159,40 @@ impl Node {
         );
         crate::anchor::spawn(self.state.engine.clone(), anchor)
     }
+}
+
+/// The API settings a configuration file gives; `net` is the consortium as this node sees it
+/// (cluster mode only).
+pub fn api_config(
+    cfg: &Config,
+    net: Option<crate::cluster::SharedNetView>,
+) -> anyhow::Result<ApiConfig> {
+    Ok(ApiConfig {
+        dev: false,
+        rate_limit_per_sec: cfg.rate_limit_per_sec,
+        request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+        data_node: cfg.query.as_ref().map(|q| q.data_node.clone()),
+        net,
+        firm_key: cfg.firm_key()?,
+    })
+}
+
+/// Binds `cfg.http` and serves `router` there (over TLS with `tls`) until Ctrl-C / SIGTERM.
+pub async fn serve_config(
+    cfg: &Config,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.http)
+        .await
+        .with_context(|| format!("listening on {}", cfg.http))?;
+    tracing::info!(
+        "xinyi node {} serving on {}://{}",
+        cfg.org,
+        if tls.is_some() { "https" } else { "http" },
+        listener.local_addr()?
+    );
+    serve_with(listener, router, tls).await
 }
 
 /// Serves `router` on `listener` over plain HTTP until Ctrl-C / SIGTERM.

@@ -23,16 +23,7 @@ fn start(dir: &std::path::Path, c: &SampleConsortium, nodes: &[&str], agency: &s
         .try_init();
     let mut members = vec![];
     for cfg in configs(dir, c, nodes, agency) {
-        members.push(member(&cfg));
-        let org = cfg.org.clone();
-        std::thread::Builder::new()
-            .name(format!("node-{org}"))
-            .spawn(move || {
-                if let Err(e) = xinyi_node::cluster::run(cfg) {
-                    eprintln!("node {org} stopped: {e:#}");
-                }
-            })
-            .unwrap();
+        members.push(spawn_member(cfg));
     }
     wait_serving(&members);
     members

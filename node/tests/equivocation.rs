@@ -71,18 +71,9 @@ fn an_equivocating_validator_is_caught_and_the_evidence_committed() {
     let mut members = vec![];
     let mut dial = vec![];
     for cfg in cfgs {
-        members.push(member(&cfg));
         let p2p = cfg.p2p.as_ref().unwrap().listen;
         dial.push((c.key(&cfg.org).unwrap().public(), p2p));
-        let org = cfg.org.clone();
-        std::thread::Builder::new()
-            .name(format!("node-{org}"))
-            .spawn(move || {
-                if let Err(e) = xinyi_node::cluster::run(cfg) {
-                    eprintln!("node {org} stopped: {e:#}");
-                }
-            })
-            .unwrap();
+        members.push(spawn_member(cfg));
     }
     wait_serving(&members);
     wait_until("every node to commit two blocks", || {

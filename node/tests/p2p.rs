@@ -96,6 +96,23 @@ async fn node(cfg: NetworkConfig, channels: &[u64], capacity: usize) -> Node {
     Node { net, tx, rx }
 }
 
+/// Member `a` (started from `cfg_a`, receive queue `capacity_a` on channel 0) and member `b`
+/// (defaults, dialling `a`), returned once both count the connection.
+async fn connected_pair(
+    ka: &KeyPair,
+    kb: &KeyPair,
+    cfg_a: NetworkConfig,
+    capacity_a: usize,
+) -> (Node, Node) {
+    let a = node(cfg_a, &[0], capacity_a).await;
+    let b = node(config(kb, &[ka, kb], &[(ka, a.net.local_addr())]), &[0], 64).await;
+    wait_until("connected", || {
+        connected(&a.net) == 1 && connected(&b.net) == 1
+    })
+    .await;
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_exchange_on_two_channels() {
     run(async {
@@ -228,17 +245,7 @@ async fn oversized_message_blocks_sender() {
         let (ka, kb) = (keypair(21), keypair(22));
         let mut cfg_a = config(&ka, &[&ka, &kb], &[]);
         cfg_a.max_message_bytes = 1024;
-        let mut a = node(cfg_a, &[0], 64).await;
-        let b = node(
-            config(&kb, &[&ka, &kb], &[(&ka, a.net.local_addr())]),
-            &[0],
-            64,
-        )
-        .await;
-        wait_until("connected", || {
-            connected(&a.net) == 1 && connected(&b.net) == 1
-        })
-        .await;
+        let (mut a, b) = connected_pair(&ka, &kb, cfg_a, 64).await;
         let mut tx = b.tx[0].clone();
         tx.send(Recipients::All, vec![1u8; 1024], false);
         assert_eq!(recv(&mut a.rx[0]).await, (ek(&kb), vec![1u8; 1024]));
@@ -441,17 +448,7 @@ async fn rate_limit_drops_and_counts_excess() {
         let (ka, kb) = (keypair(51), keypair(52));
         let mut cfg_a = config(&ka, &[&ka, &kb], &[]);
         cfg_a.peer_rate_limit_per_sec = 50;
-        let mut a = node(cfg_a, &[0], 1000).await;
-        let b = node(
-            config(&kb, &[&ka, &kb], &[(&ka, a.net.local_addr())]),
-            &[0],
-            64,
-        )
-        .await;
-        wait_until("connected", || {
-            connected(&a.net) == 1 && connected(&b.net) == 1
-        })
-        .await;
+        let (mut a, b) = connected_pair(&ka, &kb, cfg_a, 1000).await;
         let mut tx = b.tx[0].clone();
         const N: u64 = 500;
         for i in 0..N {

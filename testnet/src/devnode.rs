@@ -55,7 +55,9 @@ impl Drop for NodeProcess {
     }
 }
 
-fn node_binary() -> Result<PathBuf> {
+/// The `xinyi-node` binary built beside the running one (`target/<profile>/`), or an error
+/// saying how to build it.
+pub(crate) fn node_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()

@@ -70,22 +70,6 @@ impl Drop for NodeGuard {
     }
 }
 
-fn node_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .ok_or_else(|| anyhow!("no executable directory"))?;
-    for cand in [dir.join("xinyi-node"), dir.join("../xinyi-node")] {
-        if cand.exists() {
-            return Ok(cand);
-        }
-    }
-    bail!(
-        "xinyi-node not found next to {} — build it first: cargo build --release --bin xinyi-node",
-        exe.display()
-    )
-}
-
 fn post(agent: &ureq::Agent, url: &str, entry: &Entry) -> Result<serde_json::Value> {
     let body = serde_json::json!({"entry": base64::engine::general_purpose::STANDARD.encode(&entry.bytes)});
     match agent.post(url).send_json(body) {
@@ -155,7 +139,7 @@ pub fn run(opts: &MonitorOptions) -> Result<(MonitorResult, NodeGuard)> {
         .local_addr()?
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let child = Command::new(node_binary()?)
+    let child = Command::new(crate::devnode::node_binary()?)
         .args(["--dev", "--data"])
         .arg(&data)
         .args(["--http", &format!("127.0.0.1:{port}")])

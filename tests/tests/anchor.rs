@@ -379,51 +379,22 @@ fn anchors_receipts_and_forged_root() {
         "--root",
         &"ab".repeat(32),
     ]));
-    let e = fails(
-        &node.xinyi(
+    // `xinyi anchor verify --rpc URL --contract ADDR` (unsigned: anchors are public).
+    let verify = |rpc: &str, contract: &str| {
+        node.xinyi(
             None,
-            &[
-                "anchor",
-                "verify",
-                "--rpc",
-                &g.url(),
-                "--contract",
-                &contract,
-            ],
-        ),
-        "anchor.root_mismatch",
-    );
+            &["anchor", "verify", "--rpc", rpc, "--contract", contract],
+        )
+    };
+    let e = fails(&verify(&g.url(), &contract), "anchor.root_mismatch");
     assert!(e.contains(&format!("size {size}")), "{e}");
 
     // Bad input: one readable line each.
     fails(
-        &node.xinyi(
-            None,
-            &[
-                "anchor",
-                "verify",
-                "--rpc",
-                "http://127.0.0.1:9",
-                "--contract",
-                &contract,
-            ],
-        ),
+        &verify("http://127.0.0.1:9", &contract),
         "anchor.rpc_unreachable",
     );
-    fails(
-        &node.xinyi(
-            None,
-            &[
-                "anchor",
-                "verify",
-                "--rpc",
-                &g.url(),
-                "--contract",
-                ANCHORER_ADDR,
-            ],
-        ),
-        "anchor.no_code",
-    );
+    fails(&verify(&g.url(), ANCHORER_ADDR), "anchor.no_code");
 }
 
 #[test]

@@ -2,38 +2,10 @@
 //! grades, and the errors a user meets (wrong role, wrong key, unknown ids, a query under an
 //! unknown consent), each one line on stderr with the API's code and exit code 1.
 
-use serde_json::Value;
-use std::process::Output;
 use std::time::Duration;
 use xinyi_ledger::sample::sample_firm;
+use xinyi_tests::cli::{fails, grant_args, ok_json};
 use xinyi_tests::DevNode;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
-#[track_caller]
-fn ok_json(o: &Output) -> Value {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("JSON output")
-}
-
-#[track_caller]
-fn fails(o: &Output, needle: &str) {
-    let e = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stderr: {e}");
-    assert_eq!(e.lines().count(), 1, "{e:?}");
-    assert!(
-        e.starts_with("error: ") && e.contains(needle),
-        "{e:?} lacks {needle:?}"
-    );
-}
 
 #[test]
 fn commitments_grades_and_user_errors() {
@@ -124,46 +96,14 @@ fn commitments_grades_and_user_errors() {
     );
 
     // A firm's key cannot grant another firm's consent (refused before anything is sent).
+    let grant_other = grant_args(&other, "bank-a", "tax", "1", "1");
     fails(
-        &node.xinyi(
-            Some(&fk),
-            &[
-                "consent",
-                "grant",
-                "--firm",
-                &other,
-                "--bank",
-                "bank-a",
-                "--categories",
-                "tax",
-                "--uses",
-                "1",
-                "--days",
-                "1",
-            ],
-        ),
+        &node.xinyi(Some(&fk), &grant_other),
         "granted by the firm itself",
     );
     // Signing as another firm with this firm's key: the node refuses the signature.
-    let o = node.xinyi(
-        Some(&fk),
-        &[
-            "--as",
-            &format!("firm:{other}"),
-            "consent",
-            "grant",
-            "--firm",
-            &other,
-            "--bank",
-            "bank-a",
-            "--categories",
-            "tax",
-            "--uses",
-            "1",
-            "--days",
-            "1",
-        ],
-    );
+    let as_other = format!("firm:{other}");
+    let o = node.xinyi(Some(&fk), &[vec!["--as", &as_other], grant_other].concat());
     fails(&o, "HTTP 401");
 
     // Unknown ids: 404 with the API's code.

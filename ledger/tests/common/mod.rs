@@ -3,10 +3,10 @@
 #![allow(dead_code, clippy::new_without_default)]
 
 use xinyi_ledger::chain::{Chain, CommittedBlock, Dropped};
-use xinyi_ledger::entry::{Consent, EntryKind, QueryRecord, QueryRequest};
+use xinyi_ledger::entry::{Consent, CreditRecord, EntryKind, QueryRecord, QueryRequest};
 use xinyi_ledger::hash::{self, Digest, Domain};
 use xinyi_ledger::sample::SampleConsortium;
-use xinyi_ledger::types::{Category, OrgId, TimeMs, DAY_MS};
+use xinyi_ledger::types::{Category, OrgId, Severity, TimeMs, DAY_MS};
 use xinyi_ledger::{Entry, Uscc};
 
 pub const T0: TimeMs = 1_795_000_000_000;
@@ -60,6 +60,28 @@ impl Driver {
     pub fn firm_e(&mut self, firm: Uscc, kind: EntryKind) -> Entry {
         let n = self.nonce();
         self.c.firm_entry(firm, self.now, n, kind).unwrap()
+    }
+
+    /// gz-credit publishes a penalty record about `firm` (a fresh record digest, returned
+    /// beside the entry).
+    pub fn penalty(
+        &mut self,
+        firm: Uscc,
+        severity: Severity,
+        min_publicity_days: u16,
+    ) -> (Entry, Digest) {
+        let record = hash::tagged(Domain::Data, &[&self.nonce().to_be_bytes()]);
+        let e = self.org(
+            "gz-credit",
+            EntryKind::CreditRecordPublished(CreditRecord {
+                record,
+                firm: self.c.tag(&firm),
+                category: Category::Penalties,
+                severity,
+                min_publicity_days,
+            }),
+        );
+        (e, record)
     }
 
     pub fn register_firm(&mut self, firm: Uscc) -> Entry {
@@ -130,17 +152,21 @@ impl Driver {
         )
     }
 
-    pub fn bundle(&self) -> Vec<u8> {
-        let mut w = xinyi_ledger::bundle::BundleWriter::new(
-            Vec::new(),
-            self.c.genesis.to_json().as_bytes(),
-        )
-        .unwrap();
+    /// Asserts that a replica applying this driver's committed blocks from genesis reaches
+    /// the same state head.
+    #[track_caller]
+    pub fn assert_replica_agrees(&self) {
+        let (mut replica, _) = xinyi_ledger::Chain::from_genesis(&self.c.genesis).unwrap();
         for b in &self.blocks {
-            w.block(&b.block.encode().unwrap(), &b.certificate.encode().unwrap())
+            replica
+                .apply_block(b.block.clone(), b.certificate.clone())
                 .unwrap();
         }
-        w.finish().unwrap()
+        assert_eq!(replica.state_head(), self.chain.state_head());
+    }
+
+    pub fn bundle(&self) -> Vec<u8> {
+        xinyi_ledger::bundle::bundle_of(&self.c.genesis, &self.blocks).unwrap()
     }
 }
 

@@ -154,6 +154,22 @@ pub fn member(cfg: &Config) -> Member {
     }
 }
 
+/// Starts `cfg`'s node (`xinyi_node::cluster::run`) on its own thread and returns its
+/// [`Member`]; a node that stops prints why.
+pub fn spawn_member(cfg: Config) -> Member {
+    let m = member(&cfg);
+    let org = cfg.org.clone();
+    std::thread::Builder::new()
+        .name(format!("node-{org}"))
+        .spawn(move || {
+            if let Err(e) = xinyi_node::cluster::run(cfg) {
+                eprintln!("node {org} stopped: {e:#}");
+            }
+        })
+        .expect("spawn node thread");
+    m
+}
+
 /// Waits until every member answers `/health`.
 pub fn wait_serving(members: &[Member]) {
     for m in members {
