@@ -821,6 +821,32 @@ impl State {
         self.get(&key(prefix::ORG, &[id.as_str().as_bytes()]))
     }
 
+    /// Committed membership changes not yet in force, as (effective height, change), in the
+    /// order they will take effect (height, then entry id).
+    pub fn pending_changes(&self) -> Result<Vec<(u64, MemberChange)>, StateError> {
+        let mut out = Vec::new();
+        for (k, v) in self.base_range(&[prefix::PENDING]) {
+            let height = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StateError::Corrupt {
+                    key: hex::encode(&k),
+                    err: CodecError::Malformed {
+                        what: "pending change key",
+                        reason: "shorter than its effective height".into(),
+                    },
+                })?;
+            let change: MemberChange = codec::decode("pending change", &v, MAX_VALUE_BYTES)
+                .map_err(|err| StateError::Corrupt {
+                    key: hex::encode(&k),
+                    err,
+                })?;
+            out.push((height, change));
+        }
+        Ok(out)
+    }
+
     /// All organisations, sorted by id.
     pub fn orgs(&self) -> Result<Vec<(OrgId, OrgRecord)>, StateError> {
         let mut out = Vec::new();

@@ -444,7 +444,21 @@ impl Members {
             self.still_since = std::time::Instant::now();
         }
         let stalled = self.still_since.elapsed() >= self.params.leader_timeout * 3;
-        if self.epoch.is_none() || stalled {
+        // A follower has no engine to stop at its epoch's end: it notices a new set in the
+        // headers it applies (and starts validating if the set names it).
+        let set_moved = self.epoch.as_ref().is_some_and(|ep| ep.handle.is_none())
+            && self
+                .engine
+                .store()
+                .header(height)
+                .ok()
+                .flatten()
+                .is_some_and(|h| {
+                    self.epoch
+                        .as_ref()
+                        .is_some_and(|ep| ep.set != h.validator_set)
+                });
+        if self.epoch.is_none() || stalled || set_moved {
             let e = self.engine.clone();
             let next = tokio::task::spawn_blocking(move || next_epoch(&e)).await??;
             if self.epoch.as_ref().map(|x| x.set) != Some(next.set_hash) {
@@ -469,7 +483,13 @@ impl Members {
             );
         }
         lock(&self.core).set_engine_set(Some(next.set_hash));
-        let mine = next.validators.iter().any(|(o, _)| *o == self.me);
+        // By key as well as by organisation: a node restarted with the key of its own pending
+        // rotation follows until the set names that key (`Engine::open_cluster`).
+        let me = self.key.public();
+        let mine = next
+            .validators
+            .iter()
+            .any(|(o, k)| *o == self.me && *k == me);
         self.engine.set_validator(mine);
         let handle = if mine {
             let participants: Set<crate::p2p::EngineKey> = Set::from_iter_dedup(

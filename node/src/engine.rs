@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use xinyi_ledger::block::{sign_commit, Block, CommitCertificate};
 use xinyi_ledger::chain::ChainErrorKind;
-use xinyi_ledger::entry::{Author, EntryBody, EntryError};
+use xinyi_ledger::entry::{Author, EntryBody, EntryError, MemberChange};
 use xinyi_ledger::hash::Digest;
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::merkle::Hash;
@@ -774,11 +774,35 @@ impl Engine {
             .ok_or_else(|| {
                 anyhow::anyhow!("{org} is not a registered organisation of this chain")
             })?;
+        // The key the ledger gives `org` now, or the key of a committed rotation not yet in
+        // force: a node that fell behind the effective height of its own rotation restarts with
+        // the new key and follows until its ledger reaches that height (it cannot vote before:
+        // the validator set there still names the old key).
+        let pending_rotation = || -> anyhow::Result<Option<u64>> {
+            let pending = chain
+                .state()
+                .pending_changes()
+                .map_err(|e| anyhow::anyhow!("reading pending membership changes: {e}"))?;
+            Ok(pending.iter().rev().find_map(|(h, c)| match c {
+                MemberChange::RotateKey { org: o, key: k } if o == &org && *k == key.public() => {
+                    Some(*h)
+                }
+                _ => None,
+            }))
+        };
         if record.key != key.public() {
-            anyhow::bail!(
-                "the key file's public key {} is not the key of {org} in the ledger",
-                key.public()
-            );
+            match pending_rotation()? {
+                Some(effective) => tracing::info!(
+                    "{org}'s key {} is in force from height {effective} (a committed rotation); \
+                     following the chain until then",
+                    key.public()
+                ),
+                None => anyhow::bail!(
+                    "the key file's public key {} is not the key of {org} in the ledger (nor \
+                     the key of a committed rotation not yet in force)",
+                    key.public()
+                ),
+            }
         }
         let validator = chain
             .state()

@@ -395,3 +395,129 @@ fn a_validator_key_rotates_through_the_ledger_without_downtime() {
     let (h2, _) = converge(&urls, T);
     assert!(h2 >= top);
 }
+
+/// A validator that is down while its own rotation takes effect (an operator's node offline for
+/// maintenance, or one cut off because it lagged when the others passed `E` and began refusing
+/// its old key) comes back with the new key below `E`: the node accepts the key of a committed
+/// rotation not yet in force, follows until its ledger holds `E`, then validates with it. A key
+/// that is neither in force nor pending is still refused at start-up.
+#[test]
+fn a_validator_down_across_its_rotation_comes_back_with_the_new_key() {
+    step("up: 4 validators");
+    let tn = Testnet::up(4, 0, 24700);
+    let genesis = Genesis::from_json(&std::fs::read(tn.genesis()).unwrap()).unwrap();
+    let chain = genesis.chain_id().unwrap();
+    let org = OrgId::new(ROTATED).unwrap();
+    let old = read_key(&tn.key(ROTATED));
+    let new = KeyPair::generate();
+    let agent = agent();
+    let gz = tn.url("gz-credit");
+    let rotated_url = tn.url(ROTATED);
+    let urls: Vec<String> = tn.nodes().into_iter().map(|n| n.1).collect();
+    let others: Vec<String> = urls
+        .iter()
+        .filter(|u| **u != rotated_url)
+        .cloned()
+        .collect();
+    let height = |u: &str| height_head(&agent, u).map(|h| h.0);
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + T;
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {what}\n{}",
+                tn.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    step("the rotation entry commits; agency-4 holds its block, then goes down");
+    let approvers: Vec<(OrgId, KeyPair)> = ["gz-credit", "gsxt", "credit-china", ROTATED]
+        .iter()
+        .map(|o| (OrgId::new(o).unwrap(), read_key(&tn.key(o))))
+        .collect();
+    let effective = height(&gz).unwrap() + 15;
+    let e = xinyi_testnet::net::rotate::rotation_entry(
+        &chain,
+        &org,
+        &old,
+        new.public(),
+        effective,
+        &approvers,
+        node_time(&agent, &gz).unwrap(),
+    )
+    .unwrap();
+    let ack = post(&agent, &gz, &e).expect("the rotation entry commits");
+    let entry_height = ack["height"].as_u64().unwrap();
+    assert!(entry_height < effective, "{ack}");
+    wait_for("agency-4 to hold the rotation's block", &|| {
+        height(&rotated_url).is_some_and(|h| h >= entry_height)
+    });
+    let o = tn.run(&["kill", ROTATED, "--signal", "KILL"]);
+    ok(&o);
+    let down_at = height(&gz).unwrap();
+    assert!(
+        down_at < effective,
+        "the consortium passed E = {effective} before agency-4 went down (at {down_at}); \
+         raise the margin"
+    );
+
+    step("the other three pass the effective height without it");
+    wait_for("the others past the effective height", &|| {
+        others
+            .iter()
+            .all(|u| height(u).is_some_and(|h| h > effective + 2))
+    });
+
+    step("a key that is neither in force nor pending is refused at start-up");
+    let key_file = tn.key(ROTATED);
+    std::fs::write(&key_file, KeyPair::generate().to_file_text()).unwrap();
+    let o = tn.run(&["start", ROTATED, "--timeout", "20"]);
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "a node started with a stranger's key"
+    );
+    let log = log_text(&tn.dir.join(ROTATED).join("node.log"));
+    assert!(
+        log.contains("not the key of agency-4 in the ledger"),
+        "stderr: {}\nlog: {log}",
+        text(&o.stderr)
+    );
+
+    step("started below E with the pending rotation's key: it follows, then validates");
+    std::fs::write(&key_file, new.to_file_text()).unwrap();
+    let o = tn.run(&["start", ROTATED]);
+    ok(&o);
+    let log = log_text(&tn.dir.join(ROTATED).join("node.log"));
+    assert!(
+        log.contains(&format!("is in force from height {effective}")),
+        "{log}"
+    );
+    wait_for("agency-4 past the effective height", &|| {
+        height(&rotated_url).is_some_and(|h| h > effective + 2)
+    });
+    let next = std::cell::Cell::new(effective);
+    wait_for("a certificate with agency-4's new-key vote", &|| loop {
+        let (n, top) = (next.get(), height(&gz).unwrap_or(0));
+        if n > top {
+            return false;
+        }
+        let Some(c) = certificate(&agent, &gz, n) else {
+            return false;
+        };
+        match vote_ok(&c, &chain, &org, &new.public()) {
+            Some(true) => return true,
+            Some(false) => panic!("block {n}: agency-4's vote does not verify under the new key"),
+            None => next.set(n + 1),
+        }
+    });
+    let h = get_json(&agent, &format!("{rotated_url}/health")).unwrap();
+    assert_eq!(h["role"], "validator", "{h}");
+    let (top, head) = converge(&urls, T);
+    eprintln!(
+        "   agency-4 votes again from block {}; all nodes at {top}, head {head}",
+        next.get()
+    );
+}

@@ -10,8 +10,11 @@
 //!    its current key, is posted to another validator's node and acknowledged as committed.
 //! 3. The node keeps running with its old key until its own ledger holds block `E` (from `E`
 //!    on the set names the new key: the old engine stops after `E - 1`, the others start the
-//!    next epoch without it and refuse the old key on the p2p layer). A node starts only with
-//!    the key its ledger gives its organisation, so it must have applied `E` first.
+//!    next epoch without it and refuse the old key on the p2p layer). If the others pass `E`
+//!    while it is still below (it lagged, and they now refuse its old key, so it would never
+//!    learn `E`), it is restarted behind `E`: a node starts with the key its ledger gives its
+//!    organisation or with the key of a committed rotation of it not yet in force, and
+//!    follows until its ledger reaches `E`.
 //! 4. The node is stopped (SIGTERM), `keys/<org>.key` is renamed `keys/<org>.key.retired-E`,
 //!    the new key takes its place (the node's config names `../keys/<org>.key`), the node is
 //!    started, catches up and validates again: the command waits for a commit certificate
@@ -79,8 +82,14 @@ pub struct RotateReport {
     pub effective_height: u64,
     /// The node that acknowledged the entry.
     pub acknowledged_by: String,
-    /// The rotated node's height when it was stopped (at least the effective height).
+    /// The rotated node's height when it was stopped: at least the effective height, unless it
+    /// was left behind (below).
     pub stopped_at_height: u64,
+    /// Whether the node was cut off below the effective height (the others passed it and
+    /// refused its old key before it learnt block `E`) and restarted with the new key behind
+    /// `E`, to follow until its ledger reaches it (`Engine::open_cluster` accepts the key of a
+    /// committed, pending rotation).
+    pub restarted_behind: bool,
     /// Its pid after the restart.
     pub pid: u32,
     /// From stopping the node to its API answering again with the new key (ms).
@@ -338,23 +347,38 @@ pub fn rotate_key(opts: &RotateOptions, say: impl Fn(&str)) -> Result<RotateRepo
         via.org, r.entry_height, r.entry_position
     ));
 
-    // The node applies block E with its old key still running.
+    // The node applies block E with its old key still running (or is left behind, below).
     let short = http::agent_short();
-    let stopped_at =
-        wait_effective(opts, &m, &node, effective, &mut r, &say).with_context(|| {
+    let reached = wait_effective(opts, &m, &node, effective, r.entry_height, &mut r, &say)
+        .with_context(|| {
             format!(
-            "{} must hold block {effective} before it can start with its new key (a node starts \
-             only with the key its own ledger gives its organisation); the rotation is committed, \
-             the new key waits in {}",
-            opts.org,
-            next_file.display()
-        )
+                "{} must hold block {effective}, or at least the rotation's block {}, before it \
+                 can start with its new key (a node starts only with a key its own ledger gives \
+                 its organisation); the rotation is committed, the new key waits in {}",
+                opts.org,
+                r.entry_height,
+                next_file.display()
+            )
         })?;
-    r.stopped_at_height = stopped_at;
-    say(&format!(
-        "{} holds block {stopped_at} (>= {effective}); restarting it with the new key",
-        opts.org
-    ));
+    match reached {
+        Reached::Effective(h) => {
+            r.stopped_at_height = h;
+            say(&format!(
+                "{} holds block {h} (>= {effective}); restarting it with the new key",
+                opts.org
+            ));
+        }
+        Reached::LeftBehind(h) => {
+            r.stopped_at_height = h;
+            r.restarted_behind = true;
+            say(&format!(
+                "{} is at block {h}, below {effective}, and the others have passed it (they \
+                 refuse its old key now); restarting it with the new key to follow up to \
+                 {effective}",
+                opts.org
+            ));
+        }
+    }
     let t = Instant::now();
     ops::kill(&opts.dir, &opts.org, Sig::Term)?;
     if super::process::alive(Manifest::load(&opts.dir)?.node(&opts.org)?.pid) {
@@ -407,25 +431,41 @@ pub fn rotate_key(opts: &RotateOptions, say: impl Fn(&str)) -> Result<RotateRepo
     Ok(r)
 }
 
-/// Waits until `node` holds block `effective`. If no node advances for `opts.halt` below it,
-/// the consortium has halted: with `opts.unstick` the nodes that block a peer are restarted
-/// one at a time (their blocks are in memory only), otherwise the error names the blocked
-/// links.
+/// How `wait_effective` ended.
+enum Reached {
+    /// The node holds block `E` (its height).
+    Effective(u64),
+    /// The others passed `E` and the node, holding the rotation entry, stayed below it for
+    /// [`LEFT_BEHIND`] (its height).
+    LeftBehind(u64),
+}
+
+/// How long the node may stay below `E` once another node holds `E` before it counts as left
+/// behind (a validator normally applies `E` within a block time of the others).
+const LEFT_BEHIND: Duration = Duration::from_secs(5);
+
+/// Waits until `node` holds block `effective`, or is left behind below it while holding the
+/// rotation's block `entry_height`. If no node advances for `opts.halt` below `effective`, the
+/// consortium has halted: with `opts.unstick` the nodes that block a peer are restarted one at
+/// a time (their blocks are in memory only), otherwise the error names the blocked links.
 fn wait_effective(
     opts: &RotateOptions,
     m: &Manifest,
     node: &NodeEntry,
     effective: u64,
+    entry_height: u64,
     r: &mut RotateReport,
     say: &impl Fn(&str),
-) -> Result<u64> {
+) -> Result<Reached> {
     let agent = http::agent_short();
     let deadline = Instant::now() + opts.timeout;
     let mut top = 0u64;
     let mut moved = Instant::now();
+    let mut others_passed: Option<Instant> = None;
     loop {
-        if let Some(h) = health_height(&agent, &node.url).filter(|h| *h >= effective) {
-            return Ok(h);
+        let mine = health_height(&agent, &node.url);
+        if let Some(h) = mine.filter(|h| *h >= effective) {
+            return Ok(Reached::Effective(h));
         }
         let now = m
             .nodes
@@ -436,6 +476,14 @@ fn wait_effective(
         if now > top {
             top = now;
             moved = Instant::now();
+        }
+        if top >= effective {
+            let since = *others_passed.get_or_insert_with(Instant::now);
+            if let Some(h) = mine.filter(|h| *h >= entry_height) {
+                if since.elapsed() >= LEFT_BEHIND {
+                    return Ok(Reached::LeftBehind(h));
+                }
+            }
         }
         if moved.elapsed() >= opts.halt && top < effective {
             let links = blocked_links(m);
