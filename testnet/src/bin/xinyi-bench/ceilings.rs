@@ -263,3 +263,37 @@ pub(crate) fn ceiling_rows(c: &Ceilings, threads: usize, msg_len: usize) -> Vec<
         ),
     ]
 }
+
+/// The ceilings a service benchmark (dev node, monitor) prints beside its own figures, all
+/// measured in the same run, and the run's wall time (`wall` says what it includes).
+pub(crate) fn service_rows(c: &Ceilings, threads: usize, started: Instant, wall: &str) -> Vec<Row> {
+    vec![
+        Row::raw(
+            "ceiling.ed25519.verify_batch.all_cores",
+            c.batch_all,
+            "sig/s",
+            format!(
+                "verify_batch, batches of {}, {threads} threads; higher of two runs",
+                c.batch_size
+            ),
+        ),
+        Row::raw(
+            "ceiling.sha256.1core",
+            c.sha256_mb_s,
+            "MB/s",
+            "SHA-256 over 1 MiB buffers, one core",
+        ),
+        Row::raw(
+            "ceiling.sled.flush",
+            c.sled_flushes,
+            "flushes/s",
+            "sled insert of a 32-byte value + flush",
+        ),
+        Row::raw(
+            "run.wall_seconds",
+            started.elapsed().as_secs_f64(),
+            "s",
+            format!("{wall}; {threads} cores"),
+        ),
+    ]
+}

@@ -1,7 +1,7 @@
 //! `xinyi-bench dev-node`: authorized queries end to end over HTTP against a real
 //! `xinyi-node --dev` process.
 
-use crate::ceilings::ceilings;
+use crate::ceilings::{ceilings, service_rows};
 use crate::ledger::{mean_msg_len, T0};
 use crate::report::{emit, Row};
 use anyhow::{ensure, Result};
@@ -54,7 +54,7 @@ pub(crate) fn dev_node(a: DevNodeArgs) -> Result<()> {
     // agency's record); the node also verifies the request once on admission and signs once.
     let per_query = c.batch_all / 2.0;
     let [p50, p90, p99, max] = r.latency_ms;
-    let rows = vec![
+    let mut rows = vec![
         Row::against(
             "dev_node.queries_per_sec",
             r.queries_per_sec,
@@ -101,30 +101,12 @@ pub(crate) fn dev_node(a: DevNodeArgs) -> Result<()> {
             "sig/s",
             format!("verify_strict, {threads} threads; higher of two runs"),
         ),
-        Row::raw(
-            "ceiling.ed25519.verify_batch.all_cores",
-            c.batch_all,
-            "sig/s",
-            format!("verify_batch, batches of 256, {threads} threads; higher of two runs"),
-        ),
-        Row::raw(
-            "ceiling.sha256.1core",
-            c.sha256_mb_s,
-            "MB/s",
-            "SHA-256 over 1 MiB buffers, one core",
-        ),
-        Row::raw(
-            "ceiling.sled.flush",
-            c.sled_flushes,
-            "flushes/s",
-            "sled insert of a 32-byte value + flush",
-        ),
-        Row::raw(
-            "run.wall_seconds",
-            started.elapsed().as_secs_f64(),
-            "s",
-            format!("whole run including node start-up; {threads} cores"),
-        ),
     ];
+    rows.extend(service_rows(
+        &c,
+        threads,
+        started,
+        "whole run including node start-up",
+    ));
     emit(&rows, a.json, a.out.as_ref(), None)
 }

@@ -2,7 +2,7 @@
 //! dev node, beside the query figure on the same node and the ceilings; the run itself is
 //! `xinyi_testnet::monitor`.
 
-use crate::ceilings::ceilings;
+use crate::ceilings::{ceilings, service_rows};
 use crate::ledger::{mean_msg_len, T0};
 use crate::report::{print_table, Row};
 use anyhow::{ensure, Context, Result};
@@ -95,32 +95,12 @@ pub(crate) fn monitor(a: MonitorArgs) -> Result<()> {
         Row::raw("dev_node.latency_ms.p50", q.latency_ms[0], "ms", "query submit to answer, same node"),
         Row::raw("dev_node.latency_ms.p99", q.latency_ms[2], "ms", "query submit to answer, same node"),
     ];
-    rows.extend([
-        Row::raw(
-            "ceiling.ed25519.verify_batch.all_cores",
-            c.batch_all,
-            "sig/s",
-            format!("verify_batch, batches of 256, {threads} threads; higher of two runs"),
-        ),
-        Row::raw(
-            "ceiling.sha256.1core",
-            c.sha256_mb_s,
-            "MB/s",
-            "SHA-256 over 1 MiB buffers, one core",
-        ),
-        Row::raw(
-            "ceiling.sled.flush",
-            c.sled_flushes,
-            "flushes/s",
-            "sled insert of a 32-byte value + flush",
-        ),
-        Row::raw(
-            "run.wall_seconds",
-            started.elapsed().as_secs_f64(),
-            "s",
-            format!("whole run including node start-up and setup; {threads} cores"),
-        ),
-    ]);
+    rows.extend(service_rows(
+        &c,
+        threads,
+        started,
+        "whole run including node start-up and setup",
+    ));
     let json = serde_json::to_string_pretty(&rows)?;
     if let Some(path) = &a.out {
         std::fs::write(path, format!("{json}\n"))
