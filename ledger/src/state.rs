@@ -403,6 +403,14 @@ pub struct AccessProof {
     pub proof: crate::smt::Proof,
 }
 
+/// A stored pending membership change (value under `prefix::PENDING`).
+fn pending_change(k: &[u8], v: &[u8]) -> Result<MemberChange, StateError> {
+    codec::decode("pending change", v, MAX_VALUE_BYTES).map_err(|err| StateError::Corrupt {
+        key: hex::encode(k),
+        err,
+    })
+}
+
 fn key(p: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = vec![p];
     for part in parts {
@@ -837,12 +845,7 @@ impl State {
                         reason: "shorter than its effective height".into(),
                     },
                 })?;
-            let change: MemberChange = codec::decode("pending change", &v, MAX_VALUE_BYTES)
-                .map_err(|err| StateError::Corrupt {
-                    key: hex::encode(&k),
-                    err,
-                })?;
-            out.push((height, change));
+            out.push((height, pending_change(&k, &v)?));
         }
         Ok(out)
     }
@@ -986,12 +989,7 @@ impl State {
         // Membership changes effective at this height, in (height, entry id) order.
         let due = self.base_range(&key(prefix::PENDING, &[&height.to_be_bytes()]));
         for (k, v) in due {
-            let change: MemberChange = codec::decode("pending change", &v, MAX_VALUE_BYTES)
-                .map_err(|err| StateError::Corrupt {
-                    key: hex::encode(&k),
-                    err,
-                })?;
-            self.effect_membership(&change)?;
+            self.effect_membership(&pending_change(&k, &v)?)?;
             self.delete(k);
         }
         // Overdue repairs.

@@ -446,18 +446,12 @@ impl Members {
         let stalled = self.still_since.elapsed() >= self.params.leader_timeout * 3;
         // A follower has no engine to stop at its epoch's end: it notices a new set in the
         // headers it applies (and starts validating if the set names it).
-        let set_moved = self.epoch.as_ref().is_some_and(|ep| ep.handle.is_none())
-            && self
-                .engine
-                .store()
-                .header(height)
-                .ok()
-                .flatten()
-                .is_some_and(|h| {
-                    self.epoch
-                        .as_ref()
-                        .is_some_and(|ep| ep.set != h.validator_set)
-                });
+        let set_moved = match &self.epoch {
+            Some(ep) if ep.handle.is_none() => {
+                matches!(self.engine.store().header(height), Ok(Some(h)) if h.validator_set != ep.set)
+            }
+            _ => false,
+        };
         if self.epoch.is_none() || stalled || set_moved {
             let e = self.engine.clone();
             let next = tokio::task::spawn_blocking(move || next_epoch(&e)).await??;

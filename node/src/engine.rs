@@ -778,20 +778,18 @@ impl Engine {
         // force: a node that fell behind the effective height of its own rotation restarts with
         // the new key and follows until its ledger reaches that height (it cannot vote before:
         // the validator set there still names the old key).
-        let pending_rotation = || -> anyhow::Result<Option<u64>> {
+        if record.key != key.public() {
             let pending = chain
                 .state()
                 .pending_changes()
                 .map_err(|e| anyhow::anyhow!("reading pending membership changes: {e}"))?;
-            Ok(pending.iter().rev().find_map(|(h, c)| match c {
+            let rotation = pending.iter().rev().find_map(|(h, c)| match c {
                 MemberChange::RotateKey { org: o, key: k } if o == &org && *k == key.public() => {
                     Some(*h)
                 }
                 _ => None,
-            }))
-        };
-        if record.key != key.public() {
-            match pending_rotation()? {
+            });
+            match rotation {
                 Some(effective) => tracing::info!(
                     "{org}'s key {} is in force from height {effective} (a committed rotation); \
                      following the chain until then",

@@ -349,8 +349,8 @@ pub fn rotate_key(opts: &RotateOptions, say: impl Fn(&str)) -> Result<RotateRepo
 
     // The node applies block E with its old key still running (or is left behind, below).
     let short = http::agent_short();
-    let reached = wait_effective(opts, &m, &node, effective, r.entry_height, &mut r, &say)
-        .with_context(|| {
+    let stopped_at =
+        wait_effective(opts, &m, &node, effective, &mut r, &say).with_context(|| {
             format!(
                 "{} must hold block {effective}, or at least the rotation's block {}, before it \
                  can start with its new key (a node starts only with a key its own ledger gives \
@@ -360,25 +360,20 @@ pub fn rotate_key(opts: &RotateOptions, say: impl Fn(&str)) -> Result<RotateRepo
                 next_file.display()
             )
         })?;
-    match reached {
-        Reached::Effective(h) => {
-            r.stopped_at_height = h;
-            say(&format!(
-                "{} holds block {h} (>= {effective}); restarting it with the new key",
-                opts.org
-            ));
-        }
-        Reached::LeftBehind(h) => {
-            r.stopped_at_height = h;
-            r.restarted_behind = true;
-            say(&format!(
-                "{} is at block {h}, below {effective}, and the others have passed it (they \
-                 refuse its old key now); restarting it with the new key to follow up to \
-                 {effective}",
-                opts.org
-            ));
-        }
-    }
+    r.stopped_at_height = stopped_at;
+    r.restarted_behind = stopped_at < effective;
+    say(&if r.restarted_behind {
+        format!(
+            "{} is at block {stopped_at}, below {effective}, and the others have passed it (they \
+             refuse its old key now); restarting it with the new key to follow up to {effective}",
+            opts.org
+        )
+    } else {
+        format!(
+            "{} holds block {stopped_at} (>= {effective}); restarting it with the new key",
+            opts.org
+        )
+    });
     let t = Instant::now();
     ops::kill(&opts.dir, &opts.org, Sig::Term)?;
     if super::process::alive(Manifest::load(&opts.dir)?.node(&opts.org)?.pid) {
@@ -431,21 +426,13 @@ pub fn rotate_key(opts: &RotateOptions, say: impl Fn(&str)) -> Result<RotateRepo
     Ok(r)
 }
 
-/// How `wait_effective` ended.
-enum Reached {
-    /// The node holds block `E` (its height).
-    Effective(u64),
-    /// The others passed `E` and the node, holding the rotation entry, stayed below it for
-    /// [`LEFT_BEHIND`] (its height).
-    LeftBehind(u64),
-}
-
 /// How long the node may stay below `E` once another node holds `E` before it counts as left
 /// behind (a validator normally applies `E` within a block time of the others).
 const LEFT_BEHIND: Duration = Duration::from_secs(5);
 
-/// Waits until `node` holds block `effective`, or is left behind below it while holding the
-/// rotation's block `entry_height`. If no node advances for `opts.halt` below `effective`, the
+/// Waits until `node` holds block `effective`, or is left behind below it (for
+/// [`LEFT_BEHIND`] after another node passed it) while holding the rotation's block
+/// `r.entry_height`; returns the node's height. If no node advances for `opts.halt` below `effective`, the
 /// consortium has halted: with `opts.unstick` the nodes that block a peer are restarted one at
 /// a time (their blocks are in memory only), otherwise the error names the blocked links.
 fn wait_effective(
@@ -453,10 +440,9 @@ fn wait_effective(
     m: &Manifest,
     node: &NodeEntry,
     effective: u64,
-    entry_height: u64,
     r: &mut RotateReport,
     say: &impl Fn(&str),
-) -> Result<Reached> {
+) -> Result<u64> {
     let agent = http::agent_short();
     let deadline = Instant::now() + opts.timeout;
     let mut top = 0u64;
@@ -465,7 +451,7 @@ fn wait_effective(
     loop {
         let mine = health_height(&agent, &node.url);
         if let Some(h) = mine.filter(|h| *h >= effective) {
-            return Ok(Reached::Effective(h));
+            return Ok(h);
         }
         let now = m
             .nodes
@@ -479,9 +465,9 @@ fn wait_effective(
         }
         if top >= effective {
             let since = *others_passed.get_or_insert_with(Instant::now);
-            if let Some(h) = mine.filter(|h| *h >= entry_height) {
+            if let Some(h) = mine.filter(|h| *h >= r.entry_height) {
                 if since.elapsed() >= LEFT_BEHIND {
-                    return Ok(Reached::LeftBehind(h));
+                    return Ok(h);
                 }
             }
         }
