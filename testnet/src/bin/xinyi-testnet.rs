@@ -184,8 +184,11 @@ interrupted);\n\
 above the head, approved by every validator (the testnet holds their keys; in a real consortium \
 each validator signs its own approval) and authored by ORG with its current key, through \
 another validator's node, and waits until it is acknowledged as committed;\n\
-3. waits until ORG's node, still on its old key, has applied the effective height (a node \
-starts only with the key its own ledger gives its organisation);\n\
+3. waits until ORG's node, still on its old key, has applied the effective height; if the \
+others pass it while ORG's node lags below (they refuse its old key from then on), it goes on \
+once that node holds the rotation entry (a node starts with the key its ledger gives its \
+organisation, or the key of a committed rotation not yet in force, and then follows until the \
+effective height);\n\
 4. stops it (SIGTERM), moves DIR/keys/<ORG>.key to <ORG>.key.retired-<E> and the new key to \
 DIR/keys/<ORG>.key (the node's config names that file), starts it, and waits until a commit \
 certificate carries its vote valid under the new key (and not under the old one).\n\n\
