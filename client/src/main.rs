@@ -134,6 +134,8 @@ enum Cmd {
     /// Supervision grades.
     #[command(subcommand)]
     Grade(GradeCmd),
+    /// Erase a firm's off-ledger data (agency; crypto-shredding, the ledger keeps its digests).
+    Erase(cmd::erase::EraseArgs),
     /// Inclusion proofs.
     #[command(subcommand)]
     Proof(ProofCmd),
@@ -234,6 +236,7 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Repair(r) => cmd::repair::run(&ctx, r)?,
         Cmd::Commitment(c) => cmd::commitment::run(&ctx, c)?,
         Cmd::Grade(g) => cmd::grade::run(&ctx, g)?,
+        Cmd::Erase(a) => cmd::erase::run(&ctx, a)?,
         Cmd::Proof(p) => cmd::proof::run(&ctx, p)?,
         Cmd::Audit(a) => return cmd::audit::run(&ctx, a),
         Cmd::Checkpoint { save } => cmd::checkpoint::run(&ctx, save.as_deref())?,

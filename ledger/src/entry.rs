@@ -153,6 +153,82 @@ pub enum EntryKind {
     /// An agency logs the alerts it delivers to a bank about a monitored firm (before releasing
     /// them; `monitor`).
     AlertsDelivered(AlertBatch),
+    /// An agency erases its off-ledger data on a firm (crypto-shredding: the node destroys the
+    /// data keys once this commits; `specs/privacy.md` §7). The ledger's digests stay.
+    DataErased(Erasure),
+}
+
+/// What an agency erases, and why (entry kind `data_erased`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    /// The firm whose data is erased.
+    pub firm: FirmTag,
+    /// Data categories erased (canonical order, no duplicates).
+    pub categories: Vec<Category>,
+    /// Why; the ledger checks the reason against `reference`.
+    pub reason: ErasureReason,
+    /// The entry the reason refers to: the revoked or used-up consent, the repaired or expired
+    /// record; for a data subject's request or a legal order, optionally the salted digest of
+    /// the request document.
+    pub reference: Option<Digest>,
+}
+
+/// Why data is erased (PIPL Art. 47; the credit-repair rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureReason {
+    /// The firm revoked the consent the data was collected under (reference: the consent).
+    ConsentWithdrawn,
+    /// The consent's purpose ended: it expired or its uses are spent (reference: the consent).
+    PurposeEnded,
+    /// The record was repaired in both registries (reference: the record).
+    RecordRepaired,
+    /// The retention period ended (reference, optional: a record whose publicity ended).
+    RetentionEnded,
+    /// The firm asked for deletion (reference, optional: digest of the request).
+    SubjectRequest,
+    /// A court or regulator ordered it (reference, optional: digest of the order).
+    LegalOrder,
+}
+
+impl ErasureReason {
+    /// Every reason, in canonical order.
+    pub const ALL: [ErasureReason; 6] = [
+        ErasureReason::ConsentWithdrawn,
+        ErasureReason::PurposeEnded,
+        ErasureReason::RecordRepaired,
+        ErasureReason::RetentionEnded,
+        ErasureReason::SubjectRequest,
+        ErasureReason::LegalOrder,
+    ];
+
+    /// Stable name (`consent_withdrawn`, ...), as in the JSON form.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErasureReason::ConsentWithdrawn => "consent_withdrawn",
+            ErasureReason::PurposeEnded => "purpose_ended",
+            ErasureReason::RecordRepaired => "record_repaired",
+            ErasureReason::RetentionEnded => "retention_ended",
+            ErasureReason::SubjectRequest => "subject_request",
+            ErasureReason::LegalOrder => "legal_order",
+        }
+    }
+
+    /// Parses a name (`-` accepted for `_`).
+    pub fn parse(s: &str) -> Option<ErasureReason> {
+        let s = s.replace('-', "_");
+        ErasureReason::ALL.into_iter().find(|r| r.name() == s)
+    }
+
+    /// Whether the reason must name the entry it refers to.
+    pub fn needs_reference(self) -> bool {
+        matches!(
+            self,
+            ErasureReason::ConsentWithdrawn
+                | ErasureReason::PurposeEnded
+                | ErasureReason::RecordRepaired
+        )
+    }
 }
 
 /// A membership change and the validators' approvals of it.
@@ -461,6 +537,7 @@ impl EntryKind {
             EntryKind::AnchorReceipt { .. } => "anchor_receipt",
             EntryKind::Misbehaviour(_) => "misbehaviour",
             EntryKind::AlertsDelivered(_) => "alerts_delivered",
+            EntryKind::DataErased(_) => "data_erased",
         }
     }
 
@@ -485,6 +562,7 @@ impl EntryKind {
             EntryKind::QueryDenied { request, .. } => Some(request.request.firm),
             EntryKind::CreditRecordPublished(r) => Some(r.firm),
             EntryKind::AlertsDelivered(b) => Some(b.firm),
+            EntryKind::DataErased(x) => Some(x.firm),
             _ => None,
         }
     }
@@ -530,6 +608,15 @@ impl EntryKind {
                 }
             }
             EntryKind::AlertsDelivered(b) => b.check()?,
+            EntryKind::DataErased(x) => {
+                check_categories(&x.categories)?;
+                if x.reason.needs_reference() && x.reference.is_none() {
+                    return Err(field(
+                        "reference",
+                        "this reason must name the consent or record it refers to",
+                    ));
+                }
+            }
             EntryKind::QueryServed(q) => {
                 check_categories(&q.request.request.categories)?;
                 if q.records.len() > MAX_RECORD_IDS {

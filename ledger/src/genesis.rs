@@ -7,7 +7,7 @@
 use crate::codec::{self, CodecError};
 use crate::hash::{self, Digest, Domain};
 use crate::keys::PublicKey;
-use crate::types::{check_text, OrgId, Role, TimeMs, ValueError};
+use crate::types::{check_text, Category, OrgId, Role, TimeMs, ValueError};
 use serde::{Deserialize, Serialize};
 
 /// Maximum voting power of one validator (keeps every quorum computation far from overflow).
@@ -44,6 +44,35 @@ pub struct Params {
     pub entry_time_window_ms: u64,
     /// Maximum entries per block.
     pub max_block_entries: u32,
+    /// How long published records of a category stay shown (`specs/state.md` §3 step 4),
+    /// sorted by category without duplicates; a category not listed is shown until repaired.
+    /// Absent from the encoding when empty, so chains made before retention keep their id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<Retention>,
+}
+
+/// Longest retention period, in days (100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+/// The publicity period of one record category: a record published at block time `t` stops
+/// being shown at the first block whose time is at least `t + days` days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// The record category.
+    pub category: Category,
+    /// Days from publication (1 to [`MAX_RETENTION_DAYS`]).
+    pub days: u32,
+}
+
+impl Params {
+    /// The retention period of `c` in days, if the chain sets one.
+    pub fn retention_days(&self, c: Category) -> Option<u32> {
+        self.retention
+            .iter()
+            .find(|r| r.category == c)
+            .map(|r| r.days)
+    }
 }
 
 impl Default for Params {
@@ -52,6 +81,7 @@ impl Default for Params {
             repair_deadline_working_days: 3,
             entry_time_window_ms: 10 * 60 * 1000,
             max_block_entries: 10_000,
+            retention: Vec::new(),
         }
     }
 }
@@ -142,6 +172,22 @@ impl Genesis {
         }
         if self.params.max_block_entries == 0 || self.params.entry_time_window_ms == 0 {
             return Err(bad("params must be positive".into()));
+        }
+        let r = &self.params.retention;
+        if r.windows(2).any(|w| w[0].category >= w[1].category) {
+            return Err(bad(
+                "retention must be sorted by category without duplicates".into(),
+            ));
+        }
+        if let Some(x) = r
+            .iter()
+            .find(|x| x.days == 0 || x.days > MAX_RETENTION_DAYS)
+        {
+            return Err(bad(format!(
+                "retention of {} must be 1-{MAX_RETENTION_DAYS} days, not {}",
+                x.category.name(),
+                x.days
+            )));
         }
         Ok(())
     }

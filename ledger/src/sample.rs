@@ -74,6 +74,14 @@ pub fn sample_firm_tag_key(seed: &[u8]) -> FirmKey {
 }
 
 impl SampleConsortium {
+    /// The same consortium under other chain parameters (a new genesis, so a new chain id).
+    #[must_use]
+    pub fn with_params(mut self, params: Params) -> SampleConsortium {
+        self.genesis.params = params;
+        self.chain = self.genesis.chain_id().unwrap_or(Digest::ZERO);
+        self
+    }
+
     /// The sample consortium with `validators` validator agencies (`gz-credit` plus
     /// `agency-2`..), all keys derived from `seed`.
     pub fn new(seed: &[u8], validators: usize, genesis_time: TimeMs) -> SampleConsortium {

@@ -16,7 +16,9 @@
 //! Not here: persistence (`store`), block structure (`block`), the Merkle log (`merkle`).
 
 mod alerts;
+mod erasure;
 pub use alerts::trigger_category;
+pub use erasure::{ErasureIndexEntry, ErasureRefusal};
 
 use crate::block::{Validator, ValidatorSet};
 use crate::codec::{self, CodecError};
@@ -94,6 +96,10 @@ pub struct RecordState {
     pub open_repair: Option<Digest>,
     /// Repaired in both registries.
     pub repaired: bool,
+    /// Block time its category's retention period ended (it is no longer shown); absent from
+    /// the encoding while `None`, so records of chains without retention keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<TimeMs>,
 }
 
 /// A credit commitment.
@@ -286,6 +292,9 @@ pub enum StateError {
     /// An alert of an `alerts_delivered` batch is not allowed by its consent and trigger.
     #[error("alert not authorized: {}", .0.code())]
     AlertNotAuthorized(crate::monitor::AlertRefusal),
+    /// A `data_erased` entry whose reference does not support its reason.
+    #[error("erasure refused: {} ({})", .0.message(), .0.code())]
+    Erasure(ErasureRefusal),
     /// Stored state value could not be decoded.
     #[error("state value {key}: {err}")]
     Corrupt {
@@ -316,6 +325,7 @@ impl StateError {
             StateError::Checkpoint { .. } => "state.checkpoint",
             StateError::Sequence(_) => "state.sequence",
             StateError::AlertNotAuthorized(r) => r.code(),
+            StateError::Erasure(r) => r.code(),
             StateError::Corrupt { .. } => "state.corrupt",
         }
     }
@@ -342,6 +352,8 @@ mod prefix {
     pub const WATCH: u8 = b'W';
     pub const TRIGGER: u8 = b'T';
     pub const ALERT: u8 = b'A';
+    pub const ERASED: u8 = b'e';
+    pub const EXPIRY: u8 = b'X';
 }
 
 /// Head of a firm's chain of access entries (`query_served` / `query_denied` on that firm, in
@@ -1009,6 +1021,8 @@ impl State {
             }
             self.delete(k);
         }
+        // Records whose retention period ended.
+        self.expire_records(time)?;
         // Replay window: an id recorded by a block at time B can be replayed only by an entry
         // (or request) whose own time is at least now - window, and such a time was at most
         // B + window when it was recorded; so blocks older than two windows are forgotten: the
@@ -1404,8 +1418,10 @@ impl State {
                         published_at: now,
                         open_repair: None,
                         repaired: false,
+                        expired_at: None,
                     },
                 )?;
+                self.schedule_expiry(&r.record, r.category, now);
             }
             EntryKind::CommitmentMade {
                 agency,
@@ -1699,6 +1715,13 @@ impl State {
             EntryKind::AlertsDelivered(b) => {
                 require_role(role == Some(Role::Agency))?;
                 self.apply_alerts(b, &e.id, now)?;
+            }
+            EntryKind::DataErased(x) => {
+                require_role(role == Some(Role::Agency))?;
+                let o = org_id
+                    .clone()
+                    .ok_or_else(|| StateError::Invalid("no org".into()))?;
+                self.apply_erasure(&o, x, &e.id, now)?;
             }
         }
         self.record_trigger(&body.kind, firm, &e.id, log.size(), now)?;

@@ -1,6 +1,9 @@
 //! The agency's off-ledger credit data: one sled database of its own, never replicated.
 //!
-//! Values are JSON documents per (firm, category); penalty/list items carry an `id`, the salted
+//! Values are JSON documents per (firm, category), stored sealed under a data key of their own
+//! (`crate::sealed`, scope `d/<USCC>/<category>`); erasing a firm's category destroys that key
+//! and leaves a tombstone naming the `data_erased` entry ([`AgencyData::erase`]), so neither the
+//! store's files nor a backup of them can give the data back. Penalty/list items carry an `id`, the salted
 //! digest that identifies the record on the ledger (`CreditRecordPublished`) and in query
 //! records. In `--dev` mode [`AgencyData::generate_sample`] fills it with synthetic firms. This
 //! module only stores and reads data; whether a bank may read it is decided on the ledger.
@@ -9,12 +12,13 @@
 //! the consortium firm key ([`AgencyData::set_firm_key`]) the store keeps an in-memory index from
 //! tag to USCC to find the firm a query request names.
 
+use crate::sealed::{Keyring, Unsealed, SEALED};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::types::Severity;
 use xinyi_ledger::{Category, FirmKey, FirmTag, Uscc};
@@ -26,6 +30,18 @@ const COMPLETE: &[u8] = b"meta/complete";
 pub struct AgencyData {
     db: sled::Db,
     tags: Arc<RwLock<TagIndex>>,
+    keys: Arc<Keyring>,
+    /// Serialises erasure passes (`crate::erasure`).
+    pub(crate) erase_lock: Arc<Mutex<()>>,
+}
+
+/// What the agency can release for a query.
+#[derive(Debug)]
+pub enum Release {
+    /// `{category: value}` and the sorted ids of the records in it.
+    Data(Value, Vec<Digest>),
+    /// Some requested categories were erased: each with the id of its `data_erased` entry.
+    Erased(Vec<(Category, Digest)>),
 }
 
 /// The firm key and the tags of the firms held.
@@ -58,8 +74,31 @@ pub struct Publishable {
     pub min_publicity_days: u16,
 }
 
+/// The store key of a firm's category, also the scope of its data key.
+fn scope(firm: &Uscc, c: Category) -> String {
+    format!("d/{}/{}", firm.as_str(), c.name())
+}
+
 fn dkey(firm: &Uscc, c: Category) -> Vec<u8> {
-    format!("d/{}/{}", firm.as_str(), c.name()).into_bytes()
+    scope(firm, c).into_bytes()
+}
+
+/// The tombstone of an erased category: the `data_erased` entry id (32 bytes).
+fn ekey(firm: &Uscc, c: Category) -> Vec<u8> {
+    format!("e/{}/{}", firm.as_str(), c.name()).into_bytes()
+}
+
+/// The scope of a firm's stored alerts (by tag: the monitor names firms by tag).
+pub fn alert_scope(tag: &FirmTag) -> String {
+    format!("a/{tag}")
+}
+
+/// The data key file of the store in `dir`: `<dir>.keys`, beside it, so a copy of the store's
+/// directory does not carry its keys.
+pub fn keyring_path(dir: &Path) -> std::path::PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".keys");
+    dir.with_file_name(name)
 }
 
 /// Canonical JSON bytes: compact, object keys sorted (serde_json's default map is ordered).
@@ -72,10 +111,57 @@ impl AgencyData {
     pub fn open(dir: &Path) -> anyhow::Result<AgencyData> {
         let db = sled::open(dir)
             .map_err(|e| anyhow::anyhow!("opening agency data in {}: {e}", dir.display()))?;
-        Ok(AgencyData {
+        let keys = Arc::new(Keyring::open(&keyring_path(dir))?);
+        let data = AgencyData {
             db,
             tags: Arc::default(),
-        })
+            keys,
+            erase_lock: Arc::default(),
+        };
+        data.seal_plain_values()?;
+        Ok(data)
+    }
+
+    /// Seals values written by a version that stored them in the clear (one batch).
+    fn seal_plain_values(&self) -> anyhow::Result<()> {
+        let mut plain = Vec::new();
+        for kv in self.db.scan_prefix(b"d/") {
+            let (k, v) = kv?;
+            if v.first() != Some(&SEALED) {
+                plain.push((String::from_utf8_lossy(&k).into_owned(), v));
+            }
+        }
+        if plain.is_empty() {
+            return Ok(());
+        }
+        let scopes: Vec<String> = plain.iter().map(|(s, _)| s.clone()).collect();
+        self.keys.ensure(&scopes)?;
+        let mut batch = sled::Batch::default();
+        for (s, v) in &plain {
+            batch.insert(s.as_bytes(), self.keys.seal(s, v)?);
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        tracing::info!(
+            "sealed {} agency data values stored in the clear",
+            plain.len()
+        );
+        Ok(())
+    }
+
+    /// The data keys.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// Seals `plain` under `scope` (the monitor's stored alerts).
+    pub fn seal(&self, scope: &str, plain: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.keys.seal(scope, plain)
+    }
+
+    /// Opens a value sealed under `scope`.
+    pub fn unseal(&self, scope: &str, sealed: &[u8]) -> anyhow::Result<Unsealed> {
+        self.keys.unseal(scope, sealed)
     }
 
     /// Sets the consortium firm key and indexes the tags of every firm held.
@@ -84,7 +170,8 @@ impl AgencyData {
             key: Some(key),
             firms: HashMap::new(),
         };
-        for kv in self.db.scan_prefix(b"d/") {
+        // Firms with data, and firms whose data was erased (so a query names the erasure).
+        for kv in self.db.scan_prefix(b"d/").chain(self.db.scan_prefix(b"e/")) {
             let (k, _) = kv?;
             let Some(u) = k
                 .get(2..)
@@ -110,22 +197,87 @@ impl AgencyData {
             .copied()
     }
 
+    /// Whether the store knows the firm key (can find firms by tag).
+    pub fn knows_tags(&self) -> bool {
+        self.tags
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .key
+            .is_some()
+    }
+
+    /// Whether the store holds any firm's data.
+    pub fn holds_data(&self) -> anyhow::Result<bool> {
+        Ok(self.db.scan_prefix(b"d/").next().transpose()?.is_some())
+    }
+
     /// Whether a sample dataset was completely generated.
     pub fn is_complete(&self) -> anyhow::Result<bool> {
         Ok(self.db.get(COMPLETE)?.is_some())
     }
 
-    /// The data of one firm in one category (`null` if the agency holds none).
+    /// The data of one firm in one category (`null` if the agency holds none or erased it).
     pub fn get(&self, firm: &Uscc, c: Category) -> anyhow::Result<Value> {
-        match self.db.get(dkey(firm, c))? {
+        let s = scope(firm, c);
+        match self.db.get(s.as_bytes())? {
             None => Ok(Value::Null),
-            Some(v) => Ok(serde_json::from_slice(&v)?),
+            Some(v) => match self.keys.unseal(&s, &v)? {
+                Unsealed::Plain(p) => Ok(serde_json::from_slice(&p)?),
+                Unsealed::Erased => Ok(Value::Null),
+            },
         }
     }
 
-    /// Stores one firm's data in one category.
+    /// The id of the `data_erased` entry that erased `firm`'s category `c`, if it is erased (and
+    /// nothing was stored since).
+    pub fn erased(&self, firm: &Uscc, c: Category) -> anyhow::Result<Option<Digest>> {
+        Ok(self
+            .db
+            .get(ekey(firm, c))?
+            .and_then(|v| Digest::from_slice(&v).ok()))
+    }
+
+    /// Erases `firm`'s data in `cats` for the `data_erased` entry `entry` at log position
+    /// `position`: the data keys first (with the firm's stored alerts' key, which mixes
+    /// categories), then the ciphertext, then the tombstones. Idempotent.
+    pub fn erase(
+        &self,
+        firm: &Uscc,
+        tag: &FirmTag,
+        cats: &[Category],
+        entry: &Digest,
+        position: u64,
+    ) -> anyhow::Result<()> {
+        let mut scopes: Vec<String> = cats.iter().map(|c| scope(firm, *c)).collect();
+        scopes.push(alert_scope(tag));
+        self.keys.destroy(&scopes, position.saturating_add(1))?;
+        let mut batch = sled::Batch::default();
+        for c in cats {
+            batch.remove(dkey(firm, *c));
+            batch.insert(ekey(firm, *c), entry.as_bytes().to_vec());
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Records that erasures below log position `through` are applied (none concerned this
+    /// store's data).
+    pub fn erased_through(&self, through: u64) -> anyhow::Result<()> {
+        if through > self.keys.erased_through() {
+            self.keys.destroy(&[], through)?;
+        }
+        Ok(())
+    }
+
+    /// Stores one firm's data in one category (sealed under a fresh key if it was erased).
     pub fn put(&self, firm: &Uscc, c: Category, v: &Value) -> anyhow::Result<()> {
-        self.db.insert(dkey(firm, c), canonical_json(v))?;
+        let s = scope(firm, c);
+        let sealed = self.keys.seal(&s, &canonical_json(v))?;
+        let mut batch = sled::Batch::default();
+        batch.insert(s.as_bytes(), sealed);
+        batch.remove(ekey(firm, c));
+        self.db.apply_batch(batch)?;
         self.tags
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -134,13 +286,22 @@ impl AgencyData {
     }
 
     /// The released data for a query: `{category: value}` and the sorted ids of records in it
-    /// (at most `max_ids`).
+    /// (at most `max_ids`), or the requested categories that were erased.
     pub fn release(
         &self,
         firm: &Uscc,
         cats: &[Category],
         max_ids: usize,
-    ) -> anyhow::Result<(Value, Vec<Digest>)> {
+    ) -> anyhow::Result<Release> {
+        let mut erased = Vec::new();
+        for &c in cats {
+            if let Some(id) = self.erased(firm, c)? {
+                erased.push((c, id));
+            }
+        }
+        if !erased.is_empty() {
+            return Ok(Release::Erased(erased));
+        }
         let mut data = serde_json::Map::new();
         let mut ids = Vec::new();
         for &c in cats {
@@ -159,7 +320,7 @@ impl AgencyData {
         ids.sort();
         ids.dedup();
         ids.truncate(max_ids);
-        Ok((Value::Object(data), ids))
+        Ok(Release::Data(Value::Object(data), ids))
     }
 
     /// Penalty records of `firm` (for publishing on the ledger).
@@ -197,11 +358,19 @@ impl AgencyData {
     pub fn generate_sample(&self, firms: &[Uscc], repairable: usize) -> anyhow::Result<()> {
         self.db.remove(COMPLETE)?;
         let mut rng = rand::thread_rng();
+        let scopes: Vec<String> = firms
+            .iter()
+            .flat_map(|f| Category::ALL.map(|c| scope(f, c)))
+            .collect();
+        self.keys.ensure(&scopes)?;
         let mut batch = sled::Batch::default();
         for (i, f) in firms.iter().enumerate() {
             let firm_data = sample_firm_data(&mut rng, f, i < repairable);
             for (c, v) in firm_data {
-                batch.insert(dkey(f, c), canonical_json(&v));
+                batch.insert(
+                    dkey(f, c),
+                    self.keys.seal(&scope(f, c), &canonical_json(&v))?,
+                );
             }
         }
         self.db.apply_batch(batch)?;

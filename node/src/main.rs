@@ -430,7 +430,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("--webhook {w:?}: expected BANK=URL"))?;
                     webhooks.insert(bank.to_string(), url.to_string());
                 }
-                node.start_monitor(
+                node.start_data_services(
                     &setup.paths.root.join("monitor"),
                     setup.node_key.clone(),
                     xinyi_node::monitor::MonitorConfig {

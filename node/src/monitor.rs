@@ -19,9 +19,10 @@
 //! dead receiver delays only its own deliveries. Not here: the HTTP routes (`api::alerts`), the
 //! rules (`xinyi_ledger::state`).
 
-use crate::datastore::{canonical_json, AgencyData};
+use crate::datastore::{alert_scope, canonical_json, AgencyData};
 use crate::engine::{Engine, SubmitError};
 use crate::metrics::Metrics;
+use crate::sealed::Unsealed;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -150,6 +151,9 @@ fn stream_key(bank: &OrgId, seq: u64) -> Vec<u8> {
 
 type Res<T> = anyhow::Result<T>;
 
+/// Prefix of a stored alert's sealed content.
+const SEALED_CONTENT: &str = "sealed:";
+
 impl Monitor {
     /// Opens the monitor's store in `dir`.
     pub fn open(
@@ -225,7 +229,7 @@ impl Monitor {
         let mut out = Vec::new();
         for kv in t.range(stream_key(bank, after.saturating_add(1))..stream_key(bank, u64::MAX)) {
             let (_, v) = kv?;
-            out.push(serde_json::from_slice(&v)?);
+            out.push(self.decode_alert(&v)?);
             if out.len() >= limit {
                 break;
             }
@@ -392,7 +396,7 @@ impl Monitor {
             a.seq = seq;
             a.entry = Some(entry.clone());
             a.released_at = now;
-            stream.insert(stream_key(&a.bank, seq), serde_json::to_vec(&a)?)?;
+            stream.insert(stream_key(&a.bank, seq), self.encode_alert(&a)?)?;
             seq_t.insert(a.bank.as_str(), &be(seq))?;
             pending.remove(a.id.as_bytes())?;
             self.metrics()
@@ -413,7 +417,7 @@ impl Monitor {
         let mut pending_ids = std::collections::BTreeSet::new();
         for kv in pending.iter() {
             let (_, v) = kv?;
-            let a: StoredAlert = serde_json::from_slice(&v)?;
+            let a = self.decode_alert(&v)?;
             pending_ids.insert(a.id);
             let delivered = self.engine.lock().chain.state().alert_delivery(&a.id);
             match delivered {
@@ -507,7 +511,7 @@ impl Monitor {
                     entry: None,
                     released_at: 0,
                 };
-                pending.insert(s.id.as_bytes(), serde_json::to_vec(&s)?)?;
+                pending.insert(s.id.as_bytes(), self.encode_alert(&s)?)?;
                 fresh.push(s);
             }
         }
@@ -516,6 +520,40 @@ impl Monitor {
         }
         work.extend(fresh);
         Ok((work, Some(end)))
+    }
+
+    /// The stored form of an alert: its JSON with the content sealed under the firm's alert key
+    /// (`"content": "sealed:<base64>"`), so erasing the firm's data erases its stored alerts.
+    fn encode_alert(&self, a: &StoredAlert) -> Res<Vec<u8>> {
+        use base64::Engine as _;
+        let sealed = self
+            .data
+            .seal(&alert_scope(&a.tag), &serde_json::to_vec(&a.content)?)?;
+        let mut stored = a.clone();
+        stored.content = Value::String(format!(
+            "{SEALED_CONTENT}{}",
+            base64::engine::general_purpose::STANDARD.encode(sealed)
+        ));
+        Ok(serde_json::to_vec(&stored)?)
+    }
+
+    /// An alert as stored; once the firm's data is erased its content reads
+    /// `{"erased": true, "code": "data.erased"}`.
+    fn decode_alert(&self, v: &[u8]) -> Res<StoredAlert> {
+        use base64::Engine as _;
+        let mut a: StoredAlert = serde_json::from_slice(v)?;
+        let sealed = match &a.content {
+            Value::String(t) => t.strip_prefix(SEALED_CONTENT).map(str::to_owned),
+            _ => None,
+        };
+        if let Some(b) = sealed {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b)?;
+            a.content = match self.data.unseal(&alert_scope(&a.tag), &bytes)? {
+                Unsealed::Plain(p) => serde_json::from_slice(&p)?,
+                Unsealed::Erased => json!({"erased": true, "code": "data.erased"}),
+            };
+        }
+        Ok(a)
     }
 
     /// The alert content: what changed, from the trigger entry and the agency's own data.
@@ -649,7 +687,7 @@ impl Monitor {
                     return Ok(None);
                 };
                 let (_, v) = kv?;
-                let a: StoredAlert = serde_json::from_slice(&v)?;
+                let a = m.decode_alert(&v)?;
                 let body = m.answer(&a)?;
                 Ok(Some((a, body)))
             })

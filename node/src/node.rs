@@ -114,7 +114,7 @@ impl Node {
                 .with_data_dir(&cfg.data_dir),
         )?;
         if cfg.query.is_none() {
-            self.start_monitor(
+            self.start_data_services(
                 &cfg.data_dir.join("monitor"),
                 dev::read_key(&cfg.key_file)?,
                 cfg.monitor.clone().unwrap_or_default(),
@@ -123,15 +123,23 @@ impl Node {
         Ok(())
     }
 
-    /// Starts post-loan monitoring (`crate::monitor`) with its store in `dir`: alerts are signed
-    /// with `key` (this node's), released through `GET /v1/banks/{org}/alerts` and webhooks.
-    /// Must run inside a tokio runtime; only on the node holding the agency data.
-    pub fn start_monitor(
+    /// Starts what runs on the node holding the agency data: the erasure loop
+    /// (`crate::erasure`, after one catch-up pass now) and post-loan monitoring
+    /// (`crate::monitor`) with its store in `dir` — alerts are signed with `key` (this node's),
+    /// released through `GET /v1/banks/{org}/alerts` and webhooks. Must run inside a tokio
+    /// runtime.
+    pub fn start_data_services(
         &self,
         dir: &std::path::Path,
         key: xinyi_ledger::KeyPair,
         cfg: crate::monitor::MonitorConfig,
     ) -> anyhow::Result<()> {
+        let (engine, data) = (self.state.engine.clone(), self.state.data.clone());
+        let pass = crate::erasure::catch_up(&engine, &data)?;
+        if pass.applied > 0 {
+            tracing::info!("applied {} committed erasures at start-up", pass.applied);
+        }
+        crate::erasure::spawn(engine, data, std::time::Duration::from_millis(500));
         let m = crate::monitor::Monitor::open(
             dir,
             self.state.engine.clone(),

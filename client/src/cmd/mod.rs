@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod commitment;
 pub mod consent;
 pub mod ctx;
+pub mod erase;
 pub mod export;
 pub mod grade;
 pub mod info;

@@ -15,7 +15,7 @@ use std::ops::Bound;
 impl State {
     /// Keys with prefix `p` in the state as it stands (committed map, then the open block, then
     /// the entry being applied, deletions included), in key order.
-    fn keys_with_prefix(&self, p: &[u8]) -> Vec<Vec<u8>> {
+    pub(super) fn keys_with_prefix(&self, p: &[u8]) -> Vec<Vec<u8>> {
         let mut keys: BTreeSet<Vec<u8>> = super::prefix_range(&self.base, p)
             .map(|(k, _)| k.0.to_vec())
             .collect();

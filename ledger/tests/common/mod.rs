@@ -21,7 +21,11 @@ pub struct Driver {
 
 impl Driver {
     pub fn new() -> Driver {
-        let c = SampleConsortium::new(b"test", 1, T0);
+        Driver::with(SampleConsortium::new(b"test", 1, T0))
+    }
+
+    /// A driver over consortium `c` (e.g. with more validators or other parameters).
+    pub fn with(c: SampleConsortium) -> Driver {
         let (chain, _) = Chain::from_genesis(&c.genesis).unwrap();
         Driver {
             c,

@@ -50,6 +50,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "get", path: "/v1/commitments/{id}", tag: "records", summary: "A commitment", body: None },
     Route { method: "post", path: "/v1/commitments/{id}/broken", tag: "records", summary: "Record a broken commitment (agency CommitmentBroken)", body: WRITE },
     Route { method: "post", path: "/v1/grades", tag: "records", summary: "Assign a grade (agency GradeAssigned)", body: WRITE },
+    Route { method: "post", path: "/v1/erasures", tag: "records", summary: "Erase a firm's off-ledger data (agency-signed DataErased); answers once the entry is committed and, on the node holding the data, its keys are destroyed", body: WRITE },
     Route { method: "get", path: "/v1/blocks/{height}", tag: "chain", summary: "Block header, hash, certificate and entries (entries only for auditors and validators by X-Xinyi-Auth; others get leaf hashes)", body: None },
     Route { method: "get", path: "/v1/checkpoint", tag: "chain", summary: "Latest signed checkpoint (C2SP note, text/plain)", body: None },
     Route { method: "get", path: "/v1/consistency", tag: "chain", summary: "RFC 9162 consistency proof between two log sizes (?from=N&to=M)", body: None },

@@ -8,7 +8,7 @@
 use super::{blocking, json_ok, to_json, ApiResult};
 use crate::api::error::ApiError;
 use crate::api::{parse_json, AppState};
-use crate::datastore::{canonical_json, AgencyData};
+use crate::datastore::{canonical_json, AgencyData, Release};
 use crate::engine::SubmitError;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -24,7 +24,7 @@ use xinyi_ledger::entry::{
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::keys::SigDomain;
 use xinyi_ledger::state::StateError;
-use xinyi_ledger::types::{check_categories, Role};
+use xinyi_ledger::types::{check_categories, Category, Role};
 
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -237,11 +237,44 @@ async fn deny(s: &AppState, sq: SignedQueryRequest, reason: DenialReason) -> Api
     )
 }
 
+/// 410 `data.erased`: the agency erased some requested categories (nothing is released and
+/// nothing more is logged; the bank may ask again without them).
+fn erased_error(erased: &[(Category, Digest)]) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "data.erased",
+        format!(
+            "the agency erased this firm's {} data (data_erased entry {}); ask again without {}",
+            erased
+                .iter()
+                .map(|(c, _)| c.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            erased
+                .first()
+                .map(|(_, id)| id.to_hex())
+                .unwrap_or_default(),
+            if erased.len() == 1 { "it" } else { "them" }
+        ),
+    )
+    .with(
+        "erased",
+        json!(erased
+            .iter()
+            .map(|(c, id)| json!({"category": c.name(), "erasure": id.to_hex()}))
+            .collect::<Vec<_>>()),
+    )
+}
+
 /// What the agency holds on the request's firm in the requested categories, and the ids of the
-/// records it drew on (blocking: reads the agency's data store).
+/// records it drew on (blocking: reads the agency's data store); 410 `data.erased` if some were
+/// erased.
 fn release(data: &AgencyData, req: &QueryRequest) -> ApiResult<(Value, Vec<Digest>)> {
     match data.firm_by_tag(&req.firm) {
-        Some(firm) => Ok(data.release(&firm, &req.categories, MAX_RECORD_IDS)?),
+        Some(firm) => match data.release(&firm, &req.categories, MAX_RECORD_IDS)? {
+            Release::Data(v, ids) => Ok((v, ids)),
+            Release::Erased(erased) => Err(erased_error(&erased)),
+        },
         // No data on that firm here (or no firm key): every category is null, as for a firm
         // the agency holds nothing on.
         None => Ok((
@@ -275,6 +308,25 @@ async fn serve(
     match s.engine.enqueue(entry).await {
         Ok(c) => {
             crate::metrics::Metrics::inc(&s.engine.metrics().queries_served);
+            // An erasure that committed while this record was waiting wins: the data read
+            // before it is not released (the record stays on the ledger, its digest unreleased).
+            let (data, req) = (s.data.clone(), sq.request.clone());
+            let erased = blocking(move || {
+                let Some(firm) = data.firm_by_tag(&req.firm) else {
+                    return Ok(Vec::new());
+                };
+                let mut out = Vec::new();
+                for &c in &req.categories {
+                    if let Some(id) = data.erased(&firm, c)? {
+                        out.push((c, id));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+            if !erased.is_empty() {
+                return Err(erased_error(&erased));
+            }
             Ok(json_ok(json!({
                 "data": released,
                 "salt": hex::encode(salt),

@@ -117,8 +117,15 @@ pub async fn firm_records(
         }
         let core = engine.lock();
         let mut out = Vec::new();
+        let mut hidden = 0u64;
         for (pos, id) in found {
             if let Some(r) = core.chain.state().record(&id)? {
+                // Public display ends with a repair or the category's retention period
+                // (`specs/state.md` §3 step 5); the firm still sees them in its entries.
+                if !r.shown() {
+                    hidden += 1;
+                    continue;
+                }
                 out.push(json!({
                     "id": id.to_hex(),
                     "position": pos,
@@ -132,10 +139,13 @@ pub async fn firm_records(
                 }));
             }
         }
-        Ok(out)
+        Ok((out, hidden))
     })
     .await?;
-    Ok(json_ok(json!({"firm": uscc, "records": records})))
+    let (records, hidden) = records;
+    Ok(json_ok(
+        json!({"firm": uscc, "records": records, "no_longer_shown": hidden}),
+    ))
 }
 
 /// `GET /v1/firms/{uscc}/tag` (the firm itself, an auditor or an agency, `X-Xinyi-Auth`): the firm's ledger

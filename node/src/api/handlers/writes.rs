@@ -48,7 +48,14 @@ async fn write(
     let e = decode_entry(body)?;
     check(&e.body.kind)?;
     s.rate_check(&author_key(&e.body.author))?;
-    Ok(Json(s.engine.submit(e).await?))
+    let erasure = matches!(e.body.kind, EntryKind::DataErased(_));
+    let committed = s.engine.submit(e).await?;
+    if erasure && s.cfg.data_node.is_none() {
+        // On the node holding the data: answer once the keys are destroyed here.
+        let (engine, data) = (s.engine.clone(), s.data.clone());
+        super::blocking(move || Ok(crate::erasure::catch_up(&engine, &data)?)).await?;
+    }
+    Ok(Json(committed))
 }
 
 fn wrong_kind(want: &str, got: &EntryKind) -> ApiError {
@@ -153,6 +160,11 @@ pub const TYPED_WRITES: &[TypedWrite] = &[
     TypedWrite {
         path: "/v1/grades",
         kind: "grade_assigned",
+        id: None,
+    },
+    TypedWrite {
+        path: "/v1/erasures",
+        kind: "data_erased",
         id: None,
     },
 ];
