@@ -4,8 +4,8 @@
 //! `XINYI_REGEN_VECTORS=1 cargo test -p xinyi-ledger --test spec_vectors` rewrites the files;
 //! without it the test regenerates them in memory and fails on any difference.
 //!
-//! The chain is built with `SampleConsortium::new(b"spec-vectors", 1, FIXED_TIME)` and covers
-//! every entry kind. Everything is deterministic: keys come from fixed seeds, Ed25519 signatures
+//! The chain is built with `SampleConsortium::new(b"spec-vectors", 1, FIXED_TIME)`, with a
+//! five-day retention period for abnormal-list records, and covers every entry kind. Everything is deterministic: keys come from fixed seeds, Ed25519 signatures
 //! are deterministic, and JSON objects are written with sorted keys.
 
 use ed25519_dalek::Signer as _;
@@ -18,9 +18,10 @@ use xinyi_ledger::chain::{Chain, CommittedBlock};
 use xinyi_ledger::codec;
 use xinyi_ledger::entry::{
     entry_signing_payload, membership_signing_payload, query_signing_payload, Approval, Author,
-    Consent, CreditRecord, DenialReason, EntryKind, EntryWire, Equivocation, MemberChange,
-    MembershipChange, MembershipProposal, QueryRecord, QueryRequest,
+    Consent, CreditRecord, DenialReason, EntryKind, EntryWire, Equivocation, Erasure,
+    ErasureReason, MemberChange, MembershipChange, MembershipProposal, QueryRecord, QueryRequest,
 };
+use xinyi_ledger::genesis::Retention;
 use xinyi_ledger::hash::{self, Digest, Domain};
 use xinyi_ledger::keys::{signing_message, KeyPair, SigDomain};
 use xinyi_ledger::merkle::{self, MerkleTree};
@@ -145,6 +146,9 @@ fn json_file(v: Value) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// State keys whose values are raw bytes (ids, counters, markers), not CBOR.
+const RAW_VALUE_PREFIXES: &[u8] = b"NnkaxAe";
+
 fn key_prefix_name(k: &[u8]) -> &'static str {
     match k.first() {
         Some(b'o') => "org",
@@ -166,6 +170,8 @@ fn key_prefix_name(k: &[u8]) -> &'static str {
         Some(b'W') => "monitoring_consent",
         Some(b'T') => "monitor_trigger",
         Some(b'A') => "alert_delivered",
+        Some(b'e') => "erasure",
+        Some(b'X') => "retention_expiry",
         _ => "unknown",
     }
 }
@@ -185,6 +191,13 @@ struct Driver {
 impl Driver {
     fn new() -> Driver {
         let c = SampleConsortium::new(SEED, 1, FIXED_TIME);
+        // Abnormal-list records stop being shown five days after publication (state.md §3).
+        let mut params = c.genesis.params.clone();
+        params.retention = vec![Retention {
+            category: Category::AbnormalList,
+            days: 5,
+        }];
+        let c = c.with_params(params);
         let (chain, genesis_ws) = Chain::from_genesis(&c.genesis).unwrap();
         Driver {
             c,
@@ -524,6 +537,50 @@ fn build_chain() -> Driver {
         }),
     );
     d.block(vec![al]);
+
+    // Block 12: the agency erases what it holds: under the revoked consent, the repaired
+    // penalty, the abnormal-list record whose retention ended (block 8), and on the firm's own
+    // request without a document digest.
+    let erase = |d: &mut Driver, firm, categories, reason, reference| {
+        d.org(
+            "gz-credit",
+            EntryKind::DataErased(Erasure {
+                firm,
+                categories,
+                reason,
+                reference,
+            }),
+        )
+    };
+    let x1 = erase(
+        &mut d,
+        t0,
+        vec![Registration, Penalties, Tax],
+        ErasureReason::ConsentWithdrawn,
+        Some(cid),
+    );
+    let x2 = erase(
+        &mut d,
+        t0,
+        vec![Penalties],
+        ErasureReason::RecordRepaired,
+        Some(r1),
+    );
+    let x3 = erase(
+        &mut d,
+        t1,
+        vec![AbnormalList],
+        ErasureReason::RetentionEnded,
+        Some(r2),
+    );
+    let x4 = erase(
+        &mut d,
+        t1,
+        vec![Judgments],
+        ErasureReason::SubjectRequest,
+        None,
+    );
+    d.block(vec![x1, x2, x3, x4]);
     d
 }
 
@@ -620,7 +677,7 @@ fn root_json(
             "key_prefix": String::from(k[0] as char),
             "key_kind": key_prefix_name(k),
             "value_hex": v.as_ref().map(|v| hx(v)),
-            "value_diag": v.as_ref().filter(|v| !v.is_empty() && k[0] != b'N' && k[0] != b'n' && k[0] != b'k' && k[0] != b'a' && k[0] != b'x' && k[0] != b'A').map(|v| diag(v)),
+            "value_diag": v.as_ref().filter(|v| !v.is_empty() && !RAW_VALUE_PREFIXES.contains(&k[0])).map(|v| diag(v)),
         })).collect::<Vec<_>>(),
         "write_set_cbor_hex": hx(&ws_cbor),
         "write_set_hash": ws_hash.to_hex(),

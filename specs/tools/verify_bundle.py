@@ -99,11 +99,19 @@ def mth(leaves):
 
 # ---------------- genesis ----------------
 ROLES = ['agency', 'bank', 'credit_china', 'gsxt', 'auditor']
+CATEGORIES = ['registration', 'licences', 'penalties', 'abnormal_list', 'dishonest_list',
+              'judgments', 'tax', 'social_insurance', 'housing_fund', 'utilities']
 def genesis_cbor(g):
     orgs = [st(o['id'], o['name'], ROLES.index(o['role']), bytes.fromhex(o['key']), o['power']) for o in g['orgs']]
     p = g['params']
-    return enc(st(g['name'], g['time'], orgs,
-                  st(p['repair_deadline_working_days'], p['entry_time_window_ms'], p['max_block_entries'])))
+    params = st(p['repair_deadline_working_days'], p['entry_time_window_ms'], p['max_block_entries'])
+    # Retention (key 3) is present only when the chain sets at least one period (state.md §7).
+    if p.get('retention'):
+        params[3] = [st(CATEGORIES.index(r['category']), r['days']) for r in p['retention']]
+    return enc(st(g['name'], g['time'], orgs, params))
+
+def retention_days(g):
+    return {CATEGORIES.index(r['category']): r['days'] for r in g['params'].get('retention', [])}
 
 DAY = 86_400_000
 def deadline(t, n):
@@ -134,6 +142,7 @@ def access_root(kv):
 class State:
     def __init__(s, g, chain):
         s.chain, s.origin, s.params = chain, g['name'], g['params']
+        s.retention = retention_days(g)
         s.base, s.blk, s.ent = {}, {}, {}
         # Replay set (state.md §4 step 2): derived from the `n` values, not stored under keys.
         s.replay, s.ids_blk, s.ids_ent = set(), [], []
@@ -214,6 +223,14 @@ class State:
             r = s.get(b'p' + rid)
             if r is not None and r[3] == 1:
                 r[10] = True; s.put(b'p' + rid, r)
+            s.delete(k)
+        # Records whose retention period ended stop being shown (state.md §3).
+        for k, _ in s.prefix(b'X'):
+            if int.from_bytes(k[1:9], 'big') > t: break
+            rid = k[9:]
+            r = s.get(b'r' + rid)
+            if r is not None and r.get(8) is None:
+                r[8] = t; s.put(b'r' + rid, r)
             s.delete(k)
         cutoff = max(0, t - 2 * s.params['entry_time_window_ms'])
         for k, v in s.prefix(b'n'):
@@ -353,6 +370,8 @@ class State:
             trig = (firm, {2: 0, 3: 1, 4: 2, 5: 3}.get(cat, 4))
             if s.raw(b'r' + rec) is not None: raise Fail('state.already_exists')
             s.put(b'r' + rec, st(aval, firm, cat, sev, days, now, None, False))
+            if cat in s.retention:
+                s.putraw(b'X' + BE64(now + s.retention[cat] * DAY) + rec, b'')
         elif kind == 7:
             agency, content, due = fields(x, 3); a = s.get(b'o' + agency.encode())
             if a is None or a[1] != 0: raise Fail('state.not_found')
@@ -447,6 +466,32 @@ class State:
             ak = b'h' + B(firm)
             cur = s.get(ak) or st(bytes(32), 0)
             s.put(ak, st(hashlib.sha256(b'xinyi/v1/access\0' + cur[0] + e['id']).digest(), cur[1] + 1))
+        elif kind == 'data_erased':
+            need(role == 0)
+            firm, cats, reason = x[0], x[1], x[2]
+            assert set(x) <= {0, 1, 2, 3}, x
+            ref = x.get(3)
+            if not cats or any(a >= b for a, b in zip(cats, cats[1:])) or not 0 <= reason <= 5:
+                raise Fail('entry.invalid')
+            if ref is None and reason in (0, 1, 2): raise Fail('entry.invalid')
+            if ref is not None and reason in (0, 1):  # consent_withdrawn, purpose_ended
+                c = s.get(b'c' + ref)
+                if c is None: raise Fail('erasure.reference_unknown')
+                cfirm, terms, used, revoked, granted = fields(c, 5)
+                _, _, _, nb, na, mx, _ = consent_terms(terms)
+                if cfirm != firm: raise Fail('erasure.other_firm')
+                if reason == 0 and not revoked: raise Fail('erasure.consent_not_revoked')
+                if reason == 1 and now < na and used < mx and not revoked: raise Fail('erasure.consent_in_force')
+            elif ref is not None and reason in (2, 3):  # record_repaired, retention_ended
+                r = s.get(b'r' + ref)
+                if r is None: raise Fail('erasure.reference_unknown')
+                if r[1] != firm: raise Fail('erasure.other_firm')
+                if r[0] != aval: raise Fail('erasure.not_publisher')
+                if r[2] not in cats: raise Fail('erasure.category_not_erased')
+                if reason == 2 and not r[7]: raise Fail('erasure.record_not_repaired')
+                if reason == 3 and not r[7] and r.get(8) is None: raise Fail('erasure.record_still_shown')
+            for c in cats:
+                s.putraw(b'e' + B(firm) + bytes([c]) + aval.encode(), e['id'])
         else:
             raise Fail('unknown kind %r' % (kind,))
         # A trigger about a firm with a monitoring consent is recorded (state.md §4.19).
