@@ -8,7 +8,7 @@
 //! per speculatively executed block — shares the whole tree and costs O(1); a change copies only
 //! the nodes on its path. The replay set (entry and query-request ids inside the replay window)
 //! is not a key-value: it is derived in memory from the per-block `n` values and kept as a
-//! persistent set too (`specs/state.md` §3 step 4, §4 step 2). The only clock is the block time given to
+//! persistent set too (`specs/state.md` §3 step 5, §4 step 2). The only clock is the block time given to
 //! [`State::begin_block`]. Signatures are not checked here: applying an entry returns the
 //! signature checks it needs (against the keys in force at that point), and the caller verifies
 //! them, batched (`chain`). The state root is a hash chain over each block's sorted write set

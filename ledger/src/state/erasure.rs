@@ -1,4 +1,4 @@
-//! The erasure and retention rules of the state machine (`specs/state.md` §3 step 5, §4.21):
+//! The erasure and retention rules of the state machine (`specs/state.md` §3 step 4, §4.21):
 //! which `data_erased` entries an agency may make (the reason checked against the consent or
 //! record it names), the erasure index, and the retention schedule that stops showing a
 //! published record once its category's period ends, at block time. A child of `state` so it

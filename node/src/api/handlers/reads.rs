@@ -121,7 +121,7 @@ pub async fn firm_records(
         for (pos, id) in found {
             if let Some(r) = core.chain.state().record(&id)? {
                 // Public display ends with a repair or the category's retention period
-                // (`specs/state.md` §3 step 5); the firm still sees them in its entries.
+                // (`specs/state.md` §3 step 4); the firm still sees them in its entries.
                 if !r.shown() {
                     hidden += 1;
                     continue;
