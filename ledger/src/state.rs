@@ -17,6 +17,7 @@
 
 mod alerts;
 mod erasure;
+mod repairs;
 pub use alerts::trigger_category;
 pub use erasure::{ErasureIndexEntry, ErasureRefusal};
 
@@ -31,7 +32,7 @@ use crate::genesis::{Genesis, Params};
 use crate::hash::{self, Digest, Domain};
 use crate::keys::{signing_message, PublicKey, SigDomain, Signature};
 use crate::merkle::MerkleTree;
-use crate::types::{working_days_deadline, Category, Grade, OrgId, Role, Severity, TimeMs, DAY_MS};
+use crate::types::{Category, Grade, OrgId, Role, Severity, TimeMs};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -1495,142 +1496,24 @@ impl State {
                 let f = author_firm.ok_or_else(|| {
                     StateError::Invalid("repair must be requested by the firm".into())
                 })?;
-                let rk = key(prefix::RECORD, &[record.as_bytes()]);
-                let mut rec: RecordState = self.get(&rk)?.ok_or_else(|| StateError::NotFound {
-                    what: "record",
-                    id: record.to_hex(),
-                })?;
-                if rec.firm != f {
-                    return Err(StateError::NotOwner(format!(
-                        "record {record} concerns another firm"
-                    )));
-                }
-                if rec.repaired {
-                    return Err(StateError::Invalid(format!(
-                        "record {record} is already repaired"
-                    )));
-                }
-                if let Some(open) = rec.open_repair {
-                    return Err(StateError::AlreadyExists {
-                        what: "open repair",
-                        id: open.to_hex(),
-                    });
-                }
-                let ends = rec
-                    .published_at
-                    .saturating_add(u64::from(rec.min_publicity_days) * DAY_MS);
-                if now < ends {
-                    return Err(StateError::PublicityPeriodNotElapsed { ends, now });
-                }
-                rec.open_repair = Some(e.id);
-                let agency = rec.agency.clone();
-                self.put_s(rk, &rec)?;
-                self.put_s(
-                    key(prefix::REPAIR, &[e.id.as_bytes()]),
-                    &RepairRecord {
-                        firm: f,
-                        record: *record,
-                        agency,
-                        status: RepairStatus::Requested,
-                        requested_at: now,
-                        decided_at: None,
-                        reason: None,
-                        deadline: None,
-                        credit_china_applied_at: None,
-                        gsxt_applied_at: None,
-                        overdue: false,
-                    },
-                )?;
+                self.apply_repair_requested(f, record, &e.id, now)?;
             }
             EntryKind::RepairDecided {
                 repair,
                 approved,
                 reason,
             } => {
-                let pk = key(prefix::REPAIR, &[repair.as_bytes()]);
-                let mut r: RepairRecord = self.get(&pk)?.ok_or_else(|| StateError::NotFound {
-                    what: "repair",
-                    id: repair.to_hex(),
-                })?;
-                firm = Some(r.firm);
-                if org_id.as_ref() != Some(&r.agency) {
-                    return Err(StateError::NotOwner(format!(
-                        "only {} may decide repair {repair}",
-                        r.agency
-                    )));
-                }
-                if r.status != RepairStatus::Requested {
-                    return Err(StateError::RepairState {
-                        repair: *repair,
-                        reason: format!("cannot decide a repair in status {:?}", r.status),
-                    });
-                }
-                r.decided_at = Some(now);
-                r.reason = Some(reason.clone());
-                let rk = key(prefix::RECORD, &[r.record.as_bytes()]);
-                if *approved {
-                    let deadline =
-                        working_days_deadline(now, self.params.repair_deadline_working_days);
-                    r.status = RepairStatus::Approved;
-                    r.deadline = Some(deadline);
-                    self.entry.insert(
-                        key(
-                            prefix::DEADLINE,
-                            &[&deadline.to_be_bytes(), repair.as_bytes()],
-                        ),
-                        Some(Vec::new()),
-                    );
-                } else {
-                    r.status = RepairStatus::Rejected;
-                    if let Some(mut rec) = self.get::<RecordState>(&rk)? {
-                        rec.open_repair = None;
-                        self.put_s(rk, &rec)?;
-                    }
-                }
-                self.put_s(pk, &r)?;
+                firm = Some(self.apply_repair_decided(
+                    org_id.as_ref(),
+                    repair,
+                    *approved,
+                    reason,
+                    now,
+                )?);
             }
             EntryKind::RepairApplied { repair } => {
                 require_role(role.is_some_and(Role::is_registry))?;
-                let pk = key(prefix::REPAIR, &[repair.as_bytes()]);
-                let mut r: RepairRecord = self.get(&pk)?.ok_or_else(|| StateError::NotFound {
-                    what: "repair",
-                    id: repair.to_hex(),
-                })?;
-                firm = Some(r.firm);
-                if r.status != RepairStatus::Approved {
-                    return Err(StateError::RepairState {
-                        repair: *repair,
-                        reason: format!("cannot apply a repair in status {:?}", r.status),
-                    });
-                }
-                let slot = if role == Some(Role::CreditChina) {
-                    &mut r.credit_china_applied_at
-                } else {
-                    &mut r.gsxt_applied_at
-                };
-                if slot.is_some() {
-                    return Err(StateError::RepairState {
-                        repair: *repair,
-                        reason: "this registry already applied it".into(),
-                    });
-                }
-                *slot = Some(now);
-                if r.credit_china_applied_at.is_some() && r.gsxt_applied_at.is_some() {
-                    r.status = RepairStatus::Applied;
-                    if let Some(d) = r.deadline {
-                        self.delete(key(
-                            prefix::DEADLINE,
-                            &[&d.to_be_bytes(), repair.as_bytes()],
-                        ));
-                    }
-                    let rk = key(prefix::RECORD, &[r.record.as_bytes()]);
-                    if let Some(mut rec) = self.get::<RecordState>(&rk)? {
-                        rec.open_repair = None;
-                        rec.repaired = true;
-                        self.put_s(rk, &rec)?;
-                    }
-                }
-                self.put_s(pk, &r)?;
+                firm = Some(self.apply_repair_applied(role, repair, now)?);
             }
             EntryKind::CheckpointCosigned {
                 size,

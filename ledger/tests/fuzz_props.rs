@@ -176,7 +176,7 @@ proptest! {
             let g = BundleReader::new(b.as_slice()).unwrap();
             let g = Genesis::from_json(g.genesis()).unwrap();
             prop_assert_eq!(g.to_json(), v.genesis.to_json());
-            prop_assert_eq!(report.blocks, 11);
+            prop_assert_eq!(report.blocks, 12);
         }
     }
 }
@@ -184,7 +184,7 @@ proptest! {
 #[test]
 fn the_vectors_themselves_are_accepted() {
     let v = vectors();
-    assert_eq!(v.entries.len(), 26);
+    assert_eq!(v.entries.len(), 30);
     for e in &v.entries {
         Entry::decode(e).unwrap();
     }

@@ -1,6 +1,6 @@
 //! Tamper detection: random byte mutations of a node's sled files and of an audit bundle.
 //!
-//! The reference chain is the spec vector `specs/vectors/chain.bundle` (11 blocks, 26 entries,
+//! The reference chain is the spec vector `specs/vectors/chain.bundle` (12 blocks, 30 entries,
 //! every entry kind) with its genesis. For the store, the chain is applied block by block into
 //! a fresh sled store through `Chain::apply_block` + `Store::append` (what a node does), the
 //! store is closed and its files read into memory. Each trial writes the files back into a
