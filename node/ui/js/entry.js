@@ -22,7 +22,7 @@ const KIND_NAMES = [
   "membership", "firm_registered", "consent_granted", "consent_revoked", "query_served",
   "query_denied", "credit_record_published", "commitment_made", "commitment_broken",
   "grade_assigned", "repair_requested", "repair_decided", "repair_applied",
-  "checkpoint_cosigned", "anchor_receipt", "misbehaviour",
+  "checkpoint_cosigned", "anchor_receipt", "misbehaviour", "alerts_delivered", "data_erased",
 ];
 
 /** EntryBody bytes for a firm author (tag: 32 bytes). */

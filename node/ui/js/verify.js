@@ -10,6 +10,7 @@ import {
   unhex32, utf8,
 } from "./crypto.js";
 import { encode, struct, variant } from "./cbor.js";
+import { CATEGORIES } from "./entry.js";
 
 const fail = (code, msg) => {
   const e = new Error(`${code}: ${msg}`);
@@ -98,8 +99,18 @@ export function genesisCbor(g) {
     return struct(o.id, o.name, role, unhex32(o.key), BigInt(o.power));
   });
   const p = g.params;
-  return encode(struct(g.name, BigInt(g.time), orgs,
-    struct(p.repair_deadline_working_days, BigInt(p.entry_time_window_ms), p.max_block_entries)));
+  const params = struct(p.repair_deadline_working_days, BigInt(p.entry_time_window_ms),
+    p.max_block_entries);
+  // Key 3, retention (specs/state.md §7): [{0 category, 1 days}], absent when empty.
+  const retention = p.retention || [];
+  if (retention.length > 0) {
+    params.set(3, retention.map((r) => {
+      const c = CATEGORIES.indexOf(r.category);
+      if (c < 0) fail("genesis.invalid", `unknown retention category ${r.category}`);
+      return struct(c, r.days);
+    }));
+  }
+  return encode(struct(g.name, BigInt(g.time), orgs, params));
 }
 
 export async function chainId(g) {
