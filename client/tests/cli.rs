@@ -236,17 +236,7 @@ fn build_chain() -> Built {
         blocks.push(chain.commit_built(cert).unwrap());
         all.extend(entries);
     };
-    let reg = c
-        .org_entry(
-            "gz-credit",
-            now,
-            next(),
-            EntryKind::FirmRegistered {
-                firm: c.tag(&f),
-                key: c.firm_key(&f).public(),
-            },
-        )
-        .unwrap();
+    let reg = c.registration("gz-credit", &f, now, next()).unwrap();
     commit(&mut chain, &mut now, vec![reg]);
     let consent = c
         .firm_entry(

@@ -1136,7 +1136,6 @@ impl Speculative {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::EntryKind;
     use crate::sample::{sample_firm, SampleConsortium};
 
     const T0: TimeMs = 1_795_000_000_000;
@@ -1150,18 +1149,8 @@ mod tests {
     fn registrations(c: &SampleConsortium, from: u32, n: u32, time: TimeMs) -> Vec<Entry> {
         (from..from + n)
             .map(|i| {
-                let firm = sample_firm(i).unwrap();
-                let key = c.firm_key(&firm).public();
-                c.org_entry(
-                    "gz-credit",
-                    time,
-                    u64::from(i),
-                    EntryKind::FirmRegistered {
-                        firm: c.tag(&firm),
-                        key,
-                    },
-                )
-                .unwrap()
+                c.registration("gz-credit", &sample_firm(i).unwrap(), time, u64::from(i))
+                    .unwrap()
             })
             .collect()
     }

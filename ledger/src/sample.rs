@@ -180,6 +180,21 @@ impl SampleConsortium {
         )
     }
 
+    /// `firm_registered` of `firm` (its tag and deterministic key) signed by agency `agency`.
+    pub fn registration(
+        &self,
+        agency: &str,
+        firm: &Uscc,
+        time: TimeMs,
+        nonce: u64,
+    ) -> Result<Entry, EntryError> {
+        let kind = EntryKind::FirmRegistered {
+            firm: self.tag(firm),
+            key: self.firm_key(firm).public(),
+        };
+        self.org_entry(agency, time, nonce, kind)
+    }
+
     /// Signs an entry by a firm (author = its tag) with its deterministic key.
     pub fn firm_entry(
         &self,

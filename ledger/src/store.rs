@@ -926,7 +926,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{Entry, EntryKind};
+    use crate::entry::Entry;
     use crate::sample::{sample_firm, SampleConsortium};
     use crate::types::TimeMs;
 
@@ -941,18 +941,8 @@ mod tests {
             let time = T0 + 10 + u64::from(b);
             let entries: Vec<Entry> = (b * per..(b + 1) * per)
                 .map(|i| {
-                    let firm = sample_firm(i).unwrap();
-                    let key = c.firm_key(&firm).public();
-                    c.org_entry(
-                        "gz-credit",
-                        time,
-                        u64::from(i),
-                        EntryKind::FirmRegistered {
-                            firm: c.tag(&firm),
-                            key,
-                        },
-                    )
-                    .unwrap()
+                    c.registration("gz-credit", &sample_firm(i).unwrap(), time, u64::from(i))
+                        .unwrap()
                 })
                 .collect();
             all.extend(entries.clone());

@@ -169,7 +169,6 @@ impl Mempool for SharedPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xinyi_ledger::entry::EntryKind;
     use xinyi_ledger::sample::{sample_firm, SampleConsortium};
 
     const T0: TimeMs = 1_795_000_000_000;
@@ -178,18 +177,8 @@ mod tests {
         let c = SampleConsortium::new(b"pool", 1, T0);
         (0..n)
             .map(|i| {
-                let firm = sample_firm(i as u32).unwrap();
-                let key = c.firm_key(&firm).public();
-                c.org_entry(
-                    "gz-credit",
-                    time,
-                    i,
-                    EntryKind::FirmRegistered {
-                        firm: c.tag(&firm),
-                        key,
-                    },
-                )
-                .unwrap()
+                c.registration("gz-credit", &sample_firm(i as u32).unwrap(), time, i)
+                    .unwrap()
             })
             .collect()
     }

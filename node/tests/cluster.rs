@@ -67,17 +67,7 @@ fn four_validators_and_a_follower_agree_and_serve_queries_across_nodes() {
     let mut positions = vec![];
     let mut sent = vec![];
     for (i, f) in firms.iter().enumerate() {
-        let e = c
-            .org_entry(
-                "gz-credit",
-                now_ms(),
-                i as u64,
-                EntryKind::FirmRegistered {
-                    firm: c.tag(f),
-                    key: c.firm_key(f).public(),
-                },
-            )
-            .unwrap();
+        let e = c.registration("gz-credit", f, now_ms(), i as u64).unwrap();
         let node = &m[[1, 2, 4][i]];
         let (status, body) = post(&format!("{}/v1/entries", node.url), &write_body(&e));
         assert_eq!(status, 200, "{} via {}: {body}", f, node.org);
@@ -271,17 +261,7 @@ fn a_membership_change_starts_a_new_epoch_with_the_new_validator_set() {
     });
     // Writes still commit everywhere, including through the new validator.
     let f = sample_firm(0).unwrap();
-    let e = c
-        .org_entry(
-            "gz-credit",
-            now_ms(),
-            100,
-            EntryKind::FirmRegistered {
-                firm: c.tag(&f),
-                key: c.firm_key(&f).public(),
-            },
-        )
-        .unwrap();
+    let e = c.registration("gz-credit", &f, now_ms(), 100).unwrap();
     let (status, body) = post(&format!("{}/v1/entries", m[4].url), &write_body(&e));
     assert_eq!(status, 200, "{body}");
     let p = body["position"].as_u64().unwrap();

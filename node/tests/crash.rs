@@ -10,7 +10,6 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
-use xinyi_ledger::entry::EntryKind;
 use xinyi_ledger::sample::{sample_firm, SampleConsortium};
 use xinyi_node::config::Config;
 
@@ -67,15 +66,7 @@ fn validator_killed_between_finalization_and_sled_write_recovers() {
     let submit = |i: u32, via: &Member| {
         let f = sample_firm(i).unwrap();
         let e = c
-            .org_entry(
-                "gz-credit",
-                now_ms(),
-                u64::from(i),
-                EntryKind::FirmRegistered {
-                    firm: c.tag(&f),
-                    key: c.firm_key(&f).public(),
-                },
-            )
+            .registration("gz-credit", &f, now_ms(), u64::from(i))
             .unwrap();
         let (status, body) = post(&format!("{}/v1/entries", via.url), &write_body(&e));
         assert_eq!(status, 200, "firm {i} via {}: {body}", via.org);

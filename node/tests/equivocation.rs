@@ -177,17 +177,7 @@ fn an_equivocating_validator_is_caught_and_the_evidence_committed() {
     // The chain goes on: a write commits, and every node moves past where it was.
     let before: Vec<u64> = members.iter().map(height).collect();
     let firm = sample_firm(0).unwrap();
-    let e = c
-        .org_entry(
-            "gz-credit",
-            now_ms(),
-            1,
-            EntryKind::FirmRegistered {
-                firm: c.tag(&firm),
-                key: c.firm_key(&firm).public(),
-            },
-        )
-        .unwrap();
+    let e = c.registration("gz-credit", &firm, now_ms(), 1).unwrap();
     let (status, body) = post(&format!("{}/v1/entries", members[1].url), &write_body(&e));
     assert_eq!(status, 200, "{body}");
     wait_until("every node to commit more blocks", || {

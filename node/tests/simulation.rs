@@ -61,16 +61,7 @@ impl Mempool for SampleMempool {
             let Ok(firm) = SampleConsortium::firm(r as u32) else {
                 continue;
             };
-            let key = self.c.firm_key(&firm).public();
-            let reg = self.c.org_entry(
-                "gz-credit",
-                time,
-                3 * r,
-                EntryKind::FirmRegistered {
-                    firm: self.c.tag(&firm),
-                    key,
-                },
-            );
+            let reg = self.c.registration("gz-credit", &firm, time, 3 * r);
             let consent = self.c.firm_entry(
                 firm,
                 time,

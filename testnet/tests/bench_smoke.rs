@@ -37,73 +37,27 @@ fn ledger_quick_json_has_every_figure_beside_its_ceiling() {
         serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     assert_eq!(rows, from_file, "--out writes the same JSON");
 
-    for row in &rows {
-        let o = row.as_object().expect("each row is an object");
-        for field in [
-            "metric",
-            "value",
-            "unit",
-            "ceiling_metric",
-            "ceiling",
-            "ratio",
-        ] {
-            assert!(o.contains_key(field), "{row} lacks {field}");
-        }
-        let value = o["value"].as_f64().expect("numeric value");
-        assert!(
-            value.is_finite() && value > 0.0,
-            "{row}: value must be positive"
-        );
-        match (o["ceiling"].as_f64(), o["ratio"].as_f64()) {
-            (Some(ceiling), Some(ratio)) => {
-                assert!(ceiling > 0.0, "{row}: ceiling must be positive");
-                let expect = value / ceiling;
-                assert!(
-                    (ratio - expect).abs() <= 1e-9 * expect.abs().max(1.0),
-                    "{row}: ratio must be value/ceiling"
-                );
-                let cm = o["ceiling_metric"]
-                    .as_str()
-                    .expect("ceiling_metric names it");
-                assert!(
-                    rows.iter().any(|r| r["metric"] == cm),
-                    "{row}: ceiling metric {cm} has its own raw row"
-                );
-            }
-            (None, None) => {
-                assert!(
-                    o["ceiling_metric"].is_null(),
-                    "{row}: raw row has no ceiling"
-                );
-            }
-            _ => panic!("{row}: ceiling and ratio must both be set or both be null"),
-        }
-    }
-
-    let get = |m: &str| {
-        rows.iter()
-            .find(|r| r["metric"] == m)
-            .unwrap_or_else(|| panic!("metric {m} missing from {stdout}"))
-    };
+    check_rows(&rows);
+    let row = |m: &str| get(&rows, m);
     for (metric, unit) in REQUIRED {
-        assert_eq!(get(metric)["unit"], unit, "{metric}");
+        assert_eq!(row(metric)["unit"], unit, "{metric}");
     }
     for m in ["ledger.durable_append", "ledger.verify"] {
         assert_eq!(
-            get(m)["ceiling_metric"],
+            row(m)["ceiling_metric"],
             "ceiling.ed25519.verify_batch.all_cores",
             "{m} is compared with the batch-verify ceiling"
         );
-        assert!(get(m)["ratio"].as_f64().is_some());
+        assert!(row(m)["ratio"].as_f64().is_some());
     }
     // Two signatures per query record: the append ceiling is half the signature ceiling.
-    let v = get("ceiling.ed25519.verify_batch.all_cores")["value"]
+    let v = row("ceiling.ed25519.verify_batch.all_cores")["value"]
         .as_f64()
         .unwrap();
-    let c = get("ledger.durable_append")["ceiling"].as_f64().unwrap();
+    let c = row("ledger.durable_append")["ceiling"].as_f64().unwrap();
     assert!((c - v / 2.0).abs() <= 1e-9 * v);
     assert_eq!(
-        get("ledger.durable_append.blocks")["ceiling_metric"],
+        row("ledger.durable_append.blocks")["ceiling_metric"],
         "ceiling.sled.flush"
     );
 }

@@ -141,6 +141,21 @@ pub mod cli {
         ]
     }
 
+    /// `--json query --consent C --firm F --categories LIST`: the argument list of a
+    /// bank's query (the caller adds the bank's key).
+    pub fn query_args<'a>(consent: &'a str, firm: &'a str, categories: &'a str) -> [&'a str; 8] {
+        [
+            "--json",
+            "query",
+            "--consent",
+            consent,
+            "--firm",
+            firm,
+            "--categories",
+            categories,
+        ]
+    }
+
     /// Exit 1, one `error:` line on stderr containing `needle`; returns that line.
     #[track_caller]
     pub fn fails(o: &Output, needle: &str) -> String {
@@ -156,6 +171,23 @@ pub mod cli {
         assert!(e.contains(needle), "{e:?} lacks {needle:?}");
         e
     }
+}
+
+/// A fresh entry nonce: random per process (so runs against a node that outlives one test do
+/// not replay each other's nonces) and never repeated within one.
+pub fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+    h.finish()
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).
@@ -304,6 +336,20 @@ impl DevNode {
     /// `DIR/genesis.json`.
     pub fn genesis(&self) -> PathBuf {
         self.dir.join("genesis.json")
+    }
+
+    /// Exports the chain as the auditor into `bundle`, then audits it offline from the genesis
+    /// file alone (`xinyi --json audit verify --bundle --genesis`); returns the report.
+    #[track_caller]
+    pub fn export_and_audit(&self, bundle: &Path) -> serde_json::Value {
+        let b = bundle.to_str().expect("utf-8 path");
+        cli::ok(&self.xinyi(Some("auditor"), &["export", "--out", b]));
+        let genesis = self.genesis();
+        let g = genesis.to_str().expect("utf-8 path");
+        cli::ok_json(&self.xinyi(
+            None,
+            &["--json", "audit", "verify", "--bundle", b, "--genesis", g],
+        ))
     }
 
     /// Kills the process with SIGKILL (no shutdown path runs) and reaps it.

@@ -20,7 +20,7 @@ use xinyi_client::signer::Signer;
 use xinyi_ledger::entry::{Consent, CreditRecord, EntryKind, QueryRequest};
 use xinyi_ledger::sample::sample_firm;
 use xinyi_ledger::types::{Category, Severity, DAY_MS};
-use xinyi_ledger::{Digest, Entry, Genesis, OrgId};
+use xinyi_ledger::{Digest, Entry, FirmTag, Genesis, OrgId};
 use xinyi_tests::DevNode;
 
 struct Resp {
@@ -184,16 +184,21 @@ fn query(t: &T, firm_i: u32, consent: &str, cats: &[Category]) -> String {
         firm: t.tag(&sample_firm(firm_i).unwrap()),
         consent: Digest::from_hex(consent).unwrap(),
         categories: cats.to_vec(),
-        nonce: rand_nonce(),
+        nonce: xinyi_tests::nonce(),
         time: t.now(),
     };
     json!({ "request": bank.query(&t.chain, req).unwrap() }).to_string()
 }
 
-fn rand_nonce() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(1);
-    N.fetch_add(1, Ordering::Relaxed) + (std::process::id() as u64) * 1_000_000
+/// A minor penalty on `firm` (record digest `[n; 32]`), as only an agency may publish it.
+fn penalty(n: u8, firm: FirmTag) -> EntryKind {
+    EntryKind::CreditRecordPublished(CreditRecord {
+        record: Digest([n; 32]),
+        firm,
+        category: Category::Penalties,
+        severity: Severity::Minor,
+        min_publicity_days: 30,
+    })
 }
 
 #[test]
@@ -246,48 +251,18 @@ fn forged_and_misdirected_writes_are_refused_and_write_nothing() {
     )
     .unwrap();
     let s = Signer::load(Some(&stranger_key), Some("org:nobody")).unwrap();
-    let e = t.entry(
-        &s,
-        now,
-        EntryKind::CreditRecordPublished(CreditRecord {
-            record: Digest([1; 32]),
-            firm: t.tag(&f0),
-            category: Category::Penalties,
-            severity: Severity::Minor,
-            min_publicity_days: 30,
-        }),
-    );
+    let e = t.entry(&s, now, penalty(1, t.tag(&f0)));
     let r = t.post("/v1/entries", &write_body(&e));
     refused(&t, before, &r, 401, "state.unknown_author", 0);
 
     // A forged agency attestation: a credit record "published" by a bank with its own key.
     let bank = t.signer("bank-a", None);
-    let e = t.entry(
-        &bank,
-        now,
-        EntryKind::CreditRecordPublished(CreditRecord {
-            record: Digest([2; 32]),
-            firm: t.tag(&f0),
-            category: Category::Penalties,
-            severity: Severity::Minor,
-            min_publicity_days: 30,
-        }),
-    );
+    let e = t.entry(&bank, now, penalty(2, t.tag(&f0)));
     let r = t.post("/v1/entries", &write_body(&e));
     refused(&t, before, &r, 403, "state.", 0);
     // ... and the same attestation claiming to be the agency but signed by the bank's key.
     let forged = t.signer("bank-a", Some("org:gz-credit"));
-    let e = t.entry(
-        &forged,
-        now,
-        EntryKind::CreditRecordPublished(CreditRecord {
-            record: Digest([3; 32]),
-            firm: t.tag(&f0),
-            category: Category::Penalties,
-            severity: Severity::Minor,
-            min_publicity_days: 30,
-        }),
-    );
+    let e = t.entry(&forged, now, penalty(3, t.tag(&f0)));
     let r = t.post("/v1/entries", &write_body(&e));
     refused(&t, before, &r, 401, "entry.bad_signature", 0);
 

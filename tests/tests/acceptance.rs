@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::time::Duration;
 use xinyi_ledger::sample::sample_firm;
 use xinyi_ledger::types::DAY_MS;
-use xinyi_tests::cli::{fails, grant_args, ok, ok_json};
+use xinyi_tests::cli::{fails, grant_args, ok, ok_json, query_args};
 use xinyi_tests::DevNode;
 
 fn s(v: &Value) -> String {
@@ -89,20 +89,9 @@ fn acceptance_scenario() {
     assert_eq!(shown["used"], 0);
 
     let query = |bank: &str, consent: &str, cats: &str, json: bool| {
-        let mut args = vec![];
-        if json {
-            args.push("--json");
-        }
-        args.extend([
-            "query",
-            "--consent",
-            consent,
-            "--firm",
-            &firm,
-            "--categories",
-            cats,
-        ]);
-        node.xinyi(Some(bank), &args)
+        let args = query_args(consent, &firm, cats);
+        // Without `--json`: the human output.
+        node.xinyi(Some(bank), if json { &args } else { &args[1..] })
     };
 
     step("bank-a queries: data + proof, verified by the client");
@@ -362,23 +351,8 @@ fn acceptance_scenario() {
         ),
         "api.forbidden",
     );
-    ok(&node.xinyi(
-        Some("auditor"),
-        &["export", "--out", bundle.to_str().unwrap()],
-    ));
+    let report = node.export_and_audit(&bundle);
     let genesis = node.genesis();
-    let report = ok_json(&node.xinyi(
-        None,
-        &[
-            "--json",
-            "audit",
-            "verify",
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--genesis",
-            genesis.to_str().unwrap(),
-        ],
-    ));
     let h = api.health().expect("health");
     assert_eq!(report["result"], "ok");
     assert_eq!(report["blocks"].as_u64(), Some(h.height), "{report}");

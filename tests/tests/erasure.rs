@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 use xinyi_ledger::sample::sample_firm;
-use xinyi_tests::cli::{fails, grant_args, ok, ok_json};
+use xinyi_tests::cli::{fails, grant_args, ok, ok_json, query_args};
 use xinyi_tests::DevNode;
 
 /// Every file under `dir` (recursively) that contains `needle`.
@@ -40,16 +40,7 @@ fn an_erased_firms_data_is_gone_from_every_file_and_the_chain_still_audits() {
     let query = |node: &DevNode, consent: &str| {
         node.xinyi(
             Some("bank-a"),
-            &[
-                "--json",
-                "query",
-                "--consent",
-                consent,
-                "--firm",
-                &firm,
-                "--categories",
-                "registration,penalties,tax",
-            ],
+            &query_args(consent, &firm, "registration,penalties,tax"),
         )
     };
 
@@ -159,16 +150,7 @@ fn an_erased_firms_data_is_gone_from_every_file_and_the_chain_still_audits() {
     ));
     let q_other = ok_json(&node.xinyi(
         Some("bank-a"),
-        &[
-            "--json",
-            "query",
-            "--consent",
-            ok_other["id"].as_str().expect("id"),
-            "--firm",
-            &other,
-            "--categories",
-            "registration",
-        ],
+        &query_args(ok_other["id"].as_str().expect("id"), &other, "registration"),
     ));
     assert_eq!(q_other["data"]["registration"]["uscc"], other.as_str());
 
@@ -189,22 +171,7 @@ fn an_erased_firms_data_is_gone_from_every_file_and_the_chain_still_audits() {
 
     // The ledger keeps every digest and audits from the genesis alone.
     let bundle = tmp.path().join("chain.bundle");
-    ok(&node.xinyi(
-        Some("auditor"),
-        &["export", "--out", bundle.to_str().expect("path")],
-    ));
-    let report = ok_json(&node.xinyi(
-        None,
-        &[
-            "--json",
-            "audit",
-            "verify",
-            "--bundle",
-            bundle.to_str().expect("path"),
-            "--genesis",
-            node.genesis().to_str().expect("path"),
-        ],
-    ));
+    let report = node.export_and_audit(&bundle);
     assert_eq!(report["result"], "ok", "{report}");
     assert_eq!(report["entries_by_kind"]["data_erased"], 1, "{report}");
     assert_eq!(report["entries_by_kind"]["query_served"], 2, "{report}");

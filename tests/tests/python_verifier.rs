@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 use xinyi_ledger::sample::sample_firm;
-use xinyi_tests::cli::{grant_args, ok, ok_json, text};
+use xinyi_tests::cli::{grant_args, ok, ok_json, query_args, text};
 use xinyi_tests::pyverify::verify_bundle;
 use xinyi_tests::DevNode;
 
@@ -112,20 +112,7 @@ fn python_verifier_accepts_a_dev_node_export_and_refuses_it_changed() {
             .to_string()
     };
     let c1 = grant("1");
-    let query = |consent: &str| {
-        node.xinyi(
-            Some("bank-a"),
-            &[
-                "query",
-                "--consent",
-                consent,
-                "--firm",
-                &firm,
-                "--categories",
-                "tax",
-            ],
-        )
-    };
+    let query = |consent: &str| node.xinyi(Some("bank-a"), &query_args(consent, &firm, "tax")[1..]);
     ok(&query(&c1));
     // The only use is spent: a logged denial.
     assert!(!query(&c1).status.success(), "a second use was served");

@@ -48,18 +48,6 @@ fn read_key(p: &std::path::Path) -> KeyPair {
     KeyPair::from_file_text(&std::fs::read_to_string(p).expect("key file")).expect("key")
 }
 
-fn nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish()
-}
-
 /// An agency's credit record about `firm`, signed by `org` with `key` at the node's time.
 fn record(chain: &Digest, org: &str, key: &KeyPair, firm: FirmTag, time: u64) -> Entry {
     Entry::sign(
@@ -67,9 +55,15 @@ fn record(chain: &Digest, org: &str, key: &KeyPair, firm: FirmTag, time: u64) ->
         EntryBody {
             author: Author::Org(OrgId::new(org).unwrap()),
             time,
-            nonce: nonce(),
+            nonce: xinyi_tests::nonce(),
             kind: EntryKind::CreditRecordPublished(CreditRecord {
-                record: Digest(nonce().to_be_bytes().repeat(4).try_into().unwrap()),
+                record: Digest(
+                    xinyi_tests::nonce()
+                        .to_be_bytes()
+                        .repeat(4)
+                        .try_into()
+                        .unwrap(),
+                ),
                 firm,
                 category: Category::Penalties,
                 severity: Severity::Minor,

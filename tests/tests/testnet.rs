@@ -105,7 +105,7 @@ impl Load {
             EntryBody {
                 author: Author::Firm(*firm),
                 time: now,
-                nonce: rand_nonce(),
+                nonce: xinyi_tests::nonce(),
                 kind: EntryKind::ConsentGranted(Consent {
                     bank: OrgId::new("bank-a").unwrap(),
                     purpose: Consent::purpose_digest(&[0x5a; 32], &format!("testnet load {i}")),
@@ -139,7 +139,7 @@ impl Load {
             firm,
             consent,
             categories: vec![Category::Tax],
-            nonce: rand_nonce(),
+            nonce: xinyi_tests::nonce(),
             time: self.now(url)?,
         };
         let payload = query_signing_payload(&self.chain, &req).map_err(|e| e.to_string())?;
@@ -158,18 +158,6 @@ impl Load {
             url.to_string(),
         ))
     }
-}
-
-fn rand_nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 /// Every acknowledged write is readable from every node at its position with the same id.

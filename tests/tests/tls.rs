@@ -36,28 +36,36 @@ struct TlsNode {
     log: PathBuf,
 }
 
+/// Starts `cmd` (an `xinyi-node` command line) with TLS taken only from its arguments or
+/// config, its output in `log`.
+fn spawn_node(cmd: &mut Command, log: &Path) -> Child {
+    let logf = std::fs::File::create(log).expect("log file");
+    cmd.env_remove("XINYI_TLS_CERT")
+        .env_remove("XINYI_TLS_KEY")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().expect("log handle"))
+        .stderr(logf)
+        .spawn()
+        .expect("spawn xinyi-node")
+}
+
 impl TlsNode {
     fn start(tmp: &Path) -> TlsNode {
         let (cert, key) = self_signed(tmp);
         let port = free_port();
         let log = tmp.join("node.log");
-        let logf = std::fs::File::create(&log).expect("log file");
         let dir = tmp.join("data");
-        let child = Command::new(&binaries().node)
-            .args(["--dev", "--data"])
-            .arg(&dir)
-            .args(["--http", &format!("127.0.0.1:{port}"), "--tls-cert"])
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .env_remove("XINYI_TLS_CERT")
-            .env_remove("XINYI_TLS_KEY")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().expect("log handle"))
-            .stderr(logf)
-            .spawn()
-            .expect("spawn xinyi-node");
+        let child = spawn_node(
+            Command::new(&binaries().node)
+                .args(["--dev", "--data"])
+                .arg(&dir)
+                .args(["--http", &format!("127.0.0.1:{port}"), "--tls-cert"])
+                .arg(&cert)
+                .arg("--tls-key")
+                .arg(&key),
+            &log,
+        );
         let mut node = TlsNode {
             child,
             dir,
@@ -340,19 +348,13 @@ fn a_consortium_member_serves_its_api_over_tls() {
     ));
     std::fs::write(&config, toml).expect("write config");
     let log = d.join("member.log");
-    let logf = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(&binaries().node)
-        .current_dir(d)
-        .args(["start", "--config"])
-        .arg(&config)
-        .env_remove("XINYI_TLS_CERT")
-        .env_remove("XINYI_TLS_KEY")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().expect("log handle"))
-        .stderr(logf)
-        .spawn()
-        .expect("spawn xinyi-node");
+    let child = spawn_node(
+        Command::new(&binaries().node)
+            .current_dir(d)
+            .args(["start", "--config"])
+            .arg(&config),
+        &log,
+    );
     let mut member = TlsNode {
         child,
         dir: d.to_path_buf(),

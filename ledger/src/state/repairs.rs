@@ -77,11 +77,7 @@ impl State {
         reason: &str,
         now: TimeMs,
     ) -> Result<FirmTag, StateError> {
-        let pk = key(prefix::REPAIR, &[repair.as_bytes()]);
-        let mut r: RepairRecord = self.get(&pk)?.ok_or_else(|| StateError::NotFound {
-            what: "repair",
-            id: repair.to_hex(),
-        })?;
+        let (pk, mut r) = self.existing_repair(repair)?;
         if org != Some(&r.agency) {
             return Err(StateError::NotOwner(format!(
                 "only {} may decide repair {repair}",
@@ -128,11 +124,7 @@ impl State {
         repair: &Digest,
         now: TimeMs,
     ) -> Result<FirmTag, StateError> {
-        let pk = key(prefix::REPAIR, &[repair.as_bytes()]);
-        let mut r: RepairRecord = self.get(&pk)?.ok_or_else(|| StateError::NotFound {
-            what: "repair",
-            id: repair.to_hex(),
-        })?;
+        let (pk, mut r) = self.existing_repair(repair)?;
         if r.status != RepairStatus::Approved {
             return Err(StateError::RepairState {
                 repair: *repair,
@@ -169,5 +161,15 @@ impl State {
         let firm = r.firm;
         self.put_s(pk, &r)?;
         Ok(firm)
+    }
+
+    /// The key and record of an existing repair, or `NotFound`.
+    fn existing_repair(&self, repair: &Digest) -> Result<(Vec<u8>, RepairRecord), StateError> {
+        let pk = key(prefix::REPAIR, &[repair.as_bytes()]);
+        let r = self.get(&pk)?.ok_or_else(|| StateError::NotFound {
+            what: "repair",
+            id: repair.to_hex(),
+        })?;
+        Ok((pk, r))
     }
 }

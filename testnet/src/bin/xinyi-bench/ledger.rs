@@ -292,16 +292,7 @@ pub(crate) fn prepare_gen(
         .iter()
         .map(|f| {
             nonce += 1;
-            let key = c.firm_key(f).public();
-            c.org_entry(
-                AGENCY,
-                now,
-                nonce,
-                EntryKind::FirmRegistered {
-                    firm: c.tag(f),
-                    key,
-                },
-            )
+            c.registration(AGENCY, f, now, nonce)
         })
         .collect::<Result<_, _>>()?;
     let uses = u32::try_from(n.div_ceil(firms) + 1).context("too many entries per firm")?;

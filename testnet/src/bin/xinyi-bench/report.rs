@@ -122,21 +122,8 @@ pub(crate) fn print_table(rows: &[Row]) {
             w[i] = w[i].max(x.chars().count());
         }
     }
-    println!(
-        "{:<w0$}  {:>w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {}",
-        head[0],
-        head[1],
-        head[2],
-        head[3],
-        head[4],
-        head[5],
-        w0 = w[0],
-        w1 = w[1],
-        w2 = w[2],
-        w3 = w[3],
-        w4 = w[4]
-    );
-    for c in &cells {
+    let head = head.map(String::from);
+    for c in std::iter::once(&head).chain(&cells) {
         println!(
             "{:<w0$}  {:>w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {}",
             c[0],
