@@ -13,10 +13,14 @@
 //! signature checks it needs (against the keys in force at that point), and the caller verifies
 //! them, batched (`chain`). The state root is a hash chain over each block's sorted write set
 //! (`specs/state.md`), so two nodes that applied the same blocks hold byte-identical roots.
+//! The rule families live in child modules (`access`, `membership`, `repairs`, `alerts`,
+//! `erasure`); this file holds the overlays, the block lifecycle and the entry dispatch.
 //! Not here: persistence (`store`), block structure (`block`), the Merkle log (`merkle`).
 
+mod access;
 mod alerts;
 mod erasure;
+mod membership;
 mod repairs;
 pub use alerts::trigger_category;
 pub use erasure::{ErasureIndexEntry, ErasureRefusal};
@@ -24,8 +28,7 @@ pub use erasure::{ErasureIndexEntry, ErasureRefusal};
 use crate::block::{Validator, ValidatorSet};
 use crate::codec::{self, CodecError};
 use crate::entry::{
-    entry_signing_payload, membership_signing_payload, Author, Consent, DenialReason, Entry,
-    EntryKind, MemberChange, QueryRequest,
+    entry_signing_payload, Author, Consent, DenialReason, Entry, EntryKind, MemberChange,
 };
 use crate::firmtag::FirmTag;
 use crate::genesis::{Genesis, Params};
@@ -925,48 +928,6 @@ impl State {
             .unwrap_or(ValidatorSet { validators: vec![] }))
     }
 
-    /// Whether a query request is authorized at time `now` (the ledger rule).
-    pub fn check_query(&self, req: &QueryRequest, now: TimeMs) -> Result<(), DenialReason> {
-        self.authorized_consent(req, now).map(|_| ())
-    }
-
-    /// [`State::check_query`], returning the consent record it checked (decoded once).
-    fn authorized_consent(
-        &self,
-        req: &QueryRequest,
-        now: TimeMs,
-    ) -> Result<ConsentRecord, DenialReason> {
-        let Ok(Some(c)) = self.consent(&req.consent) else {
-            return Err(DenialReason::ConsentUnknown);
-        };
-        if c.firm != req.firm {
-            return Err(DenialReason::WrongFirm);
-        }
-        if c.consent.bank != req.bank {
-            return Err(DenialReason::WrongBank);
-        }
-        if c.revoked {
-            return Err(DenialReason::ConsentRevoked);
-        }
-        if now < c.consent.not_before {
-            return Err(DenialReason::ConsentNotYetValid);
-        }
-        if now >= c.consent.not_after {
-            return Err(DenialReason::ConsentExpired);
-        }
-        if !req
-            .categories
-            .iter()
-            .all(|cat| c.consent.categories.binary_search(cat).is_ok())
-        {
-            return Err(DenialReason::CategoryNotCovered);
-        }
-        if c.used >= c.consent.max_uses {
-            return Err(DenialReason::UsesExhausted);
-        }
-        Ok(c)
-    }
-
     // ---- block lifecycle ----
 
     /// Starts block `height` at `time`: applies membership changes due at this height, flags
@@ -1043,78 +1004,6 @@ impl State {
         }
         self.commit_entry();
         Ok(())
-    }
-
-    fn effect_membership(&mut self, change: &MemberChange) -> Result<(), StateError> {
-        let (org, power, key_) = match change {
-            MemberChange::RegisterOrg {
-                org,
-                name,
-                role,
-                key: k,
-                power,
-            } => {
-                self.put_s(
-                    key(prefix::ORG, &[org.as_str().as_bytes()]),
-                    &OrgRecord {
-                        name: name.clone(),
-                        role: *role,
-                        key: *k,
-                        power: *power,
-                    },
-                )?;
-                self.delete(key(prefix::PENDING_ORG, &[org.as_str().as_bytes()]));
-                (org.clone(), *power, *k)
-            }
-            MemberChange::RotateKey { org, key: k } => {
-                let Some(mut rec) = self.org(org)? else {
-                    return Ok(());
-                };
-                rec.key = *k;
-                let p = rec.power;
-                self.put_s(key(prefix::ORG, &[org.as_str().as_bytes()]), &rec)?;
-                (org.clone(), p, *k)
-            }
-            MemberChange::SetPower { org, power } => {
-                let Some(mut rec) = self.org(org)? else {
-                    return Ok(());
-                };
-                let mut set = self.validators()?;
-                let others: u64 = set
-                    .validators
-                    .iter()
-                    .filter(|v| &v.org != org)
-                    .map(|v| v.power)
-                    .sum();
-                if others == 0 && *power == 0 {
-                    // The set would become empty: the change has no effect (documented rule).
-                    return Ok(());
-                }
-                set.validators.retain(|v| &v.org != org);
-                rec.power = *power;
-                let k = rec.key;
-                self.put_s(key(prefix::ORG, &[org.as_str().as_bytes()]), &rec)?;
-                self.put_s(vec![prefix::VALIDATORS], &set)?;
-                (org.clone(), *power, k)
-            }
-        };
-        let mut set = self.validators()?;
-        set.validators.retain(|v| v.org != org);
-        if power > 0 {
-            let pos = set
-                .validators
-                .binary_search_by(|v| v.org.cmp(&org))
-                .unwrap_or_else(|p| p);
-            set.validators.insert(
-                pos,
-                Validator {
-                    org,
-                    key: key_,
-                    power,
-                },
-            );
-        }
-        self.put_s(vec![prefix::VALIDATORS], &set)
     }
 
     /// Applies one statically valid entry inside the open block, atomically: on error nothing
@@ -1228,68 +1117,7 @@ impl State {
             EntryKind::Membership(m) => {
                 let set = self.validators()?;
                 require_role(org_id.as_ref().is_some_and(|o| set.get(o).is_some()))?;
-                if m.proposal.effective_height <= self.height + 1 {
-                    return Err(StateError::Membership(format!(
-                        "effective height {} must be above the including block {}",
-                        m.proposal.effective_height,
-                        self.height + 1
-                    )));
-                }
-                let payload =
-                    membership_signing_payload(&self.chain, &m.proposal).map_err(|err| {
-                        StateError::Corrupt {
-                            key: "proposal".into(),
-                            err,
-                        }
-                    })?;
-                let message = signing_message(SigDomain::Membership, &payload);
-                let mut power: u64 = 0;
-                for a in &m.approvals {
-                    let v = set.get(&a.validator).ok_or_else(|| {
-                        StateError::Membership(format!("{} is not a validator", a.validator))
-                    })?;
-                    power = power.saturating_add(v.power);
-                    sigs.push(SigRequirement {
-                        message: message.clone(),
-                        key: v.key,
-                        signature: a.signature,
-                    });
-                }
-                if power < set.quorum() {
-                    return Err(StateError::Membership(format!(
-                        "approvals carry power {power}, quorum is {}",
-                        set.quorum()
-                    )));
-                }
-                match &m.proposal.change {
-                    MemberChange::RegisterOrg { org, key: k, .. } => {
-                        k.verifying_key()
-                            .map_err(|_| StateError::Membership("invalid key".into()))?;
-                        let pk = key(prefix::PENDING_ORG, &[org.as_str().as_bytes()]);
-                        if self.org(org)?.is_some() || self.raw(&pk).is_some() {
-                            return Err(StateError::AlreadyExists {
-                                what: "organisation",
-                                id: org.to_string(),
-                            });
-                        }
-                        self.entry.insert(pk, Some(Vec::new()));
-                    }
-                    MemberChange::RotateKey { org, key: k } => {
-                        k.verifying_key()
-                            .map_err(|_| StateError::Membership("invalid key".into()))?;
-                        self.require_org(org)?;
-                    }
-                    MemberChange::SetPower { org, .. } => {
-                        self.require_org(org)?;
-                    }
-                }
-                self.put_s(
-                    key(
-                        prefix::PENDING,
-                        &[&m.proposal.effective_height.to_be_bytes(), e.id.as_bytes()],
-                    ),
-                    &m.proposal.change,
-                )?;
+                self.apply_membership(m, &set, &e.id, &mut sigs)?;
             }
             EntryKind::FirmRegistered { firm: f, key: k } => {
                 require_role(role == Some(Role::Agency))?;
@@ -1315,87 +1143,18 @@ impl State {
                 )?;
             }
             EntryKind::ConsentGranted(c) => {
-                let f = author_firm.ok_or_else(|| {
-                    StateError::Invalid("consent must be signed by the firm".into())
-                })?;
-                match self.org(&c.bank)? {
-                    Some(b) if b.role == Role::Bank => {}
-                    Some(_) => {
-                        return Err(StateError::Invalid(format!("{} is not a bank", c.bank)))
-                    }
-                    None => {
-                        return Err(StateError::NotFound {
-                            what: "bank",
-                            id: c.bank.to_string(),
-                        })
-                    }
-                }
-                if c.not_after <= now {
-                    return Err(StateError::Invalid(
-                        "consent already expired at grant".into(),
-                    ));
-                }
-                self.watch_consent(&f, c, &e.id);
-                self.put_s(
-                    key(prefix::CONSENT, &[e.id.as_bytes()]),
-                    &ConsentRecord {
-                        firm: f,
-                        consent: c.clone(),
-                        used: 0,
-                        revoked: false,
-                        granted_at: now,
-                    },
-                )?;
+                self.apply_consent_granted(author_firm, c, &e.id, now)?;
             }
             EntryKind::ConsentRevoked { consent } => {
-                let f = author_firm.ok_or_else(|| {
-                    StateError::Invalid("revocation must be signed by the firm".into())
-                })?;
-                let mut c = self.consent(consent)?.ok_or_else(|| StateError::NotFound {
-                    what: "consent",
-                    id: consent.to_hex(),
-                })?;
-                if c.firm != f {
-                    return Err(StateError::NotOwner(format!(
-                        "consent {consent} belongs to another firm"
-                    )));
-                }
-                if c.revoked {
-                    return Err(StateError::Invalid(format!(
-                        "consent {consent} is already revoked"
-                    )));
-                }
-                c.revoked = true;
-                self.unwatch_consent(&f, &c.consent, consent);
-                self.put_s(key(prefix::CONSENT, &[consent.as_bytes()]), &c)?;
+                self.apply_consent_revoked(author_firm, consent)?;
             }
             EntryKind::QueryServed(q) => {
                 require_role(role == Some(Role::Agency))?;
-                let req = &q.request.request;
-                let req_bytes = encode_request(req)?;
-                sigs.push(self.bank_signature(req, &req_bytes, &q.request.signature)?);
-                self.consume_request(req, &req_bytes, now)?;
-                let mut c = self
-                    .authorized_consent(req, now)
-                    .map_err(StateError::QueryNotAuthorized)?;
-                let ck = key(prefix::CONSENT, &[req.consent.as_bytes()]);
-                c.used += 1;
-                self.put_s(ck, &c)?;
-                self.record_access(&req.firm, &e.id)?;
+                sigs.push(self.apply_query_served(q, &e.id, now)?);
             }
             EntryKind::QueryDenied { request, reason } => {
                 require_role(role == Some(Role::Agency))?;
-                let req_bytes = encode_request(&request.request)?;
-                sigs.push(self.bank_signature(&request.request, &req_bytes, &request.signature)?);
-                self.consume_request(&request.request, &req_bytes, now)?;
-                let actual = self.check_query(&request.request, now).err();
-                if actual != Some(*reason) {
-                    return Err(StateError::WrongDenial {
-                        claimed: *reason,
-                        actual,
-                    });
-                }
-                self.record_access(&request.request.firm, &e.id)?;
+                sigs.push(self.apply_query_denied(request, *reason, &e.id, now)?);
             }
             EntryKind::CreditRecordPublished(r) => {
                 require_role(role == Some(Role::Agency))?;
@@ -1614,26 +1373,6 @@ impl State {
         })
     }
 
-    /// A bank's signed request is answered once (served or denied): its time must lie in the
-    /// replay window and its id (`tagged(Entry, canonical request bytes)`) must be new.
-    /// `req_bytes` is `CBOR(req)`.
-    fn consume_request(
-        &mut self,
-        req: &QueryRequest,
-        req_bytes: &[u8],
-        now: TimeMs,
-    ) -> Result<(), StateError> {
-        let w = self.params.entry_time_window_ms;
-        if req.time.saturating_add(w) < now || req.time > now.saturating_add(w) {
-            return Err(StateError::StaleOrFuture {
-                entry: req.time,
-                block: now,
-            });
-        }
-        let id = hash::tagged(Domain::Entry, &[b"query-request", req_bytes]);
-        self.record_replay_id(&id)
-    }
-
     fn require_org(&self, org: &OrgId) -> Result<(), StateError> {
         if self.org(org)?.is_none() {
             return Err(StateError::NotFound {
@@ -1642,29 +1381,6 @@ impl State {
             });
         }
         Ok(())
-    }
-
-    /// The bank's signature over `chain ‖ req_bytes` (`req_bytes` = `CBOR(req)`, i.e. the
-    /// payload of `query_signing_payload`).
-    fn bank_signature(
-        &self,
-        req: &QueryRequest,
-        req_bytes: &[u8],
-        sig: &Signature,
-    ) -> Result<SigRequirement, StateError> {
-        let bank = self.org(&req.bank)?.ok_or_else(|| StateError::NotFound {
-            what: "bank",
-            id: req.bank.to_string(),
-        })?;
-        if bank.role != Role::Bank {
-            return Err(StateError::Invalid(format!("{} is not a bank", req.bank)));
-        }
-        let payload = entry_signing_payload(&self.chain, req_bytes);
-        Ok(SigRequirement {
-            message: signing_message(SigDomain::QueryRequest, &payload),
-            key: bank.key,
-            signature: *sig,
-        })
     }
 
     fn check_log_root(&self, log: &MerkleTree, size: u64, root: &Digest) -> Result<(), StateError> {
@@ -1790,14 +1506,6 @@ impl State {
         }
         self.in_block = false;
     }
-}
-
-/// `CBOR(req)`: hashed for the request's replay id and signed by the bank.
-fn encode_request(req: &QueryRequest) -> Result<Vec<u8>, StateError> {
-    codec::encode(req).map_err(|err| StateError::Corrupt {
-        key: "query request".into(),
-        err,
-    })
 }
 
 /// The committed key-values whose key starts with `p`, in key order.
