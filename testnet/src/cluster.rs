@@ -474,6 +474,10 @@ pub struct StepResult {
     pub nodes: Vec<NodeFigures>,
     /// Wall seconds the step was measured over (for CPU %).
     pub wall: f64,
+    /// CPU of the load generator itself (this process's HTTP client threads) over the step, as
+    /// % of one core: what of the machine's cores the nodes did not get. The requests were
+    /// signed before the step and are not counted.
+    pub loadgen_cpu_percent: Option<f64>,
 }
 
 /// Drives `rate` queries/s for `duration` from `connections` concurrent connections.
@@ -492,6 +496,7 @@ pub fn open_loop(
     let url = format!("{}/v1/queries", t.entry_url(via)?);
     let (log0, h0) = t.log_size()?;
     let before = t.sample_nodes();
+    let own_before = proc_figures(std::process::id()).0;
     let next = AtomicUsize::new(0);
     let start = Instant::now() + Duration::from_millis(50);
     let conns = connections.clamp(1, 4096).min(n);
@@ -552,6 +557,7 @@ pub fn open_loop(
         bail!("no client thread could start");
     }
     let wall = start.elapsed().as_secs_f64();
+    let own_after = proc_figures(std::process::id()).0;
     let after = t.sample_nodes();
     let (log1, h1) = t.log_size()?;
     let mut lat: Vec<f64> = results.iter().flat_map(|r| r.0.iter().copied()).collect();
@@ -594,6 +600,10 @@ pub fn open_loop(
         blocks: h1.saturating_sub(h0),
         nodes,
         wall,
+        loadgen_cpu_percent: match (own_before, own_after) {
+            (Some(x), Some(y)) => Some(100.0 * y.saturating_sub(x).as_secs_f64() / wall),
+            _ => None,
+        },
     })
 }
 

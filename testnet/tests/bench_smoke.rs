@@ -252,8 +252,14 @@ fn cluster_quick_drives_queries_through_a_four_validator_testnet() {
     ] {
         get(&rows, m);
     }
+    // The load generator's own CPU is reported beside the nodes'.
+    let lg = get(&rows, "cluster.loadgen.cpu_percent");
+    assert_eq!(lg["unit"], "% of one core");
     for org in ["gz-credit", "credit-china", "gsxt", "agency-4"] {
         get(&rows, &format!("cluster.node.{org}.cpu_percent"));
+        let us = get(&rows, &format!("cluster.node.{org}.core_us_per_query"));
+        assert_eq!(us["unit"], "core-us/query");
+        assert!(us["target"].is_string(), "a per-node cost target: {us}");
         assert_eq!(
             get(&rows, &format!("cluster.node.{org}.rss_mib"))["unit"],
             "MiB"

@@ -219,8 +219,10 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
             "lower bound: each validator hashes each entry's bytes at least once (leaf hash)",
         ));
     }
+    let mut system_cpu = 0.0;
     for n in &r.nodes {
         if let Some(cpu) = n.cpu_percent {
+            system_cpu += cpu;
             rows.push(Row::raw(
                 &format!("cluster.node.{}.cpu_percent", n.org),
                 cpu.max(f64::MIN_POSITIVE),
@@ -230,6 +232,34 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
                     if n.validator { "validator" } else { "follower" }
                 ),
             ));
+            if r.served_per_sec > 0.0 {
+                // Core-µs per query: the issue's per-node cost targets (#16).
+                let us = cpu / 100.0 * 1e6 / r.served_per_sec;
+                let agency = n.org == "gz-credit";
+                let (target, limit) = if agency {
+                    ("<= 80 core-us (entry node)", 80.0)
+                } else {
+                    ("<= 35 core-us (other validator)", 35.0)
+                };
+                let row = Row::raw(
+                    &format!("cluster.node.{}.core_us_per_query", n.org),
+                    us.max(f64::MIN_POSITIVE),
+                    "core-us/query",
+                    format!(
+                        "CPU over the step / queries served{}",
+                        if agency {
+                            "; the node queries enter at"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                rows.push(if n.validator && via == Via::Agency {
+                    row.target(target, us <= limit)
+                } else {
+                    row
+                });
+            }
         }
         if let Some(rss) = n.rss_bytes {
             rows.push(
@@ -245,6 +275,21 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
                 .target("< 300 MiB", rss < 300 << 20),
             );
         }
+    }
+    if let Some(lg) = r.loadgen_cpu_percent {
+        rows.push(Row::raw(
+            "cluster.loadgen.cpu_percent",
+            lg.max(f64::MIN_POSITIVE),
+            "% of one core",
+            format!(
+                "the load generator's own CPU over the step ({} HTTP client threads, requests \
+                 signed beforehand); the nodes used {system_cpu:.0} %, together {:.0} % of the \
+                 {threads} cores' {} %",
+                a.connections,
+                system_cpu + lg,
+                threads * 100
+            ),
+        ));
     }
     if log_size > 0 && entry_bytes > 0.0 {
         let disks: Vec<u64> = final_nodes.iter().map(|n| n.disk_bytes).collect();
