@@ -1058,3 +1058,94 @@ async fn full_mempool_is_429_and_the_request_can_be_retried() {
     let r = t.post("/v1/queries", &full[0]).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_batch_answers_each_request_on_its_own() {
+    let t = start();
+    let r = t
+        .post(
+            "/v1/consents",
+            &write_body(&t.consent_entry(3, "bank-a", &[Tax], 2)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cid = r.body["id"].as_str().unwrap().to_string();
+    let size = t.log_size().await;
+    // Two uses, one repeated request, one wrong bank, one forged signature, one stale request.
+    let q = |bank: &str| t.query(bank, 3, &cid, &[Tax])["request"].clone();
+    let first = q("bank-a");
+    let mut forged = q("bank-a");
+    forged["signature"] = q("bank-b")["signature"].clone();
+    let mut stale = q("bank-a");
+    stale["request"]["time"] = json!(0);
+    let requests = vec![
+        first.clone(),
+        q("bank-a"),
+        q("bank-a"),
+        first,
+        q("bank-b"),
+        forged,
+        stale,
+    ];
+    let b = t
+        .post("/v1/queries/batch", &json!({ "requests": requests }))
+        .await;
+    assert_eq!(b.status, 200, "{}", b.text);
+    let res = b.body["results"].as_array().expect("results");
+    assert_eq!(res.len(), 7, "one result per request, in order");
+    let statuses: Vec<u64> = res.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    let codes: Vec<&str> = res
+        .iter()
+        .map(|r| r["code"].as_str().unwrap_or(""))
+        .collect();
+    // Requests 0-2 race for two uses: two are served, one is a logged exhaustion.
+    let served = statuses[..3].iter().filter(|s| **s == 200).count();
+    assert_eq!(served, 2, "{res:?}");
+    assert!(codes[..3].contains(&"consent.exhausted"), "{codes:?}");
+    assert_eq!(
+        &codes[3..],
+        &[
+            "api.replay",
+            "consent.wrong_bank",
+            "api.bad_signature",
+            "api.stale"
+        ]
+    );
+    assert_eq!(&statuses[3..], &[401, 403, 401, 401]);
+    // Every served result carries data whose digest its committed record holds, and a record
+    // that is included in the node's signed checkpoint.
+    for r in res.iter().filter(|r| r["status"] == 200) {
+        let salt: [u8; 32] = hex::decode(r["salt"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let digest = hash::salted(&salt, &serde_json::to_vec(&r["data"]).unwrap());
+        assert_eq!(r["response_digest"], json!(digest.to_hex()));
+        assert_eq!(r["record"]["kind"], "query_served");
+        verify_record(&t, &r["record"]).await;
+    }
+    for r in res
+        .iter()
+        .filter(|r| r["code"] == "consent.exhausted" || r["code"] == "consent.wrong_bank")
+    {
+        assert_eq!(r["denial"]["kind"], "query_denied", "{r}");
+        verify_record(&t, &r["denial"]).await;
+    }
+    // Two served + two denials on the ledger; the replay, forgery and stale request wrote nothing.
+    assert_eq!(t.log_size().await, size + 4);
+    assert_eq!(
+        t.get_audited(&format!("/v1/consents/{cid}")).await.body["used"],
+        2
+    );
+
+    // An empty or oversized batch is one 400, and writes nothing.
+    for n in [0, xinyi_node::api::handlers::MAX_QUERY_BATCH + 1] {
+        let requests: Vec<Value> = (0..n).map(|_| q("bank-a")).collect();
+        let b = t
+            .post("/v1/queries/batch", &json!({ "requests": requests }))
+            .await;
+        assert_eq!(b.status, 400, "{}", b.text);
+        assert_eq!(b.body["code"], "batch.size");
+    }
+    assert_eq!(t.log_size().await, size + 4);
+}

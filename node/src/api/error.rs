@@ -63,15 +63,23 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The JSON body: `{code, message}` and the extra fields.
+    pub fn body(self) -> Value {
         let mut body = json!({"code": self.code, "message": self.message});
         if let Value::Object(m) = &mut body {
             for (k, v) in self.extra {
                 m.insert(k.to_string(), v);
             }
         }
-        (self.status, Json(body)).into_response()
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        (status, Json(self.body())).into_response()
     }
 }
 

@@ -174,6 +174,7 @@ pub fn method_router(method: &str, path: &str) -> Option<MethodRouter<AppState>>
         ("get", "/v1/entries/{position}") => get(h::get_entry),
         ("get", "/v1/consents/{id}") => get(h::get_consent),
         ("post", "/v1/queries") => post(h::post_query),
+        ("post", "/v1/queries/batch") => post(h::post_query_batch),
         ("get", "/v1/firms/{uscc}/tag") => get(h::firm_tag),
         ("get", "/v1/banks/{org}/queries") => get(h::bank_queries),
         ("get", "/v1/banks/{org}/alerts") => get(alerts::bank_alerts),

@@ -35,6 +35,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "get", path: "/v1/consents/{id}", tag: "consents", summary: "A consent and its use (X-Xinyi-Auth: the firm, the bank, auditors and validators)", body: None },
     Route { method: "post", path: "/v1/consents/{id}/revoke", tag: "consents", summary: "Revoke a consent (firm-signed ConsentRevoked)", body: WRITE },
     Route { method: "post", path: "/v1/queries", tag: "queries", summary: "Authorized query: data released only after its QueryServed record is committed; refusals are recorded as QueryDenied (403)", body: Some("{\"request\": SignedQueryRequest}") },
+    Route { method: "post", path: "/v1/queries/batch", tag: "queries", summary: "Up to 256 authorized queries in one body, each answered (and logged before release) as POST /v1/queries would, in order, with its own status", body: Some("{\"requests\": [SignedQueryRequest]}") },
     Route { method: "get", path: "/v1/firms/{uscc}/tag", tag: "queries", summary: "The firm's ledger tag and the position of its registration (X-Xinyi-Auth: the firm, an auditor or an agency)", body: None },
     Route { method: "get", path: "/v1/banks/{org}/queries", tag: "queries", summary: "Every served and denied query of a bank (X-Xinyi-Auth: the bank, an auditor or a validator)", body: None },
     Route { method: "get", path: "/v1/banks/{org}/alerts", tag: "monitoring", summary: "A bank's monitoring alerts after ?after=SEQ, long poll up to ?wait_ms=MS; each with its logged alerts_delivered entry, inclusion proof and checkpoint (X-Xinyi-Auth: the bank)", body: None },

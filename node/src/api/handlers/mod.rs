@@ -27,7 +27,7 @@ pub mod service;
 pub mod writes;
 
 pub use chain::{checkpoint, consistency, export, get_block, get_entry};
-pub use queries::post_query;
+pub use queries::{post_query, post_query_batch, MAX_QUERY_BATCH};
 pub use reads::{
     access_log, access_proof, bank_queries, firm_records, firm_tag, get_commitment, get_consent,
     get_grade, get_repair,

@@ -1,4 +1,4 @@
-//! `POST /v1/queries`, the agency's authorized-query service (log before release): verify the
+//! `POST /v1/queries` (and `/v1/queries/batch`), the agency's authorized-query service (log before release): verify the
 //! bank's signed request, evaluate the consent with the ledger's own rule at the node clock,
 //! commit a `QueryServed` (then release data) or a `QueryDenied` (then 403). A node without the
 //! agency data forwards the request to the one that has it.
@@ -6,6 +6,7 @@
 //! Reads of logged queries (`/v1/banks/{org}/queries`, access logs) are in `reads`.
 
 use super::{blocking, json_ok, to_json, ApiResult};
+use crate::api::auth::ReplayCache;
 use crate::api::error::ApiError;
 use crate::api::{parse_json, AppState};
 use crate::datastore::{canonical_json, AgencyData, Release};
@@ -23,7 +24,7 @@ use xinyi_ledger::entry::{
 };
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::keys::SigDomain;
-use xinyi_ledger::state::StateError;
+use xinyi_ledger::state::{OrgRecord, StateError};
 use xinyi_ledger::types::{check_categories, Category, Role};
 
 #[derive(Deserialize, Serialize)]
@@ -47,17 +48,109 @@ fn denial_message(r: DenialReason) -> &'static str {
     }
 }
 
+/// Most signed requests in one `POST /v1/queries/batch` (`specs/api.md`).
+pub const MAX_QUERY_BATCH: usize = 256;
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBatchBody {
+    requests: Vec<SignedQueryRequest>,
+}
+
 /// `POST /v1/queries`: the agency's authorized-query service (log before release).
 pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
     if let Some(url) = s.cfg.data_node.clone() {
-        return forward_query(&s, url, body, s.cfg.request_timeout).await;
+        return forward_query(&s, url, "/v1/queries", body, s.cfg.request_timeout).await;
     }
     let QueryBody { request: sq } = parse_json(&body)?;
-    let req = sq.request.clone();
+    let now = s.engine.now();
+    let bank = admit(&s, &sq, now)?;
+    let checks = Checks::of(&s);
+    let sq2 = sq.clone();
+    // One hop to a blocking thread for the signature, the replay cache, the rule and the data.
+    let checked = blocking(move || checks.check(&sq2, &bank, now)).await?;
+    answer(&s, sq, checked).await.map(json_ok)
+}
+
+/// `POST /v1/queries/batch`: up to [`MAX_QUERY_BATCH`] signed requests in one body, each
+/// answered exactly as `POST /v1/queries` would (its own record committed before its data is
+/// released, its own denial or error), in request order, in one 200 answer. The batch saves the
+/// HTTP round trips and thread hops, not any check: every request is verified, logged and
+/// answered on its own, and one bad request fails only itself.
+pub async fn post_query_batch(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    if let Some(url) = s.cfg.data_node.clone() {
+        return forward_query(&s, url, "/v1/queries/batch", body, s.cfg.request_timeout).await;
+    }
+    let QueryBatchBody { requests } = parse_json(&body)?;
+    if requests.is_empty() || requests.len() > MAX_QUERY_BATCH {
+        return Err(ApiError::bad_request(
+            "batch.size",
+            format!(
+                "a batch holds 1 to {MAX_QUERY_BATCH} requests, not {}",
+                requests.len()
+            ),
+        ));
+    }
+    let now = s.engine.now();
+    let admitted: Vec<(SignedQueryRequest, ApiResult<OrgRecord>)> = requests
+        .into_iter()
+        .map(|sq| {
+            let bank = admit(&s, &sq, now);
+            (sq, bank)
+        })
+        .collect();
+    let checks = Checks::of(&s);
+    // One blocking hop for the whole batch.
+    let checked = blocking(move || {
+        Ok(admitted
+            .into_iter()
+            .map(|(sq, bank)| {
+                let c = bank.and_then(|bank| checks.check(&sq, &bank, now));
+                (sq, c)
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    let answers = futures::future::join_all(checked.into_iter().map(|(sq, c)| {
+        let s = &s;
+        async move {
+            match c {
+                Ok(c) => answer(s, sq, c).await,
+                Err(e) => Err(e),
+            }
+        }
+    }))
+    .await;
+    let results: Vec<Value> = answers
+        .into_iter()
+        .map(|r| match r {
+            Ok(mut v) => {
+                if let Value::Object(m) = &mut v {
+                    m.insert("status".into(), json!(200));
+                }
+                v
+            }
+            Err(e) => {
+                let status = e.status.as_u16();
+                let mut v = e.body();
+                if let Value::Object(m) = &mut v {
+                    m.insert("status".into(), json!(status));
+                }
+                v
+            }
+        })
+        .collect();
+    Ok(json_ok(json!({ "results": results })))
+}
+
+/// The checks that need no blocking work, in the order `POST /v1/queries` has always made them:
+/// the bank's rate, the categories, the request time against the node clock, the bank's
+/// registration. Returns the bank's record.
+fn admit(s: &AppState, sq: &SignedQueryRequest, now: u64) -> ApiResult<OrgRecord> {
+    let req = &sq.request;
     s.rate_check(&format!("org:{}", req.bank))?;
     check_categories(&req.categories)
         .map_err(|e| ApiError::bad_request("entry.field", e.to_string()))?;
-    let now = s.engine.now();
     let window = s.engine.genesis().params.entry_time_window_ms;
     if req.time.abs_diff(now) > window {
         return Err(ApiError::unauthorized(
@@ -81,50 +174,81 @@ pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Res
             format!("{} is not a bank", req.bank),
         ));
     }
-    let engine = s.engine.clone();
-    let chain_id = *s.engine.chain_id();
-    let replay = s.query_replay.clone();
-    let data = s.data.clone();
-    let sq2 = sq.clone();
-    let key = hex::encode(sq.signature.0);
-    let replay_key = key.clone();
-    // One hop to a blocking thread: the signature first (401, nothing written), then the replay
-    // cache, then the consent rule at the node clock and, if it passes, the data (released to
-    // the bank only after the QueryServed record commits). The pre-check is skipped while a
-    // block is being built rather than waiting for it: the ledger applies the same rule when
-    // the QueryServed is committed, and a refusal there is recorded as a denial just the same
-    // (see `serve`).
-    let (verdict, released) = blocking(move || {
-        let payload = query_signing_payload(&chain_id, &sq2.request)
+    Ok(bank)
+}
+
+/// What a blocking thread needs to check requests: the engine, the chain id, the replay cache
+/// and the agency data.
+struct Checks {
+    engine: crate::engine::Engine,
+    chain_id: Digest,
+    replay: std::sync::Arc<ReplayCache>,
+    data: AgencyData,
+}
+
+/// A request that passed the blocking checks: the rule's verdict at the node clock (`None`
+/// when the state was busy building a block) and, unless it was refused, the released data.
+struct Checked {
+    verdict: Option<Result<(), DenialReason>>,
+    released: Option<ApiResult<(Value, Vec<Digest>)>>,
+}
+
+impl Checks {
+    fn of(s: &AppState) -> Checks {
+        Checks {
+            engine: s.engine.clone(),
+            chain_id: *s.engine.chain_id(),
+            replay: s.query_replay.clone(),
+            data: s.data.clone(),
+        }
+    }
+
+    /// Blocking: the signature first (401, nothing written), then the replay cache, then the
+    /// consent rule at the node clock and, if it passes, the data (released to the bank only
+    /// after the QueryServed record commits). The pre-check is skipped while a block is being
+    /// built rather than waiting for it: the ledger applies the same rule when the QueryServed
+    /// is committed, and a refusal there is recorded as a denial just the same (see `serve`).
+    fn check(&self, sq: &SignedQueryRequest, bank: &OrgRecord, now: u64) -> ApiResult<Checked> {
+        let payload = query_signing_payload(&self.chain_id, &sq.request)
             .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
         bank.key
-            .verify(SigDomain::QueryRequest, &payload, &sq2.signature)
+            .verify(SigDomain::QueryRequest, &payload, &sq.signature)
             .map_err(|_| {
                 ApiError::unauthorized(
                     "api.bad_signature",
                     "the query request's signature does not verify under the bank's key",
                 )
             })?;
-        if !replay.check_and_insert(replay_key, now) {
+        if !self.replay.check_and_insert(replay_key(sq), now) {
             return Err(ApiError::unauthorized(
                 "api.replay",
                 "this signed query request was already submitted",
             ));
         }
-        let verdict = engine
+        let verdict = self
+            .engine
             .try_lock()
-            .map(|core| core.chain.state().check_query(&sq2.request, now));
+            .map(|core| core.chain.state().check_query(&sq.request, now));
         let released = match verdict {
             Some(Err(_)) => None,
-            Some(Ok(())) | None => Some(release(&data, &sq2.request)),
+            Some(Ok(())) | None => Some(release(&self.data, &sq.request)),
         };
-        Ok((verdict, released))
-    })
-    .await?;
-    let result = match (verdict, released) {
-        (Some(Err(reason)), _) => Err(deny(&s, sq, reason).await),
+        Ok(Checked { verdict, released })
+    }
+}
+
+/// The replay cache's key of a signed request.
+fn replay_key(sq: &SignedQueryRequest) -> String {
+    hex::encode(sq.signature.0)
+}
+
+/// Records the denial or the served query of a checked request and gives the answer body.
+async fn answer(s: &AppState, sq: SignedQueryRequest, c: Checked) -> ApiResult<Value> {
+    let key = replay_key(&sq);
+    let result = match (c.verdict, c.released) {
+        (Some(Err(reason)), _) => Err(deny(s, sq, reason).await),
         (_, Some(released)) => match released {
-            Ok(released) => serve(&s, sq, released).await,
+            Ok(released) => serve(s, sq, released).await,
             Err(e) => Err(e),
         },
         (_, None) => Err(ApiError::internal(
@@ -148,10 +272,11 @@ pub async fn post_query(State(s): State<AppState>, body: Bytes) -> ApiResult<Res
 async fn forward_query(
     s: &AppState,
     url: String,
+    path: &str,
     body: Bytes,
     timeout: Duration,
 ) -> ApiResult<Response> {
-    let target = format!("{}/v1/queries", url.trim_end_matches('/'));
+    let target = format!("{}{path}", url.trim_end_matches('/'));
     let (status, text) = blocking(move || {
         let agent = crate::tls::peer_agent_builder().timeout(timeout).build();
         match agent
@@ -172,11 +297,18 @@ async fn forward_query(
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     // The bank will read the record (and its proof) back from this node: answer once this node
     // has committed it too, so what the data node says is final is final here as well.
+    // (A batch answer: the last position any of its results names.)
     let position = serde_json::from_str::<Value>(&text).ok().and_then(|v| {
-        v.get("record")
-            .or_else(|| v.get("denial"))
-            .and_then(|r| r.get("position"))
-            .and_then(Value::as_u64)
+        let of = |v: &Value| {
+            v.get("record")
+                .or_else(|| v.get("denial"))
+                .and_then(|r| r.get("position"))
+                .and_then(Value::as_u64)
+        };
+        match v.get("results").and_then(Value::as_array) {
+            Some(items) => items.iter().filter_map(of).max(),
+            None => of(&v),
+        }
     });
     if let Some(p) = position {
         let start = std::time::Instant::now();
@@ -294,7 +426,7 @@ async fn serve(
     s: &AppState,
     sq: SignedQueryRequest,
     (released, ids): (Value, Vec<Digest>),
-) -> ApiResult<Response> {
+) -> ApiResult<Value> {
     let salt: [u8; 32] = rand::random();
     let digest = hash::salted(&salt, &canonical_json(&released));
     let entry = s
@@ -327,12 +459,12 @@ async fn serve(
             if !erased.is_empty() {
                 return Err(erased_error(&erased));
             }
-            Ok(json_ok(json!({
+            Ok(json!({
                 "data": released,
                 "salt": hex::encode(salt),
                 "response_digest": digest.to_hex(),
                 "record": to_json(&c)?,
-            })))
+            }))
         }
         Err(SubmitError::Dropped(StateError::QueryNotAuthorized(reason))) => {
             Err(deny(s, sq, reason).await)
