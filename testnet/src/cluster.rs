@@ -481,25 +481,46 @@ pub struct StepResult {
 }
 
 /// Drives `rate` queries/s for `duration` from `connections` concurrent connections.
+///
+/// With `batch` > 1 the requests go `batch` at a time to `POST /v1/queries/batch` (each batch
+/// due when its first request is), and each result counts as one request.
 pub fn open_loop(
     t: &Testnet,
     via: Via,
     rate: f64,
     duration: Duration,
     connections: usize,
+    batch: usize,
 ) -> Result<StepResult> {
     if rate <= 0.0 {
         bail!("--rate must be positive");
     }
     let n = ((rate * duration.as_secs_f64()).ceil() as usize).max(1);
-    let bodies = t.signed_requests(n)?;
-    let url = format!("{}/v1/queries", t.entry_url(via)?);
+    let batch = batch.max(1);
+    let singles = t.signed_requests(n)?;
+    let (bodies, url) = if batch == 1 {
+        (singles, format!("{}/v1/queries", t.entry_url(via)?))
+    } else {
+        let mut bodies = Vec::with_capacity(n.div_ceil(batch));
+        for chunk in singles.chunks(batch) {
+            let requests = chunk
+                .iter()
+                .map(|b| {
+                    serde_json::from_slice::<serde_json::Value>(b).map(|mut v| v["request"].take())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            bodies.push(serde_json::to_vec(
+                &serde_json::json!({ "requests": requests }),
+            )?);
+        }
+        (bodies, format!("{}/v1/queries/batch", t.entry_url(via)?))
+    };
     let (log0, h0) = t.log_size()?;
     let before = t.sample_nodes();
     let own_before = proc_figures(std::process::id()).0;
     let next = AtomicUsize::new(0);
     let start = Instant::now() + Duration::from_millis(50);
-    let conns = connections.clamp(1, 4096).min(n);
+    let conns = connections.clamp(1, 4096).min(bodies.len());
     let results: Vec<(Vec<f64>, usize, Option<String>, Instant)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..conns)
             .map(|_| {
@@ -515,7 +536,7 @@ pub fn open_loop(
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(body) = bodies.get(i) else { break };
-                            let due = start + Duration::from_secs_f64(i as f64 / rate);
+                            let due = start + Duration::from_secs_f64((i * batch) as f64 / rate);
                             let now = Instant::now();
                             if due > now {
                                 std::thread::sleep(due - now);
@@ -527,6 +548,30 @@ pub fn open_loop(
                             let done = Instant::now();
                             last = last.max(done);
                             match r {
+                                Ok(resp) if batch > 1 => {
+                                    let ms = (done - due).as_secs_f64() * 1e3;
+                                    let v: serde_json::Value = resp.into_json().unwrap_or_default();
+                                    let results = v["results"].as_array();
+                                    for r in results.into_iter().flatten() {
+                                        if r["status"] == 200 {
+                                            lat.push(ms);
+                                        } else {
+                                            errors += 1;
+                                            if first.is_none() {
+                                                first = Some(format!(
+                                                    "{} {}: {}",
+                                                    r["status"], r["code"], r["message"]
+                                                ));
+                                            }
+                                        }
+                                    }
+                                    if results.is_none() {
+                                        errors += 1;
+                                        first.get_or_insert_with(|| {
+                                            format!("not a batch answer: {v}")
+                                        });
+                                    }
+                                }
                                 Ok(resp) => {
                                     // Read the body so the connection is reused.
                                     let _ = resp.into_string();
@@ -623,6 +668,7 @@ pub fn find_max(
     start: f64,
     step: Duration,
     connections: usize,
+    batch: usize,
     mut progress: impl FnMut(&StepResult),
 ) -> Result<(Vec<StepResult>, Option<usize>)> {
     let mut steps: Vec<StepResult> = Vec::new();
@@ -630,7 +676,7 @@ pub fn find_max(
     let mut good: Option<usize> = None;
     let mut bad_rate = None;
     for _ in 0..12 {
-        let r = open_loop(t, via, rate, step, connections)?;
+        let r = open_loop(t, via, rate, step, connections, batch)?;
         progress(&r);
         let ok = sustained(&r);
         steps.push(r);
@@ -647,7 +693,7 @@ pub fn find_max(
     if let (Some(g), Some(b)) = (good, bad_rate) {
         let mid = (steps[g].rate + b) / 2.0;
         std::thread::sleep(Duration::from_secs(2));
-        let r = open_loop(t, via, mid, step, connections)?;
+        let r = open_loop(t, via, mid, step, connections, batch)?;
         progress(&r);
         let ok = sustained(&r);
         steps.push(r);

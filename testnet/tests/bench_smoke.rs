@@ -269,6 +269,38 @@ fn cluster_quick_drives_queries_through_a_four_validator_testnet() {
 }
 
 #[test]
+fn cluster_quick_with_batches_answers_every_query_through_the_batch_endpoint() {
+    ensure_node_binary();
+    let (rows, _) = run_json(&[
+        "cluster",
+        "--validators",
+        "4",
+        "--rate",
+        "60",
+        "--duration",
+        "2",
+        "--connections",
+        "4",
+        "--batch",
+        "6",
+        "--quick",
+        "--json",
+    ]);
+    check_rows(&rows);
+    let q = get(&rows, "cluster.queries_per_sec");
+    let note = q["note"].as_str().unwrap();
+    assert!(
+        note.contains("6 requests per POST /v1/queries/batch"),
+        "{q}"
+    );
+    // 120 requests offered, each result counted: all answered with data after commit.
+    assert!(
+        note.contains("120 answered with data") && note.contains(" 0 errors"),
+        "{q}"
+    );
+}
+
+#[test]
 fn monitor_quick_reports_alerts_beside_the_query_figure_and_ceilings() {
     ensure_node_binary();
     let dir = tempfile::tempdir().unwrap();

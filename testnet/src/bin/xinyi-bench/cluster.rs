@@ -31,6 +31,10 @@ pub(crate) struct ClusterArgs {
     /// Concurrent HTTP connections (client threads).
     #[arg(long, default_value_t = 512)]
     pub(crate) connections: usize,
+    /// Requests per HTTP request: above 1, queries go `--batch` at a time to
+    /// `POST /v1/queries/batch` (at most 256).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) batch: u16,
     /// Where queries enter: `agency` (gz-credit's node) or `bank` (bank-a's follower).
     #[arg(long, default_value = "agency")]
     pub(crate) via: String,
@@ -89,15 +93,16 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
     })?;
     let validators = net.manifest.validators;
     let duration = Duration::from_secs(a.duration);
+    let batch = usize::from(a.batch);
     let (steps, best) = if a.max {
-        cl::find_max(&net, via, a.rate, duration, a.connections, |r| {
+        cl::find_max(&net, via, a.rate, duration, a.connections, batch, |r| {
             eprintln!(
                 "  offered {:>8.0}/s: served {:>8.0}/s ({} of {} sent, {} errors), p50 {:.1} ms, p99 {:.1} ms",
                 r.rate, r.served_per_sec, r.served, r.sent, r.errors, r.latency_ms[0], r.latency_ms[2]
             );
         })?
     } else {
-        let r = cl::open_loop(&net, via, a.rate, duration, a.connections)?;
+        let r = cl::open_loop(&net, via, a.rate, duration, a.connections, batch)?;
         (vec![r], Some(0))
     };
     let entry_bytes = net.last_entry_bytes()?.unwrap_or(0) as f64;
@@ -139,7 +144,7 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
             crypto_ceiling,
             format!(
                 "{mode}; {validators} validators on loopback, via {}; {} answered with data after \
-                 commit, {} errors of {} sent{}; {} connections, open loop",
+                 commit, {} errors of {} sent{}; {} connections, open loop{}",
                 a.via,
                 r.served,
                 r.errors,
@@ -148,7 +153,12 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
                     .as_deref()
                     .map(|e| format!(" (first: {})", e.chars().take(160).collect::<String>()))
                     .unwrap_or_default(),
-                a.connections
+                a.connections,
+                if batch > 1 {
+                    format!(", {batch} requests per POST /v1/queries/batch")
+                } else {
+                    String::new()
+                }
             ),
         )
         .target(">= 10000 queries/s", r.served_per_sec >= 10_000.0),
