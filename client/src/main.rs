@@ -95,14 +95,18 @@ enum Cmd {
     /// Submit an authorized query (bank) and verify the returned proof.
     Query {
         /// Consent id.
-        #[arg(long)]
-        consent: String,
+        #[arg(long, required_unless_present = "batch")]
+        consent: Option<String>,
         /// Firm USCC (taken from the consent if absent).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "batch")]
         firm: Option<String>,
         /// Categories, comma-separated.
-        #[arg(long)]
-        categories: String,
+        #[arg(long, required_unless_present = "batch")]
+        categories: Option<String>,
+        /// Many queries in one request: a file of lines `{"consent": ID, "categories": "a,b"}`
+        /// (at most 256), each signed, logged and verified on its own.
+        #[arg(long, conflicts_with_all = ["consent", "categories"])]
+        batch: Option<PathBuf>,
     },
     /// Every query and denial on a firm's data (signed by the firm or an auditor).
     AccessLog {
@@ -229,7 +233,17 @@ fn run(cli: Cli) -> Result<bool> {
             consent,
             firm,
             categories,
-        } => cmd::query::query(&ctx, &consent, firm.as_deref(), &categories)?,
+            batch,
+        } => match (batch, consent, categories) {
+            (Some(file), _, _) => cmd::query::query_batch(&ctx, &file)?,
+            (None, Some(consent), Some(categories)) => {
+                cmd::query::query(&ctx, &consent, firm.as_deref(), &categories)?;
+            }
+            // clap already requires both without --batch.
+            _ => Err(anyhow::anyhow!(
+                "query needs --consent and --categories, or --batch FILE"
+            ))?,
+        },
         Cmd::AccessLog { firm, verify } => cmd::access_log::access_log(&ctx, &firm, verify)?,
         Cmd::Queries { bank } => cmd::query::queries(&ctx, bank)?,
         Cmd::Records { firm } => cmd::info::records(&ctx, &firm)?,

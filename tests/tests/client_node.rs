@@ -141,3 +141,60 @@ fn commitments_grades_and_user_errors() {
         "HTTP 403",
     );
 }
+
+#[test]
+fn a_bank_sends_many_queries_in_one_batch_and_each_is_verified() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node = DevNode::start(
+        &tmp.path().join("data"),
+        &tmp.path().join("node.log"),
+        Duration::from_secs(60),
+    );
+    let grant = |i: u32, uses: &str| {
+        let firm = sample_firm(i).expect("firm").to_string();
+        let g = ok_json(&node.xinyi(
+            Some(&format!("firm-{firm}")),
+            &grant_args(&firm, "bank-a", "registration,tax", uses, "30"),
+        ));
+        g["id"].as_str().expect("consent id").to_string()
+    };
+    let (c1, c2) = (grant(3, "4"), grant(4, "1"));
+    let file = tmp.path().join("batch.jsonl");
+    let line =
+        |c: &str, cats: &str| format!("{{\"consent\": \"{c}\", \"categories\": \"{cats}\"}}\n");
+    std::fs::write(
+        &file,
+        [
+            line(&c1, "tax"),
+            line(&c2, "registration,tax"),
+            line(&c1, "registration"),
+        ]
+        .concat(),
+    )
+    .expect("write");
+    let batch = file.to_str().expect("utf-8");
+    let v = ok_json(&node.xinyi(Some("bank-a"), &["--json", "query", "--batch", batch]));
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3, "{v}");
+    for r in results {
+        // The client verified each: digest, logged record, inclusion in the signed checkpoint.
+        assert_eq!(r["verified"]["response_digest"], true, "{r}");
+        assert!(r["verified"]["checkpoint_size"].as_u64().unwrap() > 0);
+    }
+    assert!(results[1]["data"]["registration"].is_object(), "{v}");
+
+    // Again: c2 has no use left, so one refusal (logged), the others served; exit 1.
+    let o = node.xinyi(Some("bank-a"), &["query", "--batch", batch]);
+    let out = xinyi_tests::cli::text(&o.stdout);
+    assert!(out.contains("[1] query served"), "{out}");
+    assert!(out.contains("[2] refused: consent.exhausted"), "{out}");
+    assert!(out.contains("denial recorded at log position"), "{out}");
+    fails(&o, "1 of 3 queries refused");
+
+    // A malformed line is refused before anything is sent.
+    std::fs::write(&file, "{\"consent\": 5}\n").expect("write");
+    fails(
+        &node.xinyi(Some("bank-a"), &["query", "--batch", batch]),
+        "batch.jsonl:1: not a batch line",
+    );
+}
