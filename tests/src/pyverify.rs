@@ -2,7 +2,7 @@
 //! alone, so tests can hold the Rust chain and the specification to the same bytes.
 //!
 //! A missing `python3` or a missing Python package is a test failure with the command that
-//! installs it (`.ci/run` does), never a skip. This module only runs the script; judging its
+//! installs it (`tests/run` does), never a skip. This module only runs the script; judging its
 //! answer is the test's business.
 
 use std::path::{Path, PathBuf};
@@ -29,12 +29,12 @@ pub fn require_python() {
     match probe {
         Err(e) => panic!(
             "python3 is needed to run specs/tools/verify_bundle.py and could not be started ({e}); \
-             install Python 3.8+ and `python3 -m pip install -r {}` (.ci/run does both)",
+             install Python 3.8+ and `python3 -m pip install -r {}` (tests/run does both)",
             req.display()
         ),
         Ok(o) if !o.status.success() => panic!(
             "the Python package `cryptography` needed by specs/tools/verify_bundle.py is missing: \
-             run `python3 -m pip install -r {}` (.ci/run does this); python said: {}",
+             run `python3 -m pip install -r {}` (tests/run does this); python said: {}",
             req.display(),
             String::from_utf8_lossy(&o.stderr).trim()
         ),

@@ -1,5 +1,5 @@
 //! EVM anchoring end to end (`specs/anchoring.md`) against a real local EVM chain: ganache
-//! 7.9.2 from `tests/evm/node_modules` (installed by `.ci/run` with `npm ci`), started by each
+//! 7.9.2 from `tests/evm/node_modules` (installed by `tests/run` with `npm ci`), started by each
 //! test on 127.0.0.1, the real `xinyi-node --dev` anchoring to it and the real `xinyi` client
 //! reading the anchors back. A missing ganache or solc fails the test with how to install it.
 
@@ -25,7 +25,7 @@ fn ganache_bin() -> PathBuf {
     let p = evm_dir().join("node_modules/.bin/ganache");
     assert!(
         p.exists(),
-        "{} is missing: install the pinned EVM tools with `npm ci --prefix tests/evm` (.ci/run does)",
+        "{} is missing: install the pinned EVM tools with `npm ci --prefix tests/evm` (tests/run does)",
         p.display()
     );
     p
@@ -317,7 +317,7 @@ fn committed_artifact_matches_the_pinned_compiler() {
     let solc = evm_dir().join("node_modules/solc");
     assert!(
         solc.exists(),
-        "{} is missing: `npm ci --prefix tests/evm` (.ci/run does)",
+        "{} is missing: `npm ci --prefix tests/evm` (tests/run does)",
         solc.display()
     );
     let o = Command::new("node")

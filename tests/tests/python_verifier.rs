@@ -5,7 +5,7 @@
 //!
 //! `specs/vectors` is what `ledger/tests/spec_vectors.rs` regenerates (that test fails if the
 //! committed files differ from the generator's). A missing `python3` or `cryptography` fails
-//! these tests with the install command; `.ci/run` installs `specs/tools/requirements.txt`.
+//! these tests with the install command; `tests/run` installs `specs/tools/requirements.txt`.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -8,7 +8,7 @@
 //! NOT verified through a proxy that flips a byte in each inclusion proof, and visits the bank,
 //! auditor, public and operator pages, writing screenshots to `target/ui-shots/`. Missing
 //! Chromium, Node.js or `tests/ui/node_modules` fail the test with the command that installs
-//! them (`.ci/run` does): nothing is skipped.
+//! them (`tests/run` does): nothing is skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
