@@ -233,7 +233,7 @@ pub fn query_batch(ctx: &Ctx, file: &std::path::Path) -> Result<()> {
         let v: Value = serde_json::from_str(raw.get())?;
         if v.get("status").and_then(Value::as_u64) == Some(200) {
             let (json, text) = verify_served(ctx, &signer, &trust, sq, raw.get())?;
-            texts += &format!("[{}] {}", i + 1, text.as_str().unwrap_or_default());
+            texts += &format!("[{}] {}\n", i + 1, text.as_str().unwrap_or_default());
             all.push(json);
         } else {
             let code = v.get("code").and_then(Value::as_str).unwrap_or("api.error");
@@ -255,7 +255,7 @@ pub fn query_batch(ctx: &Ctx, file: &std::path::Path) -> Result<()> {
     if ctx.json {
         out_json(&json!({ "results": all }));
     } else {
-        out(&texts);
+        out(texts.trim_end());
     }
     if let Some(first) = refused.first() {
         bail!(
