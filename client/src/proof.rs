@@ -421,6 +421,40 @@ fn h256(s: &Value) -> Result<[u8; 32]> {
         .ok_or_else(|| anyhow!("access_log.proof: a proof hash is not 32 bytes of hex"))
 }
 
+/// Verifies a multi-epoch `GET /v1/firms/{uscc}/access-proof` (`specs/privacy.md` §8): one
+/// proof per tag in `tags`, all against the same certified block. An answer without a `tags`
+/// list (a node before firm-key rotation) is one proof for the top-level `tag`. A tag of
+/// `tags` without a proof, or a proof of another block, is refused.
+pub fn verify_access_proofs(
+    genesis: &Genesis,
+    tags: &[FirmTag],
+    v: &Value,
+) -> Result<Vec<(FirmTag, AccessCommitment)>> {
+    let per_tag = v.get("tags").and_then(Value::as_array);
+    let mut out = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let one = match per_tag {
+            None => v.clone(),
+            Some(list) => {
+                let p = list
+                    .iter()
+                    .find(|p| p.get("tag").and_then(Value::as_str) == Some(&tag.to_hex()))
+                    .ok_or_else(|| {
+                        anyhow!("access_log.proof: the node gave no access proof for tag {tag}")
+                    })?;
+                let mut one = v.clone();
+                if let (Value::Object(m), Value::Object(p)) = (&mut one, p) {
+                    m.insert("value".into(), p.get("value").cloned().unwrap_or_default());
+                    m.insert("proof".into(), p.get("proof").cloned().unwrap_or_default());
+                }
+                one
+            }
+        };
+        out.push((*tag, verify_access_proof(genesis, tag, &one)?));
+    }
+    Ok(out)
+}
+
 /// Verifies `GET /v1/firms/{uscc}/access-proof`: the block header's commit certificate against
 /// the genesis validators, the state root recomputed from (previous root, write-set hash,
 /// access map root), and the firm's sparse Merkle proof in that map.

@@ -280,6 +280,15 @@ pub enum MemberChange {
         /// New power (0 removes it from the validator set).
         power: u64,
     },
+    /// Rotate the consortium's firm key (`specs/privacy.md` §8): from the effective height,
+    /// new entries name firms by their tag under the key of `epoch`. The key itself never goes
+    /// on the ledger; `key_id` (`FirmKey::id`) lets every member check it holds the approved one.
+    RotateFirmKey {
+        /// The new epoch: one above the last approved (epoch 0 is the genesis key).
+        epoch: u32,
+        /// `FirmKey::id` of the new key.
+        key_id: Digest,
+    },
 }
 
 /// One validator's approval of a [`MembershipProposal`] (domain [`SigDomain::Membership`] over
@@ -593,6 +602,14 @@ impl EntryKind {
                     }
                     MemberChange::SetPower { power, .. } => check_power(*power)?,
                     MemberChange::RotateKey { .. } => {}
+                    MemberChange::RotateFirmKey { epoch, .. } => {
+                        if *epoch == 0 {
+                            return Err(field(
+                                "epoch",
+                                "a firm-key rotation names epoch 1 or above (0 is the genesis key)",
+                            ));
+                        }
+                    }
                 }
             }
             EntryKind::ConsentGranted(c) => {

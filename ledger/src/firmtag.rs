@@ -15,6 +15,9 @@ use std::fmt;
 /// Domain prefix of the tag's HMAC input (`0x00` terminated).
 pub const TAG_DOMAIN: &[u8] = b"xinyi/v1/firm-tag\0";
 
+/// HMAC input of a key's public id (`FirmKey::id`).
+pub const KEY_ID_DOMAIN: &[u8] = b"xinyi/v1/firm-key-id\0";
+
 /// The consortium's secret firm key (32 bytes). Not `Debug`-printable.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FirmKey([u8; 32]);
@@ -71,6 +74,86 @@ impl FirmKey {
     pub fn tag(&self, uscc: &Uscc) -> FirmTag {
         FirmTag::derive(self, uscc)
     }
+
+    /// The key's public id, `HMAC-SHA-256(key, "xinyi/v1/firm-key-id" ‖ 0x00)`: what a firm-key
+    /// rotation entry names (`MemberChange::RotateFirmKey`), so a node can check that the key
+    /// file it holds for an epoch is the one the consortium approved. It reveals nothing of the
+    /// key and cannot be used to compute tags.
+    pub fn id(&self) -> crate::hash::Digest {
+        crate::hash::Digest(hmac32(&self.0, &[KEY_ID_DOMAIN]))
+    }
+}
+
+/// The firm keys of every epoch a node holds: epoch 0 is the key the consortium started with,
+/// epoch `e` the key approved by the `e`-th firm-key rotation (`specs/privacy.md` §8). A firm has
+/// one tag per epoch; only a holder of the keys can tell that two tags name one firm, so the
+/// ledger never links them. Pure data: loading the files is the node's business.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FirmKeyring {
+    keys: Vec<FirmKey>,
+}
+
+impl fmt::Debug for FirmKeyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FirmKeyring({} epochs)", self.keys.len())
+    }
+}
+
+impl FirmKeyring {
+    /// A keyring holding epoch 0 only.
+    pub fn new(epoch0: FirmKey) -> FirmKeyring {
+        FirmKeyring { keys: vec![epoch0] }
+    }
+
+    /// A keyring of epochs 0, 1, ... in order.
+    pub fn from_keys(keys: Vec<FirmKey>) -> FirmKeyring {
+        FirmKeyring { keys }
+    }
+
+    /// Adds the key of the next epoch (`self.epochs()`).
+    pub fn push(&mut self, key: FirmKey) {
+        self.keys.push(key);
+    }
+
+    /// Number of epochs held (the next epoch's number).
+    pub fn epochs(&self) -> u32 {
+        u32::try_from(self.keys.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The key of `epoch`, if held.
+    pub fn key(&self, epoch: u32) -> Option<&FirmKey> {
+        self.keys.get(epoch as usize)
+    }
+
+    /// The key of the highest epoch held.
+    pub fn latest(&self) -> Option<&FirmKey> {
+        self.keys.last()
+    }
+
+    /// The tag of `uscc` in `epoch`, if that epoch's key is held.
+    pub fn tag(&self, epoch: u32, uscc: &Uscc) -> Option<FirmTag> {
+        self.key(epoch).map(|k| k.tag(uscc))
+    }
+
+    /// `uscc`'s tag in every epoch held, oldest first.
+    pub fn tags(&self, uscc: &Uscc) -> Vec<(u32, FirmTag)> {
+        (0..self.epochs())
+            .zip(self.keys.iter())
+            .map(|(e, k)| (e, k.tag(uscc)))
+            .collect()
+    }
+}
+
+fn hmac32(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut t = [0u8; 32];
+    // HMAC accepts keys of any length, so this cannot fail.
+    if let Ok(mut mac) = HmacSha256::new_from_slice(key) {
+        for p in parts {
+            mac.update(p);
+        }
+        t.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    t
 }
 
 impl fmt::Debug for FirmKey {
@@ -89,16 +172,7 @@ type HmacSha256 = hmac::Hmac<sha2_11::Sha256>;
 impl FirmTag {
     /// `HMAC-SHA-256(key, "xinyi/v1/firm-tag" ‖ 0x00 ‖ USCC as 18 ASCII bytes)`.
     pub fn derive(key: &FirmKey, uscc: &Uscc) -> FirmTag {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let Ok(mut mac) = HmacSha256::new_from_slice(&key.0) else {
-            return FirmTag([0u8; 32]);
-        };
-        mac.update(TAG_DOMAIN);
-        mac.update(uscc.as_str().as_bytes());
-        let out = mac.finalize().into_bytes();
-        let mut t = [0u8; 32];
-        t.copy_from_slice(&out);
-        FirmTag(t)
+        FirmTag(hmac32(&key.0, &[TAG_DOMAIN, uscc.as_str().as_bytes()]))
     }
 
     /// Lower-case hex form.
@@ -191,6 +265,40 @@ mod tests {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }
+
+    /// The key id of the same vector key (`specs/privacy.md` §8), and a keyring's tags differ
+    /// per epoch.
+    #[test]
+    fn key_id_vector_and_keyring() {
+        let mut k = [0u8; 32];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let key = FirmKey::from_bytes(k);
+        let mut mac = HmacSha256::new_from_slice(&k).unwrap();
+        mac.update(b"xinyi/v1/firm-key-id\0");
+        assert_eq!(
+            key.id().0.as_slice(),
+            mac.finalize().into_bytes().as_slice()
+        );
+        assert_eq!(key.id().to_hex(), VECTOR_KEY_ID);
+        assert_ne!(
+            key.id().0,
+            FirmTag::derive(&key, &Uscc::parse("91350100M000100Y43").unwrap()).0
+        );
+        let uscc = Uscc::parse("91350100M000100Y43").unwrap();
+        let mut ring = FirmKeyring::new(key.clone());
+        ring.push(FirmKey::from_bytes([9; 32]));
+        let tags = ring.tags(&uscc);
+        assert_eq!(tags.len(), 2);
+        assert_eq!(tags[0], (0, key.tag(&uscc)));
+        assert_ne!(tags[0].1, tags[1].1);
+        assert_eq!(ring.tag(1, &uscc), Some(tags[1].1));
+        assert_eq!(ring.tag(2, &uscc), None);
+        assert_eq!(ring.epochs(), 2);
+    }
+
+    const VECTOR_KEY_ID: &str = "4163420c39d2f8cfc9d8cbd3593daedfd5241dd46615190e790f67a0341b5536";
 
     const VECTOR_TAG: &str = "71aaa08e66d2684373f0caacfa8b5bdaf792ea3fdda687121f092e67917f66db";
 

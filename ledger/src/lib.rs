@@ -66,7 +66,7 @@ pub mod verify;
 pub use block::{Block, BlockHeader, CommitCertificate, ValidatorSet};
 pub use chain::{Chain, ChainError, ChainErrorKind, CommittedBlock};
 pub use entry::{Entry, EntryBody, EntryKind};
-pub use firmtag::{FirmKey, FirmTag};
+pub use firmtag::{FirmKey, FirmKeyring, FirmTag};
 pub use genesis::Genesis;
 pub use hash::Digest;
 pub use keys::{KeyPair, PublicKey, Signature};

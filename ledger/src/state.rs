@@ -24,6 +24,7 @@ mod membership;
 mod repairs;
 pub use alerts::trigger_category;
 pub use erasure::{ErasureIndexEntry, ErasureRefusal};
+pub use membership::FirmKeyEpoch;
 
 use crate::block::{Validator, ValidatorSet};
 use crate::codec::{self, CodecError};
@@ -358,6 +359,7 @@ mod prefix {
     pub const ALERT: u8 = b'A';
     pub const ERASED: u8 = b'e';
     pub const EXPIRY: u8 = b'X';
+    pub const FIRM_KEYS: u8 = b'F';
 }
 
 /// Head of a firm's chain of access entries (`query_served` / `query_denied` on that firm, in

@@ -605,3 +605,82 @@ fn excessive_voting_power_is_rejected_statically() {
     );
     assert_eq!(e.unwrap_err().code(), "entry.field");
 }
+
+/// A firm-key rotation (privacy.md §8) is approved by a quorum like any membership change, names
+/// the next epoch only, takes effect at its height (recorded at once, in force from there), and
+/// two rotations must be ordered by height; a replica replaying the blocks agrees.
+#[test]
+fn firm_key_rotation_is_quorum_approved_numbered_and_in_force_from_its_height() {
+    let mut d = Driver::new();
+    let change = |epoch: u32, key: u8, at: u64| MembershipProposal {
+        change: MemberChange::RotateFirmKey {
+            epoch,
+            key_id: xinyi_ledger::FirmKey::from_bytes([key; 32]).id(),
+        },
+        effective_height: at,
+    };
+    let rotation = |d: &mut Driver, epoch: u32, key: u8, at: u64, signer: &str| {
+        let p = change(epoch, key, at);
+        let payload = xinyi_ledger::entry::membership_signing_payload(&d.c.chain, &p).unwrap();
+        let approvals = vec![Approval {
+            validator: OrgId::new(signer).unwrap(),
+            signature: d
+                .c
+                .key(signer)
+                .unwrap()
+                .sign(SigDomain::Membership, &payload),
+        }];
+        d.org(
+            "gz-credit",
+            EntryKind::Membership(MembershipChange {
+                proposal: p,
+                approvals,
+            }),
+        )
+    };
+    // Epoch 2 before epoch 1, and an approval by a non-validator, are refused.
+    let skip = rotation(&mut d, 2, 2, 5, "gz-credit");
+    assert_eq!(one(&mut d, skip), Some("state.membership"));
+    let outsider = rotation(&mut d, 1, 1, 5, "bank-a");
+    assert_eq!(one(&mut d, outsider), Some("state.membership"));
+    assert_eq!(d.chain.state().firm_key_epochs().unwrap(), vec![]);
+    let h = d.chain.state_head().height;
+    let e1 = rotation(&mut d, 1, 1, h + 3, "gz-credit");
+    assert_eq!(one(&mut d, e1), None);
+    let epochs = d.chain.state().firm_key_epochs().unwrap();
+    assert_eq!(epochs.len(), 1);
+    assert_eq!(epochs[0].epoch, 1);
+    assert_eq!(
+        epochs[0].key_id,
+        xinyi_ledger::FirmKey::from_bytes([1; 32]).id()
+    );
+    assert_eq!(epochs[0].from_height, h + 3);
+    let s = d.chain.state();
+    assert_eq!(s.firm_key_epoch_at(h + 2).unwrap(), 0);
+    assert_eq!(s.firm_key_epoch_at(h + 3).unwrap(), 1);
+    // Epoch 1 again is refused; epoch 2 must take effect above epoch 1's height.
+    let again = rotation(&mut d, 1, 3, h + 9, "gz-credit");
+    assert_eq!(one(&mut d, again), Some("state.membership"));
+    let early = rotation(&mut d, 2, 2, h + 3, "gz-credit");
+    assert_eq!(one(&mut d, early), Some("state.membership"));
+    let e2 = rotation(&mut d, 2, 2, h + 20, "gz-credit");
+    assert_eq!(one(&mut d, e2), None);
+    let s = d.chain.state();
+    assert_eq!(s.firm_key_epoch_at(h + 19).unwrap(), 1);
+    assert_eq!(s.firm_key_epoch_at(h + 20).unwrap(), 2);
+    // Epoch 0 is the genesis key: statically refused.
+    let zero = EntryKind::Membership(MembershipChange {
+        proposal: change(0, 4, h + 40),
+        approvals: vec![Approval {
+            validator: OrgId::new("gz-credit").unwrap(),
+            signature: xinyi_ledger::Signature([0; 64]),
+        }],
+    });
+    assert_eq!(
+        d.c.org_entry("gz-credit", d.now, 1, zero)
+            .unwrap_err()
+            .code(),
+        "entry.field"
+    );
+    d.assert_replica_agrees();
+}

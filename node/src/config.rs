@@ -214,11 +214,12 @@ impl Config {
         Ok(c)
     }
 
-    /// Reads the consortium firm key named by `[privacy] firm_key`, if any.
-    pub fn firm_key(&self) -> anyhow::Result<Option<xinyi_ledger::FirmKey>> {
+    /// Reads the consortium firm keys: `[privacy] firm_key` (epoch 0) and the files of later
+    /// epochs beside it (`firm.key.1`, ..., `crate::firmkeys`), if configured.
+    pub fn firm_keys(&self) -> anyhow::Result<Option<crate::firmkeys::FirmKeys>> {
         self.privacy
             .as_ref()
-            .map(|p| crate::dev::read_firm_key(&p.firm_key))
+            .map(|p| crate::firmkeys::FirmKeys::load(&p.firm_key))
             .transpose()
     }
 

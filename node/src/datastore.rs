@@ -9,9 +9,10 @@
 //! module only stores and reads data; whether a bank may read it is decided on the ledger.
 //!
 //! The data is the agency's own and keyed by USCC; the ledger names firms by keyed tag, so with
-//! the consortium firm key ([`AgencyData::set_firm_key`]) the store keeps an in-memory index from
-//! tag to USCC to find the firm a query request names.
+//! the consortium firm keys ([`AgencyData::set_firm_keys`], every firm-key epoch) the store keeps an
+//! in-memory index from tag to USCC to find the firm a query request names.
 
+use crate::firmkeys::FirmKeys;
 use crate::sealed::{Keyring, Unsealed, SEALED};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -21,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use xinyi_ledger::hash::{self, Digest};
 use xinyi_ledger::types::Severity;
-use xinyi_ledger::{Category, FirmKey, FirmTag, Uscc};
+use xinyi_ledger::{Category, FirmTag, Uscc};
 
 const COMPLETE: &[u8] = b"meta/complete";
 
@@ -44,17 +45,19 @@ pub enum Release {
     Erased(Vec<(Category, Digest)>),
 }
 
-/// The firm key and the tags of the firms held.
+/// The firm keys and the tags of the firms held, in every firm-key epoch held.
 #[derive(Default)]
 struct TagIndex {
-    key: Option<FirmKey>,
+    keys: Option<FirmKeys>,
     firms: HashMap<FirmTag, Uscc>,
 }
 
 impl TagIndex {
     fn add(&mut self, firm: &Uscc) {
-        if let Some(k) = &self.key {
-            self.firms.insert(k.tag(firm), *firm);
+        if let Some(k) = &self.keys {
+            for (_, t) in k.tags(firm) {
+                self.firms.insert(t, *firm);
+            }
         }
     }
 }
@@ -164,10 +167,11 @@ impl AgencyData {
         self.keys.unseal(scope, sealed)
     }
 
-    /// Sets the consortium firm key and indexes the tags of every firm held.
-    pub fn set_firm_key(&self, key: FirmKey) -> anyhow::Result<()> {
+    /// Sets the consortium firm keys and indexes the tags (of every epoch held) of every firm
+    /// held; called again when a firm-key rotation adds an epoch (`crate::firmkeys`).
+    pub fn set_firm_keys(&self, keys: FirmKeys) -> anyhow::Result<()> {
         let mut idx = TagIndex {
-            key: Some(key),
+            keys: Some(keys),
             firms: HashMap::new(),
         };
         // Firms with data, and firms whose data was erased (so a query names the erasure).
@@ -202,7 +206,7 @@ impl AgencyData {
         self.tags
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .key
+            .keys
             .is_some()
     }
 

@@ -24,6 +24,7 @@ pub mod dev;
 pub mod engine;
 pub mod erasure;
 pub mod failpoint;
+pub mod firmkeys;
 pub mod mempool;
 pub mod metrics;
 pub mod monitor;

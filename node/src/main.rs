@@ -377,7 +377,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             request_timeout: Duration::from_secs(10),
                             data_node: None,
                             net: None,
-                            firm_key: None,
+                            firm_keys: None,
                         },
                         EngineConfig::default(),
                     )
@@ -400,6 +400,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         setup.paths.root.display()
                     );
                 }
+                node.start_firm_key_sync();
                 node.start_audit_services(
                     xinyi_node::witness_client::WitnessConfig {
                         urls: cli.witness_urls,

@@ -60,7 +60,9 @@ impl Node {
         dev::seed(&setup, &engine, &data)?;
         let cfg = ApiConfig {
             dev: true,
-            firm_key: Some(setup.firm_key.clone()),
+            firm_keys: Some(crate::firmkeys::FirmKeys::load(
+                &setup.paths.firm_tag_key(),
+            )?),
             ..api_cfg
         };
         Ok((
@@ -106,6 +108,7 @@ impl Node {
     /// anchoring, and, on the member holding the agency data (no `[query] data_node`),
     /// post-loan monitoring. Must run inside a tokio runtime.
     pub fn start_services(&self, cfg: &Config) -> anyhow::Result<()> {
+        self.start_firm_key_sync();
         self.start_audit_services(
             cfg.witness.clone().unwrap_or_default(),
             cfg.anchor
@@ -121,6 +124,21 @@ impl Node {
             )?;
         }
         Ok(())
+    }
+
+    /// Follows firm-key rotations (`crate::firmkeys`): once now, then every 500 ms, the keys of
+    /// epochs the ledger approved are read from their files and checked against the approved
+    /// ids. Nothing to do on a node without firm keys. Must run inside a tokio runtime.
+    pub fn start_firm_key_sync(&self) {
+        if let Some(keys) = &self.state.cfg.firm_keys {
+            crate::firmkeys::sync_once(&self.state.engine, keys, &self.state.data);
+            crate::firmkeys::spawn_sync(
+                self.state.engine.clone(),
+                keys.clone(),
+                self.state.data.clone(),
+                Duration::from_millis(500),
+            );
+        }
     }
 
     /// Starts what runs on the node holding the agency data: the erasure loop
@@ -181,7 +199,7 @@ pub fn api_config(
         request_timeout: Duration::from_millis(cfg.request_timeout_ms),
         data_node: cfg.query.as_ref().map(|q| q.data_node.clone()),
         net,
-        firm_key: cfg.firm_key()?,
+        firm_keys: cfg.firm_keys()?,
     })
 }
 

@@ -316,6 +316,12 @@ class State:
                 power += kv[1]; sigs.append((msg, kv[0], sig))
             if power < s.quorum(): raise Fail('state.membership')
             ci, cx = variant(change)
+            if ci == 3:  # rotate_firm_key {epoch, key_id}: recorded at once (privacy.md §8)
+                epoch, key_id = fields(cx, 2); epochs = s.get(b'F') or []
+                nxt = epochs[-1][0] + 1 if epochs else 1
+                if epoch != nxt or (epochs and eff <= epochs[-1][2]): raise Fail('state.membership')
+                s.put(b'F', epochs + [st(epoch, key_id, eff)])
+                return sigs
             org = cx[0]
             if ci == 0:
                 if s.get(b'o' + org.encode()) is not None or s.raw(b'P' + org.encode()) is not None: raise Fail('state.already_exists')

@@ -22,9 +22,9 @@ fn verify_access_item(
     ctx: &Ctx,
     signer: &Signer,
     trust: &Trust,
-    firm: &FirmTag,
+    tags: &[FirmTag],
     item: &Value,
-) -> Result<(u64, Digest)> {
+) -> Result<(u64, Digest, FirmTag)> {
     let pos = item
         .get("position")
         .and_then(Value::as_u64)
@@ -36,9 +36,13 @@ fn verify_access_item(
         EntryKind::QueryServed(q) => (&q.request.request, None),
         EntryKind::QueryDenied { request, reason } => (&request.request, Some(reason.code())),
         EntryKind::AlertsDelivered(b) => {
+            let firm = tags
+                .iter()
+                .find(|t| **t == b.firm)
+                .ok_or_else(|| anyhow!("access_log.mismatch: entry {pos} is about another firm"))?;
             xinyi_client::watch::check_access_item(b, item, firm, pos)?;
             let inc = ctx.verify_entry(trust, &bytes, pos, &ea.inclusion_proof, &ea.checkpoint)?;
-            return Ok((inc.size, entry.id));
+            return Ok((inc.size, entry.id, b.firm));
         }
         other => bail!(
             "access_log.mismatch: entry {pos} is a {} entry",
@@ -58,30 +62,27 @@ fn verify_access_item(
         Some(consent.as_str()),
         reason,
     );
-    if req.firm != *firm || listed != stored {
+    if !tags.contains(&req.firm) || listed != stored {
         bail!("access_log.mismatch: the access log's item at position {pos} does not match the stored entry");
     }
     let inc = ctx.verify_entry(trust, &bytes, pos, &ea.inclusion_proof, &ea.checkpoint)?;
-    Ok((inc.size, entry.id))
+    Ok((inc.size, entry.id, req.firm))
 }
 
 pub fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
     let firm = parse_uscc(firm)?;
     let signer = ctx.signer()?;
     let h = ctx.health()?;
-    // The firm's tag: checked against its own registration when the firm asks (`signer`);
-    // an auditor takes the node's.
-    let tag = match signer.tag {
-        Some(t) => t,
-        None => ctx.firm_tag_as(&signer, &firm)?,
-    };
-    // The proof first: the list fetched afterwards covers at least the proven block.
-    let commitment = if verify {
+    // The firm's tags, one per firm-key epoch (privacy.md §8): checked against its own
+    // registrations when the firm asks (`signer`); an auditor takes the node's.
+    let (_, tags) = ctx.firm_tags_as(&signer, &firm)?;
+    // The proofs first: the list fetched afterwards covers at least the proven block.
+    let commitments = if verify {
         let ppath = format!("/v1/firms/{firm}/access-proof");
         let pauth = signer.auth_header(&h.chain_id, "GET", &ppath, h.time_ms);
         let pv: Value = ctx.api.get_auth(&ppath, &pauth)?;
         let (g, _) = ctx.genesis()?;
-        Some(proof::verify_access_proof(&g, &tag, &pv)?)
+        Some(proof::verify_access_proofs(&g, &tags, &pv)?)
     } else {
         None
     };
@@ -89,7 +90,7 @@ pub fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
     let auth = signer.auth_header(&h.chain_id, "GET", &path, h.time_ms);
     let mut v: Value = ctx.api.get_auth(&path, &auth)?;
     let mut verified = None;
-    if let Some(c) = commitment {
+    if let Some(cs) = commitments {
         let trust = ctx.trust(Some(&h))?;
         let items = v
             .get("entries")
@@ -97,10 +98,17 @@ pub fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
             .cloned()
             .unwrap_or_default();
         let mut size = 0;
-        let mut chain = AccessHead {
+        let zero = AccessHead {
             head: Digest([0; 32]),
             count: 0,
         };
+        // One hash chain per tag, rebuilt from the list and compared with its committed head.
+        let mut chains: Vec<AccessHead> = vec![zero; cs.len()];
+        // Every proof is of the same block (the node answers them under one lock).
+        let c = cs[0].1.clone();
+        if cs.iter().any(|(_, x)| x.height != c.height) {
+            bail!("access_log.proof: the access proofs are of different blocks");
+        }
         let mut last = None;
         for item in &items {
             let pos = item
@@ -111,32 +119,39 @@ pub fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
                 bail!("access_log.order: the access log is not in log order at position {pos}");
             }
             last = Some(pos);
-            let (s, id) = verify_access_item(ctx, &signer, &trust, &tag, item)?;
+            let (s, id, t) = verify_access_item(ctx, &signer, &trust, &tags, item)?;
             size = size.max(s);
             if pos < c.log_size {
-                chain = chain.next(&id);
+                if let Some(i) = cs.iter().position(|(x, _)| *x == t) {
+                    chains[i] = chains[i].next(&id);
+                }
             }
         }
-        let want = c.value.unwrap_or(AccessHead {
-            head: Digest([0; 32]),
-            count: 0,
-        });
-        if chain != want {
-            bail!(
-                "access_log.incomplete: the node listed {} access entries before log size {} but the ledger's access index of {firm} at block {} commits to {} (or the list differs from the committed chain)",
-                chain.count,
-                c.log_size,
-                c.height,
-                want.count
-            );
+        let mut total = 0;
+        for ((t, ci), chain) in cs.iter().zip(&chains) {
+            let want = ci.value.unwrap_or(zero);
+            if *chain != want {
+                bail!(
+                    "access_log.incomplete: the node listed {} access entries of tag {t} before log size {} but the ledger's access index of {firm} at block {} commits to {} (or the list differs from the committed chain)",
+                    chain.count,
+                    c.log_size,
+                    c.height,
+                    want.count
+                );
+            }
+            total += want.count;
         }
-        verified = Some((items.len(), size, c.clone()));
+        let want = AccessHead {
+            head: chains.last().map_or(zero.head, |h| h.head),
+            count: total,
+        };
+        verified = Some((items.len(), size, c.clone(), want.count));
         if let Value::Object(m) = &mut v {
             m.insert(
                 "verified".into(),
                 json!({"entries": items.len(), "checkpoint_size": size, "complete": true,
                        "complete_up_to_log_size": c.log_size, "block": c.height,
-                       "access_count": want.count}),
+                       "access_count": want.count, "tags": tags.len()}),
             );
         }
     }
@@ -171,13 +186,18 @@ pub fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
                 .unwrap_or_default()
         );
     }
-    if let Some((n, size, c)) = verified {
+    if let Some((n, size, c, accesses)) = verified {
         s += &format!("verified: all {n} entries match the ledger and are included in checkpoints up to size {size}\n");
         s += &format!(
-            "verified: the list is complete up to log size {} (block {}, {} accesses, certified state root)\n",
+            "verified: the list is complete up to log size {} (block {}, {} accesses, certified state root{})\n",
             c.log_size,
             c.height,
-            c.value.map_or(0, |a| a.count)
+            accesses,
+            if tags.len() > 1 {
+                format!(", {} firm-key epochs", tags.len())
+            } else {
+                String::new()
+            }
         );
     }
     out(&s);

@@ -53,28 +53,61 @@ impl Ctx {
     /// auditor or an agency). When the signer is the firm, the tag must be the one the ledger's
     /// latest `firm_registered` entry binds to the signer's key (`firm.tag_mismatch`).
     pub fn firm_tag_as(&self, signer: &Signer, u: &xinyi_ledger::Uscc) -> Result<FirmTag> {
+        Ok(self.firm_tags_as(signer, u)?.0)
+    }
+
+    /// The ledger tag of firm `u` (as [`Ctx::firm_tag_as`]) and its tags of every firm-key
+    /// epoch the node holds, oldest first (`specs/privacy.md` §8). When the signer is the firm,
+    /// every tag the node says is registered must be registered to the signer's key.
+    pub fn firm_tags_as(
+        &self,
+        signer: &Signer,
+        u: &xinyi_ledger::Uscc,
+    ) -> Result<(FirmTag, Vec<FirmTag>)> {
         let h = self.health()?;
         let path = format!("/v1/firms/{u}/tag");
         let auth = signer.auth_header(&h.chain_id, "GET", &path, h.time_ms);
         let v: Value = self.api.get_auth(&path, &auth)?;
-        let tag: FirmTag = v
-            .get("tag")
-            .and_then(Value::as_str)
-            .and_then(|t| FirmTag::from_hex(t).ok())
-            .ok_or_else(|| anyhow!("the node's tag answer for {u} has no tag"))?;
+        let hex_tag = |x: &Value| {
+            x.get("tag")
+                .and_then(Value::as_str)
+                .and_then(|t| FirmTag::from_hex(t).ok())
+        };
+        let tag = hex_tag(&v).ok_or_else(|| anyhow!("the node's tag answer for {u} has no tag"))?;
+        let mut listed: Vec<(FirmTag, Option<u64>)> = match v.get("tags").and_then(Value::as_array)
+        {
+            Some(l) => l
+                .iter()
+                .map(|x| {
+                    hex_tag(x)
+                        .map(|t| (t, x.get("registration").and_then(Value::as_u64)))
+                        .ok_or_else(|| anyhow!("the node's tag answer for {u} lists a bad tag"))
+                })
+                .collect::<Result<_>>()?,
+            None => vec![(tag, v.get("registration").and_then(Value::as_u64))],
+        };
+        if !listed.iter().any(|(t, _)| *t == tag) {
+            bail!("firm.tag_mismatch: the node's tag for {u} is not among the tags it lists");
+        }
         if signer.identity == xinyi_client::signer::Identity::Firm(*u) {
-            let Some(pos) = v.get("registration").and_then(Value::as_u64) else {
+            if listed.iter().all(|(_, r)| r.is_none()) {
                 bail!("firm.unregistered: the ledger has no registration of firm {u}");
-            };
-            let ea: EntryAnswer = self.get_signed(signer, &format!("/v1/entries/{pos}"))?;
-            let bytes = entry_bytes(&ea)?;
-            let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
-            match &entry.body.kind {
-                EntryKind::FirmRegistered { firm, key } if *firm == tag && *key == signer.key.public() => {}
-                _ => bail!("firm.tag_mismatch: the node's tag for {u} is not registered to this key on the ledger"),
+            }
+            for (t, pos) in &listed {
+                let Some(pos) = pos else { continue };
+                let ea: EntryAnswer = self.get_signed(signer, &format!("/v1/entries/{pos}"))?;
+                let bytes = entry_bytes(&ea)?;
+                let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+                match &entry.body.kind {
+                    EntryKind::FirmRegistered { firm, key } if firm == t && *key == signer.key.public() => {}
+                    _ => bail!("firm.tag_mismatch: the node's tag {t} for {u} is not registered to this key on the ledger"),
+                }
+            }
+            if !listed.iter().any(|(t, r)| *t == tag && r.is_some()) {
+                bail!("firm.tag_mismatch: the node's tag for {u} is not registered on the ledger");
             }
         }
-        Ok(tag)
+        Ok((tag, listed.drain(..).map(|(t, _)| t).collect()))
     }
 
     /// GET with `signer`'s `X-Xinyi-Auth`.

@@ -1,14 +1,30 @@
 //! The membership rules of the state machine (`specs/state.md` §4.1): a change to the
 //! consortium (register an organisation, rotate its key, set its voting power) is proposed with
 //! an effective height above the including block and approved by validators holding a quorum
-//! of power; it takes effect at the start of that block. A child of `state` so it shares the
-//! overlays. Not here: the validator set's quorum arithmetic (`crate::block::ValidatorSet`).
+//! of power; it takes effect at the start of that block. A firm-key rotation is approved the
+//! same way and recorded at once with its effective height (`FirmKeyEpoch`, `specs/privacy.md`
+//! §8). A child of `state` so it shares the overlays. Not here: the validator set's quorum
+//! arithmetic (`crate::block::ValidatorSet`).
 
 use super::{key, prefix, OrgRecord, SigRequirement, State, StateError};
 use crate::block::{Validator, ValidatorSet};
 use crate::entry::{membership_signing_payload, MemberChange, MembershipChange};
 use crate::hash::Digest;
 use crate::keys::{signing_message, SigDomain};
+use serde::{Deserialize, Serialize};
+
+/// An approved firm-key epoch (state key `F`, a list ordered by epoch): from `from_height` on,
+/// new entries name firms by their tag under the key whose `FirmKey::id` is `key_id`. Epoch 0,
+/// the key the consortium started with, has no record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmKeyEpoch {
+    /// Epoch number (1, 2, ...).
+    pub epoch: u32,
+    /// `FirmKey::id` of its key.
+    pub key_id: Digest,
+    /// First height at which it is in force.
+    pub from_height: u64,
+}
 
 impl State {
     /// `membership` (entry `id`) by a validator of `set` (checked by the caller): checks the
@@ -73,6 +89,31 @@ impl State {
             MemberChange::SetPower { org, .. } => {
                 self.require_org(org)?;
             }
+            MemberChange::RotateFirmKey { epoch, key_id } => {
+                let mut epochs = self.firm_key_epochs()?;
+                let next = epochs.last().map_or(1, |e| e.epoch.saturating_add(1));
+                if *epoch != next {
+                    return Err(StateError::Membership(format!(
+                        "firm-key epoch {epoch} is not the next one ({next})"
+                    )));
+                }
+                if let Some(last) = epochs.last() {
+                    if m.proposal.effective_height <= last.from_height {
+                        return Err(StateError::Membership(format!(
+                            "firm-key epoch {epoch} must take effect above epoch {}'s height {}",
+                            last.epoch, last.from_height
+                        )));
+                    }
+                }
+                epochs.push(FirmKeyEpoch {
+                    epoch: *epoch,
+                    key_id: *key_id,
+                    from_height: m.proposal.effective_height,
+                });
+                // Recorded now with its height, not scheduled: nothing in the state changes at
+                // the effective height except which key new entries use.
+                return self.put_s(vec![prefix::FIRM_KEYS], &epochs);
+            }
         }
         self.put_s(
             key(
@@ -82,6 +123,22 @@ impl State {
             &m.proposal.change,
         )?;
         Ok(())
+    }
+
+    /// The approved firm-key epochs above 0 (in force or not yet), by epoch.
+    pub fn firm_key_epochs(&self) -> Result<Vec<FirmKeyEpoch>, StateError> {
+        Ok(self.get(&[prefix::FIRM_KEYS])?.unwrap_or_default())
+    }
+
+    /// The firm-key epoch in force at `height`: new entries of block `height` name firms by
+    /// their tag under this epoch's key.
+    pub fn firm_key_epoch_at(&self, height: u64) -> Result<u32, StateError> {
+        Ok(self
+            .firm_key_epochs()?
+            .iter()
+            .rev()
+            .find(|e| e.from_height <= height)
+            .map_or(0, |e| e.epoch))
     }
 
     /// Puts a due change into force (block start, `specs/state.md` §3 step 2).
@@ -137,6 +194,8 @@ impl State {
                 self.put_s(vec![prefix::VALIDATORS], &set)?;
                 (org.clone(), *power, k)
             }
+            // Never scheduled (recorded when approved, above).
+            MemberChange::RotateFirmKey { .. } => return Ok(()),
         };
         let mut set = self.validators()?;
         set.validators.retain(|v| v.org != org);

@@ -7,13 +7,14 @@
 //! signer; it is a courtesy against floods, not a security boundary.
 
 use super::error::ApiError;
+use crate::firmkeys::FirmKeys;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 use xinyi_ledger::keys::{SigDomain, Signature};
 use xinyi_ledger::state::State;
 use xinyi_ledger::types::Role;
-use xinyi_ledger::{FirmKey, OrgId, PublicKey, TimeMs, Uscc};
+use xinyi_ledger::{OrgId, PublicKey, TimeMs, Uscc};
 
 /// Allowed distance between a read request's time and the node clock.
 pub const AUTH_WINDOW_MS: u64 = 5 * 60 * 1000;
@@ -103,11 +104,12 @@ pub fn no_firm_key() -> ApiError {
 }
 
 /// The signer's key and, for organisations, its role. A firm signs as `firm:<USCC>`; its key is
-/// found under its tag (`firm_key` maps one to the other).
+/// the one registered under its tag of the newest firm-key epoch in which it is registered
+/// (`firm_keys` map USCCs to tags).
 pub fn requester_key(
     state: &State,
     who: &Requester,
-    firm_key: Option<&FirmKey>,
+    firm_keys: Option<&FirmKeys>,
 ) -> Result<(PublicKey, Option<Role>), ApiError> {
     let unknown = || {
         ApiError::unauthorized(
@@ -121,12 +123,12 @@ pub fn requester_key(
             Ok((r.key, Some(r.role)))
         }
         Requester::Firm(f) => {
-            let tag = firm_key.ok_or_else(no_firm_key)?.tag(f);
-            let r = state
-                .firm(&tag)
-                .map_err(ApiError::from)?
-                .ok_or_else(unknown)?;
-            Ok((r.key, None))
+            for (_, tag) in firm_keys.ok_or_else(no_firm_key)?.tags(f).iter().rev() {
+                if let Some(r) = state.firm(tag).map_err(ApiError::from)? {
+                    return Ok((r.key, None));
+                }
+            }
+            Err(unknown())
         }
     }
 }

@@ -58,12 +58,13 @@ pub async fn firm_entries(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let firm = Uscc::parse(&uscc).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    let key = s
+    let keys = s
         .cfg
-        .firm_key
+        .firm_keys
         .as_ref()
         .ok_or_else(super::auth::no_firm_key)?;
-    let tag = key.tag(&firm);
+    let tags = super::handlers::FirmTags(keys.tags(&firm));
+    let list: Vec<xinyi_ledger::FirmTag> = tags.tags().collect();
     let caller = authenticate(&s, &method, &uri, &headers).await?;
     let allowed = match &caller.who {
         Some(Requester::Firm(f)) => *f == firm,
@@ -77,7 +78,7 @@ pub async fn firm_entries(
     let entries = blocking(move || {
         let store = engine.store().clone();
         let mut out = Vec::new();
-        for (pos, e) in super::handlers::reads::firm_entries(&store, &tag)? {
+        for (pos, e) in super::handlers::reads::firm_entries_all(&store, &tags)? {
             let height = store.height_of_position(pos).map_err(ie)?.unwrap_or(0);
             out.push(json!({
                 "position": pos,
@@ -90,7 +91,10 @@ pub async fn firm_entries(
         Ok(out)
     })
     .await?;
-    Ok(Json(json!({"firm": firm, "tag": tag, "entries": entries})).into_response())
+    Ok(
+        Json(json!({"firm": firm, "tag": list.last(), "tags": list, "entries": entries}))
+            .into_response(),
+    )
 }
 
 /// `GET /v1/checkpoints` (anyone): the checkpoint cosignatures recorded on the ledger

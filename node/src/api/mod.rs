@@ -48,9 +48,10 @@ pub struct ApiConfig {
     pub data_node: Option<String>,
     /// The consortium network as seen by this node (cluster mode).
     pub net: Option<crate::cluster::SharedNetView>,
-    /// The consortium firm key (`[privacy] firm_key`): maps the USCCs clients send to the tags
-    /// the ledger holds. Without it, routes naming a firm by USCC answer 503 `api.no_firm_key`.
-    pub firm_key: Option<xinyi_ledger::FirmKey>,
+    /// The consortium firm keys (`[privacy] firm_key` and the files of later epochs beside it,
+    /// `crate::firmkeys`): map the USCCs clients send to the tags the ledger holds. Without them,
+    /// routes naming a firm by USCC answer 503 `api.no_firm_key`.
+    pub firm_keys: Option<crate::firmkeys::FirmKeys>,
 }
 
 impl Default for ApiConfig {
@@ -61,7 +62,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(10),
             data_node: None,
             net: None,
-            firm_key: None,
+            firm_keys: None,
         }
     }
 }
@@ -97,8 +98,8 @@ impl AppState {
         if let Err(e) = remember_recent_queries(&engine, &query_replay, window) {
             tracing::warn!("could not reload recent query requests from the ledger: {e}");
         }
-        if let Some(k) = &cfg.firm_key {
-            if let Err(e) = data.set_firm_key(k.clone()) {
+        if let Some(k) = &cfg.firm_keys {
+            if let Err(e) = data.set_firm_keys(k.clone()) {
                 tracing::warn!("could not index the agency data by firm tag: {e}");
             }
         }

@@ -114,7 +114,7 @@ async function verifyItem(trust, item, tagHex) {
   const q = queryRequestOf(e);
   const same = q && e.kind === item.kind && q.bank === (item.bank || q.bank) && q.consent === item.consent &&
     q.categories.join(",") === item.categories.join(",") && (item.reason || null) === (q.reason || null) &&
-    (!tagHex || q.firm === tagHex) && (!item.firm || item.firm === q.firm);
+    (!tagHex || [].concat(tagHex).includes(q.firm)) && (!item.firm || item.firm === q.firm);
   if (!same) throw Object.assign(new Error("the entry says something else than the list"), { code: "entry.mismatch" });
   return inc;
 }
@@ -145,6 +145,8 @@ async function firmPage(root) {
   const g = trust.genesis;
   const tagInfo = await api.signedGet(`/v1/firms/${uscc}/tag`);
   const tag = tagInfo.tag;
+  // One tag per firm-key epoch (privacy.md §8); accesses under any of them are the firm's.
+  const tags = Array.isArray(tagInfo.tags) ? tagInfo.tags.map((x) => x.tag) : [tag];
   const bind = h("span", {}, t("checking"));
   root.appendChild(section(t("firm") + " " + uscc, h("p", {}, "tag ", h("code", { id: "firm-tag" }, tag), " ", bind)));
   // The tag must be bound to this key by the firm's own registration entry (privacy.md §2).
@@ -232,7 +234,7 @@ async function firmPage(root) {
   const log = await api.signedGet(`/v1/firms/${uscc}/access-log`);
   const complete = h("p", { id: "completeness" }, t("checking"));
   root.appendChild(section(t("queries"), complete,
-    table(["#", t("height"), t("kind"), t("bank"), "consent", t("categories"), "", ""], accessRows(trust, log.entries, tag, false), { id: "access-log" })));
+    table(["#", t("height"), t("kind"), t("bank"), "consent", t("categories"), "", ""], accessRows(trust, log.entries, tags, false), { id: "access-log" })));
   api.signedGet(`/v1/firms/${uscc}/access-proof`)
     .then((ap) => verifyAccessCompleteness(trust, tag, ap, log.entries))
     .then((r) => complete.replaceChildren(h("span", { class: "badge ok", "data-complete": "yes" }, `✓ ${t("complete")} (${r.count}, log ${r.logSize}, block ${r.height})`)),

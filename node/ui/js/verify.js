@@ -324,26 +324,36 @@ export async function verifyAccessCompleteness(trust, tagHex, ap, items) {
   if (hex(root) !== ap.header.state_root) {
     fail("access_log.proof", "the access map root is not committed in the certified state root");
   }
-  const key = await accessKey(unhex32(tagHex));
-  const value = ap.value ? await accessValue(unhex32(ap.value.head), ap.value.count) : null;
-  if (!(await verifySmt(accessRoot, key, value, ap.proof))) {
-    fail("access_log.proof", "the firm's access head does not verify against the access map root");
-  }
-  let head = new Uint8Array(32);
-  let count = 0;
+  // One proof per firm-key epoch's tag (privacy.md §8); a node without rotations gives one.
+  const proofs = Array.isArray(ap.tags) ? ap.tags : [{ tag: tagHex, value: ap.value, proof: ap.proof }];
+  const tagOf = (it) => it.tag || it.firm || tagHex;
+  let total = 0;
   let last = -1;
   for (const it of items) {
-    if (it.position >= ap.header.log_size) continue;
     if (it.position <= last) fail("access_log.incomplete", "the list is not in log order");
     last = it.position;
-    head = await accessNext(head, unhex32(it.id));
-    count++;
+    if (!proofs.some((p) => p.tag === tagOf(it))) fail("access_log.mismatch", `item ${it.position} names a tag the proof does not cover`);
   }
-  const want = ap.value ? ap.value : { head: hex(new Uint8Array(32)), count: 0 };
-  if (count !== Number(want.count) || hex(head) !== want.head) {
-    fail("access_log.incomplete", `the list has ${count} accesses below log size ${ap.header.log_size}; the certified state has ${want.count}`);
+  for (const p of proofs) {
+    const key = await accessKey(unhex32(p.tag));
+    const value = p.value ? await accessValue(unhex32(p.value.head), p.value.count) : null;
+    if (!(await verifySmt(accessRoot, key, value, p.proof))) {
+      fail("access_log.proof", "the firm's access head does not verify against the access map root");
+    }
+    let head = new Uint8Array(32);
+    let count = 0;
+    for (const it of items) {
+      if (it.position >= ap.header.log_size || tagOf(it) !== p.tag) continue;
+      head = await accessNext(head, unhex32(it.id));
+      count++;
+    }
+    const want = p.value ? p.value : { head: hex(new Uint8Array(32)), count: 0 };
+    if (count !== Number(want.count) || hex(head) !== want.head) {
+      fail("access_log.incomplete", `the list has ${count} accesses below log size ${ap.header.log_size}; the certified state has ${want.count}`);
+    }
+    total += count;
   }
-  return { height: ap.header.height, logSize: ap.header.log_size, count };
+  return { height: ap.header.height, logSize: ap.header.log_size, count: total };
 }
 
 export { variant };

@@ -27,7 +27,7 @@ firms (keys in DIR/keys/firm-<USCC>.key; organisation keys in DIR/keys/<org>.key
 Validators (power 1), in order: gz-credit (holds the agency data), credit-china, gsxt, \
 agency-4, ...  Followers (power 0): bank-a, bank-b, bank-3, ...  Node k (validators first, from \
 1) listens on HTTP base-port+k and p2p base-port+100+k.\n\n\
-Example:\n  xinyi-testnet up --validators 4 --followers 1 --dir ./tn\n  xinyi-testnet status --dir ./tn\n  xinyi-testnet scenario --dir ./tn\n  xinyi-testnet chaos --fault pause --cycles 10 --dir ./tn\n  xinyi-testnet rotate-key --node agency-4 --dir ./tn\n  xinyi-testnet down --dir ./tn"
+Example:\n  xinyi-testnet up --validators 4 --followers 1 --dir ./tn\n  xinyi-testnet status --dir ./tn\n  xinyi-testnet scenario --dir ./tn\n  xinyi-testnet chaos --fault pause --cycles 10 --dir ./tn\n  xinyi-testnet rotate-key --node agency-4 --dir ./tn\n  xinyi-testnet rotate-firm-key --dir ./tn\n  xinyi-testnet down --dir ./tn"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -217,6 +217,40 @@ Example:\n  xinyi-testnet rotate-key --node agency-4 --dir ./tn"
         /// block a peer, one at a time. Costs downtime.
         #[arg(long)]
         unstick: bool,
+        /// Print the result as one JSON object (progress lines go to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate the consortium firm key behind firm tags through a quorum-approved ledger entry,
+    /// without restarting any node (specs/privacy.md §8).
+    #[command(
+        name = "rotate-firm-key",
+        long_about = "Rotate the consortium firm key (the HMAC key behind firm tags) without stopping the consortium.\n\n\
+1. writes the next epoch's key to DIR/keys/firm.key.<EPOCH> (mode 0600; reused if an earlier run \
+was interrupted), beside the firm.key every member's config names: each node reads it there \
+without a restart;\n\
+2. posts a Membership entry (MemberChange::RotateFirmKey {epoch, key_id}) with an effective \
+height --margin blocks above the head, approved by every validator; the ledger holds the key's \
+id, never the key;\n\
+3. waits until every node holds the new epoch (/health firm_keys) and has passed the effective \
+height;\n\
+4. re-registers every keyed firm under its new tag with the key it had.\n\n\
+Consents, records and accesses made before stay under the old tags; a firm's access log and its \
+completeness proof cover both (xinyi access-log --verify). A leaked copy of the chain shows two \
+unrelated tags per firm.\n\n\
+Example:\n  xinyi-testnet rotate-firm-key --dir ./tn --json"
+    )]
+    RotateFirmKey {
+        /// Testnet directory.
+        #[arg(long, value_name = "DIR", default_value = "./xinyi-testnet")]
+        dir: PathBuf,
+        /// Blocks between the head and the effective height.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        margin: u64,
+        /// Seconds each wait (commit, every node holding the key and passing the height,
+        /// re-registration) may take.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        timeout: u64,
         /// Print the result as one JSON object (progress lines go to stderr).
         #[arg(long)]
         json: bool,
@@ -441,6 +475,39 @@ fn run(cli: Cli) -> Result<()> {
                     r.effective_height,
                     r.node_restart_ms,
                     r.first_vote_height
+                );
+            }
+            Ok(())
+        }
+        Cmd::RotateFirmKey {
+            dir,
+            margin,
+            timeout,
+            json,
+        } => {
+            let r = xinyi_testnet::net::firmkey::rotate_firm_key(
+                &xinyi_testnet::net::firmkey::FirmKeyOptions {
+                    dir,
+                    margin,
+                    timeout: Duration::from_secs(timeout),
+                },
+                |s| {
+                    if json {
+                        eprintln!("{s}");
+                    } else {
+                        println!("{s}");
+                    }
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "firm key rotated to epoch {} (key id {}), in force from height {}; {} firms re-registered",
+                    r.epoch,
+                    ops::short(Some(&r.key_id)),
+                    r.effective_height,
+                    r.reregistered
                 );
             }
             Ok(())

@@ -10,6 +10,7 @@
 
 pub mod anchorchain;
 pub mod chaos;
+pub mod firmkey;
 pub mod http;
 pub mod layout;
 pub mod manifest;

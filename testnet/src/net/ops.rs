@@ -551,7 +551,7 @@ pub fn seed(m: &Manifest, deadline: Instant, verbose: bool) -> Result<usize> {
 
 /// Signs `kind` as gz-credit with the node's clock and posts it until it commits (409
 /// `state.already_exists` counts as done: a retry of a write that had committed).
-fn write_until(
+pub(crate) fn write_until(
     chain: &Digest,
     key: &KeyPair,
     url: &str,

@@ -182,11 +182,34 @@ pub fn rotation_entry(
     approvers: &[(OrgId, KeyPair)],
     time: u64,
 ) -> Result<Entry> {
+    let change = MemberChange::RotateKey {
+        org: org.clone(),
+        key: new,
+    };
+    membership_entry(
+        chain,
+        org,
+        author_key,
+        change,
+        effective_height,
+        approvers,
+        time,
+    )
+}
+
+/// Builds the membership entry making `change` at `effective_height`, approved by every
+/// validator in `approvers` (org, key), authored by `org` with `author_key`.
+pub fn membership_entry(
+    chain: &Digest,
+    org: &OrgId,
+    author_key: &KeyPair,
+    change: MemberChange,
+    effective_height: u64,
+    approvers: &[(OrgId, KeyPair)],
+    time: u64,
+) -> Result<Entry> {
     let proposal = MembershipProposal {
-        change: MemberChange::RotateKey {
-            org: org.clone(),
-            key: new,
-        },
+        change,
         effective_height,
     };
     let payload = membership_signing_payload(chain, &proposal)?;
@@ -214,7 +237,11 @@ pub fn rotation_entry(
     )?)
 }
 
-fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+pub(crate) fn wait<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(x) = f() {

@@ -20,8 +20,8 @@ use xinyi_ledger::{Entry, FirmTag, OrgId, Uscc};
 pub(crate) struct Caller {
     /// The signer; `None` for an unsigned request.
     pub(crate) who: Option<Requester>,
-    /// The signing firm's tag.
-    pub(crate) tag: Option<FirmTag>,
+    /// The signing firm's tags (one per firm-key epoch held).
+    pub(crate) tags: Vec<FirmTag>,
     /// The signing organisation's role.
     pub(crate) role: Option<Role>,
     /// Role auditor.
@@ -32,7 +32,7 @@ pub(crate) struct Caller {
 
 impl Caller {
     pub(crate) fn is_firm(&self, tag: &FirmTag) -> bool {
-        self.tag.as_ref() == Some(tag)
+        self.tags.contains(tag)
     }
 
     pub(crate) fn is_org(&self, org: &OrgId) -> bool {
@@ -71,7 +71,7 @@ pub(crate) async fn authenticate(
     let Some(raw) = headers.get("x-xinyi-auth") else {
         return Ok(Caller {
             who: None,
-            tag: None,
+            tags: Vec::new(),
             role: None,
             auditor: false,
             privileged: false,
@@ -89,13 +89,13 @@ pub(crate) async fn authenticate(
     let now = s.engine.now();
     let engine = s.engine.clone();
     let a = auth.clone();
-    let firm_key = s.cfg.firm_key.clone();
+    let firm_keys = s.cfg.firm_keys.clone();
     let method = method.clone();
     let privileged = blocking(move || {
         let (key, privileged) = {
             let core = engine.lock();
             let state = core.chain.state();
-            let (key, role) = requester_key(state, &a.who, firm_key.as_ref())?;
+            let (key, role) = requester_key(state, &a.who, firm_keys.as_ref())?;
             let validator = match &a.who {
                 Requester::Org(o) => state
                     .validators()
@@ -127,13 +127,13 @@ pub(crate) async fn authenticate(
             "this request nonce was already used",
         ));
     }
-    let tag = match &auth.who {
-        Requester::Firm(f) => s.cfg.firm_key.as_ref().map(|k| k.tag(f)),
-        Requester::Org(_) => None,
+    let tags = match (&auth.who, &s.cfg.firm_keys) {
+        (Requester::Firm(f), Some(k)) => k.tags(f).into_iter().map(|(_, t)| t).collect(),
+        _ => Vec::new(),
     };
     Ok(Caller {
         who: Some(auth.who),
-        tag,
+        tags,
         role,
         auditor,
         privileged: auditor || validator,

@@ -41,12 +41,24 @@ pub(crate) fn parse_uscc(s: &str) -> ApiResult<Uscc> {
     Uscc::parse(s).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))
 }
 
-/// A USCC from a path, validated at this edge (400 `uscc.*`), and its ledger tag (503
-/// `api.no_firm_key` without the consortium firm key).
-pub(crate) fn firm_of(s: &AppState, uscc: &str) -> ApiResult<(Uscc, FirmTag)> {
+/// A USCC from a path, validated at this edge (400 `uscc.*`), and its ledger tags, one per
+/// firm-key epoch the node holds, oldest first (503 `api.no_firm_key` without the consortium
+/// firm key). Only a node holding the keys can tell that these tags name one firm.
+pub(crate) fn firm_of(s: &AppState, uscc: &str) -> ApiResult<(Uscc, FirmTags)> {
     let u = parse_uscc(uscc)?;
-    let key = s.cfg.firm_key.as_ref().ok_or_else(no_firm_key)?;
-    Ok((u, key.tag(&u)))
+    let keys = s.cfg.firm_keys.as_ref().ok_or_else(no_firm_key)?;
+    Ok((u, FirmTags(keys.tags(&u))))
+}
+
+/// A firm's tags, one per firm-key epoch held, oldest first (`crate::firmkeys`).
+#[derive(Debug, Clone)]
+pub(crate) struct FirmTags(pub(crate) Vec<(u32, FirmTag)>);
+
+impl FirmTags {
+    /// The tags alone, oldest epoch first.
+    pub(crate) fn tags(&self) -> impl DoubleEndedIterator<Item = FirmTag> + '_ {
+        self.0.iter().map(|(_, t)| *t)
+    }
 }
 
 pub(crate) fn parse_id(what: &str, s: &str) -> ApiResult<Digest> {

@@ -3,7 +3,7 @@
 //! Who may read what is decided in `access`; these handlers only fetch and shape.
 
 use super::access::{firm_or_auditor, forbidden_read, Caller, ReadRequest};
-use super::{blocking, firm_of, json_ok, parse_id, to_json, ApiResult};
+use super::{blocking, firm_of, json_ok, parse_id, to_json, ApiResult, FirmTags};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use axum::extract::{Path, State};
@@ -89,7 +89,17 @@ pub async fn get_grade(
     let (uscc, firm) = firm_of(&s, &uscc)?;
     let engine = s.engine.clone();
     let d = domain.clone();
-    let r = blocking(move || Ok(engine.lock().chain.state().grade(&firm, &d)?)).await?;
+    // The newest epoch's grade first: an agency grades a firm under the tag in force.
+    let r = blocking(move || {
+        let core = engine.lock();
+        for t in firm.tags().rev() {
+            if let Some(g) = core.chain.state().grade(&t, &d)? {
+                return Ok(Some(g));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
     let r =
         r.ok_or_else(|| ApiError::not_found(format!("no grade for {uscc} in domain {domain:?}")))?;
     let mut v = to_json(&r)?;
@@ -110,7 +120,7 @@ pub async fn firm_records(
     let records = blocking(move || {
         let store = engine.store().clone();
         let mut found = Vec::new();
-        for (pos, e) in firm_entries(&store, &firm)? {
+        for (pos, e) in firm_entries_all(&store, &firm)? {
             if let EntryKind::CreditRecordPublished(r) = &e.body.kind {
                 found.push((pos, r.record));
             }
@@ -148,40 +158,82 @@ pub async fn firm_records(
     ))
 }
 
-/// `GET /v1/firms/{uscc}/tag` (the firm itself, an auditor or an agency, `X-Xinyi-Auth`): the firm's ledger
-/// tag, and the log position of the latest `firm_registered` entry binding it to a key (so the
-/// firm can check the binding against its own key).
+/// `GET /v1/firms/{uscc}/tag` (the firm itself, an auditor or an agency, `X-Xinyi-Auth`): the
+/// firm's ledger tag, and the log position of the latest `firm_registered` entry binding it to a
+/// key (so the firm can check the binding against its own key). After a firm-key rotation
+/// (`specs/privacy.md` §8) a firm has one tag per epoch: `tag` is the newest one it is
+/// registered under (the one it signs new entries with; the epoch in force's when it is
+/// registered under none), `tags` lists every epoch's with its registration, and
+/// `epoch_in_force` / `tag_in_force` say under which tag an agency registers it now.
 pub async fn firm_tag(
     State(s): State<AppState>,
     Path(uscc): Path<String>,
     req: ReadRequest,
 ) -> ApiResult<Response> {
-    let (uscc, tag) = firm_of(&s, &uscc)?;
+    let (uscc, tags) = firm_of(&s, &uscc)?;
     req.require_signed()?;
     // Agencies hold the firm key themselves (they register firms and publish records).
     let allow = |caller: &Caller| {
-        if caller.is_firm(&tag) || caller.auditor || caller.role == Some(Role::Agency) {
+        if tags.tags().any(|t| caller.is_firm(&t))
+            || caller.auditor
+            || caller.role == Some(Role::Agency)
+        {
             Ok(())
         } else {
             Err(forbidden_read(caller, &format!("the ledger tag of {uscc}")))
         }
     };
     let engine = s.engine.clone();
-    let registration = req
+    let t = tags.clone();
+    let (registrations, in_force) = req
         .gated(&s, allow, move || {
             let store = engine.store().clone();
-            let mut last = None;
-            for (pos, e) in firm_entries(&store, &tag)? {
-                if matches!(e.body.kind, EntryKind::FirmRegistered { .. }) {
-                    last = Some(pos);
+            let mut regs = Vec::new();
+            for (epoch, tag) in &t.0 {
+                let mut last = None;
+                for (pos, e) in firm_entries(&store, tag)? {
+                    if matches!(e.body.kind, EntryKind::FirmRegistered { .. }) {
+                        last = Some(pos);
+                    }
                 }
+                regs.push((*epoch, *tag, last));
             }
-            Ok(last)
+            let core = engine.lock();
+            let st = core.chain.state();
+            Ok((regs, st.firm_key_epoch_at(st.head().height + 1)?))
         })
         .await?;
-    Ok(json_ok(
-        json!({"firm": uscc, "tag": tag, "registration": registration}),
-    ))
+    let tag_in_force = registrations
+        .iter()
+        .find(|(e, _, _)| *e == in_force)
+        .map(|(_, t, _)| *t);
+    let (tag, registration) = registrations
+        .iter()
+        .rev()
+        .find(|(_, _, r)| r.is_some())
+        .map(|(_, t, r)| (Some(*t), *r))
+        .unwrap_or((tag_in_force, None));
+    let Some(tag) = tag else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "api.no_firm_key",
+            format!(
+                "firm-key epoch {in_force} is in force but this node does not hold its key (firm.key.{in_force})"
+            ),
+        ));
+    };
+    let list: Vec<Value> = registrations
+        .iter()
+        .map(|(e, t, r)| json!({"epoch": e, "tag": t, "registration": r}))
+        .collect();
+    Ok(json_ok(json!({
+        "firm": uscc,
+        "tag": tag,
+        "registration": registration,
+        "tags": list,
+        "epoch_in_force": in_force,
+        "tag_in_force": tag_in_force,
+    })))
 }
 
 /// `GET /v1/banks/{org}/queries` (the bank itself or an auditor/validator, `X-Xinyi-Auth`): every
@@ -255,52 +307,57 @@ pub async fn access_log(
     req.require_signed()?;
     let engine = s.engine.clone();
     let entries = req
-        .gated(&s, firm_or_auditor(&uscc), move || {
-            let store = engine.store().clone();
-            let ie = store_err;
-            let mut times: HashMap<u64, u64> = HashMap::new();
-            let mut out = Vec::new();
-            for (pos, e) in firm_entries(&store, &firm)? {
-                if let EntryKind::AlertsDelivered(a) = &e.body.kind {
-                    out.push(crate::api::alerts::log_item(&store, &e, a, pos)?);
-                    continue;
-                }
-                let Some((req, reason)) = query_of(&e) else {
-                    continue;
-                };
-                let height = store.height_of_position(pos).map_err(ie)?.unwrap_or(0);
-                let time = match times.get(&height) {
-                    Some(t) => *t,
-                    None => {
-                        let t = store
-                            .header(height)
-                            .map_err(ie)?
-                            .map(|h| h.time)
-                            .unwrap_or(0);
-                        times.insert(height, t);
-                        t
+        .gated(&s, firm_or_auditor(&uscc), {
+            let firm = firm.clone();
+            move || {
+                let store = engine.store().clone();
+                let ie = store_err;
+                let mut times: HashMap<u64, u64> = HashMap::new();
+                let mut out = Vec::new();
+                for (pos, e) in firm_entries_all(&store, &firm)? {
+                    if let EntryKind::AlertsDelivered(a) = &e.body.kind {
+                        out.push(crate::api::alerts::log_item(&store, &e, a, pos)?);
+                        continue;
                     }
-                };
-                let mut item = json!({
-                    "position": pos,
-                    "height": height,
-                    "time": time,
-                    "kind": e.body.kind.name(),
-                    "id": e.id.to_hex(),
-                    "bank": req.bank,
-                    "consent": req.consent,
-                    "categories": req.categories,
-                });
-                if let (Some(r), Value::Object(m)) = (reason, &mut item) {
-                    m.insert("reason".into(), json!(r.code()));
+                    let Some((req, reason)) = query_of(&e) else {
+                        continue;
+                    };
+                    let height = store.height_of_position(pos).map_err(ie)?.unwrap_or(0);
+                    let time = match times.get(&height) {
+                        Some(t) => *t,
+                        None => {
+                            let t = store
+                                .header(height)
+                                .map_err(ie)?
+                                .map(|h| h.time)
+                                .unwrap_or(0);
+                            times.insert(height, t);
+                            t
+                        }
+                    };
+                    let mut item = json!({
+                        "position": pos,
+                        "height": height,
+                        "time": time,
+                        "kind": e.body.kind.name(),
+                        "id": e.id.to_hex(),
+                        "tag": req.firm,
+                        "bank": req.bank,
+                        "consent": req.consent,
+                        "categories": req.categories,
+                    });
+                    if let (Some(r), Value::Object(m)) = (reason, &mut item) {
+                        m.insert("reason".into(), json!(r.code()));
+                    }
+                    out.push(item);
                 }
-                out.push(item);
+                Ok(out)
             }
-            Ok(out)
         })
         .await?;
+    let tags: Vec<FirmTag> = firm.tags().collect();
     Ok(json_ok(
-        json!({"firm": uscc, "tag": firm, "entries": entries}),
+        json!({"firm": uscc, "tag": tags.last(), "tags": tags, "entries": entries}),
     ))
 }
 
@@ -325,9 +382,19 @@ pub async fn access_proof(
                 )
             };
             let core = engine.lock();
-            let p = core.chain.state().access_proof(&firm)?.ok_or_else(|| {
-                unavailable("no access proof before a block is committed since the node started")
-            })?;
+            // One proof per tag, all against the same block (the lock is held throughout).
+            let mut proofs = Vec::new();
+            for (epoch, tag) in &firm.0 {
+                let p = core.chain.state().access_proof(tag)?.ok_or_else(|| {
+                    unavailable(
+                        "no access proof before a block is committed since the node started",
+                    )
+                })?;
+                proofs.push((*epoch, *tag, p));
+            }
+            let Some((_, newest, p)) = proofs.last().cloned() else {
+                return Err(ApiError::internal("no firm key epoch held"));
+            };
             let ie = |e: xinyi_ledger::store::StoreError| ApiError::internal(e.to_string());
             let header = core
                 .store
@@ -340,30 +407,66 @@ pub async fn access_proof(
                 .map_err(ie)?
                 .ok_or_else(|| unavailable("the head block is not stored yet; retry"))?;
             drop(core);
-            let terminal = match &p.proof.terminal {
-                xinyi_ledger::smt::Terminal::Empty => json!({"empty": true}),
-                xinyi_ledger::smt::Terminal::Leaf { key, value } => {
-                    json!({"key": hex::encode(key), "value": hex::encode(value)})
-                }
-            };
+            let per_tag: Vec<Value> = proofs
+                .iter()
+                .map(|(epoch, tag, q)| {
+                    let mut v = proof_json(q);
+                    if let Value::Object(m) = &mut v {
+                        m.insert("epoch".into(), json!(epoch));
+                        m.insert("tag".into(), json!(tag));
+                    }
+                    v
+                })
+                .collect();
+            let newest_proof = proof_json(&p);
             Ok(json!({
                 "firm": uscc,
-                "tag": firm,
+                "tag": newest,
                 "height": p.height,
                 "header": to_json(&header)?,
                 "certificate": to_json(&cert)?,
                 "prev_root": p.prev_root.to_hex(),
                 "write_set_hash": p.write_set_hash.to_hex(),
                 "access_root": p.access_root.to_hex(),
-                "value": p.value.map(|v| json!({"head": v.head.to_hex(), "count": v.count})),
-                "proof": {
-                    "siblings": p.proof.siblings.iter().map(hex::encode).collect::<Vec<_>>(),
-                    "terminal": terminal,
-                },
+                "value": newest_proof["value"],
+                "proof": newest_proof["proof"],
+                "tags": per_tag,
             }))
         })
         .await?;
     Ok(json_ok(v))
+}
+
+/// The value and sparse Merkle proof of one access head, as JSON.
+fn proof_json(p: &xinyi_ledger::state::AccessProof) -> Value {
+    let terminal = match &p.proof.terminal {
+        xinyi_ledger::smt::Terminal::Empty => json!({"empty": true}),
+        xinyi_ledger::smt::Terminal::Leaf { key, value } => {
+            json!({"key": hex::encode(key), "value": hex::encode(value)})
+        }
+    };
+    json!({
+        "value": p.value.map(|v| json!({"head": v.head.to_hex(), "count": v.count})),
+        "proof": {
+            "siblings": p.proof.siblings.iter().map(hex::encode).collect::<Vec<_>>(),
+            "terminal": terminal,
+        },
+    })
+}
+
+/// Every entry naming any of a firm's tags (all firm-key epochs), in log order.
+pub(crate) fn firm_entries_all(store: &Store, firm: &FirmTags) -> ApiResult<Vec<(u64, Entry)>> {
+    let mut positions = Vec::new();
+    for t in firm.tags() {
+        positions.extend(
+            store
+                .firm_positions(&t, None, usize::MAX)
+                .map_err(store_err)?,
+        );
+    }
+    positions.sort_unstable();
+    positions.dedup();
+    entries_at(store, positions)
 }
 
 fn store_err(e: StoreError) -> ApiError {

@@ -44,6 +44,10 @@ pub async fn health(State(s): State<AppState>) -> Response {
         body["peers"] = json!(v.peers);
         body["p2p"] = json!({"listen": v.listen, "stats": v.stats});
     }
+    if let Some(k) = &s.cfg.firm_keys {
+        // Epochs held (`crate::firmkeys`) and, if an approved one is not, why.
+        body["firm_keys"] = json!({"epochs": k.epochs(), "problem": k.problem()});
+    }
     json_ok(body)
 }
 
