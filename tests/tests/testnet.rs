@@ -99,11 +99,23 @@ impl Load {
     /// Firm `i` grants bank-a a consent with many uses through `url`: (ack, consent id).
     fn grant(&self, url: &str, i: usize) -> Result<(Ack, Digest, FirmTag), String> {
         let (firm, key) = &self.firms[i % self.firms.len()];
+        self.grant_as(url, i, *firm, key)
+            .map(|(a, c)| (a, c, *firm))
+    }
+
+    /// The firm holding `key` grants bank-a a consent under its ledger tag `firm`.
+    fn grant_as(
+        &self,
+        url: &str,
+        i: usize,
+        firm: FirmTag,
+        key: &KeyPair,
+    ) -> Result<(Ack, Digest), String> {
         let now = self.now(url)?;
         let e = Entry::sign(
             &self.chain,
             EntryBody {
-                author: Author::Firm(*firm),
+                author: Author::Firm(firm),
                 time: now,
                 nonce: xinyi_tests::nonce(),
                 kind: EntryKind::ConsentGranted(Consent {
@@ -129,7 +141,7 @@ impl Load {
         if id != e.id.to_hex() {
             return Err(format!("answer for another entry: {v}"));
         }
-        Ok(((pos, id, url.to_string()), e.id, *firm))
+        Ok(((pos, id, url.to_string()), e.id))
     }
 
     /// bank-a queries `firm` under `consent` through `url`.
@@ -585,4 +597,304 @@ fn chaos_pauses_and_quorum_loss_short_runs() {
     assert_eq!(r["recoveries_verified"], 2, "{r}");
     assert_eq!(r["missing"], 0, "{r}");
     assert!(r["acknowledged"].as_u64().unwrap() > 0, "{r}");
+}
+
+/// `xinyi --node URL --genesis G --key KEY ARGS` (the real client binary), with its checkpoint
+/// memory kept beside the testnet.
+fn xinyi_on(tn: &Testnet, url: &str, key: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(&xinyi_tests::binaries().client)
+        .arg("--node")
+        .arg(url)
+        .arg("--genesis")
+        .arg(tn.genesis())
+        .arg("--key")
+        .arg(tn.key(key))
+        .args(args)
+        .env_remove("XINYI_KEY")
+        .env_remove("XINYI_NODE")
+        .env_remove("XINYI_GENESIS")
+        .env(
+            "XINYI_STATE",
+            tn.dir.join(format!("client-state-{key}.json")),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run xinyi")
+}
+
+/// Firm-key rotation under load (specs/privacy.md §8, issue #17): two writers keep granting
+/// consents and querying through all four nodes while `xinyi-testnet rotate-firm-key` commits a
+/// quorum-approved `RotateFirmKey`, every node picks the new key file up without a restart and
+/// the agency re-registers the firms under their new tags. Checked afterwards, with the real
+/// client: every acknowledged write is on every node; queries under consents granted before the
+/// rotation still serve (old tag) beside consents granted after it (new tag); a firm's access
+/// log covers both tags and its completeness proof verifies for both against one certified
+/// block; the audit (Rust and the Python verifier written from the spec) verifies the export
+/// from genesis; and in that export no entry holds both tags of a firm, nor any USCC.
+#[test]
+fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
+    step("up: 4 validators");
+    let tn = Testnet::up(4, 0, 24900);
+    let load = Load::new(&tn);
+    let all: Vec<(String, String)> = tn.nodes();
+    let urls: Vec<String> = all.iter().map(|n| n.1.clone()).collect();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(tn.dir.join("testnet.json")).unwrap())
+            .unwrap();
+    let usccs: Vec<Uscc> = m["firms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| Uscc::parse(f["uscc"].as_str().unwrap()).unwrap())
+        .collect();
+    // After the rotation: the firms' new tags (same order as `load.firms`).
+    let new_tags = Mutex::new(None::<Vec<FirmTag>>);
+    // Query acknowledgements: (ack, tag queried, whether the rotation was done when sent).
+    let queries = Mutex::new(Vec::<(Ack, FirmTag, bool)>::new());
+    let acks = Mutex::new(Vec::<Ack>::new());
+    let errors = Mutex::new(Vec::<String>::new());
+    let stop = AtomicBool::new(false);
+    let report: Value = std::thread::scope(|s| {
+        for w in 0..2usize {
+            let (load, all, acks, queries, errors, stop, new_tags) =
+                (&load, &all, &acks, &queries, &errors, &stop, &new_tags);
+            s.spawn(move || {
+                let mut consents: Vec<(FirmTag, Digest)> = Vec::new();
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 2;
+                    let node = &all[i % all.len()];
+                    let rotated = new_tags.lock().unwrap().clone();
+                    let r = if consents.is_empty() || i % 4 == 0 {
+                        let k = i % load.firms.len();
+                        let tag = rotated.as_ref().map_or(load.firms[k].0, |t| t[k]);
+                        load.grant_as(&node.1, i, tag, &load.firms[k].1)
+                            .map(|(a, c)| {
+                                consents.push((tag, c));
+                                a
+                            })
+                    } else {
+                        // Newest consents first half the time, so both epochs get queried.
+                        let j = if i % 3 == 0 {
+                            consents.len() - 1
+                        } else {
+                            i % consents.len()
+                        };
+                        let (f, c) = consents[j];
+                        load.query(&node.1, f, c).inspect(|a| {
+                            queries
+                                .lock()
+                                .unwrap()
+                                .push((a.clone(), f, rotated.is_some()))
+                        })
+                    };
+                    match r {
+                        Ok(a) => acks.lock().unwrap().push(a),
+                        Err(e) => errors.lock().unwrap().push(format!("{}: {e}", node.0)),
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + CONVERGE;
+            while !done() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}; errors: {:?}\n{}",
+                    errors
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .rev()
+                        .take(5)
+                        .collect::<Vec<_>>(),
+                    tn.logs()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        step("load on 4 nodes");
+        wait_for("no queries before the rotation", &|| {
+            queries.lock().unwrap().len() >= 4
+        });
+        step("rotate-firm-key under load");
+        let o = tn.run(&["rotate-firm-key", "--json"]);
+        let report: Value = serde_json::from_str(&ok(&o)).expect("rotate-firm-key --json");
+        let ring = FirmKey::from_hex(
+            &std::fs::read_to_string(tn.dir.join("keys").join("firm.key.1")).expect("firm.key.1"),
+        )
+        .expect("new firm key");
+        *new_tags.lock().unwrap() = Some(usccs.iter().map(|u| ring.tag(u)).collect());
+        step("load after the rotation: old consents keep serving, new ones use the new tags");
+        let olds: Vec<FirmTag> = load.firms.iter().map(|f| f.0).collect();
+        wait_for("no queries under both tags after the rotation", &|| {
+            let q = queries.lock().unwrap();
+            let after = q.iter().filter(|x| x.2);
+            let (old, new): (Vec<_>, Vec<_>) = after.partition(|x| olds.contains(&x.1));
+            old.len() >= 2 && new.len() >= 2
+        });
+        stop.store(true, Ordering::Relaxed);
+        report
+    });
+    let old_key = FirmKey::from_hex(&std::fs::read_to_string(tn.key("firm")).unwrap()).unwrap();
+    let new_key = FirmKey::from_hex(
+        &std::fs::read_to_string(tn.dir.join("keys").join("firm.key.1")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["epoch"], 1, "{report}");
+    assert_eq!(report["key_id"], new_key.id().to_hex(), "{report}");
+    assert_eq!(report["reregistered"].as_u64(), Some(usccs.len() as u64));
+    step("every node converges and holds both epochs' keys");
+    let (h, _) = converge(&urls, CONVERGE);
+    assert!(h >= report["effective_height"].as_u64().unwrap());
+    for u in &urls {
+        let v = get_json(&agent(), &format!("{u}/health")).unwrap();
+        assert_eq!(v["firm_keys"]["epochs"], 2, "{u}: {v}");
+        assert_eq!(v["firm_keys"]["problem"], Value::Null, "{u}: {v}");
+    }
+    // No node went down: every write of the load, before, during and after the rotation, was
+    // accepted (a refused query is a committed denial, not an error).
+    let errors = errors.into_inner().unwrap();
+    assert!(
+        errors.is_empty(),
+        "writes failed across the rotation: {errors:?}"
+    );
+    let acks = acks.into_inner().unwrap();
+    check_acks(&acks, &urls);
+
+    step("a firm's access log spans both tags and is proven complete for both");
+    let queries = queries.into_inner().unwrap();
+    let count_of = |u: &Uscc| {
+        let (a, b) = (old_key.tag(u), new_key.tag(u));
+        let n = |t: FirmTag| queries.iter().filter(|q| q.1 == t).count();
+        (n(a), n(b))
+    };
+    let firm = usccs
+        .iter()
+        .find(|u| {
+            let (a, b) = count_of(u);
+            a > 0 && b > 0
+        })
+        .or_else(|| usccs.iter().max_by_key(|u| count_of(u).0 + count_of(u).1))
+        .expect("a firm");
+    let (n_old, n_new) = count_of(firm);
+    eprintln!("   firm {firm}: {n_old} queries under the old tag, {n_new} under the new one");
+    let fkey = format!("firm-{firm}");
+    for key in [fkey.as_str(), "auditor"] {
+        let o = xinyi_on(
+            &tn,
+            &urls[1],
+            key,
+            &["--json", "access-log", "--firm", firm.as_str(), "--verify"],
+        );
+        let v: Value = serde_json::from_str(&ok(&o)).expect("access-log --json");
+        assert_eq!(v["verified"]["complete"], true, "{key}: {v}");
+        assert_eq!(v["verified"]["tags"], 2, "{key}: {v}");
+        let listed: Vec<u64> = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["position"].as_u64().unwrap())
+            .collect();
+        let mut acked: Vec<u64> = queries
+            .iter()
+            .filter(|q| q.1 == old_key.tag(firm) || q.1 == new_key.tag(firm))
+            .map(|q| q.0 .0)
+            .collect();
+        acked.sort_unstable();
+        assert_eq!(
+            listed, acked,
+            "{key}: the access log is every acknowledged query"
+        );
+        assert_eq!(
+            v["verified"]["access_count"].as_u64(),
+            Some((n_old + n_new) as u64)
+        );
+    }
+    let tag_answer = {
+        let o = xinyi_on(
+            &tn,
+            &urls[0],
+            "auditor",
+            &["--json", "access-log", "--firm", firm.as_str()],
+        );
+        serde_json::from_str::<Value>(&ok(&o)).unwrap()
+    };
+    assert_eq!(
+        tag_answer["tag"],
+        new_key.tag(firm).to_hex(),
+        "{tag_answer}"
+    );
+    assert_eq!(
+        tag_answer["tags"],
+        serde_json::json!([old_key.tag(firm).to_hex(), new_key.tag(firm).to_hex()])
+    );
+
+    step("export: the audit verifies from genesis (Rust and Python); no entry links two tags");
+    let bundle = tn.dir.join("chain.bundle");
+    ok(&xinyi_on(
+        &tn,
+        &urls[0],
+        "auditor",
+        &["export", "--out", bundle.to_str().unwrap()],
+    ));
+    let o = xinyi_on(
+        &tn,
+        &urls[0],
+        "auditor",
+        &[
+            "--json",
+            "audit",
+            "verify",
+            "--bundle",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    let audit: Value = serde_json::from_str(&ok(&o)).expect("audit --json");
+    assert_eq!(audit["result"], "ok", "{audit}");
+    xinyi_tests::pyverify::require_python();
+    let py = xinyi_tests::pyverify::verify_bundle(&tn.genesis(), &bundle);
+    assert!(
+        py.status.success(),
+        "verify_bundle.py: {}\n{}",
+        text(&py.stdout),
+        text(&py.stderr)
+    );
+    let bytes = std::fs::read(&bundle).unwrap();
+    let mut entries: Vec<Vec<u8>> = Vec::new();
+    for b in xinyi_ledger::bundle::BundleReader::new(bytes.as_slice()).expect("bundle") {
+        let (block, _) = b.expect("bundle block");
+        let block = xinyi_ledger::block::Block::decode(&block).expect("block");
+        entries.extend(block.entries.into_iter().map(|e| e.into_vec()));
+    }
+    assert!(
+        entries.len() > acks.len(),
+        "the export holds the load's entries"
+    );
+    let mut both_epochs = 0;
+    for u in &usccs {
+        assert!(
+            !bytes.windows(18).any(|w| w == u.as_str().as_bytes()),
+            "the export holds USCC {u}"
+        );
+        let (a, b) = (old_key.tag(u), new_key.tag(u));
+        let has = |e: &[u8], t: &FirmTag| e.windows(32).any(|w| w == t.0.as_slice());
+        for e in &entries {
+            assert!(
+                !(has(e, &a) && has(e, &b)),
+                "an entry of the export names both tags of {u}"
+            );
+        }
+        if bytes.windows(32).any(|w| w == a.0.as_slice())
+            && bytes.windows(32).any(|w| w == b.0.as_slice())
+        {
+            both_epochs += 1;
+        }
+    }
+    assert_eq!(
+        both_epochs,
+        usccs.len(),
+        "every firm appears under both tags"
+    );
 }
