@@ -60,6 +60,17 @@ pub struct Health {
     /// Dev mode.
     #[serde(default)]
     pub dev: bool,
+    /// The firm-key epochs the node holds (`specs/privacy.md` §8); absent on a node without
+    /// the firm key.
+    #[serde(default)]
+    pub firm_keys: Option<FirmKeysHealth>,
+}
+
+/// `/health` → `firm_keys`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FirmKeysHealth {
+    /// How many epochs (0, 1, ...) the node holds keys of.
+    pub epochs: u32,
 }
 
 /// The answer to a successful write (`POST` of an entry).

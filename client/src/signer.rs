@@ -84,6 +84,11 @@ pub struct Signer {
     pub path: PathBuf,
     /// A firm's ledger tag (firms sign entries under it), once fetched.
     pub tag: Option<FirmTag>,
+    /// What signs entries: the key file's key, or for a firm the key of `tag`'s firm-key epoch
+    /// ([`KeyPair::firm_epoch_key`], `specs/privacy.md` §8).
+    entry_key: KeyPair,
+    /// What signs `X-Xinyi-Auth`: for a firm, the key of the newest epoch it is registered in.
+    auth_key: KeyPair,
 }
 
 /// Reads a key file (`KeyPair::from_file_text` format).
@@ -113,11 +118,30 @@ impl Signer {
             })?,
         };
         Ok(Signer {
+            entry_key: key.clone(),
+            auth_key: key.clone(),
             key,
             identity,
             path: path.to_path_buf(),
             tag: None,
         })
+    }
+
+    /// A firm signs entries under `tag`, its tag of firm-key epoch `epoch`, with that epoch's
+    /// key (a revocation of a consent granted before a rotation is signed under the old tag).
+    pub fn sign_under(&mut self, tag: FirmTag, epoch: u32) {
+        self.tag = Some(tag);
+        self.entry_key = self.key.firm_epoch_key(epoch);
+    }
+
+    /// A firm authenticates reads with its key of firm-key epoch `epoch`.
+    pub fn auth_epoch(&mut self, epoch: u32) {
+        self.auth_key = self.key.firm_epoch_key(epoch);
+    }
+
+    /// The public key a firm registers under its tag of epoch `epoch`.
+    pub fn epoch_public(&self, epoch: u32) -> xinyi_ledger::PublicKey {
+        self.key.firm_epoch_key(epoch).public()
     }
 
     /// The organisation id, or an error naming the command's required role.
@@ -146,7 +170,7 @@ impl Signer {
             nonce: rand::random(),
             kind,
         };
-        Entry::sign(chain, body, &self.key).map_err(|e| anyhow!("{}: {e}", e.code()))
+        Entry::sign(chain, body, &self.entry_key).map_err(|e| anyhow!("{}: {e}", e.code()))
     }
 
     /// Signs a bank's query request (domain `QueryRequest`).
@@ -162,7 +186,7 @@ impl Signer {
     pub fn auth_header(&self, chain: &Digest, method: &str, path: &str, time: TimeMs) -> String {
         let nonce: u64 = rand::random();
         let payload = api_request_payload(chain, method, path, time, nonce);
-        let sig = self.key.sign(SigDomain::ApiRequest, &payload);
+        let sig = self.auth_key.sign(SigDomain::ApiRequest, &payload);
         format!("{};{time};{nonce};{}", self.identity, hex::encode(sig.0))
     }
 }

@@ -210,6 +210,23 @@ impl KeyPair {
         self.signing.to_bytes()
     }
 
+    /// A firm's signing key for firm-key epoch `epoch` (`specs/privacy.md` §8): the key itself
+    /// for epoch 0, else the key whose seed is `SHA-256("xinyi/v1/firm-epoch-key" ‖ 0x00 ‖ seed ‖
+    /// BE32(epoch))`. A firm keeps one key file and registers each epoch's tag with that epoch's
+    /// public key, so its registrations under two tags share no key: without the secret seed the
+    /// public keys are unrelated.
+    pub fn firm_epoch_key(&self, epoch: u32) -> KeyPair {
+        use sha2::{Digest as _, Sha256};
+        if epoch == 0 {
+            return self.clone();
+        }
+        let mut h = Sha256::new();
+        h.update(b"xinyi/v1/firm-epoch-key\0");
+        h.update(self.seed());
+        h.update(epoch.to_be_bytes());
+        KeyPair::from_seed(h.finalize().into())
+    }
+
     /// The public key.
     pub fn public(&self) -> PublicKey {
         PublicKey(self.signing.verifying_key().to_bytes())
@@ -311,6 +328,33 @@ mod tests {
 
     fn kp(i: u8) -> KeyPair {
         KeyPair::from_seed([i; 32])
+    }
+
+    #[test]
+    fn firm_epoch_key_vector() {
+        let mut seed = [0u8; 32];
+        for (i, b) in seed.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let k = KeyPair::from_seed(seed);
+        assert_eq!(k.firm_epoch_key(0).seed(), seed);
+        assert_eq!(
+            hex::encode(k.firm_epoch_key(1).seed()),
+            "ef5e48e22fca0e2e2bebbb9e63fa0dcfa27ce0a52444ca73718bfeab8e467867"
+        );
+        assert_eq!(
+            hex::encode(k.firm_epoch_key(2).seed()),
+            "07af8ab089ea3e16cdd65e619ee9cc64a457c1d4857c3c36dabf28515e0e3a7d"
+        );
+        // Public keys, as any Ed25519 implementation derives them (Python `cryptography`).
+        assert_eq!(
+            k.public().to_hex(),
+            "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
+        );
+        assert_eq!(
+            k.firm_epoch_key(1).public().to_hex(),
+            "772f9bbfc1b29f0b2b86be3e72af13167a590f7e550e60d152aa4e23bb97ab1e"
+        );
     }
 
     #[test]

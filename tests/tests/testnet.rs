@@ -629,8 +629,10 @@ fn xinyi_on(tn: &Testnet, url: &str, key: &str, args: &[&str]) -> std::process::
 /// client: every acknowledged write is on every node; queries under consents granted before the
 /// rotation still serve (old tag) beside consents granted after it (new tag); a firm's access
 /// log covers both tags and its completeness proof verifies for both against one certified
-/// block; the audit (Rust and the Python verifier written from the spec) verifies the export
-/// from genesis; and in that export no entry holds both tags of a firm, nor any USCC.
+/// block; the real client, as the firm, grants under its new tag and revokes a consent granted
+/// under its old one; the audit (Rust and the Python verifier written from the spec) verifies
+/// the export from genesis; and in that export no entry holds both tags of a firm, no entry
+/// under a new tag holds the firm's old public key, and no USCC occurs.
 #[test]
 fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
     step("up: 4 validators");
@@ -667,12 +669,15 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
                     let rotated = new_tags.lock().unwrap().clone();
                     let r = if consents.is_empty() || i % 4 == 0 {
                         let k = i % load.firms.len();
-                        let tag = rotated.as_ref().map_or(load.firms[k].0, |t| t[k]);
-                        load.grant_as(&node.1, i, tag, &load.firms[k].1)
-                            .map(|(a, c)| {
-                                consents.push((tag, c));
-                                a
-                            })
+                        // After the rotation a firm signs under its new tag with its epoch-1 key.
+                        let (tag, key) = match rotated.as_ref() {
+                            Some(t) => (t[k], load.firms[k].1.firm_epoch_key(1)),
+                            None => (load.firms[k].0, load.firms[k].1.clone()),
+                        };
+                        load.grant_as(&node.1, i, tag, &key).map(|(a, c)| {
+                            consents.push((tag, c));
+                            a
+                        })
                     } else {
                         // Newest consents first half the time, so both epochs get queried.
                         let j = if i % 3 == 0 {
@@ -831,6 +836,75 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
         serde_json::json!([old_key.tag(firm).to_hex(), new_key.tag(firm).to_hex()])
     );
 
+    step("the real client as the firm: grants under its new tag, revokes a consent granted under its old one");
+    let firm_s = firm.as_str();
+    let o = xinyi_on(
+        &tn,
+        &urls[2],
+        &fkey,
+        &[
+            "--json",
+            "consent",
+            "grant",
+            "--firm",
+            firm_s,
+            "--bank",
+            "bank-a",
+            "--categories",
+            "tax",
+            "--uses",
+            "3",
+            "--days",
+            "7",
+        ],
+    );
+    let granted: Value = serde_json::from_str(&ok(&o)).expect("consent grant --json");
+    let new_consent = granted["id"].as_str().expect("consent id").to_string();
+    let o = xinyi_on(
+        &tn,
+        &urls[2],
+        &fkey,
+        &["--json", "consent", "show", &new_consent],
+    );
+    let shown: Value = serde_json::from_str(&ok(&o)).expect("consent show --json");
+    assert_eq!(shown["firm"], new_key.tag(firm).to_hex(), "{shown}");
+    let old_hex = old_key.tag(firm).to_hex();
+    let log: Value = serde_json::from_str(&ok(&xinyi_on(
+        &tn,
+        &urls[2],
+        &fkey,
+        &["--json", "access-log", "--firm", firm_s],
+    )))
+    .unwrap();
+    let old_consent = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["tag"] == old_hex.as_str())
+        .and_then(|e| e["consent"].as_str())
+        .expect("a query under the old tag")
+        .to_string();
+    let o = xinyi_on(
+        &tn,
+        &urls[2],
+        &fkey,
+        &["--json", "consent", "revoke", &old_consent],
+    );
+    let revoked: Value = serde_json::from_str(&ok(&o)).expect("consent revoke --json");
+    assert_eq!(revoked["kind"], "consent_revoked", "{revoked}");
+    let o = xinyi_on(
+        &tn,
+        &urls[2],
+        &fkey,
+        &["--json", "consent", "show", &old_consent],
+    );
+    let shown: Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!(
+        (&shown["firm"], &shown["revoked"]),
+        (&Value::from(old_hex.clone()), &Value::Bool(true)),
+        "{shown}"
+    );
+
     step("export: the audit verifies from genesis (Rust and Python); no entry links two tags");
     let bundle = tn.dir.join("chain.bundle");
     ok(&xinyi_on(
@@ -886,6 +960,22 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
                 "an entry of the export names both tags of {u}"
             );
         }
+        // Nor does a public key: the firm registered its new tag with its epoch-1 key.
+        let fk = read_key(&tn.key(&format!("firm-{u}")));
+        let (pk0, pk1) = (fk.public(), fk.firm_epoch_key(1).public());
+        assert_ne!(pk0, pk1);
+        for e in entries.iter().filter(|e| has(e, &b)) {
+            assert!(
+                !e.windows(32).any(|w| w == pk0.0.as_slice()),
+                "an entry under {u}'s new tag holds its old public key"
+            );
+        }
+        assert!(
+            entries
+                .iter()
+                .any(|e| has(e, &b) && e.windows(32).any(|w| w == pk1.0.as_slice())),
+            "{u}'s new tag is registered with its epoch-1 key"
+        );
         if bytes.windows(32).any(|w| w == a.0.as_slice())
             && bytes.windows(32).any(|w| w == b.0.as_slice())
         {

@@ -223,6 +223,10 @@ async function vectorsInBrowser(page) {
       try { await vf.verifyCertificate(trust, { ...b.header, time: b.header.time + 1 }, b.certificate); } catch (e) { bad = /cert.wrong_header/.test(e.message); }
       check(bad, `changed header ${b.height} refused`);
     }
+    // a firm's key of firm-key epoch 1 (privacy.md §8; the ledger's firm_epoch_key_vector)
+    const s32 = Uint8Array.from({ length: 32 }, (_, i) => i);
+    check(c.hex((await c.firmEpochKey(s32, 0)).pub) === "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8", "firm epoch key 0");
+    check(c.hex((await c.firmEpochKey(s32, 1)).pub) === "772f9bbfc1b29f0b2b86be3e72af13167a590f7e550e60d152aa4e23bb97ab1e", "firm epoch key 1");
     // state roots
     for (const r of v.state.roots) {
       if (r.height === 0) continue;

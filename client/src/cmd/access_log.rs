@@ -75,7 +75,12 @@ pub fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
     let h = ctx.health()?;
     // The firm's tags, one per firm-key epoch (privacy.md §8): checked against its own
     // registrations when the firm asks (`signer`); an auditor takes the node's.
-    let (_, tags) = ctx.firm_tags_as(&signer, &firm)?;
+    let tags: Vec<FirmTag> = ctx
+        .firm_tags_as(&signer, &firm)?
+        .tags
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     // The proofs first: the list fetched afterwards covers at least the proven block.
     let commitments = if verify {
         let ppath = format!("/v1/firms/{firm}/access-proof");

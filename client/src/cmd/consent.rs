@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use xinyi_client::signer::parse_uscc;
 use xinyi_ledger::entry::{Consent, EntryKind};
 use xinyi_ledger::types::DAY_MS;
+use xinyi_ledger::FirmTag;
 
 #[derive(Subcommand)]
 pub enum ConsentCmd {
@@ -107,8 +108,19 @@ pub fn run(ctx: &Ctx, cmd: ConsentCmd) -> Result<()> {
             let consent = digest_arg("consent id", &id)?;
             let signer = ctx.signer()?;
             signer.firm("a revocation")?;
-            let (_, ans, inc) = ctx.submit(
+            // Signed under the tag the consent was granted under: a consent granted before a
+            // firm-key rotation names the firm's older tag (privacy.md §8).
+            let under = ctx
+                .get_signed::<Value>(&signer, &format!("/v1/consents/{consent}"))
+                .ok()
+                .and_then(|v| {
+                    v.get("firm")?
+                        .as_str()
+                        .and_then(|t| FirmTag::from_hex(t).ok())
+                });
+            let (_, ans, inc) = ctx.submit_under(
                 &signer,
+                under,
                 &format!("/v1/consents/{consent}/revoke"),
                 EntryKind::ConsentRevoked { consent },
             )?;

@@ -19,6 +19,15 @@ use xinyi_ledger::genesis::Genesis;
 use xinyi_ledger::note::CosignerKey;
 use xinyi_ledger::{FirmTag, KeyPair};
 
+/// A firm's tags as the node answers them (`GET /v1/firms/{uscc}/tag`).
+#[derive(Debug, Clone)]
+pub struct FirmTags {
+    /// The newest tag it is registered under (new entries are signed under it).
+    pub tag: FirmTag,
+    /// Every epoch's tag the node holds, oldest first.
+    pub tags: Vec<(u32, FirmTag)>,
+}
+
 /// Everything a command needs: flags, the node, and lazily its health and trust.
 pub struct Ctx {
     pub api: Api,
@@ -33,18 +42,46 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The signer (a firm's ledger tag is fetched when it signs an entry, [`Ctx::submit`]).
+    /// The signer. A firm's reads are authenticated with its key of the newest firm-key epoch
+    /// it is registered in (`specs/privacy.md` §8): on a node holding more than one epoch, the
+    /// client finds it by asking `GET /v1/firms/{uscc}/tag` with each epoch's key, newest
+    /// first (at most one request per epoch; none before the first rotation). Its ledger tag
+    /// is fetched when it signs an entry ([`Ctx::submit`]).
     pub fn signer(&self) -> Result<Signer> {
-        Signer::load(self.key.as_deref(), self.as_.as_deref())
+        let mut s = Signer::load(self.key.as_deref(), self.as_.as_deref())?;
+        if let xinyi_client::signer::Identity::Firm(u) = &s.identity {
+            let epochs = self.health()?.firm_keys.map_or(1, |k| k.epochs.max(1));
+            if epochs > 1 {
+                let path = format!("/v1/firms/{u}/tag");
+                for e in (0..epochs).rev() {
+                    s.auth_epoch(e);
+                    if self.get_signed::<Value>(&s, &path).is_ok() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(s)
     }
 
     /// `signer` with its ledger tag if it is a firm: fetched from the node
     /// (`GET /v1/firms/{uscc}/tag`, signed by the firm) and checked against the firm's
-    /// registration on the ledger.
-    pub fn with_tag(&self, signer: &Signer) -> Result<Signer> {
+    /// registration on the ledger. A firm signs under its newest registered tag, or under
+    /// `under` (one of its tags: the tag of the consent it revokes) with that tag's epoch key.
+    pub fn with_tag(&self, signer: &Signer, under: Option<FirmTag>) -> Result<Signer> {
         let mut s = signer.clone();
         if let (xinyi_client::signer::Identity::Firm(u), None) = (&s.identity, s.tag) {
-            s.tag = Some(self.firm_tag_as(&s, u)?);
+            let t = self.firm_tags_as(&s, u)?;
+            let want = under.unwrap_or(t.tag);
+            let (epoch, tag) = t
+                .tags
+                .iter()
+                .find(|(_, x)| *x == want)
+                .copied()
+                .ok_or_else(|| {
+                    anyhow!("firm.not_owner: tag {want} is not one of firm {u}'s tags")
+                })?;
+            s.sign_under(tag, epoch);
         }
         Ok(s)
     }
@@ -53,17 +90,13 @@ impl Ctx {
     /// auditor or an agency). When the signer is the firm, the tag must be the one the ledger's
     /// latest `firm_registered` entry binds to the signer's key (`firm.tag_mismatch`).
     pub fn firm_tag_as(&self, signer: &Signer, u: &xinyi_ledger::Uscc) -> Result<FirmTag> {
-        Ok(self.firm_tags_as(signer, u)?.0)
+        Ok(self.firm_tags_as(signer, u)?.tag)
     }
 
     /// The ledger tag of firm `u` (as [`Ctx::firm_tag_as`]) and its tags of every firm-key
-    /// epoch the node holds, oldest first (`specs/privacy.md` §8). When the signer is the firm,
-    /// every tag the node says is registered must be registered to the signer's key.
-    pub fn firm_tags_as(
-        &self,
-        signer: &Signer,
-        u: &xinyi_ledger::Uscc,
-    ) -> Result<(FirmTag, Vec<FirmTag>)> {
+    /// epoch the node holds (`specs/privacy.md` §8). When the signer is the firm, each tag it
+    /// is registered under must be bound to its key of that epoch.
+    pub fn firm_tags_as(&self, signer: &Signer, u: &xinyi_ledger::Uscc) -> Result<FirmTags> {
         let h = self.health()?;
         let path = format!("/v1/firms/{u}/tag");
         let auth = signer.auth_header(&h.chain_id, "GET", &path, h.time_ms);
@@ -74,40 +107,50 @@ impl Ctx {
                 .and_then(|t| FirmTag::from_hex(t).ok())
         };
         let tag = hex_tag(&v).ok_or_else(|| anyhow!("the node's tag answer for {u} has no tag"))?;
-        let mut listed: Vec<(FirmTag, Option<u64>)> = match v.get("tags").and_then(Value::as_array)
+        let listed: Vec<(u32, FirmTag, Option<u64>)> = match v.get("tags").and_then(Value::as_array)
         {
             Some(l) => l
                 .iter()
                 .map(|x| {
-                    hex_tag(x)
-                        .map(|t| (t, x.get("registration").and_then(Value::as_u64)))
-                        .ok_or_else(|| anyhow!("the node's tag answer for {u} lists a bad tag"))
+                    let epoch = x
+                        .get("epoch")
+                        .and_then(Value::as_u64)
+                        .and_then(|e| u32::try_from(e).ok());
+                    match (epoch, hex_tag(x)) {
+                        (Some(e), Some(t)) => {
+                            Ok((e, t, x.get("registration").and_then(Value::as_u64)))
+                        }
+                        _ => Err(anyhow!("the node's tag answer for {u} lists a bad tag")),
+                    }
                 })
                 .collect::<Result<_>>()?,
-            None => vec![(tag, v.get("registration").and_then(Value::as_u64))],
+            None => vec![(0, tag, v.get("registration").and_then(Value::as_u64))],
         };
-        if !listed.iter().any(|(t, _)| *t == tag) {
+        if !listed.iter().any(|(_, t, _)| *t == tag) {
             bail!("firm.tag_mismatch: the node's tag for {u} is not among the tags it lists");
         }
         if signer.identity == xinyi_client::signer::Identity::Firm(*u) {
-            if listed.iter().all(|(_, r)| r.is_none()) {
+            if listed.iter().all(|(_, _, r)| r.is_none()) {
                 bail!("firm.unregistered: the ledger has no registration of firm {u}");
             }
-            for (t, pos) in &listed {
+            for (e, t, pos) in &listed {
                 let Some(pos) = pos else { continue };
                 let ea: EntryAnswer = self.get_signed(signer, &format!("/v1/entries/{pos}"))?;
                 let bytes = entry_bytes(&ea)?;
                 let entry = Entry::decode(&bytes).map_err(|e| anyhow!("{}: {e}", e.code()))?;
                 match &entry.body.kind {
-                    EntryKind::FirmRegistered { firm, key } if firm == t && *key == signer.key.public() => {}
-                    _ => bail!("firm.tag_mismatch: the node's tag {t} for {u} is not registered to this key on the ledger"),
+                    EntryKind::FirmRegistered { firm, key } if firm == t && *key == signer.epoch_public(*e) => {}
+                    _ => bail!("firm.tag_mismatch: the node's tag {t} for {u} is not registered to this key (firm-key epoch {e}) on the ledger"),
                 }
             }
-            if !listed.iter().any(|(t, r)| *t == tag && r.is_some()) {
+            if !listed.iter().any(|(_, t, r)| *t == tag && r.is_some()) {
                 bail!("firm.tag_mismatch: the node's tag for {u} is not registered on the ledger");
             }
         }
-        Ok((tag, listed.drain(..).map(|(t, _)| t).collect()))
+        Ok(FirmTags {
+            tag,
+            tags: listed.into_iter().map(|(e, t, _)| (e, t)).collect(),
+        })
     }
 
     /// GET with `signer`'s `X-Xinyi-Auth`.
@@ -125,7 +168,7 @@ impl Ctx {
     pub fn get_read<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         match self.key.as_deref() {
             Some(_) => {
-                let s = Signer::load(self.key.as_deref(), self.as_.as_deref())?;
+                let s = self.signer()?;
                 self.get_signed(&s, path)
             }
             None => self.api.get(path),
@@ -139,7 +182,7 @@ impl Ctx {
     ) -> Result<Box<dyn std::io::Read + Send + Sync + 'static>> {
         let auth = match self.key.as_deref() {
             Some(_) => {
-                let s = Signer::load(self.key.as_deref(), self.as_.as_deref())?;
+                let s = self.signer()?;
                 let h = self.health()?;
                 Some(s.auth_header(&h.chain_id, "GET", path, h.time_ms))
             }
@@ -314,7 +357,18 @@ impl Ctx {
         path: &str,
         kind: EntryKind,
     ) -> Result<(Entry, WriteAnswer, Included)> {
-        let signer = &self.with_tag(signer)?;
+        self.submit_under(signer, None, path, kind)
+    }
+
+    /// [`Ctx::submit`], a firm signing under `under` (one of its tags, [`Ctx::with_tag`]).
+    pub fn submit_under(
+        &self,
+        signer: &Signer,
+        under: Option<FirmTag>,
+        path: &str,
+        kind: EntryKind,
+    ) -> Result<(Entry, WriteAnswer, Included)> {
+        let signer = &self.with_tag(signer, under)?;
         let h = self.health()?;
         let entry = signer.entry(&h.chain_id, h.time_ms, kind)?;
         let ans = self.api.post_entry(path, &entry.bytes)?;

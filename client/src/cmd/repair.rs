@@ -1,13 +1,17 @@
 //! `xinyi repair request|decide|apply|status`: credit repair (信用修复) — a firm asks, the
 //! penalising agency decides, each registry records that it applied the decision.
 
-use crate::cmd::args::{digest_arg, file_or, salted_random};
+use crate::cmd::args::{digest_arg, entry_bytes, file_or, salted_random};
 use crate::cmd::ctx::Ctx;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use xinyi_ledger::entry::EntryKind;
+use xinyi_client::api::EntryAnswer;
+use xinyi_client::signer::Signer;
+use xinyi_ledger::entry::{Entry, EntryKind};
+use xinyi_ledger::hash::Digest;
+use xinyi_ledger::FirmTag;
 
 #[derive(Subcommand)]
 pub enum RepairCmd {
@@ -56,6 +60,26 @@ pub struct Verdict {
     reject: bool,
 }
 
+/// The tag record `record` names, from the firm's public record list and the record's entry
+/// (`None` if the node does not list it; the ledger then answers the request).
+fn record_tag(ctx: &Ctx, signer: &Signer, record: &Digest) -> Option<FirmTag> {
+    let u = signer.firm("a repair request").ok()?;
+    let v: Value = ctx.api.get(&format!("/v1/firms/{u}/records")).ok()?;
+    let pos = v
+        .get("records")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("id").and_then(Value::as_str) == Some(record.to_hex().as_str()))?
+        .get("position")?
+        .as_u64()?;
+    let ea: EntryAnswer = ctx.get_signed(signer, &format!("/v1/entries/{pos}")).ok()?;
+    let entry = Entry::decode(&entry_bytes(&ea).ok()?).ok()?;
+    match entry.body.kind {
+        EntryKind::CreditRecordPublished(r) if r.record == *record => Some(r.firm),
+        _ => None,
+    }
+}
+
 /// Runs one `repair` subcommand.
 pub fn run(ctx: &Ctx, cmd: RepairCmd) -> Result<()> {
     match cmd {
@@ -71,8 +95,12 @@ pub fn run(ctx: &Ctx, cmd: RepairCmd) -> Result<()> {
             let l = file_or(letter.as_deref(), format!("commitment letter for {record}"))?;
             let (fd, fs) = salted_random(&f);
             let (ld, ls) = salted_random(&l);
-            let (_, ans, inc) = ctx.submit(
+            // Signed under the tag the record names (a record published before a firm-key
+            // rotation names the firm's older tag, privacy.md §8).
+            let under = record_tag(ctx, &signer, &record);
+            let (_, ans, inc) = ctx.submit_under(
                 &signer,
+                under,
                 "/v1/repairs",
                 EntryKind::RepairRequested {
                     record,

@@ -4,7 +4,7 @@
 // the node's genesis (chain id recomputed here and compared with /health), and the memory of
 // the largest final checkpoint this browser verified (split-view detection, checkpoints.md §5).
 
-import { concat, ed25519Sign, hex, keyFromSeed, randomBytes, sigMessage, SIG, unb64, unhex, unhex32, utf8 } from "./crypto.js";
+import { concat, ed25519Sign, firmEpochKey, hex, keyFromSeed, randomBytes, sigMessage, SIG, unb64, unhex, unhex32, utf8 } from "./crypto.js";
 import { openCheckpoint, trustFromGenesis, verifyConsistency } from "./verify.js";
 
 export class ApiError extends Error {
@@ -82,10 +82,28 @@ export function trust() {
 /** Signs in: kind "firm" (id = USCC) or "org" (id = org id), seed = 32 bytes from the key file. */
 export async function signIn(kind, id, seed) {
   const { key, pub } = await keyFromSeed(seed);
-  session = { kind, id, key, pub };
+  // authKey signs X-Xinyi-Auth: a firm's key of the newest firm-key epoch it is registered in
+  // (privacy.md §8), found on a node holding several epochs by asking for its tag with each
+  // epoch's key, newest first.
+  session = { kind, id, key, pub, seed, authKey: key };
+  if (kind === "firm") {
+    const epochs = (await health()).firm_keys?.epochs ?? 1;
+    for (let e = epochs - 1; e > 0; e--) {
+      session.authKey = (await firmEpochKey(seed, e)).key;
+      try {
+        await signedGet(`/v1/firms/${id}/tag`);
+        break;
+      } catch (_) {
+        session.authKey = key;
+      }
+    }
+  }
   sessionStorage.setItem("xinyi.session", JSON.stringify({ kind, id, seed: hex(seed) }));
   return session;
 }
+
+/** The signed-in firm's key of firm-key epoch `epoch` ({key, pub}). */
+export const epochKey = (epoch) => firmEpochKey(session.seed, epoch);
 
 export function signOut() {
   session = null;
@@ -113,7 +131,7 @@ async function authHeader(method, pathAndQuery) {
   const nonce = hex(randomBytes(12));
   const who = session.kind === "firm" ? `firm:${session.id}` : `org:${session.id}`;
   const payload = concat(t.chain, utf8(`${method} ${pathAndQuery}\n${time}\n${nonce}`));
-  const sig = await ed25519Sign(session.key, sigMessage(SIG.apiRequest, payload));
+  const sig = await ed25519Sign(session.authKey, sigMessage(SIG.apiRequest, payload));
   return `${who};${time};${nonce};${hex(sig)}`;
 }
 

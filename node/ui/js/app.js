@@ -146,18 +146,26 @@ async function firmPage(root) {
   const tagInfo = await api.signedGet(`/v1/firms/${uscc}/tag`);
   const tag = tagInfo.tag;
   // One tag per firm-key epoch (privacy.md §8); accesses under any of them are the firm's.
-  const tags = Array.isArray(tagInfo.tags) ? tagInfo.tags.map((x) => x.tag) : [tag];
+  const listed = Array.isArray(tagInfo.tags) ? tagInfo.tags : [{ epoch: 0, tag, registration: tagInfo.registration }];
+  const tags = listed.map((x) => x.tag);
+  // A firm signs under each tag with its key of that tag's epoch.
+  const keyUnder = async (tg) => (await api.epochKey(listed.find((x) => x.tag === tg)?.epoch ?? 0)).key;
   const bind = h("span", {}, t("checking"));
   root.appendChild(section(t("firm") + " " + uscc, h("p", {}, "tag ", h("code", { id: "firm-tag" }, tag), " ", bind)));
-  // The tag must be bound to this key by the firm's own registration entry (privacy.md §2).
+  // Each tag must be bound to this firm's key of its epoch by the firm's own registration
+  // entry (privacy.md §2, §8).
   (async () => {
     if (tagInfo.registration === null) throw Object.assign(new Error("no registration"), { code: "firm.tag_mismatch" });
-    const r = await api.signedGet(`/v1/entries/${tagInfo.registration}`);
-    const bytes = api.entryBytes(r.entry);
-    await verifyEntryInclusion(trust, bytes, r.position, r.inclusion_proof, r.checkpoint, r.id);
-    const e = decodeEntry(bytes);
-    if (e.kind !== "firm_registered" || hex(e.v.get(0)) !== tag || hex(e.v.get(1)) !== hex(s.pub)) {
-      throw Object.assign(new Error("registration names another tag or key"), { code: "firm.tag_mismatch" });
+    for (const x of listed) {
+      if (x.registration === null) continue;
+      const r = await api.signedGet(`/v1/entries/${x.registration}`);
+      const bytes = api.entryBytes(r.entry);
+      await verifyEntryInclusion(trust, bytes, r.position, r.inclusion_proof, r.checkpoint, r.id);
+      const e = decodeEntry(bytes);
+      const pub = (await api.epochKey(x.epoch)).pub;
+      if (e.kind !== "firm_registered" || hex(e.v.get(0)) !== x.tag || hex(e.v.get(1)) !== hex(pub)) {
+        throw Object.assign(new Error("registration names another tag or key"), { code: "firm.tag_mismatch" });
+      }
     }
   })().then(() => bind.replaceChildren(badge(true, "firm_registered")), (e) => bind.replaceChildren(badge(false, errorLine(codeOf(e), detailOf(e)))));
 
@@ -169,7 +177,7 @@ async function firmPage(root) {
   const consentRows = await Promise.all(consentIds.map(async (id) => {
     try {
       const c = await api.signedGet(`/v1/consents/${id}`);
-      const revokeBtn = c.revoked ? null : h("button", { class: "revoke", "data-consent": id, onclick: () => revoke(id) }, t("revoke"));
+      const revokeBtn = c.revoked ? null : h("button", { class: "revoke", "data-consent": id, onclick: () => revoke(id, c.firm) }, t("revoke"));
       return h("tr", { class: "consent", "data-consent": id, "data-revoked": c.revoked ? "yes" : "no" },
         h("td", {}, h("code", {}, short(id))), h("td", {}, c.bank), h("td", {}, c.categories.join(", ")),
         h("td", {}, `${c.used} / ${c.max_uses}`), h("td", {}, fmtTime(c.not_after)),
@@ -197,7 +205,7 @@ async function firmPage(root) {
         not_before: now, not_after: now + Number(days.value) * 86400000, max_uses: Number(uses.value),
       });
       const body = firmBody(unhex32(tag), now, api.randomNonce(), kind);
-      const bytes = await signEntry(s.key, trust.chain, body);
+      const bytes = await signEntry(await keyUnder(tag), trust.chain, body);
       const w = await api.postEntry("/v1/consents", bytes);
       const inc = await verifyEntryInclusion(trust, bytes, w.position, w.inclusion_proof, w.checkpoint, w.id);
       result.replaceChildren(h("p", { class: "ok", "data-consent": w.id },
@@ -209,11 +217,13 @@ async function firmPage(root) {
     }
   }
 
-  async function revoke(id) {
+  // Signed under the tag the consent was granted under (an older epoch's after a rotation).
+  async function revoke(id, under) {
     result.replaceChildren(t("checking"));
     try {
       const now = (await api.health()).time_ms;
-      const bytes = await signEntry(s.key, trust.chain, firmBody(unhex32(tag), now, api.randomNonce(), consentRevokedKind(id)));
+      const tg = tags.includes(under) ? under : tag;
+      const bytes = await signEntry(await keyUnder(tg), trust.chain, firmBody(unhex32(tg), now, api.randomNonce(), consentRevokedKind(id)));
       const w = await api.postEntry(`/v1/consents/${id}/revoke`, bytes);
       await verifyEntryInclusion(trust, bytes, w.position, w.inclusion_proof, w.checkpoint, w.id);
       route();

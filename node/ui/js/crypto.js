@@ -122,6 +122,18 @@ export async function keyFromSeed(seed) {
   return { key, pub };
 }
 
+/**
+ * A firm's key of firm-key epoch `epoch` (privacy.md §8, ledger `KeyPair::firm_epoch_key`): the
+ * key itself for 0, else the key whose seed is SHA-256("xinyi/v1/firm-epoch-key" ‖ 0x00 ‖ seed ‖
+ * BE32(epoch)).
+ */
+export async function firmEpochKey(seed, epoch) {
+  if (epoch === 0) return keyFromSeed(seed);
+  const e = new Uint8Array(4);
+  new DataView(e.buffer).setUint32(0, epoch);
+  return keyFromSeed(await sha256(concat(utf8("xinyi/v1/firm-epoch-key"), new Uint8Array([0]), seed, e)));
+}
+
 export async function ed25519Sign(key, msg) {
   return new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, msg));
 }

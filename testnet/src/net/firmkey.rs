@@ -9,9 +9,11 @@
 //!    validator, is posted and acknowledged as committed.
 //! 3. The command waits until every node holds the new epoch (its `/health` says so) and has
 //!    reached `E`.
-//! 4. The agency re-registers every keyed firm under its new tag with the key it had (so the
-//!    firm keeps signing with it), in parallel; consents, records and accesses made before stay
-//!    under the old tag. Only the nodes, holding both keys, can tell the two tags are one firm.
+//! 4. The agency re-registers every keyed firm under its new tag with the firm's key of the
+//!    new epoch (`KeyPair::firm_epoch_key`: derived from the firm's own key file, so the firm
+//!    keeps one file, and unrelated to its earlier public key), in parallel; consents, records
+//!    and accesses made before stay under the old tag. Only the nodes, holding both firm keys,
+//!    can tell the two tags are one firm.
 
 use super::http::{self, WriteError};
 use super::layout::DATA_ORG;
@@ -191,7 +193,7 @@ pub fn rotate_firm_key(opts: &FirmKeyOptions, say: impl Fn(&str)) -> Result<Firm
             let u = Uscc::parse(&f.uscc).map_err(|e| anyhow!("{}: {e}", f.uscc))?;
             Ok(EntryKind::FirmRegistered {
                 firm: key.tag(&u),
-                key: read_key(&f.key_file)?.public(),
+                key: read_key(&f.key_file)?.firm_epoch_key(epoch).public(),
             })
         })
         .collect::<Result<_>>()?;
