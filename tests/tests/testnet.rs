@@ -599,29 +599,6 @@ fn chaos_pauses_and_quorum_loss_short_runs() {
     assert!(r["acknowledged"].as_u64().unwrap() > 0, "{r}");
 }
 
-/// `xinyi --node URL --genesis G --key KEY ARGS` (the real client binary), with its checkpoint
-/// memory kept beside the testnet.
-fn xinyi_on(tn: &Testnet, url: &str, key: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(&xinyi_tests::binaries().client)
-        .arg("--node")
-        .arg(url)
-        .arg("--genesis")
-        .arg(tn.genesis())
-        .arg("--key")
-        .arg(tn.key(key))
-        .args(args)
-        .env_remove("XINYI_KEY")
-        .env_remove("XINYI_NODE")
-        .env_remove("XINYI_GENESIS")
-        .env(
-            "XINYI_STATE",
-            tn.dir.join(format!("client-state-{key}.json")),
-        )
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run xinyi")
-}
-
 /// Firm-key rotation under load (specs/privacy.md §8, issue #17): two writers keep granting
 /// consents and querying through all four nodes while `xinyi-testnet rotate-firm-key` commits a
 /// quorum-approved `RotateFirmKey`, every node picks the new key file up without a restart and
@@ -787,8 +764,7 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
     eprintln!("   firm {firm}: {n_old} queries under the old tag, {n_new} under the new one");
     let fkey = format!("firm-{firm}");
     for key in [fkey.as_str(), "auditor"] {
-        let o = xinyi_on(
-            &tn,
+        let o = tn.xinyi(
             &urls[1],
             key,
             &["--json", "access-log", "--firm", firm.as_str(), "--verify"],
@@ -818,8 +794,7 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
         );
     }
     let tag_answer = {
-        let o = xinyi_on(
-            &tn,
+        let o = tn.xinyi(
             &urls[0],
             "auditor",
             &["--json", "access-log", "--firm", firm.as_str()],
@@ -838,8 +813,7 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
 
     step("the real client as the firm: grants under its new tag, revokes a consent granted under its old one");
     let firm_s = firm.as_str();
-    let o = xinyi_on(
-        &tn,
+    let o = tn.xinyi(
         &urls[2],
         &fkey,
         &[
@@ -860,8 +834,7 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
     );
     let granted: Value = serde_json::from_str(&ok(&o)).expect("consent grant --json");
     let new_consent = granted["id"].as_str().expect("consent id").to_string();
-    let o = xinyi_on(
-        &tn,
+    let o = tn.xinyi(
         &urls[2],
         &fkey,
         &["--json", "consent", "show", &new_consent],
@@ -869,8 +842,7 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
     let shown: Value = serde_json::from_str(&ok(&o)).expect("consent show --json");
     assert_eq!(shown["firm"], new_key.tag(firm).to_hex(), "{shown}");
     let old_hex = old_key.tag(firm).to_hex();
-    let log: Value = serde_json::from_str(&ok(&xinyi_on(
-        &tn,
+    let log: Value = serde_json::from_str(&ok(&tn.xinyi(
         &urls[2],
         &fkey,
         &["--json", "access-log", "--firm", firm_s],
@@ -884,16 +856,14 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
         .and_then(|e| e["consent"].as_str())
         .expect("a query under the old tag")
         .to_string();
-    let o = xinyi_on(
-        &tn,
+    let o = tn.xinyi(
         &urls[2],
         &fkey,
         &["--json", "consent", "revoke", &old_consent],
     );
     let revoked: Value = serde_json::from_str(&ok(&o)).expect("consent revoke --json");
     assert_eq!(revoked["kind"], "consent_revoked", "{revoked}");
-    let o = xinyi_on(
-        &tn,
+    let o = tn.xinyi(
         &urls[2],
         &fkey,
         &["--json", "consent", "show", &old_consent],
@@ -907,14 +877,12 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
 
     step("export: the audit verifies from genesis (Rust and Python); no entry links two tags");
     let bundle = tn.dir.join("chain.bundle");
-    ok(&xinyi_on(
-        &tn,
+    ok(&tn.xinyi(
         &urls[0],
         "auditor",
         &["export", "--out", bundle.to_str().unwrap()],
     ));
-    let o = xinyi_on(
-        &tn,
+    let o = tn.xinyi(
         &urls[0],
         "auditor",
         &[

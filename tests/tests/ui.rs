@@ -8,12 +8,18 @@
 //! NOT verified through a proxy that flips a byte in each inclusion proof, and visits the bank,
 //! auditor, public and operator pages, writing screenshots to `target/ui-shots/`. Missing
 //! Chromium, Node.js or `tests/ui/node_modules` fail the test with the command that installs
-//! them (`tests/run` does): nothing is skipped.
+//! them (`tests/run` does): nothing is skipped. A second script (`tests/ui/rotation.mjs`) runs
+//! the firm's page against a testnet node after a firm-key rotation.
 
+mod common;
+
+use common::{ok, Testnet};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use xinyi_ledger::sample::sample_firm;
+use xinyi_ledger::{FirmKey, Uscc};
 use xinyi_tests::DevNode;
 
 fn repo() -> PathBuf {
@@ -186,4 +192,121 @@ fn console_reads_are_role_gated_and_files_carry_the_csp() {
     }
     let (code, v) = node.get_raw("/ui/../Cargo.toml", None);
     assert_eq!(code, 404, "{v}");
+}
+
+/// The firm's page across a firm-key rotation (`specs/privacy.md` §8), against a node of a real
+/// 4-validator testnet: before `xinyi-testnet rotate-firm-key` the firm grants a consent and
+/// bank-a queries under it (old tag); after it bank-a queries that consent again (still the old
+/// tag) and under a new consent (new tag). In the browser (`tests/ui/rotation.mjs`) the firm,
+/// signing in with its one key file, sees its new tag with every registration bound to its key
+/// of that epoch, exactly those three accesses verified and proven complete, grants a consent
+/// under the new tag and revokes the old consent under the old tag.
+#[test]
+fn the_console_follows_a_firm_across_a_firm_key_rotation() {
+    let root = repo();
+    let ui = root.join("tests/ui");
+    let chromium = chromium();
+    node_modules(&ui);
+    let tn = Testnet::up(4, 0, 25100);
+    let url = tn.url("gz-credit");
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(tn.dir.join("testnet.json")).unwrap())
+            .unwrap();
+    let firm = m["firms"][0]["uscc"].as_str().expect("a firm").to_string();
+    let fkey = format!("firm-{firm}");
+    let json =
+        |o: std::process::Output| -> Value { serde_json::from_str(&ok(&o)).expect("xinyi --json") };
+    let grant = || {
+        json(tn.xinyi(
+            &url,
+            &fkey,
+            &[
+                "--json",
+                "consent",
+                "grant",
+                "--firm",
+                &firm,
+                "--bank",
+                "bank-a",
+                "--categories",
+                "tax",
+                "--uses",
+                "5",
+                "--days",
+                "7",
+            ],
+        ))["id"]
+            .as_str()
+            .expect("consent id")
+            .to_string()
+    };
+    let query = |consent: &str| {
+        json(tn.xinyi(
+            &url,
+            "bank-a",
+            &[
+                "--json",
+                "query",
+                "--consent",
+                consent,
+                "--firm",
+                &firm,
+                "--categories",
+                "tax",
+            ],
+        ))["record"]["position"]
+            .as_u64()
+            .expect("query position")
+    };
+    let old_consent = grant();
+    let mut accesses = vec![query(&old_consent)];
+    let report: Value = serde_json::from_str(&ok(&tn.run(&["rotate-firm-key", "--json"])))
+        .expect("rotate-firm-key --json");
+    assert_eq!(report["epoch"], 1, "{report}");
+    accesses.push(query(&old_consent));
+    let new_consent = grant();
+    accesses.push(query(&new_consent));
+    let u = Uscc::parse(&firm).unwrap();
+    let tag = |file: &str| {
+        FirmKey::from_hex(&std::fs::read_to_string(tn.dir.join("keys").join(file)).unwrap())
+            .unwrap()
+            .tag(&u)
+            .to_hex()
+    };
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let out = Command::new("node")
+        .arg(ui.join("rotation.mjs"))
+        .current_dir(&ui)
+        .env("XINYI_URL", &url)
+        .env("XINYI_KEYS", tn.dir.join("keys"))
+        .env("XINYI_CLI", &xinyi_tests::binaries().client)
+        .env("XINYI_GENESIS", tn.genesis())
+        .env("XINYI_FIRM", &firm)
+        .env("XINYI_STATE", tn.dir.join("client-state-ui.json"))
+        .env("XINYI_SHOTS", target.join("ui-shots"))
+        .env("XINYI_OLD_TAG", tag("firm.key"))
+        .env("XINYI_NEW_TAG", tag("firm.key.1"))
+        .env("XINYI_OLD_CONSENT", &old_consent)
+        .env("XINYI_ACCESSES", serde_json::to_string(&accesses).unwrap())
+        .env("CHROMIUM", &chromium)
+        .env_remove("XINYI_KEY_PASSPHRASE")
+        .output()
+        .expect("run node tests/ui/rotation.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed\nstdout: {stdout}\nstderr: {stderr}\n{}",
+        tn.logs()
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}"));
+    assert_eq!(
+        summary["rows"].as_array().map(Vec::len),
+        Some(3),
+        "{summary}"
+    );
+    assert!(summary["granted"].is_string(), "{summary}");
 }

@@ -15,18 +15,13 @@
 // with a screenshot of each page under $XINYI_SHOTS. Environment: XINYI_URL, XINYI_KEYS,
 // XINYI_CLI, XINYI_GENESIS, XINYI_FIRM, XINYI_STATE, XINYI_VECTORS, XINYI_SHOTS, CHROMIUM.
 
-import { chromium } from "playwright-core";
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
+import * as lib from "./lib.mjs";
+import { assert, env, settled, step } from "./lib.mjs";
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`environment variable ${k} is required`);
-  return v;
-};
 const URL0 = env("XINYI_URL");
 const KEYS = env("XINYI_KEYS");
 const CLI = env("XINYI_CLI");
@@ -39,20 +34,7 @@ const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 fs.mkdirSync(SHOTS, { recursive: true });
 
 const summary = {};
-const step = (s) => console.error(`== ${s}`);
-function assert(c, msg) {
-  if (!c) throw new Error(`assertion failed: ${msg}`);
-}
-
-function xinyi(key, args, { allowFail = false } = {}) {
-  const full = ["--node", URL0, "--genesis", GENESIS, "--key", path.join(KEYS, `${key}.key`), "--json", ...args];
-  try {
-    return JSON.parse(execFileSync(CLI, full, { env: { ...process.env, XINYI_STATE: STATE }, encoding: "utf8" }));
-  } catch (e) {
-    if (allowFail) return { failed: true, stdout: String(e.stdout || ""), stderr: String(e.stderr || "") };
-    throw new Error(`xinyi ${args.join(" ")} failed: ${e.stderr || e}`);
-  }
-}
+const xinyi = lib.cli({ url: URL0, keys: KEYS, bin: CLI, genesis: GENESIS, state: STATE });
 
 // ---------- the fake node: a proxy that tampers with inclusion proofs ----------
 
@@ -93,38 +75,9 @@ function tamperingProxy(target) {
 
 // ---------- page helpers ----------
 
-let loads = 0;
-async function open(page, base, hash) {
-  // A new query string each time: a full load, never a same-document hash change.
-  await page.goto(`${base}/ui/?load=${++loads}${hash}`);
-  await page.waitForSelector(`.page[data-page="${hash.replace("#/", "")}"][data-ready="yes"]`, { timeout: 60000 });
-}
-
-async function signIn(page, keyName, id) {
-  await page.setInputFiles("#signin-file", path.join(KEYS, `${keyName}.key`));
-  await page.fill("#signin-id", id);
-  await page.click("#signin-go");
-  await page.waitForSelector(`[data-signed-in]`, { timeout: 30000 });
-  await page.waitForSelector(`.page[data-ready="yes"]`, { timeout: 60000 });
-}
-
-async function settled(page, selector) {
-  // Wait until no verdict in `selector` is still "checking".
-  await page.waitForFunction((sel) => {
-    const rows = document.querySelectorAll(sel);
-    return rows.length > 0 && [...rows].every((r) => r.querySelector("[data-verified]"));
-  }, selector, { timeout: 60000 });
-  return page.$$eval(selector, (rows) => rows.map((r) => ({
-    position: Number(r.dataset.position), kind: r.dataset.kind, id: r.dataset.id,
-    verified: r.querySelector("[data-verified]").dataset.verified, text: r.textContent,
-  })));
-}
-
-async function shot(page, name) {
-  const file = path.join(SHOTS, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  summary.shots = [...(summary.shots || []), file];
-}
+const open = lib.open;
+const signIn = (page, keyName, id) => lib.signIn(page, KEYS, keyName, id);
+const shot = (page, name) => lib.shot(page, SHOTS, summary, name);
 
 // ---------- 1. vectors in the browser ----------
 
@@ -238,16 +191,7 @@ async function vectorsInBrowser(page) {
 
 // ---------- the run ----------
 
-// A fresh profile directory each run (playwright passes it as --user-data-dir).
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), "xinyi-chromium-"));
-const ctx = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  locale: "zh-CN",
-  viewport: { width: 1280, height: 900 },
-});
+const ctx = await lib.launch(CHROMIUM);
 let proxy = null;
 try {
   const page = await ctx.newPage();
@@ -418,7 +362,6 @@ try {
   assert(unexpected.length === 0, `unexpected failed requests: ${unexpected.join(", ")}`);
 } finally {
   if (proxy) proxy.close();
-  await ctx.close();
-  fs.rmSync(profile, { recursive: true, force: true });
+  await lib.close(ctx);
 }
 console.log(JSON.stringify(summary));

@@ -5,7 +5,7 @@
 // the largest final checkpoint this browser verified (split-view detection, checkpoints.md §5).
 
 import { concat, ed25519Sign, firmEpochKey, hex, keyFromSeed, randomBytes, sigMessage, SIG, unb64, unhex, unhex32, utf8 } from "./crypto.js";
-import { openCheckpoint, trustFromGenesis, verifyConsistency } from "./verify.js";
+import { openCheckpoint, trustFromGenesis, verifyConsistency, verifyEntryInclusion } from "./verify.js";
 
 export class ApiError extends Error {
   constructor(status, code, message, body) {
@@ -196,6 +196,42 @@ export async function latestCheckpoint() {
   const cp = await openCheckpoint(t, note);
   await remember(t, cp, note);
   return { cp, note };
+}
+
+/**
+ * A write answer `w` for the entry `bytes`, verified as the CLI does: the entry is included in
+ * the answer's checkpoint; when that one is not yet quorum-cosigned (a consortium cosigns after
+ * the block), the next final checkpoint covering it (polled for up to 20 s) must extend it
+ * (consistency proof) and is remembered. Answers {position, size, signers} of the final one.
+ */
+export async function verifyWrite(t, bytes, w) {
+  const inc = await verifyEntryInclusion(t, bytes, w.position, w.inclusion_proof, w.checkpoint, w.id, { pending: true });
+  const cp = inc.cp;
+  if (cp.final) {
+    await remember(t, cp, w.checkpoint);
+    return inc;
+  }
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    const note = await getText("/v1/checkpoint");
+    const f = await openCheckpoint(t, note);
+    if (f.final && f.size >= cp.size) {
+      if (f.size > cp.size) {
+        const p = await getJson(`/v1/consistency?from=${cp.size}&to=${f.size}`);
+        if (!(await verifyConsistency(cp.size, f.size, cp.root, f.root, p.proof.map(unhex)))) {
+          throw new ApiError(0, "proof.consistency", `the final checkpoint of size ${f.size} does not extend the write's checkpoint of size ${cp.size}`);
+        }
+      } else if (hex(f.root) !== hex(cp.root)) {
+        throw new ApiError(0, "split_view", `two checkpoints of size ${cp.size} with different roots`);
+      }
+      await remember(t, f, note);
+      return { position: w.position, size: f.size, signers: f.signers };
+    }
+    if (Date.now() > deadline) {
+      throw new ApiError(0, "checkpoint.no_quorum", `no quorum-cosigned checkpoint covers position ${w.position} after 20 s (the write's is signed by power ${cp.power} of ${cp.total})`);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
 }
 
 /** A random entry nonce (u64). */

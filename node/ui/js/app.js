@@ -150,7 +150,7 @@ async function firmPage(root) {
   const tags = listed.map((x) => x.tag);
   // A firm signs under each tag with its key of that tag's epoch.
   const keyUnder = async (tg) => (await api.epochKey(listed.find((x) => x.tag === tg)?.epoch ?? 0)).key;
-  const bind = h("span", {}, t("checking"));
+  const bind = h("span", { id: "firm-tag-binding" }, t("checking"));
   root.appendChild(section(t("firm") + " " + uscc, h("p", {}, "tag ", h("code", { id: "firm-tag" }, tag), " ", bind)));
   // Each tag must be bound to this firm's key of its epoch by the firm's own registration
   // entry (privacy.md §2, §8).
@@ -207,7 +207,7 @@ async function firmPage(root) {
       const body = firmBody(unhex32(tag), now, api.randomNonce(), kind);
       const bytes = await signEntry(await keyUnder(tag), trust.chain, body);
       const w = await api.postEntry("/v1/consents", bytes);
-      const inc = await verifyEntryInclusion(trust, bytes, w.position, w.inclusion_proof, w.checkpoint, w.id);
+      const inc = await api.verifyWrite(trust, bytes, w);
       result.replaceChildren(h("p", { class: "ok", "data-consent": w.id },
         t("ok"), ": consent ", h("code", { id: "granted-id" }, w.id), " ", badge(true, `#${inc.position} ⊂ ${inc.size}`),
         h("br"), "purpose_salt ", h("code", {}, hex(salt))));
@@ -225,7 +225,7 @@ async function firmPage(root) {
       const tg = tags.includes(under) ? under : tag;
       const bytes = await signEntry(await keyUnder(tg), trust.chain, firmBody(unhex32(tg), now, api.randomNonce(), consentRevokedKind(id)));
       const w = await api.postEntry(`/v1/consents/${id}/revoke`, bytes);
-      await verifyEntryInclusion(trust, bytes, w.position, w.inclusion_proof, w.checkpoint, w.id);
+      await api.verifyWrite(trust, bytes, w);
       route();
     } catch (e) {
       result.replaceChildren(errLine(e));

@@ -96,7 +96,7 @@ const E = {
   "cert.bad_signature": ["证书签名无效", "bad certificate signature"], "cert.bad_key": ["验证节点公钥无效", "bad validator key"],
   "checkpoint.invalid": ["检查点签名无效", "invalid checkpoint"], "checkpoint.origin": ["检查点来源不符", "checkpoint of another log"],
   "checkpoint.no_quorum": ["检查点签名未达法定多数", "checkpoint without a quorum"],
-  "proof.inclusion": ["包含证明不成立", "the inclusion proof fails"], "proof.malformed": ["证明格式错误", "malformed proof"],
+  "proof.inclusion": ["包含证明不成立", "the inclusion proof fails"], "proof.consistency": ["一致性证明不成立", "the consistency proof fails"], "proof.malformed": ["证明格式错误", "malformed proof"],
   "entry.id_mismatch": ["条目内容与编号不符", "the entry does not match its id"],
   "entry.mismatch": ["条目内容与列表不符", "the entry does not match the list"],
   "access_log.proof": ["访问证明不成立", "the access proof fails"], "access_log.incomplete": ["访问记录不完整", "the access list is incomplete"],

@@ -219,9 +219,11 @@ export const entryId = (bytes) => tagged("xinyi/v1/entry", bytes);
  * entry's id, its leaf in a final checkpoint's tree by the inclusion proof. Returns
  * {position, size, signers}.
  */
-export async function verifyEntryInclusion(trust, bytes, position, proofHex, note, wantId) {
+export async function verifyEntryInclusion(trust, bytes, position, proofHex, note, wantId, { pending = false } = {}) {
   const cp = await openCheckpoint(trust, note);
-  if (!cp.final) fail("checkpoint.no_quorum", `signed by power ${cp.power} of ${cp.total}`);
+  // `pending`: a checkpoint not yet quorum-cosigned is accepted here (a fresh write's); the caller
+  // then proves it consistent with a final one (api.js `verifyWrite`).
+  if (!cp.final && !pending) fail("checkpoint.no_quorum", `signed by power ${cp.power} of ${cp.total}`);
   if (wantId !== undefined && hex(await entryId(bytes)) !== wantId) {
     fail("entry.id_mismatch", "the entry bytes do not hash to the listed id");
   }
@@ -230,7 +232,7 @@ export async function verifyEntryInclusion(trust, bytes, position, proofHex, not
   if (!(await verifyInclusion(await leafHash(bytes), position, cp.size, proof, cp.root))) {
     fail("proof.inclusion", `entry ${position} is not in the checkpoint of size ${cp.size}`);
   }
-  return { position, size: cp.size, signers: cp.signers };
+  return { position, size: cp.size, signers: cp.signers, cp };
 }
 
 // ---------- blocks ----------

@@ -1,4 +1,4 @@
-//! Shared by `tests/tests/testnet.rs` and `tests/tests/rotation.rs`: builds `xinyi-testnet`
+//! Shared by the real-process tests (`testnet.rs`, `rotation.rs`, `ui.rs`, ...): builds `xinyi-testnet`
 //! beside `xinyi-node` and `xinyi` (through `xinyi_tests::binaries`, the helper acceptance.rs
 //! uses), runs it, a guard that takes the testnet down when a test ends — also when it fails —
 //! and [`NodeProcess`] for a node started outside the testnet.
@@ -69,6 +69,29 @@ pub struct Testnet {
 }
 
 impl Testnet {
+    /// `xinyi --node URL --genesis G --key DIR/keys/<key>.key ARGS` (the real client binary),
+    /// with its checkpoint memory kept beside the testnet, one file per key.
+    pub fn xinyi(&self, url: &str, key: &str, args: &[&str]) -> Output {
+        Command::new(&xinyi_tests::binaries().client)
+            .arg("--node")
+            .arg(url)
+            .arg("--genesis")
+            .arg(self.genesis())
+            .arg("--key")
+            .arg(self.key(key))
+            .args(args)
+            .env_remove("XINYI_KEY")
+            .env_remove("XINYI_NODE")
+            .env_remove("XINYI_GENESIS")
+            .env(
+                "XINYI_STATE",
+                self.dir.join(format!("client-state-{key}.json")),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .expect("run xinyi")
+    }
+
     /// `xinyi-testnet up --validators V --followers F --base-port P --json` in a new directory.
     pub fn up(validators: usize, followers: usize, base_port: u16) -> Testnet {
         let tmp = tempfile::tempdir().expect("tempdir");
