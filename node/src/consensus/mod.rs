@@ -26,9 +26,10 @@
 
 mod app;
 mod core;
+pub mod noop;
 pub mod wire;
 
-pub use self::app::{start_validator, Application, EngineParams, Peers};
+pub use self::app::{start_validator, Application, EngineParams, Peers, Replica};
 pub use self::core::{Core, Stats, To, Verdict};
 
 use commonware_codec::DecodeExt as _;
