@@ -570,3 +570,43 @@ pub fn init_member(dir: &Path, m: MemberInit) -> anyhow::Result<PathBuf> {
     std::fs::write(&config_path, text)?;
     Ok(config_path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "data_dir = \"data\"\nhttp = \"127.0.0.1:7801\"\norg = \"gz-credit\"\nkey_file = \"k.key\"\ngenesis = \"g.json\"\n";
+    const P2P: &str = "[p2p]\nlisten = \"127.0.0.1:7901\"\n";
+
+    fn load(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("xinyi.toml");
+        std::fs::write(&path, text)?;
+        Config::load(&path)
+    }
+
+    #[test]
+    fn the_bench_app_is_the_ledger_unless_noop_is_asked_for() {
+        assert_eq!(load(BASE).unwrap().bench_app().unwrap(), BenchApp::Ledger);
+        let c = load(&format!(
+            "{BASE}{P2P}[bench]\napp = \"noop\"\npayload_bytes = 5000\n"
+        ))
+        .unwrap();
+        assert_eq!(c.bench_app().unwrap(), BenchApp::Noop);
+        assert_eq!(c.bench.unwrap().payload_bytes, 5000);
+        let c = load(&format!("{BASE}{P2P}[bench]\n")).unwrap();
+        assert_eq!(c.bench_app().unwrap(), BenchApp::Ledger);
+    }
+
+    #[test]
+    fn an_unknown_bench_app_or_a_noop_without_p2p_is_refused_at_load() {
+        let e = load(&format!("{BASE}{P2P}[bench]\napp = \"nop\"\n")).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("app = \"nop\"") && msg.contains("\"ledger\" or \"noop\""),
+            "{msg}"
+        );
+        let e = load(&format!("{BASE}[bench]\napp = \"noop\"\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("needs a [p2p] section"), "{e:#}");
+    }
+}
