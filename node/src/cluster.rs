@@ -11,6 +11,9 @@
 //! proofs, and forwards writes). What it is not: consensus or ledger logic (those live in
 //! `consensus` and the ledger crate), or validator-set epochs (not implemented: a committed
 //! change of the validator set is logged; the engine keeps its start-up set).
+//!
+//! With `[bench] app = "noop"` the same network and engine start-up run the benchmark's no-op
+//! replica instead of the ledger (`run_noop`; `consensus::noop`).
 
 use crate::clock::Clock;
 use crate::config::{BenchApp, Config};
