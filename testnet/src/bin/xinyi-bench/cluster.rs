@@ -169,7 +169,7 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
             };
             let bytes = usize::try_from(queries)? * rec.max(1);
             eprintln!(
-                "xinyi-bench cluster: starting the no-op peer ({} validators, payloads of {bytes} bytes = {queries} query records of {rec} bytes)",
+                "xinyi-bench cluster: starting the no-op peer ({} validators, payloads of {bytes} bytes = {queries} query record(s) of {rec} bytes)",
                 a.validators
             );
             let net = NoopNet::start(a.validators, bytes, !a.json)?;
