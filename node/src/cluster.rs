@@ -11,12 +11,16 @@
 //! proofs, and forwards writes). What it is not: consensus or ledger logic (those live in
 //! `consensus` and the ledger crate), or validator-set epochs (not implemented: a committed
 //! change of the validator set is logged; the engine keeps its start-up set).
+//!
+//! With `[bench] app = "noop"` the same network and engine start-up run the benchmark's no-op
+//! replica instead of the ledger (`run_noop`; `consensus::noop`).
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{BenchApp, Config};
+use crate::consensus::noop::NoopReplica;
 use crate::consensus::{
     engine_key, lock, namespace, start_validator, Activity, Application, Core, EngineParams, Peers,
-    Scheme,
+    Replica, Scheme,
 };
 use crate::datastore::AgencyData;
 use crate::engine::{Engine, EngineConfig, SubmitError};
@@ -113,7 +117,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .with_worker_threads(2)
             .with_catch_panics(false),
     );
-    runner.start(|ctx| async move { run_member(ctx, cfg, p2p, tls).await })
+    match cfg.bench_app()? {
+        BenchApp::Ledger => runner.start(|ctx| async move { run_member(ctx, cfg, p2p, tls).await }),
+        BenchApp::Noop => {
+            let bytes = cfg.bench.as_ref().map_or(0, |b| b.payload_bytes);
+            runner.start(|ctx| async move { run_noop(ctx, cfg, p2p, bytes).await })
+        }
+    }
 }
 
 fn org_keys(engine: &Engine) -> anyhow::Result<BTreeMap<OrgId, PublicKey>> {
@@ -186,17 +196,7 @@ async fn run_member(
 
     // The network: every registered organisation may connect.
     let orgs = org_keys(&engine)?;
-    let mut network = Network::start(NetworkConfig {
-        key: key.clone(),
-        listen: p2p.listen,
-        members: orgs.values().copied().collect(),
-        dial: dial_list(&orgs, &p2p.peers, &org),
-        max_message_bytes: p2p.max_message_bytes,
-        peer_rate_limit_per_sec: p2p.peer_rate_limit_per_sec,
-        queue_capacity: CHANNEL_CAPACITY,
-    })
-    .await
-    .context("starting the p2p network")?;
+    let mut network = start_network(&key, &p2p, &orgs, &org).await?;
     let (ledger_tx, ledger_rx) = network.register(channel::LEDGER, CHANNEL_CAPACITY);
     let (tx_out, tx_in) = network.register(channel::TRANSACTIONS, CHANNEL_CAPACITY);
     tracing::info!(
@@ -218,7 +218,7 @@ async fn run_member(
         engine.ledger(),
         mempool,
     )));
-    let leader_timeout = Duration::from_millis(p2p.leader_timeout_ms.max(50));
+    let leader_timeout = engine_params(&p2p).leader_timeout;
     let app = Application::new(ctx.child("app"), core.clone(), peers_of(&orgs), ledger_tx)
         .with_empty_block_after(leader_timeout / 2)
         .with_wake(arrivals);
@@ -240,11 +240,7 @@ async fn run_member(
         key: key.clone(),
         me: org.clone(),
         addrs: p2p.peers.clone(),
-        params: EngineParams {
-            leader_timeout,
-            certification_timeout: leader_timeout * 2,
-            ..EngineParams::default()
-        },
+        params: engine_params(&p2p),
         view: view.clone(),
         orgs,
         epoch: None,
@@ -486,36 +482,17 @@ impl Members {
             .any(|(o, k)| *o == self.me && *k == me);
         self.engine.set_validator(mine);
         let handle = if mine {
-            let participants: Set<crate::p2p::EngineKey> = Set::from_iter_dedup(
-                next.validators
-                    .iter()
-                    .filter_map(|(_, k)| engine_public_key(k)),
-            );
-            let signer = engine_key(&self.key).context("the node key is not a valid engine key")?;
-            let scheme = Scheme::signer(&namespace(self.engine.chain_id()), participants, signer)
-                .context("this node's key is not in the validator set")?;
-            let votes = self.network.register(channel::VOTES, CHANNEL_CAPACITY);
-            let certificates = self
-                .network
-                .register(channel::CERTIFICATES, CHANNEL_CAPACITY);
-            let resolver = self.network.register(channel::RESOLVER, CHANNEL_CAPACITY);
-            Some(
-                start_validator(
-                    self.ctx.child("engine"),
-                    &self.params,
-                    scheme,
-                    next.after,
-                    next.start,
-                    format!("xinyi-consensus-e{}", next.start),
-                    self.network.blocker(),
-                    self.app.clone(),
-                    NoReport,
-                    votes,
-                    certificates,
-                    resolver,
-                )
-                .context("starting the consensus engine")?,
-            )
+            Some(start_engine(
+                self.ctx.child("engine"),
+                &mut self.network,
+                &self.params,
+                &self.key,
+                self.engine.chain_id(),
+                &next.validators,
+                next.start,
+                next.after,
+                self.app.clone(),
+            )?)
         } else {
             None
         };
@@ -554,6 +531,163 @@ impl Members {
             epoch: self.epoch.as_ref().map(|e| e.start),
         };
     }
+}
+
+/// Starts the simplex engine of one epoch (first height `start`, after the block `after`) for
+/// `validators` on `network`, with `app` as the application: the one engine start-up of both the
+/// ledger validator ([`Members::switch`]) and the benchmark's no-op peer ([`run_noop`]), so the
+/// two differ only in the replica behind `app`.
+#[allow(clippy::too_many_arguments)]
+fn start_engine<R: Replica>(
+    ctx: commonware_runtime::tokio::Context,
+    network: &mut Network,
+    params: &EngineParams,
+    key: &xinyi_ledger::KeyPair,
+    chain_id: &Digest,
+    validators: &[(OrgId, PublicKey)],
+    start: u64,
+    after: Digest,
+    app: Application<commonware_runtime::tokio::Context, P2pSender, R>,
+) -> anyhow::Result<Handle<()>> {
+    let participants: Set<crate::p2p::EngineKey> =
+        Set::from_iter_dedup(validators.iter().filter_map(|(_, k)| engine_public_key(k)));
+    let signer = engine_key(key).context("the node key is not a valid engine key")?;
+    let scheme = Scheme::signer(&namespace(chain_id), participants, signer)
+        .context("this node's key is not in the validator set")?;
+    let votes = network.register(channel::VOTES, CHANNEL_CAPACITY);
+    let certificates = network.register(channel::CERTIFICATES, CHANNEL_CAPACITY);
+    let resolver = network.register(channel::RESOLVER, CHANNEL_CAPACITY);
+    start_validator(
+        ctx,
+        params,
+        scheme,
+        after,
+        start,
+        format!("xinyi-consensus-e{start}"),
+        network.blocker(),
+        app,
+        NoReport,
+        votes,
+        certificates,
+        resolver,
+    )
+    .context("starting the consensus engine")
+}
+
+/// The engine parameters of a member, from its `[p2p]` section (ledger and no-op alike).
+fn engine_params(p2p: &crate::config::P2pSection) -> EngineParams {
+    let leader_timeout = Duration::from_millis(p2p.leader_timeout_ms.max(50));
+    EngineParams {
+        leader_timeout,
+        certification_timeout: leader_timeout * 2,
+        ..EngineParams::default()
+    }
+}
+
+/// The network of a member: every organisation of `orgs` may connect, the `[p2p]` peers are
+/// dialled (ledger and no-op alike).
+async fn start_network(
+    key: &xinyi_ledger::KeyPair,
+    p2p: &crate::config::P2pSection,
+    orgs: &BTreeMap<OrgId, PublicKey>,
+    me: &OrgId,
+) -> anyhow::Result<Network> {
+    Network::start(NetworkConfig {
+        key: key.clone(),
+        listen: p2p.listen,
+        members: orgs.values().copied().collect(),
+        dial: dial_list(orgs, &p2p.peers, me),
+        max_message_bytes: p2p.max_message_bytes,
+        peer_rate_limit_per_sec: p2p.peer_rate_limit_per_sec,
+        queue_capacity: CHANNEL_CAPACITY,
+    })
+    .await
+    .context("starting the p2p network")
+}
+
+/// `[bench] app = "noop"`: a validator of the benchmark's no-op peer. The network, the engine
+/// parameters and the engine start-up are the ledger member's ([`start_network`],
+/// [`engine_params`], [`start_engine`]); behind the engine runs a [`NoopReplica`] proposing
+/// `payload_bytes` of opaque bytes, on the genesis validator set (one epoch). No ledger is
+/// opened; the HTTP API is `/health` only, with the replica's counters.
+async fn run_noop(
+    ctx: commonware_runtime::tokio::Context,
+    cfg: Config,
+    p2p: crate::config::P2pSection,
+    payload_bytes: usize,
+) -> anyhow::Result<()> {
+    let genesis = Genesis::from_json(
+        &std::fs::read(&cfg.genesis)
+            .with_context(|| format!("reading genesis {}", cfg.genesis.display()))?,
+    )
+    .with_context(|| format!("genesis {}", cfg.genesis.display()))?;
+    let chain_id = genesis.chain_id()?;
+    let key = crate::dev::read_key(&cfg.key_file)?;
+    let org = OrgId::new(&cfg.org)?;
+    let orgs: BTreeMap<OrgId, PublicKey> =
+        genesis.orgs.iter().map(|o| (o.id.clone(), o.key)).collect();
+    let validators: Vec<(OrgId, PublicKey)> = genesis
+        .orgs
+        .iter()
+        .filter(|o| o.power > 0)
+        .map(|o| (o.id.clone(), o.key))
+        .collect();
+    anyhow::ensure!(
+        validators.iter().any(|(o, k)| *o == org && *k == key.public()),
+        "[bench] app = \"noop\": {org} with this key is not a validator of the genesis (a no-op peer only validates)"
+    );
+    let mut network = start_network(&key, &p2p, &orgs, &org).await?;
+    let (app_tx, app_rx) = network.register(channel::LEDGER, CHANNEL_CAPACITY);
+    let replica = Arc::new(Mutex::new(NoopReplica::new(
+        org.clone(),
+        chain_id,
+        payload_bytes,
+    )));
+    let app = Application::new(ctx.child("app"), replica.clone(), peers_of(&orgs), app_tx);
+    let _loops = app.start(app_rx);
+    let _engine = start_engine(
+        ctx.child("engine"),
+        &mut network,
+        &engine_params(&p2p),
+        &key,
+        &chain_id,
+        &validators,
+        1,
+        chain_id,
+        app,
+    )?;
+    tracing::info!(
+        "no-op peer: {org} validates with {} others, payloads of {} bytes, p2p on {}",
+        validators.len().saturating_sub(1),
+        lock(&replica).payload_bytes(),
+        network.local_addr()
+    );
+    let chain_hex = chain_id.to_hex();
+    let router = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let stats = lock(&replica).stats.clone();
+            let bytes = lock(&replica).payload_bytes();
+            let time_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            async move {
+                axum::Json(serde_json::json!({
+                    "status": "ok",
+                    "app": "noop",
+                    "role": "validator",
+                    "chain_id": chain_hex,
+                    "height": stats.finalized_payloads,
+                    "log_size": 0,
+                    "time_ms": time_ms,
+                    "noop": { "payload_bytes": bytes, "stats": stats },
+                }))
+            }
+        }),
+    );
+    let served = serve_config(&cfg, router, None).await;
+    drop(network);
+    served
 }
 
 /// The validator set for the next height and where its epoch starts.

@@ -72,6 +72,54 @@ pub struct Config {
     /// Post-loan monitoring (alert bounds, webhooks); absent: the defaults, no webhooks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<crate::monitor::MonitorConfig>,
+    /// Benchmark-only settings (`xinyi-bench cluster --app noop`); absent: the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<BenchSection>,
+}
+
+/// `[bench]`: benchmark-only settings, written by `xinyi-bench cluster --app noop`; not for a
+/// production node. `app = "noop"` runs the validator with the no-op replica
+/// (`consensus::noop`) in place of the ledger: the same Commonware engine and libp2p transport,
+/// started by the same code, ordering opaque payloads without ledger work, and an HTTP API of
+/// `/health` only. Needs `[p2p]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchSection {
+    /// `"ledger"` (the node as usual) or `"noop"`.
+    #[serde(default = "default_bench_app")]
+    pub app: String,
+    /// Body bytes of each no-op payload.
+    #[serde(default = "default_noop_payload")]
+    pub payload_bytes: usize,
+}
+
+/// What a validator runs behind the consensus engine ([`BenchSection::app`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchApp {
+    /// The ledger (the default).
+    Ledger,
+    /// The no-op replica.
+    Noop,
+}
+
+impl BenchSection {
+    /// The application named by `app`; an error naming the accepted values otherwise.
+    pub fn app(&self) -> anyhow::Result<BenchApp> {
+        match self.app.as_str() {
+            "ledger" => Ok(BenchApp::Ledger),
+            "noop" => Ok(BenchApp::Noop),
+            other => anyhow::bail!(
+                "[bench] app = {other:?} is not an application: use \"ledger\" or \"noop\""
+            ),
+        }
+    }
+}
+
+fn default_bench_app() -> String {
+    "ledger".into()
+}
+fn default_noop_payload() -> usize {
+    64 * 1024
 }
 
 /// `[api]`: transport security of the HTTP API (`specs/api.md` "Transport security").
@@ -211,7 +259,23 @@ impl Config {
             }
         }
         OrgId::new(&c.org).with_context(|| "config field org")?;
+        c.check_bench()
+            .with_context(|| format!("config {}", path.display()))?;
         Ok(c)
+    }
+
+    /// The application behind the engine (`[bench] app`): checked at load.
+    pub fn bench_app(&self) -> anyhow::Result<BenchApp> {
+        self.bench
+            .as_ref()
+            .map_or(Ok(BenchApp::Ledger), |b| b.app())
+    }
+
+    fn check_bench(&self) -> anyhow::Result<()> {
+        if self.bench_app()? == BenchApp::Noop && self.p2p.is_none() {
+            anyhow::bail!("[bench] app = \"noop\" needs a [p2p] section (it runs validators only)");
+        }
+        Ok(())
     }
 
     /// Reads the consortium firm keys: `[privacy] firm_key` (epoch 0) and the files of later
@@ -334,6 +398,7 @@ pub fn init(
         anchor: None,
         api: None,
         monitor: None,
+        bench: None,
         privacy: Some(PrivacySection {
             firm_key: firm_key_path.clone(),
         }),
@@ -495,6 +560,7 @@ pub fn init_member(dir: &Path, m: MemberInit) -> anyhow::Result<PathBuf> {
         api: None,
         privacy: firm_key.map(|p| PrivacySection { firm_key: abs(&p) }),
         monitor: None,
+        bench: None,
     };
     let text = format!(
         "# xinyi-node configuration of consortium member {org} (written by `xinyi-node init`).\n\
@@ -503,4 +569,44 @@ pub fn init_member(dir: &Path, m: MemberInit) -> anyhow::Result<PathBuf> {
     );
     std::fs::write(&config_path, text)?;
     Ok(config_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "data_dir = \"data\"\nhttp = \"127.0.0.1:7801\"\norg = \"gz-credit\"\nkey_file = \"k.key\"\ngenesis = \"g.json\"\n";
+    const P2P: &str = "[p2p]\nlisten = \"127.0.0.1:7901\"\n";
+
+    fn load(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("xinyi.toml");
+        std::fs::write(&path, text)?;
+        Config::load(&path)
+    }
+
+    #[test]
+    fn the_bench_app_is_the_ledger_unless_noop_is_asked_for() {
+        assert_eq!(load(BASE).unwrap().bench_app().unwrap(), BenchApp::Ledger);
+        let c = load(&format!(
+            "{BASE}{P2P}[bench]\napp = \"noop\"\npayload_bytes = 5000\n"
+        ))
+        .unwrap();
+        assert_eq!(c.bench_app().unwrap(), BenchApp::Noop);
+        assert_eq!(c.bench.unwrap().payload_bytes, 5000);
+        let c = load(&format!("{BASE}{P2P}[bench]\n")).unwrap();
+        assert_eq!(c.bench_app().unwrap(), BenchApp::Ledger);
+    }
+
+    #[test]
+    fn an_unknown_bench_app_or_a_noop_without_p2p_is_refused_at_load() {
+        let e = load(&format!("{BASE}{P2P}[bench]\napp = \"nop\"\n")).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("app = \"nop\"") && msg.contains("\"ledger\" or \"noop\""),
+            "{msg}"
+        );
+        let e = load(&format!("{BASE}[bench]\napp = \"noop\"\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("needs a [p2p] section"), "{e:#}");
+    }
 }

@@ -75,7 +75,8 @@ impl Drop for Testnet {
     }
 }
 
-fn sibling(name: &str) -> Result<PathBuf> {
+/// A binary next to this executable (or one directory up).
+pub(crate) fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
@@ -92,7 +93,7 @@ fn sibling(name: &str) -> Result<PathBuf> {
 }
 
 /// A base port whose HTTP and p2p ranges are free now.
-fn free_base_port(nodes: usize) -> Result<u16> {
+pub(crate) fn free_base_port(nodes: usize) -> Result<u16> {
     for _ in 0..50 {
         let base: u16 = 20_000 + (rand::random::<u16>() % 30_000);
         let free = (1..=nodes as u16).all(|k| {
@@ -375,7 +376,7 @@ impl Testnet {
 }
 
 /// CPU time, RSS and peak RSS of a process (Linux `/proc`).
-fn proc_figures(pid: u32) -> (Option<Duration>, Option<u64>, Option<u64>) {
+pub(crate) fn proc_figures(pid: u32) -> (Option<Duration>, Option<u64>, Option<u64>) {
     let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {

@@ -5,3 +5,4 @@ pub mod cluster;
 pub mod devnode;
 pub mod monitor;
 pub mod net;
+pub mod noop;

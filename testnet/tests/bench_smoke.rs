@@ -301,6 +301,88 @@ fn cluster_quick_with_batches_answers_every_query_through_the_batch_endpoint() {
 }
 
 #[test]
+fn cluster_both_runs_the_noop_peer_beside_the_ledger_and_reports_the_ratio() {
+    ensure_node_binary();
+    let (rows, table) = run_json(&[
+        "cluster",
+        "--app",
+        "both",
+        "--validators",
+        "4",
+        "--rate",
+        "40",
+        "--duration",
+        "2",
+        "--connections",
+        "4",
+        "--quick",
+        "--json",
+    ]);
+    check_rows(&rows);
+    // The ledger ran: its rows are there as with --app ledger.
+    let q = get(&rows, "cluster.queries_per_sec");
+    assert!(q["note"].as_str().unwrap().contains(" 0 errors"), "{q}");
+    get(&rows, "cluster.loadgen.cpu_percent");
+    // The no-op peer ordered payloads (a count, not a rate: nothing here is timed).
+    let n = get(&rows, "cluster.noop.payloads");
+    assert_eq!(n["unit"], "payloads");
+    assert!(n["value"].as_f64().unwrap() >= 1.0, "{n}");
+    for (m, unit) in [
+        ("cluster.noop.payloads_per_sec", "payloads/s"),
+        ("cluster.noop.query_equivalents_per_sec", "queries/s"),
+        ("cluster.noop.payload_bytes", "bytes"),
+        ("cluster.noop.mb_per_sec", "MB/s"),
+        ("cluster.noop.loadgen.cpu_percent", "% of one core"),
+    ] {
+        assert_eq!(get(&rows, m)["unit"], unit, "{m}");
+    }
+    for org in ["gz-credit", "credit-china", "gsxt", "agency-4"] {
+        get(&rows, &format!("cluster.noop.node.{org}.cpu_percent"));
+        get(
+            &rows,
+            &format!("cluster.noop.node.{org}.core_us_per_query_equivalent"),
+        );
+    }
+    // The payload is the ledger step's mean block: a whole number of query records.
+    let bytes = get(&rows, "cluster.noop.payload_bytes")["value"]
+        .as_f64()
+        .unwrap();
+    let note = get(&rows, "cluster.noop.payload_bytes")["note"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (k, rec) = note
+        .trim_start_matches("body bytes of each payload = ")
+        .split_once(" x ")
+        .expect("k x record bytes");
+    let (k, rec): (f64, f64) = (k.parse().unwrap(), rec.parse().unwrap());
+    assert_eq!(bytes, k * rec, "{note}");
+    // xinyi's rate as a ratio of the no-op's, beside the machine ceilings.
+    let r = get(&rows, "cluster.queries_per_sec_vs_noop");
+    assert_eq!(
+        r["ceiling_metric"],
+        "cluster.noop.query_equivalents_per_sec"
+    );
+    assert_eq!(r["value"], q["value"]);
+    get(&rows, "ceiling.cluster.crypto_queries_per_sec");
+    assert!(
+        table.contains("| cluster.queries_per_sec_vs_noop |"),
+        "{table}"
+    );
+}
+
+#[test]
+fn cluster_refuses_an_unknown_app() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xinyi-bench"))
+        .args(["cluster", "--app", "ledgr"])
+        .output()
+        .expect("run xinyi-bench");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("possible values: ledger, noop, both"), "{err}");
+}
+
+#[test]
 fn monitor_quick_reports_alerts_beside_the_query_figure_and_ceilings() {
     ensure_node_binary();
     let dir = tempfile::tempdir().unwrap();

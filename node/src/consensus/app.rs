@@ -1,8 +1,9 @@
 //! The engine-facing side: `Automaton`, `CertifiableAutomaton`, `Relay` and `Reporter` over a
-//! shared [`Core`], the ledger channel's receive and tick loops, and the engine start-up.
+//! shared [`Replica`] (the ledger's [`Core`]; the bench peer's no-op replica,
+//! [`NoopReplica`](super::noop::NoopReplica)), the application channel's receive and tick loops,
+//! and the engine start-up.
 
 use super::core::{Core, To, Verdict};
-use super::wire::Wire;
 use super::{engine_digest, ledger_digest, Activity, EngineDigest, EnginePublicKey, Scheme};
 use commonware_actor::Feedback;
 use commonware_consensus::simplex::{
@@ -67,19 +68,50 @@ fn now_ms(c: &impl Clock) -> TimeMs {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The replica state the engine-facing side drives: synchronous, no I/O (every output is a
+/// message in its outbox). [`Core`] is the ledger's: blocks executed with every ledger rule,
+/// commit votes and certificates. [`NoopReplica`](super::noop::NoopReplica) orders opaque
+/// payloads through the same engine and transport without ledger work (the benchmark's peer,
+/// `xinyi-bench cluster --app noop`).
+pub trait Replica: Send + 'static {
+    /// A message on the application channel (decoded; encoded outside the replica's lock).
+    type Message: Send;
+    /// Proposer: a payload on `parent` at `now`, or `None` while it cannot (parent missing,
+    /// nothing to propose unless `allow_empty`).
+    fn propose(&mut self, parent: Digest, now: TimeMs, allow_empty: bool) -> Option<Digest>;
+    /// Validator: may the payload `d`, proposed by `leader` on `parent`, be voted for?
+    fn verify(&mut self, parent: Digest, leader: &OrgId, d: Digest, now: TimeMs) -> Verdict;
+    /// Relay: the message carrying the body of `d`, if known.
+    fn body(&self, d: &Digest) -> Option<Self::Message>;
+    /// The engine finalized `d` (and so every ancestor of it).
+    fn on_finalized(&mut self, d: Digest);
+    /// A decoded message from peer `from`.
+    fn on_message(&mut self, from: &OrgId, m: Self::Message);
+    /// A message from a peer did not decode.
+    fn refused(&mut self);
+    /// Periodic work (re-requests, re-sends), every `TICK`.
+    fn tick(&mut self);
+    /// Takes the messages to send.
+    fn take_outbox(&mut self) -> Vec<(To, Self::Message)>;
+    /// Wire bytes of a message (`None`: not encodable, dropped).
+    fn encode(m: &Self::Message) -> Option<Vec<u8>>;
+    /// A message from wire bytes (`None`: malformed).
+    fn decode(bytes: &[u8]) -> Option<Self::Message>;
+}
+
 /// The application the engine drives: one per validator process.
-pub struct Application<E, S> {
+pub struct Application<E, S, R = Core> {
     empty_block_after: Duration,
     /// Raised when something a waiting propose or verify may need arrives (a ledger message,
     /// pooled entries): they re-check at once instead of at their next poll.
     wake: Arc<tokio::sync::Notify>,
-    core: Arc<Mutex<Core>>,
+    core: Arc<Mutex<R>>,
     ctx: Arc<Mutex<E>>,
     net: Arc<Mutex<S>>,
     peers: Arc<std::sync::RwLock<Arc<Peers>>>,
 }
 
-impl<E, S> Clone for Application<E, S> {
+impl<E, S, R> Clone for Application<E, S, R> {
     fn clone(&self) -> Self {
         Application {
             empty_block_after: self.empty_block_after,
@@ -92,13 +124,14 @@ impl<E, S> Clone for Application<E, S> {
     }
 }
 
-impl<E, S> Application<E, S>
+impl<E, S, R> Application<E, S, R>
 where
     E: Spawner + Clock,
     S: Sender<PublicKey = EnginePublicKey>,
+    R: Replica,
 {
-    /// Wraps `core`; `sender` is the ledger channel.
-    pub fn new(ctx: E, core: Arc<Mutex<Core>>, peers: Peers, sender: S) -> Self {
+    /// Wraps `core`; `sender` is the application (ledger) channel.
+    pub fn new(ctx: E, core: Arc<Mutex<R>>, peers: Peers, sender: S) -> Self {
         Application {
             empty_block_after: Duration::ZERO,
             wake: Arc::default(),
@@ -140,7 +173,7 @@ where
     }
 
     /// The shared core (for tests and status).
-    pub fn core(&self) -> Arc<Mutex<Core>> {
+    pub fn core(&self) -> Arc<Mutex<R>> {
         self.core.clone()
     }
 
@@ -162,7 +195,7 @@ where
         let peers = self.peers();
         let mut net = lock(&self.net);
         for (to, w) in out {
-            let Ok(bytes) = w.encode() else { continue };
+            let Some(bytes) = R::encode(&w) else { continue };
             let r = match to {
                 To::All => Recipients::All,
                 To::One(o) => match peers.key(&o) {
@@ -175,18 +208,16 @@ where
     }
 
     fn send_block(&self, d: &EngineDigest, r: Recipients<EnginePublicKey>) {
-        let block = lock(&self.core).block(&ledger_digest(d)).cloned();
-        if let Some(b) = block {
-            if let Ok(bytes) = Wire::Block(b).encode() {
-                let _ = lock(&self.net).send(r, bytes, false);
-            }
+        let body = lock(&self.core).body(&ledger_digest(d));
+        if let Some(bytes) = body.as_ref().and_then(R::encode) {
+            let _ = lock(&self.net).send(r, bytes, false);
         }
     }
 
-    /// Starts the ledger channel's receive loop and periodic work.
-    pub fn start<R>(&self, mut receiver: R) -> Vec<Handle<()>>
+    /// Starts the application channel's receive loop and periodic work.
+    pub fn start<Rx>(&self, mut receiver: Rx) -> Vec<Handle<()>>
     where
-        R: Receiver<PublicKey = EnginePublicKey>,
+        Rx: Receiver<PublicKey = EnginePublicKey>,
     {
         let app = self.clone();
         let rx = self.spawn("ledger_rx", move |_| async move {
@@ -194,11 +225,12 @@ where
                 let Some(org) = app.peers().org(&from).cloned() else {
                     continue;
                 };
+                let m = R::decode(buf.as_ref());
                 {
                     let mut core = lock(&app.core);
-                    match Wire::decode(buf.as_ref()) {
-                        Ok(w) => core.on_message(&org, w),
-                        Err(_) => core.refused(),
+                    match m {
+                        Some(m) => core.on_message(&org, m),
+                        None => core.refused(),
                     }
                 }
                 app.flush();
@@ -217,10 +249,11 @@ where
     }
 }
 
-impl<E, S> Automaton for Application<E, S>
+impl<E, S, R> Automaton for Application<E, S, R>
 where
     E: Spawner + Clock,
     S: Sender<PublicKey = EnginePublicKey>,
+    R: Replica,
 {
     type Context = Context<EngineDigest, EnginePublicKey>;
     type Digest = EngineDigest;
@@ -293,17 +326,19 @@ where
     }
 }
 
-impl<E, S> CertifiableAutomaton for Application<E, S>
+impl<E, S, R> CertifiableAutomaton for Application<E, S, R>
 where
     E: Spawner + Clock,
     S: Sender<PublicKey = EnginePublicKey>,
+    R: Replica,
 {
 }
 
-impl<E, S> Relay for Application<E, S>
+impl<E, S, R> Relay for Application<E, S, R>
 where
     E: Spawner + Clock,
     S: Sender<PublicKey = EnginePublicKey>,
+    R: Replica,
 {
     type Digest = EngineDigest;
     type PublicKey = EnginePublicKey;
@@ -320,10 +355,11 @@ where
     }
 }
 
-impl<E, S> Reporter for Application<E, S>
+impl<E, S, R> Reporter for Application<E, S, R>
 where
     E: Spawner + Clock,
     S: Sender<PublicKey = EnginePublicKey>,
+    R: Replica,
 {
     type Activity = Activity;
 
@@ -373,7 +409,7 @@ type Channel<S, R> = (S, R);
 /// after the block `genesis` (the chain id for the first epoch). The engine's WAL lives in
 /// storage partition `partition`; restarting with the same partition replays it.
 #[allow(clippy::too_many_arguments)]
-pub fn start_validator<E, A, S, B, X, S1, R1, S2, R2, S3, R3>(
+pub fn start_validator<E, A, S, R, B, X, S1, R1, S2, R2, S3, R3>(
     ctx: E,
     params: &EngineParams,
     scheme: Scheme,
@@ -381,7 +417,7 @@ pub fn start_validator<E, A, S, B, X, S1, R1, S2, R2, S3, R3>(
     epoch: u64,
     partition: String,
     blocker: B,
-    app: Application<A, S>,
+    app: Application<A, S, R>,
     extra: X,
     votes: Channel<S1, R1>,
     certificates: Channel<S2, R2>,
@@ -391,6 +427,7 @@ where
     E: Clock + rand_core::CryptoRng + Spawner + Storage + Metrics,
     A: Spawner + Clock,
     S: Sender<PublicKey = EnginePublicKey>,
+    R: Replica,
     B: Blocker<PublicKey = EnginePublicKey>,
     X: Reporter<Activity = Activity>,
     S1: Sender<PublicKey = EnginePublicKey>,

@@ -864,6 +864,42 @@ impl Core {
     }
 }
 
+/// The ledger's replica behind the engine: each method is the inherent one of the same name;
+/// messages are the ledger channel's [`Wire`].
+impl super::app::Replica for Core {
+    type Message = Wire;
+    fn propose(&mut self, parent: Digest, now: TimeMs, allow_empty: bool) -> Option<Digest> {
+        Core::propose(self, parent, now, allow_empty)
+    }
+    fn verify(&mut self, parent: Digest, leader: &OrgId, d: Digest, now: TimeMs) -> Verdict {
+        Core::verify(self, parent, leader, d, now)
+    }
+    fn body(&self, d: &Digest) -> Option<Wire> {
+        self.block(d).cloned().map(Wire::Block)
+    }
+    fn on_finalized(&mut self, d: Digest) {
+        Core::on_finalized(self, d);
+    }
+    fn on_message(&mut self, from: &OrgId, m: Wire) {
+        Core::on_message(self, from, m);
+    }
+    fn refused(&mut self) {
+        Core::refused(self);
+    }
+    fn tick(&mut self) {
+        Core::tick(self);
+    }
+    fn take_outbox(&mut self) -> Vec<(To, Wire)> {
+        Core::take_outbox(self)
+    }
+    fn encode(m: &Wire) -> Option<Vec<u8>> {
+        m.encode().ok()
+    }
+    fn decode(bytes: &[u8]) -> Option<Wire> {
+        Wire::decode(bytes).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

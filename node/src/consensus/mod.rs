@@ -17,6 +17,10 @@
 //! which the node signs into a `misbehaviour` entry; `specs/consensus.md` §10). Wire format:
 //! [`wire`].
 //!
+//! The engine-facing glue ([`Application`]) drives any [`Replica`]: the ledger's [`Core`], or
+//! the benchmark's [`noop::NoopReplica`], which orders opaque payloads through the same engine
+//! and transport without ledger work (`xinyi-bench cluster --app noop`).
+//!
 //! What it is not: a transport (the engine runs over any commonware-p2p `Sender`/`Receiver`;
 //! the simulation uses the simulated network, the libp2p adapter is separate work), a mempool
 //! (entries come through the [`Mempool`] trait), persistence (the [`BlockStore`] trait; sled
@@ -26,9 +30,10 @@
 
 mod app;
 mod core;
+pub mod noop;
 pub mod wire;
 
-pub use self::app::{start_validator, Application, EngineParams, Peers};
+pub use self::app::{start_validator, Application, EngineParams, Peers, Replica};
 pub use self::core::{Core, Stats, To, Verdict};
 
 use commonware_codec::DecodeExt as _;

@@ -136,6 +136,7 @@ pub fn configs(dir: &Path, c: &SampleConsortium, nodes: &[&str], agency: &str) -
             anchor: None,
             api: None,
             monitor: None,
+            bench: None,
             privacy: Some(xinyi_node::config::PrivacySection {
                 firm_key: firm_key.clone(),
             }),

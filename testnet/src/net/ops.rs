@@ -91,8 +91,9 @@ fn check_ports(m: &Manifest, nodes: &[&NodeEntry]) -> Result<()> {
     Ok(())
 }
 
-/// Creates a new testnet in `dir` (keys, genesis, configs, agency data) without starting it.
-fn create(opts: &UpOptions, dir: &Path) -> Result<Manifest> {
+/// Creates a new testnet in `dir` (keys, genesis, configs, agency data) without starting it
+/// (`up` starts it; the benchmark's no-op peer edits the configs first, `crate::noop`).
+pub fn create(opts: &UpOptions, dir: &Path) -> Result<Manifest> {
     let validators = opts.validators.ok_or_else(|| {
         anyhow!(
             "{} holds no testnet yet: pass --validators N to create one",
@@ -372,7 +373,9 @@ pub fn up(opts: &UpOptions) -> Result<UpReport> {
     })
 }
 
-fn wait_all_healthy(
+/// Waits until every node of `m` answers `/health` with status ok on this testnet's chain;
+/// fails early if one of `children` exits.
+pub fn wait_all_healthy(
     m: &Manifest,
     children: &mut [(String, Child)],
     deadline: Instant,

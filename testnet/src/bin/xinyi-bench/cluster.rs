@@ -1,14 +1,33 @@
 //! `xinyi-bench cluster`: authorized queries, open loop, against a local multi-validator
-//! testnet of real processes.
+//! testnet of real processes; with `--app noop|both`, the no-op peer beside it
+//! (`xinyi_testnet::noop`): the same engine and transport ordering opaque payloads of the
+//! same size without ledger work, and xinyi's rate as a ratio of the no-op's.
 
-use crate::ceilings::{ceiling_rows, ceilings};
-use crate::ledger::{mean_msg_len, T0};
+use crate::ceilings::{ceiling_rows, ceilings, Ceilings};
+use crate::ledger::{mean_msg_len, query_entries, T0};
 use crate::report::{emit, loadavg, Row};
 use anyhow::{bail, ensure, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use xinyi_ledger::sample::SampleConsortium;
+use xinyi_ledger::Digest;
+use xinyi_testnet::cluster::{NodeSample, StepResult, Via};
+use xinyi_testnet::noop::{NoopNet, NoopStep};
+
+/// What the validators run (`--app`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum App {
+    /// xinyi: the ledger (queries through the HTTP API).
+    Ledger,
+    /// The no-op peer only.
+    Noop,
+    /// The ledger, then the no-op peer with payloads of the ledger's mean block, in one run.
+    Both,
+}
+
+/// Query records per no-op payload when neither `--payload-queries` nor a ledger step says.
+pub(crate) const DEFAULT_PAYLOAD_QUERIES: usize = 256;
 
 #[derive(Args)]
 pub(crate) struct ClusterArgs {
@@ -59,10 +78,51 @@ pub(crate) struct ClusterArgs {
     /// Short ceiling runs (CI smoke).
     #[arg(long)]
     pub(crate) quick: bool,
+    /// What the validators run: `ledger` (xinyi), `noop` (the same Commonware engine and libp2p
+    /// transport ordering opaque payloads without ledger work; every leader proposes at once,
+    /// there is no load generator), or `both`: the ledger step(s), then one no-op step of
+    /// --duration with payloads of the ledger's mean block, and xinyi's committed rate as a
+    /// ratio of the no-op's ordered rate.
+    #[arg(long, value_enum, default_value = "ledger")]
+    pub(crate) app: App,
+    /// Query records per no-op payload (payload bytes = this x the encoded size of a query
+    /// record). Default: with `both`, the mean entries per block of the reported ledger step;
+    /// with `noop`, 256.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub(crate) payload_queries: Option<u64>,
+}
+
+/// The ledger part of a run.
+struct LedgerRun {
+    steps: Vec<StepResult>,
+    best: Option<usize>,
+    entry_bytes: f64,
+    log_size: u64,
+    final_nodes: Vec<NodeSample>,
+    validators: usize,
+}
+
+impl LedgerRun {
+    /// The reported step: the best sustained one, else the last.
+    fn reported(&self) -> Result<&StepResult> {
+        match self.best {
+            Some(i) => Ok(&self.steps[i]),
+            None => self
+                .steps
+                .last()
+                .ok_or_else(|| anyhow::anyhow!("no step ran")),
+        }
+    }
+}
+
+/// Encoded bytes of one signed `QueryServed` record (the benchmark's sample consortium).
+fn query_record_bytes(c: &SampleConsortium) -> Result<usize> {
+    let firm = SampleConsortium::firm(0)?;
+    let e = query_entries(c, &[(firm, Digest::ZERO)], 0..1, T0)?;
+    Ok(e.first().map_or(0, |e| e.bytes.len()))
 }
 
 pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
-    use xinyi_testnet::cluster::{self as cl, Via};
     let via = match a.via.as_str() {
         "agency" => Via::Agency,
         "bank" => Via::Bank,
@@ -70,18 +130,144 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
     };
     ensure!(a.validators >= 1, "--validators must be at least 1");
     ensure!(a.duration >= 1, "--duration must be at least 1 s");
-    let followers = if via == Via::Bank {
-        a.followers.max(1)
-    } else {
-        a.followers
-    };
+    ensure!(
+        a.app != App::Noop || !a.max,
+        "--max drives the ledger; the no-op peer has no offered rate (use --app both)"
+    );
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let d = Duration::from_millis(if a.quick { 150 } else { 1_000 });
     let started = Instant::now();
     let load_before = loadavg();
     let probe = SampleConsortium::new(b"xinyi-bench", 1, T0);
     let msg_len = mean_msg_len(&probe)?;
+    let record_bytes = query_record_bytes(&probe)?;
     let before = ceilings(d, threads, msg_len, 256)?;
+    let ledger = match a.app {
+        App::Noop => None,
+        App::Ledger | App::Both => Some(run_ledger(&a, via)?),
+    };
+    let noop = match a.app {
+        App::Ledger => None,
+        App::Noop | App::Both => {
+            // The payload: the ledger step's mean block (entries per block x the size of the
+            // query record it committed), unless --payload-queries says otherwise.
+            let (queries, rec) = match &ledger {
+                Some(l) => {
+                    let r = l.reported()?;
+                    let per_block = (r.log_growth as f64 / r.blocks.max(1) as f64).round() as u64;
+                    let rec = if l.entry_bytes > 0.0 {
+                        l.entry_bytes as usize
+                    } else {
+                        record_bytes
+                    };
+                    (a.payload_queries.unwrap_or(per_block.max(1)), rec)
+                }
+                None => (
+                    a.payload_queries.unwrap_or(DEFAULT_PAYLOAD_QUERIES as u64),
+                    record_bytes,
+                ),
+            };
+            let bytes = usize::try_from(queries)? * rec.max(1);
+            eprintln!(
+                "xinyi-bench cluster: starting the no-op peer ({} validators, payloads of {bytes} bytes = {queries} query record(s) of {rec} bytes)",
+                a.validators
+            );
+            let net = NoopNet::start(a.validators, bytes, !a.json)?;
+            let step = net.measure(Duration::from_secs(a.duration))?;
+            drop(net);
+            Some((step, queries, rec))
+        }
+    };
+    let c = before.max(&ceilings(d, threads, msg_len, 256)?);
+    let load_after = loadavg();
+    let validators = ledger.as_ref().map_or(a.validators, |l| l.validators);
+    // The unavoidable signature work of one query on this machine: every validator verifies
+    // the bank's request and the agency's record signature (2 per validator, batched); the
+    // agency node verifies the request on admission (strict) and signs the record once. With
+    // all nodes sharing the machine's cores, the crypto ceiling is cores / that cost.
+    let per_query_core_s = 2.0 * validators as f64 / c.batch_1 + 1.0 / c.strict_1 + 1.0 / c.sign_1;
+    let crypto_ceiling = threads as f64 / per_query_core_s;
+
+    let mut rows = Vec::new();
+    if let Some(l) = &ledger {
+        rows.extend(ledger_rows(&a, via, l, &c, threads, crypto_ceiling)?);
+    }
+    if let Some((step, queries, rec)) = &noop {
+        let n = noop_rows(step, *queries, *rec, threads);
+        rows.extend(n.rows);
+        if let Some(l) = &ledger {
+            let q = l.reported()?.served_per_sec;
+            rows.push(Row::against(
+                "cluster.queries_per_sec_vs_noop",
+                q.max(f64::MIN_POSITIVE),
+                "queries/s",
+                "cluster.noop.query_equivalents_per_sec",
+                n.query_equivalents_per_sec.max(f64::MIN_POSITIVE),
+                format!(
+                    "xinyi's committed queries/s (cluster.queries_per_sec) as a fraction of what the \
+                     same engine and transport order without ledger work, in query records of \
+                     {rec} bytes, payloads of {queries} records (the ledger step's mean block), \
+                     in the same run"
+                ),
+            ));
+        }
+    }
+    rows.push(Row::raw(
+        "ceiling.cluster.crypto_queries_per_sec",
+        crypto_ceiling,
+        "queries/s",
+        format!(
+            "{threads} cores / ({} validators x 2 / verify_batch.1core + 1 / verify_strict.1core \
+             + 1 / sign.1core) = the queries/s this machine could serve doing nothing but the \
+             signature work every query needs; the client's own signing is done before the run",
+            validators
+        ),
+    ));
+    rows.extend(ceiling_rows(&c, threads, msg_len));
+    rows.push(Row::raw(
+        "run.wall_seconds",
+        started.elapsed().as_secs_f64(),
+        "s",
+        format!(
+            "whole run including testnet start-up; {threads} cores; load average {} before, {} after",
+            load_before.map(|l| format!("{l:.2}")).unwrap_or_default(),
+            load_after.map(|l| format!("{l:.2}")).unwrap_or_default()
+        ),
+    ));
+    if let (true, Some(l)) = (a.max, &ledger) {
+        for (i, st) in l.steps.iter().enumerate() {
+            rows.push(Row::raw(
+                &format!("cluster.max.step{i}.served_per_sec"),
+                st.served_per_sec.max(f64::MIN_POSITIVE),
+                "queries/s",
+                format!(
+                    "offered {:.0}/s: {} of {} served, {} errors, p50 {:.1} ms, p99 {:.1} ms{}",
+                    st.rate,
+                    st.served,
+                    st.sent,
+                    st.errors,
+                    st.latency_ms[0],
+                    st.latency_ms[2],
+                    if xinyi_testnet::cluster::sustained(st) {
+                        ""
+                    } else {
+                        " (not sustained)"
+                    }
+                ),
+            ));
+        }
+    }
+    emit(&rows, a.json, a.out.as_ref(), a.md.as_ref())
+}
+
+/// Starts (or attaches to) the ledger testnet and runs the open-loop step(s).
+fn run_ledger(a: &ClusterArgs, via: Via) -> Result<LedgerRun> {
+    use xinyi_testnet::cluster as cl;
+    let followers = if via == Via::Bank {
+        a.followers.max(1)
+    } else {
+        a.followers
+    };
     eprintln!("xinyi-bench cluster: starting the testnet");
     let net = cl::Testnet::open(&cl::ClusterSetup {
         dir: a.dir.clone(),
@@ -109,27 +295,36 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
     let (log_size, _) = net.log_size()?;
     let final_nodes = net.sample_nodes();
     drop(net);
-    let c = before.max(&ceilings(d, threads, msg_len, 256)?);
-    let load_after = loadavg();
+    Ok(LedgerRun {
+        steps,
+        best,
+        entry_bytes,
+        log_size,
+        final_nodes,
+        validators,
+    })
+}
 
-    let r = match best {
-        Some(i) => steps[i].clone(),
-        None => steps
-            .last()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("no step ran"))?,
-    };
-    // The unavoidable signature work of one query on this machine: every validator verifies
-    // the bank's request and the agency's record signature (2 per validator, batched); the
-    // agency node verifies the request on admission (strict) and signs the record once. With
-    // all nodes sharing the machine's cores, the crypto ceiling is cores / that cost.
-    let per_query_core_s = 2.0 * validators as f64 / c.batch_1 + 1.0 / c.strict_1 + 1.0 / c.sign_1;
-    let crypto_ceiling = threads as f64 / per_query_core_s;
+/// The ledger's rows (before the ceilings).
+fn ledger_rows(
+    a: &ClusterArgs,
+    via: Via,
+    l: &LedgerRun,
+    c: &Ceilings,
+    threads: usize,
+    crypto_ceiling: f64,
+) -> Result<Vec<Row>> {
+    let r = l.reported()?.clone();
+    let validators = l.validators;
+    let batch = usize::from(a.batch);
+    let entry_bytes = l.entry_bytes;
+    let log_size = l.log_size;
+    let final_nodes = &l.final_nodes;
     let [p50, p90, p99, max] = r.latency_ms;
     let mode = if a.max {
         format!(
             "best sustained step of --max ({} steps of {} s)",
-            steps.len(),
+            l.steps.len(),
             a.duration
         )
     } else {
@@ -326,50 +521,113 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
             .target("< 2.5x", per_entry / entry_bytes < 2.5),
         );
     }
-    rows.push(Row::raw(
-        "ceiling.cluster.crypto_queries_per_sec",
-        crypto_ceiling,
-        "queries/s",
-        format!(
-            "{threads} cores / ({} validators x 2 / verify_batch.1core + 1 / verify_strict.1core \
-             + 1 / sign.1core) = the queries/s this machine could serve doing nothing but the \
-             signature work every query needs; the client's own signing is done before the run",
-            validators
+    Ok(rows)
+}
+
+/// The no-op peer's rows and its ordered rate in query records per second.
+struct NoopRows {
+    rows: Vec<Row>,
+    query_equivalents_per_sec: f64,
+}
+
+/// Rows of a no-op step with payloads of `queries` query records of `rec` bytes each.
+fn noop_rows(s: &NoopStep, queries: u64, rec: usize, threads: usize) -> NoopRows {
+    let secs = s.wall.max(f64::MIN_POSITIVE);
+    let payloads = s.payloads();
+    let per_sec = payloads as f64 / secs;
+    let bytes_per_sec = s.bytes() as f64 / secs;
+    let qe = bytes_per_sec / rec.max(1) as f64;
+    let validators = s.nodes.len();
+    let mut rows = vec![
+        Row::raw(
+            "cluster.noop.payloads_per_sec",
+            per_sec.max(f64::MIN_POSITIVE),
+            "payloads/s",
+            format!(
+                "the no-op peer: {validators} validator processes on loopback, the same Commonware \
+                 engine, libp2p transport and engine start-up as the ledger, NoopReplica behind \
+                 it (every leader proposes {} opaque bytes at once; no ledger, no sled, no \
+                 signatures but the engine's); payloads every validator finalized over {secs:.1} s",
+                s.payload_bytes
+            ),
         ),
-    ));
-    rows.extend(ceiling_rows(&c, threads, msg_len));
-    rows.push(Row::raw(
-        "run.wall_seconds",
-        started.elapsed().as_secs_f64(),
-        "s",
-        format!(
-            "whole run including testnet start-up; {threads} cores; load average {} before, {} after",
-            load_before.map(|l| format!("{l:.2}")).unwrap_or_default(),
-            load_after.map(|l| format!("{l:.2}")).unwrap_or_default()
+        Row::raw(
+            "cluster.noop.query_equivalents_per_sec",
+            qe.max(f64::MIN_POSITIVE),
+            "queries/s",
+            format!(
+                "finalized payload bytes/s / {rec} bytes (one signed QueryServed record): the \
+                 query records/s ordering alone carries at this payload size ({queries} records \
+                 per payload)"
+            ),
         ),
-    ));
-    if a.max {
-        for (i, st) in steps.iter().enumerate() {
+        Row::raw(
+            "cluster.noop.payloads",
+            (payloads as f64).max(f64::MIN_POSITIVE),
+            "payloads",
+            format!(
+                "finalized during the step by every validator (lowest count; per validator: {})",
+                s.nodes
+                    .iter()
+                    .map(|n| format!("{} {}", n.org, n.payloads))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Row::raw(
+            "cluster.noop.payload_bytes",
+            s.payload_bytes as f64,
+            "bytes",
+            format!("body bytes of each payload = {queries} x {rec}"),
+        ),
+        Row::raw(
+            "cluster.noop.mb_per_sec",
+            (bytes_per_sec / 1e6).max(f64::MIN_POSITIVE),
+            "MB/s",
+            "payload bytes finalized per second (each sent by its proposer to every other validator)",
+        ),
+    ];
+    let mut system_cpu = 0.0;
+    for n in &s.nodes {
+        if let Some(cpu) = n.cpu_percent {
+            system_cpu += cpu;
             rows.push(Row::raw(
-                &format!("cluster.max.step{i}.served_per_sec"),
-                st.served_per_sec.max(f64::MIN_POSITIVE),
-                "queries/s",
+                &format!("cluster.noop.node.{}.cpu_percent", n.org),
+                cpu.max(f64::MIN_POSITIVE),
+                "% of one core",
                 format!(
-                    "offered {:.0}/s: {} of {} served, {} errors, p50 {:.1} ms, p99 {:.1} ms{}",
-                    st.rate,
-                    st.served,
-                    st.sent,
-                    st.errors,
-                    st.latency_ms[0],
-                    st.latency_ms[2],
-                    if cl::sustained(st) {
-                        ""
-                    } else {
-                        " (not sustained)"
-                    }
+                    "no-op validator CPU time over the step / wall time (RSS {:.0} MiB at the end); \
+                     {threads} cores in the machine",
+                    n.rss_bytes.unwrap_or(0) as f64 / (1 << 20) as f64
                 ),
             ));
+            if qe > 0.0 {
+                rows.push(Row::raw(
+                    &format!("cluster.noop.node.{}.core_us_per_query_equivalent", n.org),
+                    (cpu / 100.0 * 1e6 / qe).max(f64::MIN_POSITIVE),
+                    "core-us/query",
+                    "CPU over the step / query equivalents ordered: the engine's and transport's \
+                     share of a query at this payload size",
+                ));
+            }
         }
     }
-    emit(&rows, a.json, a.out.as_ref(), a.md.as_ref())
+    if let Some(own) = s.own_cpu_percent {
+        rows.push(Row::raw(
+            "cluster.noop.loadgen.cpu_percent",
+            own.max(f64::MIN_POSITIVE),
+            "% of one core",
+            format!(
+                "the benchmark process's own CPU over the no-op step (there is no load generator: \
+                 the proposers make their payloads; it only reads /health); the no-op validators \
+                 used {system_cpu:.0} %, together {:.0} % of the {threads} cores' {} %",
+                system_cpu + own,
+                threads * 100
+            ),
+        ));
+    }
+    NoopRows {
+        rows,
+        query_equivalents_per_sec: qe,
+    }
 }
