@@ -224,6 +224,7 @@ fn run(cli: Cli) -> Result<bool> {
         witnesses,
         min_witnesses,
         wait: Duration::from_millis(cli.wait_ms),
+        auth_epoch: std::cell::OnceCell::new(),
     };
     match cli.cmd {
         Cmd::Keygen { out } => cmd::keygen::keygen(&ctx, &out)?,

@@ -84,7 +84,7 @@ pub fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
     // The proofs first: the list fetched afterwards covers at least the proven block.
     let commitments = if verify {
         let ppath = format!("/v1/firms/{firm}/access-proof");
-        let pauth = signer.auth_header(&h.chain_id, "GET", &ppath, h.time_ms);
+        let pauth = ctx.auth_header(&signer, &ppath, &h);
         let pv: Value = ctx.api.get_auth(&ppath, &pauth)?;
         let (g, _) = ctx.genesis()?;
         Some(proof::verify_access_proofs(&g, &tags, &pv)?)
@@ -92,7 +92,7 @@ pub fn access_log(ctx: &Ctx, firm: &str, verify: bool) -> Result<()> {
         None
     };
     let path = format!("/v1/firms/{firm}/access-log");
-    let auth = signer.auth_header(&h.chain_id, "GET", &path, h.time_ms);
+    let auth = ctx.auth_header(&signer, &path, &h);
     let mut v: Value = ctx.api.get_auth(&path, &auth)?;
     let mut verified = None;
     if let Some(cs) = commitments {

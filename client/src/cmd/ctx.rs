@@ -39,29 +39,41 @@ pub struct Ctx {
     pub witnesses: Vec<CosignerKey>,
     pub min_witnesses: usize,
     pub wait: Duration,
+    /// A firm's authentication epoch, once found ([`Ctx::auth_header`]).
+    pub auth_epoch: std::cell::OnceCell<u32>,
 }
 
 impl Ctx {
-    /// The signer. A firm's reads are authenticated with its key of the newest firm-key epoch
-    /// it is registered in (`specs/privacy.md` §8): on a node holding more than one epoch, the
-    /// client finds it by asking `GET /v1/firms/{uscc}/tag` with each epoch's key, newest
-    /// first (at most one request per epoch; none before the first rotation). Its ledger tag
-    /// is fetched when it signs an entry ([`Ctx::submit`]).
+    /// The signer (a firm's ledger tag is fetched when it signs an entry, [`Ctx::submit`]).
     pub fn signer(&self) -> Result<Signer> {
-        let mut s = Signer::load(self.key.as_deref(), self.as_.as_deref())?;
-        if let xinyi_client::signer::Identity::Firm(u) = &s.identity {
-            let epochs = self.health()?.firm_keys.map_or(1, |k| k.epochs.max(1));
-            if epochs > 1 {
-                let path = format!("/v1/firms/{u}/tag");
-                for e in (0..epochs).rev() {
-                    s.auth_epoch(e);
-                    if self.get_signed::<Value>(&s, &path).is_ok() {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(s)
+        Signer::load(self.key.as_deref(), self.as_.as_deref())
+    }
+
+    /// The `X-Xinyi-Auth` header of `GET path` by `signer` at the node time of `h`. A firm
+    /// authenticates with its key of the newest firm-key epoch it is registered in
+    /// (`specs/privacy.md` §8): on a node holding more than one epoch the client finds it once
+    /// per command by asking `GET /v1/firms/{uscc}/tag` with each epoch's key, newest first
+    /// (none before the first rotation).
+    pub fn auth_header(&self, signer: &Signer, path: &str, h: &Health) -> String {
+        let xinyi_client::signer::Identity::Firm(u) = &signer.identity else {
+            return signer.auth_header(&h.chain_id, "GET", path, h.time_ms);
+        };
+        let epoch = *self.auth_epoch.get_or_init(|| {
+            let epochs = h.firm_keys.as_ref().map_or(1, |k| k.epochs.max(1));
+            let tag_path = format!("/v1/firms/{u}/tag");
+            let mut s = signer.clone();
+            (1..epochs)
+                .rev()
+                .find(|e| {
+                    s.auth_epoch(*e);
+                    let a = s.auth_header(&h.chain_id, "GET", &tag_path, h.time_ms);
+                    self.api.get_auth::<Value>(&tag_path, &a).is_ok()
+                })
+                .unwrap_or(0)
+        });
+        let mut s = signer.clone();
+        s.auth_epoch(epoch);
+        s.auth_header(&h.chain_id, "GET", path, h.time_ms)
     }
 
     /// `signer` with its ledger tag if it is a firm: fetched from the node
@@ -99,7 +111,7 @@ impl Ctx {
     pub fn firm_tags_as(&self, signer: &Signer, u: &xinyi_ledger::Uscc) -> Result<FirmTags> {
         let h = self.health()?;
         let path = format!("/v1/firms/{u}/tag");
-        let auth = signer.auth_header(&h.chain_id, "GET", &path, h.time_ms);
+        let auth = self.auth_header(signer, &path, &h);
         let v: Value = self.api.get_auth(&path, &auth)?;
         let hex_tag = |x: &Value| {
             x.get("tag")
@@ -160,7 +172,7 @@ impl Ctx {
         path: &str,
     ) -> Result<T> {
         let h = self.health()?;
-        let auth = signer.auth_header(&h.chain_id, "GET", path, h.time_ms);
+        let auth = self.auth_header(signer, path, &h);
         self.api.get_auth(path, &auth)
     }
 
@@ -184,7 +196,7 @@ impl Ctx {
             Some(_) => {
                 let s = self.signer()?;
                 let h = self.health()?;
-                Some(s.auth_header(&h.chain_id, "GET", path, h.time_ms))
+                Some(self.auth_header(&s, path, &h))
             }
             None => None,
         };
