@@ -172,6 +172,18 @@ impl Load {
     }
 }
 
+/// The last few load errors, for a failure message.
+fn recent(errors: &Mutex<Vec<String>>) -> Vec<String> {
+    errors
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .take(5)
+        .cloned()
+        .collect()
+}
+
 /// Every acknowledged write is readable from every node at its position with the same id.
 fn check_acks(acks: &[Ack], urls: &[String]) {
     let agent = agent();
@@ -316,13 +328,7 @@ fn kill9_one_of_four_under_load_then_catch_up() {
                 assert!(
                     Instant::now() < deadline,
                     "no {n} acknowledged writes {what}; errors: {:?}\n{}",
-                    errors
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .rev()
-                        .take(5)
-                        .collect::<Vec<_>>(),
+                    recent(&errors),
                     tn.logs()
                 );
                 std::thread::sleep(Duration::from_millis(100));
@@ -684,13 +690,7 @@ fn firm_key_rotation_under_load_keeps_access_logs_complete_and_tags_unlinked() {
                 assert!(
                     Instant::now() < deadline,
                     "{what}; errors: {:?}\n{}",
-                    errors
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .rev()
-                        .take(5)
-                        .collect::<Vec<_>>(),
+                    recent(&errors),
                     tn.logs()
                 );
                 std::thread::sleep(Duration::from_millis(100));

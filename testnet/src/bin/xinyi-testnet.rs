@@ -457,13 +457,7 @@ fn run(cli: Cli) -> Result<()> {
                     halt: Duration::from_secs(halt_secs),
                     unstick,
                 },
-                |s| {
-                    if json {
-                        eprintln!("{s}");
-                    } else {
-                        println!("{s}");
-                    }
-                },
+                |s| progress(json, s),
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -491,13 +485,7 @@ fn run(cli: Cli) -> Result<()> {
                     margin,
                     timeout: Duration::from_secs(timeout),
                 },
-                |s| {
-                    if json {
-                        eprintln!("{s}");
-                    } else {
-                        println!("{s}");
-                    }
-                },
+                |s| progress(json, s),
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -566,4 +554,13 @@ fn print_up(r: &ops::UpReport) {
         u2 = url("bank-a"),
         d = m.dir.display(),
     );
+}
+
+/// A progress line: on stderr when stdout carries the JSON report, else on stdout.
+fn progress(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
 }
