@@ -15,6 +15,7 @@ mod common;
 
 use common::{ok, Testnet};
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -57,12 +58,47 @@ fn node_modules(ui: &Path) {
     );
 }
 
+/// Where the browser scripts write their screenshots: `<target>/ui-shots`.
+fn shots_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+        .join("ui-shots")
+}
+
+/// Runs `node tests/ui/<script>` (Chromium, Node.js and the pinned playwright-core required)
+/// with the environment every script takes — the `xinyi` binary, Chromium, the screenshot
+/// directory — plus `envs`; asserts it succeeded (with `logs()` in the message) and returns its
+/// JSON summary, the last line of its stdout.
+fn browser_script(script: &str, envs: &[(&str, &OsStr)], logs: impl Fn() -> String) -> Value {
+    let ui = repo().join("tests/ui");
+    let chromium = chromium();
+    node_modules(&ui);
+    let out = Command::new("node")
+        .arg(ui.join(script))
+        .current_dir(&ui)
+        .env("XINYI_CLI", &xinyi_tests::binaries().client)
+        .env("XINYI_SHOTS", shots_dir())
+        .env("CHROMIUM", &chromium)
+        .envs(envs.iter().copied())
+        .env_remove("XINYI_KEY_PASSPHRASE")
+        .output()
+        .unwrap_or_else(|e| panic!("run node tests/ui/{script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test {script} failed\nstdout: {stdout}\nstderr: {stderr}\n{}",
+        logs()
+    );
+    eprintln!("{stderr}");
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no JSON summary from {script} ({e}): {stdout}"))
+}
+
 #[test]
 fn the_web_console_verifies_in_a_real_browser() {
     let root = repo();
-    let ui = root.join("tests/ui");
-    let chromium = chromium();
-    node_modules(&ui);
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     // Anchoring to a file every 300 ms gives the auditor page anchor receipts to list.
@@ -79,36 +115,22 @@ fn the_web_console_verifies_in_a_real_browser() {
         ],
     );
     let firm = sample_firm(0).expect("sample firm").to_string();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let shots = target.join("ui-shots");
-    let out = Command::new("node")
-        .arg(ui.join("console.mjs"))
-        .current_dir(&ui)
-        .env("XINYI_URL", &node.url)
-        .env("XINYI_KEYS", data.join("dev-keys"))
-        .env("XINYI_CLI", &xinyi_tests::binaries().client)
-        .env("XINYI_GENESIS", node.genesis())
-        .env("XINYI_FIRM", &firm)
-        .env("XINYI_STATE", tmp.path().join("client-state.json"))
-        .env("XINYI_VECTORS", root.join("specs/vectors"))
-        .env("XINYI_SHOTS", &shots)
-        .env("CHROMIUM", &chromium)
-        .env_remove("XINYI_KEY_PASSPHRASE")
-        .output()
-        .expect("run node tests/ui/console.mjs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser test failed\nstdout: {stdout}\nstderr: {stderr}\nnode log:\n{}",
-        node.log_text()
+    let (keys, genesis) = (data.join("dev-keys"), node.genesis());
+    let state = tmp.path().join("client-state.json");
+    let vectors = root.join("specs/vectors");
+    let summary = browser_script(
+        "console.mjs",
+        &[
+            ("XINYI_URL", node.url.as_ref()),
+            ("XINYI_KEYS", keys.as_ref()),
+            ("XINYI_GENESIS", genesis.as_ref()),
+            ("XINYI_FIRM", firm.as_ref()),
+            ("XINYI_STATE", state.as_ref()),
+            ("XINYI_VECTORS", vectors.as_ref()),
+        ],
+        || format!("node log:\n{}", node.log_text()),
     );
-    eprintln!("{stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}"));
+    let shots = shots_dir();
     assert!(summary["vectors"]["checked"].as_u64().unwrap_or(0) > 100);
     assert_eq!(summary["vectors"]["failures"], serde_json::json!([]));
     let rows = summary["firm_rows"].as_array().expect("firm rows");
@@ -203,10 +225,6 @@ fn console_reads_are_role_gated_and_files_carry_the_csp() {
 /// under the new tag and revokes the old consent under the old tag.
 #[test]
 fn the_console_follows_a_firm_across_a_firm_key_rotation() {
-    let root = repo();
-    let ui = root.join("tests/ui");
-    let chromium = chromium();
-    node_modules(&ui);
     let tn = Testnet::up(4, 0, 25100);
     let url = tn.url("gz-credit");
     let m: Value =
@@ -273,36 +291,25 @@ fn the_console_follows_a_firm_across_a_firm_key_rotation() {
             .tag(&u)
             .to_hex()
     };
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let out = Command::new("node")
-        .arg(ui.join("rotation.mjs"))
-        .current_dir(&ui)
-        .env("XINYI_URL", &url)
-        .env("XINYI_KEYS", tn.dir.join("keys"))
-        .env("XINYI_CLI", &xinyi_tests::binaries().client)
-        .env("XINYI_GENESIS", tn.genesis())
-        .env("XINYI_FIRM", &firm)
-        .env("XINYI_STATE", tn.dir.join("client-state-ui.json"))
-        .env("XINYI_SHOTS", target.join("ui-shots"))
-        .env("XINYI_OLD_TAG", tag("firm.key"))
-        .env("XINYI_NEW_TAG", tag("firm.key.1"))
-        .env("XINYI_OLD_CONSENT", &old_consent)
-        .env("XINYI_ACCESSES", serde_json::to_string(&accesses).unwrap())
-        .env("CHROMIUM", &chromium)
-        .env_remove("XINYI_KEY_PASSPHRASE")
-        .output()
-        .expect("run node tests/ui/rotation.mjs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser test failed\nstdout: {stdout}\nstderr: {stderr}\n{}",
-        tn.logs()
+    let (keys, genesis) = (tn.dir.join("keys"), tn.genesis());
+    let state = tn.dir.join("client-state-ui.json");
+    let (old_tag, new_tag) = (tag("firm.key"), tag("firm.key.1"));
+    let accesses = serde_json::to_string(&accesses).unwrap();
+    let summary = browser_script(
+        "rotation.mjs",
+        &[
+            ("XINYI_URL", url.as_ref()),
+            ("XINYI_KEYS", keys.as_ref()),
+            ("XINYI_GENESIS", genesis.as_ref()),
+            ("XINYI_FIRM", firm.as_ref()),
+            ("XINYI_STATE", state.as_ref()),
+            ("XINYI_OLD_TAG", old_tag.as_ref()),
+            ("XINYI_NEW_TAG", new_tag.as_ref()),
+            ("XINYI_OLD_CONSENT", old_consent.as_ref()),
+            ("XINYI_ACCESSES", accesses.as_ref()),
+        ],
+        || tn.logs(),
     );
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}"));
     assert_eq!(
         summary["rows"].as_array().map(Vec::len),
         Some(3),

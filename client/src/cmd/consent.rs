@@ -110,17 +110,15 @@ pub fn run(ctx: &Ctx, cmd: ConsentCmd) -> Result<()> {
             signer.firm("a revocation")?;
             // Signed under the tag the consent was granted under: a consent granted before a
             // firm-key rotation names the firm's older tag (privacy.md §8).
-            let under = ctx
-                .get_signed::<Value>(&signer, &format!("/v1/consents/{consent}"))
-                .ok()
-                .and_then(|v| {
-                    v.get("firm")?
-                        .as_str()
-                        .and_then(|t| FirmTag::from_hex(t).ok())
-                });
+            let under = || {
+                let v: Value = ctx
+                    .get_signed(&signer, &format!("/v1/consents/{consent}"))
+                    .ok()?;
+                FirmTag::from_hex(v.get("firm")?.as_str()?).ok()
+            };
             let (_, ans, inc) = ctx.submit_under(
                 &signer,
-                under,
+                &under,
                 &format!("/v1/consents/{consent}/revoke"),
                 EntryKind::ConsentRevoked { consent },
             )?;

@@ -19,6 +19,10 @@ use xinyi_ledger::genesis::Genesis;
 use xinyi_ledger::note::CosignerKey;
 use xinyi_ledger::{FirmTag, KeyPair};
 
+/// Which of a firm's tags an entry is signed under, looked up on demand ([`Ctx::with_tag`]);
+/// `None`: its newest.
+pub type Under<'a> = &'a dyn Fn() -> Option<FirmTag>;
+
 /// A firm's tags as the node answers them (`GET /v1/firms/{uscc}/tag`).
 #[derive(Debug, Clone)]
 pub struct FirmTags {
@@ -78,13 +82,18 @@ impl Ctx {
 
     /// `signer` with its ledger tag if it is a firm: fetched from the node
     /// (`GET /v1/firms/{uscc}/tag`, signed by the firm) and checked against the firm's
-    /// registration on the ledger. A firm signs under its newest registered tag, or under
-    /// `under` (one of its tags: the tag of the consent it revokes) with that tag's epoch key.
-    pub fn with_tag(&self, signer: &Signer, under: Option<FirmTag>) -> Result<Signer> {
+    /// registration on the ledger. A firm signs under its newest registered tag, or under the
+    /// tag `under` names (one of its tags: that of the consent it revokes) with that tag's epoch
+    /// key; `under` is asked only when the firm has more than one tag (after a firm-key
+    /// rotation), so the lookup costs nothing before one.
+    pub fn with_tag(&self, signer: &Signer, under: Under<'_>) -> Result<Signer> {
         let mut s = signer.clone();
         if let (xinyi_client::signer::Identity::Firm(u), None) = (&s.identity, s.tag) {
             let t = self.firm_tags_as(&s, u)?;
-            let want = under.unwrap_or(t.tag);
+            let want = match t.tags.len() {
+                1 => t.tag,
+                _ => under().unwrap_or(t.tag),
+            };
             let (epoch, tag) = t
                 .tags
                 .iter()
@@ -369,14 +378,14 @@ impl Ctx {
         path: &str,
         kind: EntryKind,
     ) -> Result<(Entry, WriteAnswer, Included)> {
-        self.submit_under(signer, None, path, kind)
+        self.submit_under(signer, &|| None, path, kind)
     }
 
     /// [`Ctx::submit`], a firm signing under `under` (one of its tags, [`Ctx::with_tag`]).
     pub fn submit_under(
         &self,
         signer: &Signer,
-        under: Option<FirmTag>,
+        under: Under<'_>,
         path: &str,
         kind: EntryKind,
     ) -> Result<(Entry, WriteAnswer, Included)> {

@@ -97,10 +97,10 @@ pub fn run(ctx: &Ctx, cmd: RepairCmd) -> Result<()> {
             let (ld, ls) = salted_random(&l);
             // Signed under the tag the record names (a record published before a firm-key
             // rotation names the firm's older tag, privacy.md §8).
-            let under = record_tag(ctx, &signer, &record);
+            let under = || record_tag(ctx, &signer, &record);
             let (_, ans, inc) = ctx.submit_under(
                 &signer,
-                under,
+                &under,
                 "/v1/repairs",
                 EntryKind::RepairRequested {
                     record,

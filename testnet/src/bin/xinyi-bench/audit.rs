@@ -6,7 +6,7 @@ use crate::ceilings::{ceiling_rows, ceilings};
 use crate::ledger::{
     cpu_since, mean_msg_len, prepare_gen, process_cpu, query_entries_parallel, AGENCY,
 };
-use crate::report::{emit, loadavg, Row};
+use crate::report::{emit, loadavg, wall_row, Row};
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -295,15 +295,12 @@ pub(crate) fn audit(a: AuditArgs) -> Result<()> {
     }
     rows.extend(store_rows);
     rows.extend(ceiling_rows(&c2, threads, probe_len));
-    rows.push(Row::raw(
-        "run.wall_seconds",
-        started.elapsed().as_secs_f64(),
-        "s",
-        format!(
-            "whole run including building the chain; {threads} cores; load average {} before, {} after",
-            load_before.map(|l| format!("{l:.2}")).unwrap_or_default(),
-            load_after.map(|l| format!("{l:.2}")).unwrap_or_default()
-        ),
+    rows.push(wall_row(
+        started,
+        "building the chain",
+        threads,
+        load_before,
+        load_after,
     ));
     emit(&rows, a.json, a.out.as_ref(), a.md.as_ref())
 }

@@ -5,7 +5,7 @@
 
 use crate::ceilings::{ceiling_rows, ceilings, Ceilings};
 use crate::ledger::{mean_msg_len, query_entries, T0};
-use crate::report::{emit, loadavg, Row};
+use crate::report::{emit, loadavg, wall_row, Row};
 use anyhow::{bail, ensure, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -224,15 +224,12 @@ pub(crate) fn cluster(a: ClusterArgs) -> Result<()> {
         ),
     ));
     rows.extend(ceiling_rows(&c, threads, msg_len));
-    rows.push(Row::raw(
-        "run.wall_seconds",
-        started.elapsed().as_secs_f64(),
-        "s",
-        format!(
-            "whole run including testnet start-up; {threads} cores; load average {} before, {} after",
-            load_before.map(|l| format!("{l:.2}")).unwrap_or_default(),
-            load_after.map(|l| format!("{l:.2}")).unwrap_or_default()
-        ),
+    rows.push(wall_row(
+        started,
+        "testnet start-up",
+        threads,
+        load_before,
+        load_after,
     ));
     if let (true, Some(l)) = (a.max, &ledger) {
         for (i, st) in l.steps.iter().enumerate() {

@@ -203,3 +203,25 @@ pub(crate) fn loadavg() -> Option<f64> {
         .parse()
         .ok()
 }
+
+/// The `run.wall_seconds` row of a run that started at `started` and read the load average
+/// before and after: "whole run including `what`; N cores; load average X before, Y after".
+pub(crate) fn wall_row(
+    started: std::time::Instant,
+    what: &str,
+    threads: usize,
+    load_before: Option<f64>,
+    load_after: Option<f64>,
+) -> Row {
+    let l = |x: Option<f64>| x.map(|l| format!("{l:.2}")).unwrap_or_default();
+    Row::raw(
+        "run.wall_seconds",
+        started.elapsed().as_secs_f64(),
+        "s",
+        format!(
+            "whole run including {what}; {threads} cores; load average {} before, {} after",
+            l(load_before),
+            l(load_after)
+        ),
+    )
+}
