@@ -402,10 +402,6 @@ impl Ledger for Core {
         self.store.block(height).ok().flatten()
     }
 
-    fn certificate(&self, height: u64) -> Option<CommitCertificate> {
-        self.store.certificate(height).ok().flatten()
-    }
-
     fn position(&self, header_hash: &Digest) -> Option<u64> {
         if header_hash == self.chain.head_hash() {
             return Some(self.chain.height());

@@ -637,21 +637,11 @@ impl Core {
 
     fn on_vote(&mut self, from: &OrgId, height: u64, d: Digest, vote: CommitVote) {
         if height <= self.height() {
-            // The first late vote of a validator for a committed height is the normal case
-            // (its vote was not needed for the quorum; it commits from the others' votes). The
-            // same vote again is `tick` re-sending it: the sender has not committed that block
-            // (it lost the votes), so it is given the committed block. Only then is the block
-            // read from the store (reading and re-sending every block to the slowest voter
-            // was a visible share of a validator's CPU and bandwidth).
-            let repeated = self
-                .seen
-                .get(&height)
-                .and_then(|m| m.get(&vote.validator))
-                .is_some_and(|(k, _)| *k == d);
-            let cert = lock(&self.ledger).certificate(height);
-            self.on_late_vote(height, d, &vote, cert.as_ref());
-            if repeated && cert.is_some_and(|c| c.header_hash == d) {
-                if let Some((b, c)) = self.stored(height) {
+            let stored = self.stored(height);
+            self.on_late_vote(height, d, &vote, stored.as_ref().map(|(_, c)| c));
+            if let Some((b, c)) = stored {
+                if c.header_hash == d {
+                    // The sender is behind: give it the committed block.
                     self.send(To::One(from.clone()), Wire::Certified(b, c));
                 }
             }

@@ -111,10 +111,6 @@ pub trait Ledger: Send + 'static {
     fn commit(&mut self, block: Block, cert: CommitCertificate) -> Result<(), CommitError>;
     /// The committed block and certificate at `height`.
     fn stored(&self, height: u64) -> Option<(Block, CommitCertificate)>;
-    /// The commit certificate of the committed block at `height` (without reading the block).
-    fn certificate(&self, height: u64) -> Option<CommitCertificate> {
-        self.stored(height).map(|(_, c)| c)
-    }
     /// Height of the committed block with this header hash.
     fn position(&self, header_hash: &Digest) -> Option<u64>;
     /// This replica's signed checkpoint note to share after it committed (validators).
