@@ -153,6 +153,36 @@ fn an_erased_firms_data_is_gone_from_every_file_and_the_chain_still_audits() {
         &query_args(ok_other["id"].as_str().expect("id"), &other, "registration"),
     ));
     assert_eq!(q_other["data"]["registration"]["uscc"], other.as_str());
+    // The same in one batch (`query --batch`, the erasure check made once for the batch):
+    // the erased firm's request is refused on its own, the other firm's is served.
+    let again = ok_json(&node.xinyi(
+        Some(&format!("firm-{other}")),
+        &grant_args(&other, "bank-a", "registration", "1", "30"),
+    ));
+    let lines = tmp.path().join("batch.jsonl");
+    std::fs::write(
+        &lines,
+        format!(
+            "{}\n{}\n",
+            serde_json::json!({"consent": c2, "categories": "registration"}),
+            serde_json::json!({"consent": again["id"], "categories": "registration"})
+        ),
+    )
+    .expect("batch file");
+    let batch = node.xinyi(
+        Some("bank-a"),
+        &["--json", "query", "--batch", lines.to_str().expect("path")],
+    );
+    fails(&batch, "data.erased");
+    let results: serde_json::Value =
+        serde_json::from_slice(&batch.stdout).expect("the batch's results as JSON");
+    assert_eq!(results["results"][0]["code"], "data.erased", "{results}");
+    assert!(results["results"][0].get("data").is_none(), "{results}");
+    assert_eq!(
+        results["results"][1]["data"]["registration"]["uscc"],
+        other.as_str(),
+        "{results}"
+    );
 
     // Restart: still erased; the key is in no file, nor the plaintext.
     node.kill9();
@@ -174,5 +204,6 @@ fn an_erased_firms_data_is_gone_from_every_file_and_the_chain_still_audits() {
     let report = node.export_and_audit(&bundle);
     assert_eq!(report["result"], "ok", "{report}");
     assert_eq!(report["entries_by_kind"]["data_erased"], 1, "{report}");
-    assert_eq!(report["entries_by_kind"]["query_served"], 2, "{report}");
+    // Before the erasure, the other firm's query, and its request in the batch.
+    assert_eq!(report["entries_by_kind"]["query_served"], 3, "{report}");
 }

@@ -116,7 +116,10 @@ pub async fn post_query_batch(State(s): State<AppState>, body: Bytes) -> ApiResu
             .collect::<Vec<_>>())
     })
     .await?;
-    let requests: Vec<QueryRequest> = checked.iter().map(|(sq, _)| sq.request.clone()).collect();
+    let requests: Vec<(String, QueryRequest)> = checked
+        .iter()
+        .map(|(sq, _)| (replay_key(sq), sq.request.clone()))
+        .collect();
     let mut answers = futures::future::join_all(checked.into_iter().map(|(sq, c)| {
         let s = &s;
         async move {
@@ -129,7 +132,7 @@ pub async fn post_query_batch(State(s): State<AppState>, body: Bytes) -> ApiResu
     .await;
     // The erasure check of every served answer, in one blocking hop for the batch (a hop per
     // answer was 7 % of the agency node's CPU).
-    let served: Vec<(usize, QueryRequest)> = answers
+    let served: Vec<(usize, (String, QueryRequest))> = answers
         .iter()
         .zip(requests)
         .enumerate()
@@ -139,15 +142,25 @@ pub async fn post_query_batch(State(s): State<AppState>, body: Bytes) -> ApiResu
     if !served.is_empty() {
         let data = s.data.clone();
         let erased = blocking(move || {
-            served
+            Ok(served
                 .into_iter()
-                .map(|(i, r)| Ok((i, erased_of(&data, &r)?)))
-                .collect::<ApiResult<Vec<_>>>()
+                .map(|(i, (key, r))| (i, key, erased_of(&data, &r)))
+                .collect::<Vec<_>>())
         })
         .await?;
-        for (i, e) in erased {
-            if !e.is_empty() {
-                answers[i] = Err(erased_error(&e));
+        // Each answer on its own, as `serve` does for a single query.
+        for (i, key, e) in erased {
+            let e = e.and_then(|e| {
+                if e.is_empty() {
+                    Ok(())
+                } else {
+                    Err(erased_error(&e))
+                }
+            });
+            if let Err(e) = e {
+                let e = Err(e);
+                allow_retry(&s, &key, &e);
+                answers[i] = e;
             }
         }
     }
@@ -320,7 +333,6 @@ fn replay_key(sq: &SignedQueryRequest) -> String {
     hex::encode(sq.signature.0)
 }
 
-/// Records the denial or the served query of a checked request and gives the answer body.
 /// Where a served answer's erasure check is made.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ErasureCheck {
@@ -330,6 +342,7 @@ enum ErasureCheck {
     Caller,
 }
 
+/// Records the denial or the served query of a checked request and gives the answer body.
 async fn answer(
     s: &AppState,
     sq: SignedQueryRequest,
@@ -347,14 +360,18 @@ async fn answer(
             "no data was released for a served query",
         )),
     };
-    // Nothing was recorded for this request (full mempool, node failure): let the bank retry
-    // the same signed request.
-    if let Err(e) = &result {
+    allow_retry(s, &key, &result);
+    result
+}
+
+/// Nothing was recorded for this request (full mempool, node failure): lets the bank retry the
+/// same signed request (replay key `key`).
+fn allow_retry<T>(s: &AppState, key: &str, result: &ApiResult<T>) {
+    if let Err(e) = result {
         if e.status == StatusCode::TOO_MANY_REQUESTS || e.status.is_server_error() {
-            s.query_replay.remove(&key);
+            s.query_replay.remove(key);
         }
     }
-    result
 }
 
 /// Cross-node query path: this node does not hold the agency data, so the signed request goes
@@ -461,8 +478,6 @@ async fn deny(s: &AppState, sq: SignedQueryRequest, reason: DenialReason) -> Api
     )
 }
 
-/// 410 `data.erased`: the agency erased some requested categories (nothing is released and
-/// nothing more is logged; the bank may ask again without them).
 /// The categories of `req` whose data was erased (with the erasure entry), checked after its
 /// record committed: an erasure that committed while the record waited wins.
 fn erased_of(data: &AgencyData, req: &QueryRequest) -> ApiResult<Vec<(Category, Digest)>> {
@@ -478,6 +493,8 @@ fn erased_of(data: &AgencyData, req: &QueryRequest) -> ApiResult<Vec<(Category, 
     Ok(out)
 }
 
+/// 410 `data.erased`: the agency erased some requested categories (nothing is released and
+/// nothing more is logged; the bank may ask again without them).
 fn erased_error(erased: &[(Category, Digest)]) -> ApiError {
     ApiError::new(
         StatusCode::GONE,
