@@ -112,6 +112,9 @@ struct PendingAnswer {
 /// Most early checkpoint notes a follower keeps.
 const MAX_EARLY_NOTES: usize = 64;
 
+/// Checkpoint verifier keys of the validators, each with its voting power.
+type PoweredKeys = Vec<(VerifierKey, u64)>;
+
 /// Chain, store and the latest checkpoint, kept consistent under one lock.
 pub struct Core {
     /// The replica.
@@ -123,16 +126,70 @@ pub struct Core {
     /// Log size of the last block that is in the store (the checkpoint's size). The chain may
     /// be one block ahead while that block is being flushed: proofs and entry reads use this.
     pub durable_size: u64,
+    /// The latest checkpoint signed by validators holding more than two thirds of the power,
+    /// with its size ([`Core::read_checkpoint`]). In a consortium the newest checkpoint is final
+    /// only once the other validators' cosignatures arrive; reads prove against this one so a
+    /// reader who requires finality need not race them.
+    final_note: Option<(u64, String)>,
     /// Cluster mode: what happens when consensus commits a block.
     hooks: Option<CommitHooks>,
     /// The checkpoint verifier keys of the last validator set asked for (decompressing every
     /// validator key for every peer checkpoint was a visible share of a validator's CPU).
-    verifier_cache: Mutex<Option<(xinyi_ledger::ValidatorSet, Vec<VerifierKey>)>>,
+    verifier_cache: Mutex<Option<(xinyi_ledger::ValidatorSet, PoweredKeys)>>,
 }
 
 impl Core {
+    /// The checkpoint an entry read at `position` proves against: the latest final one if it
+    /// covers the position, else the newest (which the reader may have to wait on). Returns its
+    /// size and note.
+    pub fn read_checkpoint(&self, position: u64) -> (u64, String) {
+        match &self.final_note {
+            Some((size, note)) if position < *size && *size <= self.durable_size => {
+                (*size, note.clone())
+            }
+            _ => (self.durable_size, self.checkpoint.clone()),
+        }
+    }
+
+    /// Remembers the served checkpoint as the latest final one when validators holding more
+    /// than two thirds of the power signed it. Every signature line of `self.checkpoint` that
+    /// names a validator key was verified before it was served (this node's own, or merged and
+    /// adopted only after [`Core::check_note`]), so lines are counted by key ID here; a key ID
+    /// two validators share counts for neither.
+    fn note_if_final(&mut self) {
+        let Ok(note) = Note::parse(&self.checkpoint) else {
+            return;
+        };
+        let Ok(cp) = Checkpoint::parse_text(&note.text) else {
+            return;
+        };
+        if self.final_note.as_ref().is_some_and(|(s, _)| *s >= cp.size) {
+            return;
+        }
+        let keys = self.verifier_powers();
+        let total: u128 = keys.iter().map(|(_, p)| u128::from(*p)).sum();
+        let power: u128 = keys
+            .iter()
+            .filter(|(k, _)| keys.iter().filter(|(o, _)| o.key_id == k.key_id).count() == 1)
+            .filter(|(k, _)| {
+                note.signatures
+                    .iter()
+                    .any(|s| s.name == k.name && s.key_id == k.key_id)
+            })
+            .map(|(_, p)| u128::from(*p))
+            .sum();
+        if total > 0 && power * 3 > total * 2 {
+            self.final_note = Some((cp.size, self.checkpoint.clone()));
+        }
+    }
+
     /// The validators' checkpoint verifier keys at the committed head.
     fn verifiers(&self) -> Vec<VerifierKey> {
+        self.verifier_powers().into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// The validators' checkpoint verifier keys at the committed head, with their power.
+    fn verifier_powers(&self) -> PoweredKeys {
         let origin = self.chain.genesis().name.clone();
         let Ok(set) = self.chain.state().validators() else {
             return vec![];
@@ -146,11 +203,14 @@ impl Core {
                 return keys.clone();
             }
         }
-        let keys: Vec<VerifierKey> = set
+        let keys: PoweredKeys = set
             .validators
             .iter()
             .filter(|v| v.power > 0)
-            .filter_map(|v| VerifierKey::new(origin.clone(), v.key.verifying_key().ok()?).ok())
+            .filter_map(|v| {
+                let k = VerifierKey::new(origin.clone(), v.key.verifying_key().ok()?).ok()?;
+                Some((k, v.power))
+            })
             .collect();
         *cache = Some((set, keys.clone()));
         keys
@@ -209,6 +269,7 @@ impl Core {
         }
         self.checkpoint = text.to_string();
         self.durable_size = cp.size;
+        self.note_if_final();
         let Some(h) = self.hooks.as_mut() else {
             return true;
         };
@@ -260,6 +321,7 @@ impl Core {
             }
         }
         self.checkpoint = mine.to_string();
+        self.note_if_final();
     }
 }
 
@@ -376,6 +438,9 @@ impl Ledger for Core {
                     break;
                 }
             }
+        } else {
+            // A single validator's own signature can be a quorum.
+            self.note_if_final();
         }
         Ok(())
     }
@@ -546,8 +611,12 @@ impl Engine {
             checkpoint,
             durable_size,
             hooks: None,
+            final_note: None,
             verifier_cache: Mutex::default(),
         }));
+        core.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note_if_final();
         let max_block = genesis.params.max_block_entries as usize;
         let max_batch = cfg.max_batch.clamp(1, max_block.max(1));
         let (tx, rx) = mpsc::channel(cfg.mempool_capacity.max(1));
@@ -861,8 +930,12 @@ impl Engine {
                 pool: pool.clone(),
                 recent,
             }),
+            final_note: None,
             verifier_cache: Mutex::default(),
         }));
+        core.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note_if_final();
         let (forward, forwarded) = mpsc::channel(cfg.mempool_capacity.max(1));
         Ok((
             Engine {
@@ -1203,6 +1276,7 @@ fn produce(
         Ok(cp) => {
             g.checkpoint = cp;
             g.durable_size = size;
+            g.note_if_final();
         }
         Err(e) => tracing::error!("{e}"),
     }
@@ -1252,4 +1326,95 @@ fn produce(
         t0.elapsed()
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xinyi_ledger::sample::{sample_firm, SampleConsortium};
+
+    const T0: TimeMs = 1_795_000_000_000;
+
+    /// A note on the checkpoint of `core`'s log at `size`, signed by the first `n` validators.
+    fn signed_by(c: &SampleConsortium, core: &Core, size: u64, n: usize) -> String {
+        let root = core.chain.log().root_at(size).unwrap();
+        let cp = Checkpoint {
+            origin: c.genesis.name.clone(),
+            size,
+            root,
+            extensions: vec![],
+        };
+        let signers: Vec<NoteSigner> = c.validators[..n]
+            .iter()
+            .map(|o| NoteSigner::new(c.genesis.name.clone(), c.keys[o].signing_key().clone()))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        sign_checkpoint(&cp, &signers.iter().collect::<Vec<_>>()).unwrap()
+    }
+
+    /// Entry reads prove against the latest quorum-signed checkpoint that covers the entry, not
+    /// against a newer one whose cosignatures have not arrived; an entry only the newer one
+    /// covers gets the newer note.
+    #[test]
+    fn reads_prove_against_the_latest_final_checkpoint_covering_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SampleConsortium::new(b"final-reads", 4, T0);
+        let (store, chain) = Store::open_or_create(dir.path(), &c.genesis).unwrap();
+        let (mut builder, _) = Chain::from_genesis(&c.genesis).unwrap();
+        let mut core = Core {
+            chain,
+            store: Arc::new(store),
+            checkpoint: String::new(),
+            durable_size: 0,
+            final_note: None,
+            hooks: None,
+            verifier_cache: Mutex::default(),
+        };
+        let mut block = |core: &mut Core, from: u32, time: TimeMs| {
+            let entries = (from..from + 2)
+                .map(|i| {
+                    c.registration("gz-credit", &sample_firm(i).unwrap(), time, u64::from(i))
+                        .unwrap()
+                })
+                .collect();
+            let (b, dropped) = builder
+                .build_block(time, OrgId::new("gz-credit").unwrap(), entries)
+                .unwrap();
+            assert!(dropped.is_empty());
+            let cert = c.certify(&b).unwrap();
+            builder.commit_built(cert.clone()).unwrap();
+            core.chain.apply_block(b, cert).unwrap();
+            core.durable_size = core.chain.log().size();
+            core.durable_size
+        };
+
+        let s1 = block(&mut core, 0, T0 + 10);
+        // Two of four validators: not more than two thirds, so nothing is final yet.
+        core.checkpoint = signed_by(&c, &core, s1, 2);
+        core.note_if_final();
+        assert_eq!(core.read_checkpoint(0), (s1, core.checkpoint.clone()));
+        assert!(core.final_note.is_none());
+        // The third cosignature makes it final.
+        let final1 = signed_by(&c, &core, s1, 3);
+        core.checkpoint = final1.clone();
+        core.note_if_final();
+        assert_eq!(core.final_note, Some((s1, final1.clone())));
+
+        // A newer block, signed so far only by this node.
+        let s2 = block(&mut core, 2, T0 + 20);
+        let fresh = signed_by(&c, &core, s2, 1);
+        core.checkpoint = fresh.clone();
+        core.note_if_final();
+        assert_eq!(core.read_checkpoint(s1 - 1), (s1, final1.clone()));
+        assert_eq!(core.read_checkpoint(s1), (s2, fresh));
+        // The older final note stays until a newer one is final; then reads move to it.
+        let final2 = signed_by(&c, &core, s2, 4);
+        core.checkpoint = final2.clone();
+        core.note_if_final();
+        assert_eq!(core.read_checkpoint(0), (s2, final2.clone()));
+        // A final note of an older size never replaces a newer one.
+        core.checkpoint = final1;
+        core.note_if_final();
+        assert_eq!(core.final_note, Some((s2, final2)));
+    }
 }

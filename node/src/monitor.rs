@@ -619,7 +619,8 @@ impl Monitor {
     }
 
     /// The JSON a bank receives for a released alert: the alert, its content and salt, and its
-    /// log entry with an inclusion proof in the node's current checkpoint.
+    /// log entry with an inclusion proof in the latest final checkpoint that covers it (else in
+    /// the current one).
     pub fn answer(&self, a: &StoredAlert) -> Res<Value> {
         use base64::Engine as _;
         let entry = a
@@ -633,9 +634,9 @@ impl Monitor {
             .ok_or_else(|| anyhow::anyhow!("entry {} is not stored", entry.position))?;
         let (proof, checkpoint) = {
             let core = self.engine.lock();
-            let size = core.durable_size;
+            let (size, checkpoint) = core.read_checkpoint(entry.position);
             let proof = core.chain.log().inclusion_proof(entry.position, size)?;
-            (proof, core.checkpoint.clone())
+            (proof, checkpoint)
         };
         Ok(json!({
             "seq": a.seq,

@@ -199,12 +199,13 @@ export async function latestCheckpoint() {
 }
 
 /**
- * A write answer `w` for the entry `bytes`, verified as the CLI does: the entry is included in
- * the answer's checkpoint; when that one is not yet quorum-cosigned (a consortium cosigns after
- * the block), the next final checkpoint covering it (polled for up to 20 s) must extend it
- * (consistency proof) and is remembered. Answers {position, size, signers} of the final one.
+ * A write answer or entry read `w` ({position, inclusion_proof, checkpoint, id}) for the entry
+ * `bytes`, verified as the CLI does (`Ctx::verify_entry`): the entry is included in the answer's
+ * checkpoint; when that one is not yet quorum-cosigned (a consortium cosigns after the block),
+ * the next final checkpoint covering it (polled for up to 20 s) must extend it (consistency
+ * proof) and is remembered. Answers {position, size, signers} of the final one.
  */
-export async function verifyWrite(t, bytes, w) {
+export async function verifyFinal(t, bytes, w) {
   const inc = await verifyEntryInclusion(t, bytes, w.position, w.inclusion_proof, w.checkpoint, w.id, { pending: true });
   const cp = inc.cp;
   if (cp.final) {

@@ -9,7 +9,7 @@ import { hex, parseKeyFile, randomBytes, salted, unhex32, utf8 } from "./crypto.
 import { CATEGORIES, consentGrantedKind, consentRevokedKind, decodeEntry, firmBody, queryRequestOf, signEntry } from "./entry.js";
 import { errorLine, getLang, setLang, t } from "./i18n.js";
 import { parseMetrics, sparkline } from "./charts.js";
-import { openCheckpoint, verifyAccessCompleteness, verifyCertificate, verifyEntryInclusion } from "./verify.js";
+import { openCheckpoint, verifyAccessCompleteness, verifyCertificate } from "./verify.js";
 
 // ---------- DOM helpers ----------
 
@@ -109,7 +109,7 @@ async function verifyItem(trust, item, tagHex) {
   const r = await api.signedGet(`/v1/entries/${item.position}`);
   if (r.redacted || !r.entry) throw Object.assign(new Error("the node redacted the entry"), { code: "api.forbidden" });
   const bytes = api.entryBytes(r.entry);
-  const inc = await verifyEntryInclusion(trust, bytes, item.position, r.inclusion_proof, r.checkpoint, item.id);
+  const inc = await api.verifyFinal(trust, bytes, { ...r, position: item.position, id: item.id });
   const e = decodeEntry(bytes);
   const q = queryRequestOf(e);
   const same = q && e.kind === item.kind && q.bank === (item.bank || q.bank) && q.consent === item.consent &&
@@ -160,7 +160,7 @@ async function firmPage(root) {
       if (x.registration === null) continue;
       const r = await api.signedGet(`/v1/entries/${x.registration}`);
       const bytes = api.entryBytes(r.entry);
-      await verifyEntryInclusion(trust, bytes, r.position, r.inclusion_proof, r.checkpoint, r.id);
+      await api.verifyFinal(trust, bytes, r);
       const e = decodeEntry(bytes);
       const pub = (await api.epochKey(x.epoch)).pub;
       if (e.kind !== "firm_registered" || hex(e.v.get(0)) !== x.tag || hex(e.v.get(1)) !== hex(pub)) {
@@ -207,7 +207,7 @@ async function firmPage(root) {
       const body = firmBody(unhex32(tag), now, api.randomNonce(), kind);
       const bytes = await signEntry(await keyUnder(tag), trust.chain, body);
       const w = await api.postEntry("/v1/consents", bytes);
-      const inc = await api.verifyWrite(trust, bytes, w);
+      const inc = await api.verifyFinal(trust, bytes, w);
       result.replaceChildren(h("p", { class: "ok", "data-consent": w.id },
         t("ok"), ": consent ", h("code", { id: "granted-id" }, w.id), " ", badge(true, `#${inc.position} ⊂ ${inc.size}`),
         h("br"), "purpose_salt ", h("code", {}, hex(salt))));
@@ -225,7 +225,7 @@ async function firmPage(root) {
       const tg = tags.includes(under) ? under : tag;
       const bytes = await signEntry(await keyUnder(tg), trust.chain, firmBody(unhex32(tg), now, api.randomNonce(), consentRevokedKind(id)));
       const w = await api.postEntry(`/v1/consents/${id}/revoke`, bytes);
-      await api.verifyWrite(trust, bytes, w);
+      await api.verifyFinal(trust, bytes, w);
       route();
     } catch (e) {
       result.replaceChildren(errLine(e));
@@ -372,7 +372,7 @@ async function auditPage(root) {
       if (r.redacted) {
         kids.push(h("p", { class: "note", "data-redacted": "yes" }, t("redacted")), h("p", {}, "leaf ", h("code", {}, r.leaf_hash)));
       } else {
-        const inc = await verifyEntryInclusion(trust, api.entryBytes(r.entry), r.position, r.inclusion_proof, r.checkpoint, r.id)
+        const inc = await api.verifyFinal(trust, api.entryBytes(r.entry), r)
           .then((x) => badge(true, `⊂ ${x.size}`), (e) => badge(false, errorLine(codeOf(e), detailOf(e))));
         kids.push(h("p", {}, r.kind, " ", inc), h("pre", {}, JSON.stringify(r.body, null, 2)));
       }

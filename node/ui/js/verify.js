@@ -222,7 +222,7 @@ export const entryId = (bytes) => tagged("xinyi/v1/entry", bytes);
 export async function verifyEntryInclusion(trust, bytes, position, proofHex, note, wantId, { pending = false } = {}) {
   const cp = await openCheckpoint(trust, note);
   // `pending`: a checkpoint not yet quorum-cosigned is accepted here (a fresh write's); the caller
-  // then proves it consistent with a final one (api.js `verifyWrite`).
+  // then proves it consistent with a final one (api.js `verifyFinal`).
   if (!cp.final && !pending) fail("checkpoint.no_quorum", `signed by power ${cp.power} of ${cp.total}`);
   if (wantId !== undefined && hex(await entryId(bytes)) !== wantId) {
     fail("entry.id_mismatch", "the entry bytes do not hash to the listed id");

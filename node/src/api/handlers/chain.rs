@@ -66,7 +66,9 @@ pub async fn get_block(
 
 /// `GET /v1/entries/{position}`: the entry for its parties (author, the bank of a query or
 /// consent, the firm it names) and auditors/validators (`X-Xinyi-Auth`); for anyone else only
-/// its id, leaf hash and inclusion proof (`"redacted": true`).
+/// its id, leaf hash and inclusion proof (`"redacted": true`). The proof is in the latest final
+/// (quorum-cosigned) checkpoint that covers the entry, so a reader who requires finality does not
+/// race the cosignatures of the newest block; only an entry of that block gets the newest note.
 pub async fn get_entry(
     State(s): State<AppState>,
     Path(p): Path<String>,
@@ -90,12 +92,13 @@ pub async fn get_entry(
             .ok_or_else(|| {
                 ApiError::internal(format!("entry {position} missing from the store"))
             })?;
+        let (size, checkpoint) = core.read_checkpoint(position);
         let proof = core
             .chain
             .log()
             .inclusion_proof(position, size)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok((bytes, proof, core.checkpoint.clone()))
+        Ok((bytes, proof, checkpoint))
     })
     .await?;
     let store = s.engine.store().clone();
