@@ -146,27 +146,73 @@ fn unseal(key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
 }
 
 /// File beside sled's own in the store directory recording the last appended block (height and
-/// header hash, CRC-sealed). sled's recovery treats a damaged log record as the torn end of its
-/// log and silently drops everything after it; the marker turns that rollback into
-/// `store.corrupt` at open (docs/reliability.md). Written after sled's flush, without fsync: a
-/// crash can only leave it behind the store (or empty), never ahead, so it cannot raise a false
-/// alarm; a marker behind the store is normal.
+/// header hash, CRC-sealed; `specs/storage.md` §4.1). sled's recovery treats a damaged log record
+/// as the torn end of its log and silently drops everything after it; the marker turns that
+/// rollback into `store.corrupt` at open (docs/reliability.md). Written after sled's flush,
+/// without fsync: a crash can only leave it behind the store (or empty), never ahead, so it
+/// cannot raise a false alarm; a marker behind the store is normal.
 const HEAD_MARKER: &str = "xinyi-head";
 
-fn write_marker(dir: &Path, height: u64, hash: &Digest) {
-    let mut v = Vec::with_capacity(44);
-    v.extend_from_slice(&height.to_be_bytes());
-    v.extend_from_slice(hash.as_bytes());
-    let crc = crc32fast::hash(&v);
-    v.extend_from_slice(&crc.to_le_bytes());
-    let tmp = dir.join(format!("{HEAD_MARKER}.tmp"));
-    // Best effort: the block is durable in sled already; a missing marker only weakens the check.
-    if std::fs::write(&tmp, &v).is_ok() {
-        let _ = std::fs::rename(&tmp, dir.join(HEAD_MARKER));
+/// One marker slot: `BE64(height) ‖ header hash ‖ LE32(CRC-32 of the first 40 bytes)`.
+const MARKER_SLOT: usize = 44;
+
+fn marker_slot(height: u64, hash: &Digest) -> [u8; MARKER_SLOT] {
+    let mut v = [0u8; MARKER_SLOT];
+    v[..8].copy_from_slice(&height.to_be_bytes());
+    v[8..40].copy_from_slice(hash.as_bytes());
+    let crc = crc32fast::hash(&v[..40]);
+    v[40..].copy_from_slice(&crc.to_le_bytes());
+    v
+}
+
+/// The head marker of an open store. The file has two slots; block `h` goes to slot `h % 2`, in
+/// place (one positioned write per block: no file created, renamed or opened per block), so a
+/// write torn by a crash damages only the slot being written and the other still names the
+/// block before. The first write of a session lays out the whole file (both slots) through a
+/// temporary file and a rename, which also replaces a one-slot marker of an older build.
+struct HeadMarker {
+    dir: PathBuf,
+    /// The marker file, once this session laid it out.
+    file: Mutex<Option<std::fs::File>>,
+}
+
+impl HeadMarker {
+    fn new(dir: &Path) -> HeadMarker {
+        HeadMarker {
+            dir: dir.to_path_buf(),
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Records block `height` (best effort: the block is durable in sled already; a marker
+    /// that is missing or behind only weakens the check).
+    fn write(&self, height: u64, hash: &Digest) {
+        use std::os::unix::fs::FileExt as _;
+        let slot = marker_slot(height, hash);
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(f) = file.as_ref() {
+            let at = (height % 2) * MARKER_SLOT as u64;
+            if f.write_all_at(&slot, at).is_ok() {
+                return;
+            }
+        }
+        let path = self.dir.join(HEAD_MARKER);
+        let tmp = self.dir.join(format!("{HEAD_MARKER}.tmp"));
+        *file = None;
+        if std::fs::write(&tmp, [slot, slot].concat()).is_ok()
+            && std::fs::rename(&tmp, &path).is_ok()
+        {
+            *file = std::fs::OpenOptions::new().write(true).open(&path).ok();
+        }
     }
 }
 
-/// The marker, if present and non-empty; a damaged one is `store.corrupt`.
+/// The marker, if present and non-empty: the valid slot with the greater height (a one-slot
+/// file of an older build is its one slot). A file of another length, or with no valid slot,
+/// is `store.corrupt`.
 fn read_marker(dir: &Path) -> Result<Option<(u64, Digest)>, StoreError> {
     let v = match std::fs::read(dir.join(HEAD_MARKER)) {
         Ok(v) if v.is_empty() => return Ok(None),
@@ -174,14 +220,21 @@ fn read_marker(dir: &Path) -> Result<Option<(u64, Digest)>, StoreError> {
         Err(_) => return Ok(None),
     };
     let bad = || corrupt(format!("head marker file {HEAD_MARKER}"), "damaged");
-    if v.len() != 44 || crc32fast::hash(&v[..40]).to_le_bytes() != v[40..44] {
+    if v.len() != MARKER_SLOT && v.len() != 2 * MARKER_SLOT {
         return Err(bad());
     }
-    let mut h = [0u8; 8];
-    h.copy_from_slice(&v[..8]);
-    let mut d = [0u8; 32];
-    d.copy_from_slice(&v[8..40]);
-    Ok(Some((u64::from_be_bytes(h), Digest(d))))
+    v.chunks_exact(MARKER_SLOT)
+        .filter(|s| crc32fast::hash(&s[..40]).to_le_bytes() == s[40..])
+        .map(|s| {
+            let mut h = [0u8; 8];
+            h.copy_from_slice(&s[..8]);
+            let mut d = [0u8; 32];
+            d.copy_from_slice(&s[8..40]);
+            (u64::from_be_bytes(h), Digest(d))
+        })
+        .max_by_key(|(h, _)| *h)
+        .map(Some)
+        .ok_or_else(bad)
 }
 
 /// Refuses a store that sled recovered to a point before the marker's block.
@@ -340,8 +393,8 @@ pub struct Store {
     index: RwLock<Index>,
     /// The last block's entries read (reads of consecutive positions hit one block).
     cache: Mutex<Option<(u64, BlockEntries)>>,
-    /// Directory of the head marker (set when opened through `open`/`open_or_create`).
-    marker_dir: Option<PathBuf>,
+    /// The head marker (set when opened through `open`/`open_or_create`).
+    marker: Option<HeadMarker>,
 }
 
 /// Persisted head.
@@ -366,7 +419,7 @@ impl Store {
             chain_id,
             index: RwLock::new(Index::default()),
             cache: Mutex::new(None),
-            marker_dir: None,
+            marker: None,
         }
     }
 
@@ -377,7 +430,7 @@ impl Store {
         if db.get(META_GENESIS)?.is_some() {
             let (mut store, chain) = Store::load(db)?;
             check_marker(dir, &store, &chain)?;
-            store.marker_dir = Some(dir.to_path_buf());
+            store.marker = Some(HeadMarker::new(dir));
             let wanted = genesis.chain_id()?;
             if store.chain_id != wanted {
                 return Err(StoreError::WrongChain {
@@ -395,7 +448,7 @@ impl Store {
             ));
         }
         let mut store = Store::new(db, genesis.clone(), *chain.chain_id());
-        store.marker_dir = Some(dir.to_path_buf());
+        store.marker = Some(HeadMarker::new(dir));
         let mut batch = sled::Batch::default();
         store.put(
             &mut batch,
@@ -415,7 +468,9 @@ impl Store {
         store.put(&mut batch, META_HEAD.to_vec(), &codec::encode(&head)?);
         store.db.apply_batch(batch)?;
         store.db.flush()?;
-        write_marker(dir, 0, chain.chain_id());
+        if let Some(m) = &store.marker {
+            m.write(0, chain.chain_id());
+        }
         Ok((store, chain))
     }
 
@@ -436,7 +491,7 @@ impl Store {
         }
         let (mut store, chain) = Store::load(db)?;
         check_marker(dir, &store, &chain)?;
-        store.marker_dir = Some(dir.to_path_buf());
+        store.marker = Some(HeadMarker::new(dir));
         Ok((store, chain))
     }
 
@@ -667,8 +722,8 @@ impl Store {
         self.put(&mut batch, META_HEAD.to_vec(), &codec::encode(&new_head)?);
         self.db.apply_batch(batch)?;
         self.db.flush()?;
-        if let Some(dir) = &self.marker_dir {
-            write_marker(dir, height, &b.header_hash);
+        if let Some(m) = &self.marker {
+            m.write(height, &b.header_hash);
         }
         let mut index = self
             .index
@@ -1071,5 +1126,74 @@ mod tests {
             assert_eq!(e.code(), "store.corrupt");
             assert!(e.to_string().contains("format"), "{e}");
         }
+    }
+
+    /// The marker has two slots written in place: after 5 blocks they name blocks 5 and 4; a
+    /// slot torn by a crash falls back to the other (behind the store, which is normal); a
+    /// marker with no valid slot or of another length is `store.corrupt`; a one-slot marker of
+    /// an older build is read and replaced by the first append.
+    #[test]
+    fn head_marker_slots_survive_a_torn_write_and_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path(), 5, 1);
+        let path = dir.path().join(HEAD_MARKER);
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(file.len(), 2 * MARKER_SLOT);
+        let slot_height = |i: usize| {
+            u64::from_be_bytes(
+                file[i * MARKER_SLOT..i * MARKER_SLOT + 8]
+                    .try_into()
+                    .unwrap(),
+            )
+        };
+        assert_eq!((slot_height(0), slot_height(1)), (4, 5));
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let h5 = store.header(5).unwrap().unwrap().hash().unwrap();
+        let h4 = store.header(4).unwrap().unwrap().hash().unwrap();
+        drop(store);
+        assert_eq!(read_marker(dir.path()).unwrap(), Some((5, h5)));
+
+        // Block 5's slot torn: the marker names block 4 and the store opens.
+        let mut torn = file.clone();
+        torn[MARKER_SLOT + 3] ^= 0xff;
+        std::fs::write(&path, &torn).unwrap();
+        assert_eq!(read_marker(dir.path()).unwrap(), Some((4, h4)));
+        Store::open(dir.path()).unwrap();
+
+        // Both slots damaged, or a file of another length: refused.
+        for bad in [
+            {
+                let mut b = file.clone();
+                b[3] ^= 1;
+                b[MARKER_SLOT + 3] ^= 1;
+                b
+            },
+            file[..=MARKER_SLOT].to_vec(),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            let e = Store::open(dir.path()).err().unwrap();
+            assert_eq!(e.code(), "store.corrupt");
+            assert!(e.to_string().contains("head marker"), "{e}");
+        }
+
+        // A valid slot naming a block the store does not hold (sled rolled back): refused.
+        std::fs::write(&path, [marker_slot(4, &h4), marker_slot(9, &h5)].concat()).unwrap();
+        let e = Store::open(dir.path()).err().unwrap();
+        assert!(e.to_string().contains("block 9 was stored"), "{e}");
+
+        // An older build's one-slot marker is read, then laid out in two slots on append.
+        std::fs::write(&path, marker_slot(5, &h5)).unwrap();
+        let c = SampleConsortium::new(b"store-tests", 1, T0);
+        let (store, mut chain) = Store::open(dir.path()).unwrap();
+        let e = c
+            .registration("gz-credit", &sample_firm(99).unwrap(), T0 + 100, 99)
+            .unwrap();
+        let proposer = OrgId::new("gz-credit").unwrap();
+        let (block, _) = chain.build_block(T0 + 100, proposer, vec![e]).unwrap();
+        let cert = c.certify(&block).unwrap();
+        let b6 = chain.commit_built(cert).unwrap();
+        store.append(&b6).unwrap();
+        assert_eq!(read_marker(dir.path()).unwrap(), Some((6, b6.header_hash)));
+        assert_eq!(std::fs::read(&path).unwrap().len(), 2 * MARKER_SLOT);
     }
 }
