@@ -1000,7 +1000,12 @@ async fn timed_out_requests_get_the_error_shape() {
         ..Default::default()
     });
     let grant = t.consent_entry(0, "bank-a", &[Tax], 1);
+    // Holding the ledger core keeps the write's admission waiting, so the answer cannot come
+    // before the timeout whatever the machine's speed (without it a fast commit could win the
+    // race against the timer's 1 ms tick).
+    let core = t.node.state.engine.lock();
     let r = t.post("/v1/consents", &write_body(&grant)).await;
+    drop(core);
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.body["code"], "api.timeout");
 }
