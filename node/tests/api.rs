@@ -993,6 +993,9 @@ async fn concurrent_queries_never_exceed_max_uses() {
     assert!(m.contains("xinyi_queries_denied_total 17"), "{m}");
 }
 
+// The ledger core is held across the request on purpose (the handler's blocking thread waits
+// for it; no runtime thread does).
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timed_out_requests_get_the_error_shape() {
     let t = start_with(xinyi_node::api::ApiConfig {
