@@ -5,11 +5,13 @@
 //! index values, and the block's state write set — is written with a single `apply_batch` and
 //! flushed before [`Store::append`] returns. Keys are per block, not per entry (a sled key
 //! costs far more than its bytes); what is needed per entry — the block of a log position and
-//! the position of an entry id — is derived in memory when the store opens, from the entries
-//! it re-reads anyway to rebuild the Merkle log. Every value carries a CRC-32 of its key and
-//! value; a mismatch is reported as [`StoreError::Corrupt`] naming the key, never used.
-//! Opening reloads state and log and checks them against the head header. Full cryptographic
-//! re-verification of stored blocks is [`crate::verify`]'s job, not the store's.
+//! the position of an entry id — is derived in memory when the store opens, from each block's
+//! log index value (its entries' leaf hashes and id prefixes, 40 bytes per entry), which it
+//! reads anyway to rebuild the Merkle log; the entries themselves are not read at open. Every
+//! value carries a CRC-32 of its key and value; a mismatch is reported as
+//! [`StoreError::Corrupt`] naming the key, never used. Opening reloads state and log and checks
+//! them against the head header. Full cryptographic re-verification of stored blocks is
+//! [`crate::verify`]'s job, not the store's.
 
 use crate::block::{Block, BlockHeader, CommitCertificate};
 use crate::chain::{Chain, CommittedBlock};
@@ -30,6 +32,7 @@ mod prefix {
     pub const HEADER: u8 = b'H';
     pub const CERT: u8 = b'C';
     pub const ENTRIES: u8 = b'E';
+    pub const LOG_INDEX: u8 = b'L';
     pub const BY_FIRM: u8 = b'F';
     pub const BY_ORG: u8 = b'O';
     pub const BY_BANK: u8 = b'Q';
@@ -40,7 +43,12 @@ const META_GENESIS: &[u8] = b"mgenesis";
 const META_HEAD: &[u8] = b"mhead";
 const META_VERSION: &[u8] = b"mversion";
 /// 4: the state holds no `N ‖ id` keys; the replay set is derived from the `n` values.
-const STORE_VERSION: u32 = 4;
+/// 5: a log index value (`L`) per block, so open rebuilds the log without reading entries.
+const STORE_VERSION: u32 = 5;
+/// The format this build upgrades in place at open (writing the `L` values of every block).
+const UPGRADABLE_VERSION: u32 = 4;
+/// Bytes per entry in a log index value: leaf hash (32) ‖ first 8 bytes of the entry id.
+const LOG_INDEX_ITEM: usize = 40;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +117,7 @@ fn describe(key: &[u8]) -> String {
         Some(&prefix::HEADER) => format!("header of block {}", num(rest).unwrap_or(0)),
         Some(&prefix::CERT) => format!("certificate of block {}", num(rest).unwrap_or(0)),
         Some(&prefix::ENTRIES) => format!("entries of block {}", num(rest).unwrap_or(0)),
+        Some(&prefix::LOG_INDEX) => format!("log index of block {}", num(rest).unwrap_or(0)),
         Some(&prefix::STATE) => format!("state key {}", hex::encode(rest)),
         Some(&prefix::META) => format!("metadata {}", String::from_utf8_lossy(rest)),
         _ => format!("key {}", hex::encode(key)),
@@ -317,6 +326,33 @@ fn split_entries(v: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
     (at == v.len()).then_some(out)
 }
 
+/// A block's log index value: per entry, in log order, its leaf hash ‖ first 8 bytes of its id.
+fn encode_log_index(items: impl ExactSizeIterator<Item = (crate::merkle::Hash, u64)>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(items.len() * LOG_INDEX_ITEM);
+    for (leaf, id) in items {
+        v.extend_from_slice(&leaf);
+        v.extend_from_slice(&id.to_be_bytes());
+    }
+    v
+}
+
+/// Splits a log index value into (leaf hash, id prefix) pairs; None if its length is not a
+/// multiple of [`LOG_INDEX_ITEM`].
+fn split_log_index(v: &[u8]) -> Option<Vec<(crate::merkle::Hash, u64)>> {
+    if !v.len().is_multiple_of(LOG_INDEX_ITEM) {
+        return None;
+    }
+    v.chunks_exact(LOG_INDEX_ITEM)
+        .map(|c| {
+            let (leaf, id) = c.split_at(32);
+            Some((
+                leaf.try_into().ok()?,
+                u64::from_be_bytes(id.try_into().ok()?),
+            ))
+        })
+        .collect()
+}
+
 /// Offsets within a block as an index value: concatenated `BE32(offset)`, ascending.
 fn encode_offsets(offsets: &[u32]) -> Vec<u8> {
     offsets.iter().flat_map(|o| o.to_be_bytes()).collect()
@@ -335,8 +371,7 @@ struct Index {
 }
 
 impl Index {
-    fn add_id(&mut self, id: &Digest, pos: u64) {
-        let p = id_prefix(id);
+    fn add_id(&mut self, p: u64, pos: u64) {
         match self.ids.entry(p) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(pos);
@@ -531,16 +566,21 @@ impl Store {
             unseal(key, &v)
         };
         let version = tmp(&db, META_VERSION)?;
-        if version.as_slice() != STORE_VERSION.to_be_bytes() {
+        let upgrade = if version.as_slice() == STORE_VERSION.to_be_bytes() {
+            false
+        } else if version.as_slice() == UPGRADABLE_VERSION.to_be_bytes() {
+            true
+        } else {
             return Err(corrupt(
                 describe(META_VERSION),
                 format!(
-                    "store format {}, this build reads format {STORE_VERSION} (no migrations \
-                     before 1.0: recreate the node's data directory)",
+                    "store format {}, this build reads format {STORE_VERSION} and upgrades \
+                     format {UPGRADABLE_VERSION} (no other migrations before 1.0: recreate the \
+                     node's data directory)",
                     hex::encode(&version)
                 ),
             ));
-        }
+        };
         let genesis = Genesis::from_json(&tmp(&db, META_GENESIS)?)?;
         let head: StoredHead = codec::decode("head", &tmp(&db, META_HEAD)?, 1024)
             .map_err(|e| corrupt(describe(META_HEAD), e.to_string()))?;
@@ -552,44 +592,81 @@ impl Store {
             kv.push((key[1..].to_vec(), unseal(&key, &v)?));
         }
         let state = State::restore(&store.genesis, head.state, kv)?;
-        // The log and the in-memory indexes are rebuilt from the stored entries themselves: every
-        // block's entries value is read, its seal checked, each leaf hash and id recomputed.
+        // The log and the in-memory indexes are rebuilt from every block's log index value
+        // (seal checked; the leaves must give the head header's log root below). The entries
+        // are not read: each is checked (seal, layout) when it is read. A format-4 store has no
+        // log index: its entries are read instead, once, and the values written before the
+        // store is marked format 5.
         let mut leaves = Vec::with_capacity(head.log_size as usize);
         let mut index = Index::default();
         let mut last_header = None;
-        for item in store.db.scan_prefix([prefix::ENTRIES]) {
+        let mut upgrade_batch = upgrade.then(sled::Batch::default);
+        let scanned = if upgrade {
+            prefix::ENTRIES
+        } else {
+            prefix::LOG_INDEX
+        };
+        for item in store.db.scan_prefix([scanned]) {
             let (key, v) = item?;
             let expected = index.height() + 1;
             if key.get(1..) != Some(&expected.to_be_bytes()[..]) {
                 return Err(corrupt(
                     describe(&key),
-                    format!("expected the entries of block {expected}"),
+                    format!(
+                        "expected the {} block {expected}",
+                        if upgrade {
+                            "entries of"
+                        } else {
+                            "log index of"
+                        }
+                    ),
                 ));
             }
             let value = unseal(&key, &v)?;
-            let ranges = split_entries(&value)
-                .ok_or_else(|| corrupt(describe(&key), "entries value is malformed"))?;
+            let items = if upgrade {
+                let ranges = split_entries(&value)
+                    .ok_or_else(|| corrupt(describe(&key), "entries value is malformed"))?;
+                ranges
+                    .into_iter()
+                    .map(|r| {
+                        let bytes = &value[r];
+                        (
+                            crate::merkle::leaf_hash(bytes),
+                            id_prefix(&hash::tagged(Domain::Entry, &[bytes])),
+                        )
+                    })
+                    .collect()
+            } else {
+                split_log_index(&value)
+                    .ok_or_else(|| corrupt(describe(&key), "log index value is malformed"))?
+            };
             let header = store
                 .header(expected)?
                 .ok_or_else(|| corrupt(format!("header of block {expected}"), "missing"))?;
             let first = index.log_size();
-            if header.entry_count as usize != ranges.len()
-                || header.log_size != first + ranges.len() as u64
+            if header.entry_count as usize != items.len()
+                || header.log_size != first + items.len() as u64
             {
                 return Err(corrupt(
                     describe(&key),
                     format!(
                         "{} entries stored, the header says {} ending at log size {}",
-                        ranges.len(),
+                        items.len(),
                         header.entry_count,
                         header.log_size
                     ),
                 ));
             }
-            for (i, r) in ranges.into_iter().enumerate() {
-                let bytes = &value[r];
-                leaves.push(crate::merkle::leaf_hash(bytes));
-                index.add_id(&hash::tagged(Domain::Entry, &[bytes]), first + i as u64);
+            if let Some(batch) = upgrade_batch.as_mut() {
+                store.put(
+                    batch,
+                    k(prefix::LOG_INDEX, &[&expected.to_be_bytes()]),
+                    &encode_log_index(items.iter().copied()),
+                );
+            }
+            for (i, (leaf, id)) in items.into_iter().enumerate() {
+                leaves.push(leaf);
+                index.add_id(id, first + i as u64);
             }
             index.ends.push(header.log_size);
             last_header = Some(header);
@@ -628,6 +705,16 @@ impl Store {
                     "state root differs from the head header's",
                 ));
             }
+        }
+        if let Some(mut batch) = upgrade_batch {
+            // Everything checked: write the log index values and the new format in one batch.
+            store.put(
+                &mut batch,
+                META_VERSION.to_vec(),
+                &STORE_VERSION.to_be_bytes(),
+            );
+            store.db.apply_batch(batch)?;
+            store.db.flush()?;
         }
         *store
             .index
@@ -668,6 +755,15 @@ impl Store {
             &mut batch,
             k(prefix::ENTRIES, &[&hb]),
             &encode_entries(b.entries.iter().map(|e| e.bytes.as_slice())),
+        );
+        self.put(
+            &mut batch,
+            k(prefix::LOG_INDEX, &[&hb]),
+            &encode_log_index(
+                b.entries
+                    .iter()
+                    .map(|e| (crate::merkle::leaf_hash(&e.bytes), id_prefix(&e.id))),
+            ),
         );
         let mut by_firm: BTreeMap<&[u8; 32], Vec<u32>> = BTreeMap::new();
         let mut by_org: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
@@ -730,7 +826,7 @@ impl Store {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (i, e) in b.entries.iter().enumerate() {
-            index.add_id(&e.id, b.first_position + i as u64);
+            index.add_id(id_prefix(&e.id), b.first_position + i as u64);
         }
         index.ends.push(b.block.header.log_size);
         Ok(())
@@ -780,6 +876,19 @@ impl Store {
         };
         let ranges = split_entries(&value)
             .ok_or_else(|| corrupt(describe(&key), "entries value is malformed"))?;
+        // Open rebuilt the log from the log index, not from this value: its entry count must
+        // be the one the log has for this block.
+        let expected = {
+            let index = self.index();
+            (height >= 1 && height <= index.height())
+                .then(|| index.ends[height as usize - 1] - index.first(height))
+        };
+        if let Some(n) = expected.filter(|&n| n != ranges.len() as u64) {
+            return Err(corrupt(
+                describe(&key),
+                format!("{} entries stored, the log has {n}", ranges.len()),
+            ));
+        }
         let entries: BlockEntries =
             Arc::new(ranges.into_iter().map(|r| value[r].to_vec()).collect());
         *cache = Some((height, entries.clone()));
@@ -1101,14 +1210,14 @@ mod tests {
         filled(dir.path(), 3, 1);
         {
             let db = open_db(dir.path()).unwrap();
-            db.remove(k(prefix::ENTRIES, &[&2u64.to_be_bytes()]))
+            db.remove(k(prefix::LOG_INDEX, &[&2u64.to_be_bytes()]))
                 .unwrap();
             db.flush().unwrap();
         }
         let e = Store::open(dir.path()).err().unwrap();
         assert_eq!(e.code(), "store.corrupt");
         assert!(
-            e.to_string().contains("expected the entries of block 2"),
+            e.to_string().contains("expected the log index of block 2"),
             "{e}"
         );
 
@@ -1125,6 +1234,138 @@ mod tests {
             let e = Store::open(dir.path()).err().unwrap();
             assert_eq!(e.code(), "store.corrupt");
             assert!(e.to_string().contains("format"), "{e}");
+        }
+    }
+
+    /// Flips one byte of the stored value under `key` (its seal then fails).
+    fn damage(dir: &Path, key: &[u8], at: usize) {
+        let db = open_db(dir).unwrap();
+        let mut v = db.get(key).unwrap().unwrap().to_vec();
+        v[at] ^= 0x40;
+        db.insert(key, v).unwrap();
+        db.flush().unwrap();
+    }
+
+    /// Open rebuilds the log from the log index values and never reads an entries value: a
+    /// damaged log index value (or one of the wrong length, or naming other leaves) is refused
+    /// at open by name; a damaged entries value opens and is refused, by name, by the read that
+    /// meets it, while the other blocks' entries still read.
+    #[test]
+    fn open_checks_the_log_index_and_reads_check_the_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, all) = filled(dir.path(), 3, 2);
+        let l2 = k(prefix::LOG_INDEX, &[&2u64.to_be_bytes()]);
+        let e2 = k(prefix::ENTRIES, &[&2u64.to_be_bytes()]);
+        let original = open_db(dir.path()).unwrap().get(&l2).unwrap().unwrap();
+
+        damage(dir.path(), &l2, 5);
+        let e = Store::open(dir.path()).err().unwrap();
+        assert_eq!(e.code(), "store.corrupt");
+        assert!(e.to_string().contains("log index of block 2"), "{e}");
+
+        // Well sealed but one byte short, then a whole item short, then other leaves.
+        let sealed = |v: &[u8]| seal(&l2, v);
+        let body = &original[..original.len() - 4];
+        for (bad, says) in [
+            (
+                sealed(&body[..body.len() - 1]),
+                "log index value is malformed",
+            ),
+            (
+                sealed(&body[..LOG_INDEX_ITEM]),
+                "1 entries stored, the header says 2",
+            ),
+            (
+                sealed(&[&body[LOG_INDEX_ITEM..], &body[..LOG_INDEX_ITEM]].concat()),
+                "stored leaves do not give the head header's log root",
+            ),
+        ] {
+            let db = open_db(dir.path()).unwrap();
+            db.insert(&l2, bad).unwrap();
+            db.flush().unwrap();
+            drop(db);
+            let e = Store::open(dir.path()).err().unwrap();
+            assert_eq!(e.code(), "store.corrupt");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let db = open_db(dir.path()).unwrap();
+        db.insert(&l2, original).unwrap();
+        db.flush().unwrap();
+        drop(db);
+
+        damage(dir.path(), &e2, 9);
+        let (store, chain) = Store::open(dir.path()).unwrap();
+        assert_eq!(chain.log().size(), 6);
+        assert_eq!(store.entry(1).unwrap().unwrap(), all[1].bytes);
+        let e = store.entry(2).err().unwrap();
+        assert_eq!(e.code(), "store.corrupt");
+        assert!(e.to_string().contains("entries of block 2"), "{e}");
+        assert_eq!(store.entry(4).unwrap().unwrap(), all[4].bytes);
+        assert_eq!(store.position_of(&all[5].id).unwrap(), Some(5));
+    }
+
+    /// A format-4 store (no log index values) is upgraded at open: its entries are read once,
+    /// the log index values and format 5 are written, and the store then reads exactly as a
+    /// store written by this build; a damaged entries value stops the upgrade (nothing is
+    /// written).
+    #[test]
+    fn format_4_store_is_upgraded_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, all) = filled(dir.path(), 3, 2);
+        let (root, values) = {
+            let (_, chain) = Store::open(dir.path()).unwrap();
+            let db = open_db(dir.path()).unwrap();
+            let values: Vec<_> = db
+                .scan_prefix([prefix::LOG_INDEX])
+                .map(|r| r.unwrap())
+                .collect();
+            (chain.log().root(), values)
+        };
+        assert_eq!(values.len(), 3);
+        let downgrade = || {
+            let db = open_db(dir.path()).unwrap();
+            for (key, _) in &values {
+                db.remove(key).unwrap();
+            }
+            db.insert(META_VERSION, seal(META_VERSION, &4u32.to_be_bytes()))
+                .unwrap();
+            db.flush().unwrap();
+        };
+        downgrade();
+        damage(dir.path(), &k(prefix::ENTRIES, &[&3u64.to_be_bytes()]), 3);
+        let e = Store::open(dir.path()).err().unwrap();
+        assert!(e.to_string().contains("entries of block 3"), "{e}");
+        {
+            let db = open_db(dir.path()).unwrap();
+            assert_eq!(db.scan_prefix([prefix::LOG_INDEX]).count(), 0);
+            assert_eq!(
+                unseal(META_VERSION, &db.get(META_VERSION).unwrap().unwrap()).unwrap(),
+                4u32.to_be_bytes()
+            );
+        }
+        // Undo the damage.
+        damage(dir.path(), &k(prefix::ENTRIES, &[&3u64.to_be_bytes()]), 3);
+
+        let (store, chain) = Store::open(dir.path()).unwrap();
+        assert_eq!(chain.log().root(), root);
+        assert_eq!(store.position_of(&all[3].id).unwrap(), Some(3));
+        drop((store, chain));
+        let db = open_db(dir.path()).unwrap();
+        let rewritten: Vec<_> = db
+            .scan_prefix([prefix::LOG_INDEX])
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(rewritten, values, "the upgrade writes what append writes");
+        assert_eq!(
+            unseal(META_VERSION, &db.get(META_VERSION).unwrap().unwrap()).unwrap(),
+            STORE_VERSION.to_be_bytes()
+        );
+        drop(db);
+        let (store, chain) = Store::open(dir.path()).unwrap();
+        assert_eq!(chain.log().root(), root);
+        for (pos, e) in all.iter().enumerate() {
+            assert_eq!(store.entry(pos as u64).unwrap().unwrap(), e.bytes);
+            assert_eq!(store.position_of(&e.id).unwrap(), Some(pos as u64));
         }
     }
 
