@@ -22,6 +22,7 @@ mod alerts;
 mod erasure;
 mod membership;
 mod repairs;
+mod replay;
 pub use alerts::trigger_category;
 pub use erasure::{ErasureIndexEntry, ErasureRefusal};
 pub use membership::FirmKeyEpoch;
@@ -454,13 +455,7 @@ impl std::borrow::Borrow<[u8]> for SharedKey {
 /// The committed key-values: a persistent ordered map, so a clone is O(1) and shares the tree.
 type Base = imbl::OrdMap<SharedKey, Arc<Vec<u8>>>;
 
-/// A 32-byte replay id (entry id or query-request id).
-type ReplayId = [u8; 32];
-
-/// The live replay set, derived from the `n` values: each id with the number of `n` values that
-/// list it (1 on any chain built by these rules; counted so the set is exactly the union of the
-/// listed ids whatever the values hold).
-type ReplaySet = imbl::OrdMap<ReplayId, u32>;
+use replay::{ReplayId, ReplaySet};
 
 /// The ledger state.
 #[derive(Debug, Clone)]
@@ -562,7 +557,7 @@ impl State {
             base: Base::new(),
             block: BTreeMap::new(),
             entry: BTreeMap::new(),
-            replay: ReplaySet::new(),
+            replay: ReplaySet::default(),
             replay_before_block: None,
             block_ids: Vec::new(),
             entry_ids: Vec::new(),
@@ -617,13 +612,14 @@ impl State {
             access.insert(access_key(k.0.get(1..).unwrap_or(&[])), access_value(v));
         }
         let access_root = Digest(access.root());
-        let mut replay = ReplaySet::new();
-        for (_, v) in prefix_range(&base, &[prefix::RECENT]) {
-            for id in replay_ids(v).ok_or(CodecError::NonCanonical {
-                what: "replay index value",
-            })? {
-                *replay.entry(id).or_insert(0) += 1;
+        let mut replay = ReplaySet::default();
+        for (k, v) in prefix_range(&base, &[prefix::RECENT]) {
+            if !v.len().is_multiple_of(32) {
+                return Err(CodecError::NonCanonical {
+                    what: "replay index value",
+                });
             }
+            replay.add_list(&k.0, v.clone());
         }
         Ok(State {
             chain: g.chain_id()?,
@@ -738,7 +734,7 @@ impl State {
     /// Whether `id` was recorded inside the replay window (an entry or request with this id
     /// would be refused as `state.replay`).
     pub fn is_replay(&self, id: &Digest) -> bool {
-        self.replay.contains_key(&id.0) || self.entry_ids.contains(&id.0)
+        self.replay.contains(&id.0) || self.entry_ids.contains(&id.0)
     }
 
     /// Records replay id `id` for the entry being applied, or refuses it as a replay.
@@ -811,7 +807,7 @@ impl State {
             self.block.extend(e);
         }
         for id in self.entry_ids.drain(..) {
-            *self.replay.entry(id).or_insert(0) += 1;
+            self.replay.record_open(id);
             self.block_ids.push(id);
         }
     }
@@ -993,15 +989,15 @@ impl State {
         // `n` value is deleted and its ids leave the (derived) replay set.
         let cutoff = time.saturating_sub(self.params.entry_time_window_ms.saturating_mul(2));
         for (k, v) in self.base_before(prefix::RECENT, cutoff) {
-            let ids = replay_ids(&v).ok_or_else(|| StateError::Corrupt {
-                key: hex::encode(&k),
-                err: CodecError::NonCanonical {
-                    what: "replay index value",
-                },
-            })?;
-            for id in ids {
-                forget_replay_id(&mut self.replay, &id);
+            if !v.len().is_multiple_of(32) {
+                return Err(StateError::Corrupt {
+                    key: hex::encode(&k),
+                    err: CodecError::NonCanonical {
+                        what: "replay index value",
+                    },
+                });
             }
+            self.replay.remove_list(&k);
             self.delete(k);
         }
         self.commit_entry();
@@ -1456,8 +1452,9 @@ impl State {
     fn finish_block(&mut self, height: u64, time: TimeMs) -> Result<WriteSet, CodecError> {
         self.commit_entry();
         let ids = std::mem::take(&mut self.block_ids);
-        if let Some((k, v)) = self.replay_index(ids, height) {
-            self.block.insert(k, Some(v));
+        let listed = self.replay_index(ids, height);
+        if let Some((k, v)) = &listed {
+            self.block.insert(k.clone(), Some(v.clone()));
         }
         let block = std::mem::take(&mut self.block);
         // Two cases with a comment each read better as a match.
@@ -1490,6 +1487,13 @@ impl State {
                 }
             }
         }
+        // The block's `n` value now holds the ids its entries recorded (shared, not copied).
+        if let Some((k, v)) =
+            listed.and_then(|(k, _)| self.base.get(k.as_slice()).map(|v| (k, v.clone())))
+        {
+            self.replay.add_list(&k, v);
+        }
+        self.replay.clear_open();
         self.replay_before_block = None;
         self.height = height;
         self.time = time;
@@ -1517,36 +1521,6 @@ fn prefix_range<'a>(
 ) -> impl Iterator<Item = (&'a SharedKey, &'a Arc<Vec<u8>>)> + 'a {
     base.range::<_, [u8]>((Bound::Included(p), Bound::Unbounded))
         .take_while(move |(k, _)| k.0.starts_with(p))
-}
-
-/// The 32-byte ids an `n` value lists (None if its length is not a multiple of 32).
-fn replay_ids(v: &[u8]) -> Option<Vec<ReplayId>> {
-    let chunks = v.chunks_exact(32);
-    if !chunks.remainder().is_empty() {
-        return None;
-    }
-    Some(
-        chunks
-            .map(|c| {
-                let mut id = [0u8; 32];
-                id.copy_from_slice(c);
-                id
-            })
-            .collect(),
-    )
-}
-
-/// Removes one listing of `id` from the replay set.
-fn forget_replay_id(set: &mut ReplaySet, id: &ReplayId) {
-    match set.get(id).copied() {
-        Some(n) if n > 1 => {
-            set.insert(*id, n - 1);
-        }
-        Some(_) => {
-            set.remove(id);
-        }
-        None => {}
-    }
 }
 
 /// `tagged(WriteSet, CBOR(write set))`.
