@@ -281,8 +281,25 @@ fn check_marker(dir: &Path, store: &Store, chain: &Chain) -> Result<(), StoreErr
 /// Opens sled without its background flusher: every block is flushed explicitly before
 /// `append` returns, and without the flusher thread a dropped store releases the directory
 /// at once (so it can be reopened in the same process).
+/// Opens the sled database in `dir`. sled releases its file lock only once its background
+/// threads have let go of a dropped handle, so opening right after this process closed the
+/// database can find it still locked: a lock refusal is retried for up to 5 s (a database
+/// held by another process is refused after that; any other error at once).
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
-    sled::Config::new().path(dir).flush_every_ms(None).open()
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && waited < std::time::Duration::from_secs(5) =>
+            {
+                let pause = std::time::Duration::from_millis(2);
+                std::thread::sleep(pause);
+                waited += pause;
+            }
+            r => return r,
+        }
+    }
 }
 
 fn k(p: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -463,7 +480,7 @@ impl Store {
     pub fn open_or_create(dir: &Path, genesis: &Genesis) -> Result<(Store, Chain), StoreError> {
         let db = open_db(dir)?;
         if db.get(META_GENESIS)?.is_some() {
-            let (mut store, chain) = Store::load(db)?;
+            let (mut store, chain) = Store::load(db, dir)?;
             check_marker(dir, &store, &chain)?;
             store.marker = Some(HeadMarker::new(dir));
             let wanted = genesis.chain_id()?;
@@ -524,7 +541,7 @@ impl Store {
             }
             return Err(StoreError::Missing(dir.display().to_string()));
         }
-        let (mut store, chain) = Store::load(db)?;
+        let (mut store, chain) = Store::load(db, dir)?;
         check_marker(dir, &store, &chain)?;
         store.marker = Some(HeadMarker::new(dir));
         Ok((store, chain))
@@ -558,7 +575,7 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn load(db: sled::Db) -> Result<(Store, Chain), StoreError> {
+    fn load(db: sled::Db, dir: &Path) -> Result<(Store, Chain), StoreError> {
         let tmp = |db: &sled::Db, key: &[u8]| -> Result<Vec<u8>, StoreError> {
             let v = db
                 .get(key)?
@@ -585,7 +602,7 @@ impl Store {
         let head: StoredHead = codec::decode("head", &tmp(&db, META_HEAD)?, 1024)
             .map_err(|e| corrupt(describe(META_HEAD), e.to_string()))?;
         let chain_id = genesis.chain_id()?;
-        let store = Store::new(db, genesis, chain_id);
+        let mut store = Store::new(db, genesis, chain_id);
         let mut kv = Vec::new();
         for item in store.db.scan_prefix([prefix::STATE]) {
             let (key, v) = item?;
@@ -690,6 +707,21 @@ impl Store {
                     head.log_size
                 ),
             ));
+        }
+        // sled keeps every page it has read until its LRU has seen many accesses per shard, so
+        // the state and log index pages read once above (≈ 100 MiB at 1M entries) would stay
+        // in memory; closing and reopening the database (nothing was written) lets the log
+        // and the indexes built next reuse that memory instead. An upgrade keeps the handle
+        // open: it writes below.
+        if upgrade_batch.is_none() {
+            let Store {
+                db,
+                genesis,
+                chain_id,
+                ..
+            } = store;
+            drop(db);
+            store = Store::new(open_db(dir)?, genesis, chain_id);
         }
         let log = MerkleTree::from_leaf_hashes(leaves);
         if let Some(h) = &last_header {

@@ -144,12 +144,23 @@ fn damaged_store_value_is_reported_with_its_location() {
         }
     }
     {
-        // No background flusher: the handle is gone as soon as it is dropped.
-        let db = sled::Config::new()
-            .path(dir.path())
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
+        // No background flusher; sled's other threads may hold the dropped store's file lock
+        // for a moment, so a lock refusal is retried (bounded).
+        let db = (0..2_500)
+            .find_map(|_| {
+                match sled::Config::new()
+                    .path(dir.path())
+                    .flush_every_ms(None)
+                    .open()
+                {
+                    Err(e) if e.to_string().contains("could not acquire lock") => {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        None
+                    }
+                    r => Some(r.unwrap()),
+                }
+            })
+            .expect("the store's lock was released");
         // The entries of block 3 (log positions 2 and 3) are one value.
         let mut key = vec![b'E'];
         key.extend_from_slice(&3u64.to_be_bytes());
