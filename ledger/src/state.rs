@@ -469,8 +469,6 @@ pub struct State {
     /// Replay ids live now: those of the committed `n` values, minus what the open block's start
     /// pruned, plus what its committed entries recorded (derived, not a key-value).
     replay: ReplaySet,
-    /// `replay` as it was when the open block began (restored by `rollback_block`).
-    replay_before_block: Option<ReplaySet>,
     /// Ids recorded by the open block's committed entries (its `n` value, once sorted).
     block_ids: Vec<ReplayId>,
     /// Ids recorded by the entry being applied (at most two).
@@ -558,7 +556,6 @@ impl State {
             block: BTreeMap::new(),
             entry: BTreeMap::new(),
             replay: ReplaySet::default(),
-            replay_before_block: None,
             block_ids: Vec::new(),
             entry_ids: Vec::new(),
             height: 0,
@@ -629,7 +626,6 @@ impl State {
             block: BTreeMap::new(),
             entry: BTreeMap::new(),
             replay,
-            replay_before_block: None,
             block_ids: Vec::new(),
             entry_ids: Vec::new(),
             height: head.height,
@@ -949,7 +945,7 @@ impl State {
         }
         self.in_block = true;
         self.block_time = time;
-        self.replay_before_block = Some(self.replay.clone());
+        self.replay.begin_block();
         let result = self.block_start_effects(height, time);
         if result.is_err() {
             self.rollback_block();
@@ -1491,10 +1487,10 @@ impl State {
         if let Some((k, v)) =
             listed.and_then(|(k, _)| self.base.get(k.as_slice()).map(|v| (k, v.clone())))
         {
-            self.replay.add_list(&k, v);
+            self.replay.add_new_list(&k, v);
         }
         self.replay.clear_open();
-        self.replay_before_block = None;
+        self.replay.commit_block();
         self.height = height;
         self.time = time;
         self.in_block = false;
@@ -1507,9 +1503,7 @@ impl State {
         self.discard_entry();
         self.block.clear();
         self.block_ids.clear();
-        if let Some(r) = self.replay_before_block.take() {
-            self.replay = r;
-        }
+        self.replay.rollback_block();
         self.in_block = false;
     }
 }

@@ -8,7 +8,8 @@
 //! buckets by the id's top 16 bits. A lookup scans one bucket (about 30 items at 2M ids) and
 //! confirms a prefix match against the full ids of that `n` value, so a prefix collision can
 //! never refuse an entry. A copy is one reference count; a change copies the touched buckets
-//! and their 256-bucket chunks. Not a general set: ids come from block-sized batches.
+//! and their 256-bucket chunks only if a copy shares them (an open block keeps an undo record
+//! for its rollback instead of a copy). Not a general set: ids come from block-sized batches.
 
 use std::sync::Arc;
 
@@ -38,6 +39,16 @@ pub(crate) struct ReplaySet {
     distinct: usize,
     /// Number of the next `n` value added.
     next: u64,
+    /// What the open block changed, to undo it on rollback (None outside a block).
+    undo: Option<Undo>,
+}
+
+/// The open block's changes: the `n` values its start pruned, and the counters before it.
+#[derive(Debug, Clone)]
+struct Undo {
+    removed: Vec<(Vec<u8>, u64, Arc<Vec<u8>>)>,
+    distinct: usize,
+    next: u64,
 }
 
 impl Default for ReplaySet {
@@ -51,6 +62,7 @@ impl Default for ReplaySet {
             open: std::collections::BTreeSet::new(),
             distinct: 0,
             next: 0,
+            undo: None,
         }
     }
 }
@@ -132,8 +144,55 @@ impl ReplaySet {
         self.open.clear();
     }
 
+    /// A block opens: from here, what changes can be undone by [`ReplaySet::rollback_block`].
+    pub(crate) fn begin_block(&mut self) {
+        self.open.clear();
+        self.undo = Some(Undo {
+            removed: Vec::new(),
+            distinct: self.distinct,
+            next: self.next,
+        });
+    }
+
+    /// The open block closed: its changes stay.
+    pub(crate) fn commit_block(&mut self) {
+        self.undo = None;
+    }
+
+    /// The open block is discarded: the set is again what it was when the block began (the
+    /// pruned `n` values come back under their numbers, the open ids are forgotten).
+    pub(crate) fn rollback_block(&mut self) {
+        self.open.clear();
+        let Some(undo) = self.undo.take() else {
+            return;
+        };
+        // Only pruning changes the lists inside a block (a list is added when the block
+        // closes, after which there is no rollback).
+        for (key, number, list) in undo.removed.into_iter().rev() {
+            for id in list.chunks_exact(32) {
+                let mut x = [0u8; 32];
+                x.copy_from_slice(id);
+                self.bucket_mut(prefix(&x)).push((prefix(&x), number));
+            }
+            self.numbers.insert(key, number);
+            self.lists.insert(number, list);
+        }
+        self.distinct = undo.distinct;
+        self.next = undo.next;
+    }
+
     /// Adds the `n` value stored under `key` (a whole number of 32-byte ids).
     pub(crate) fn add_list(&mut self, key: &[u8], list: Arc<Vec<u8>>) {
+        self.add(key, list, false);
+    }
+
+    /// Adds the `n` value of the block closing now: its ids are distinct and in no list (each
+    /// passed [`ReplaySet::contains`] when its entry recorded it), so they are not looked up.
+    pub(crate) fn add_new_list(&mut self, key: &[u8], list: Arc<Vec<u8>>) {
+        self.add(key, list, true);
+    }
+
+    fn add(&mut self, key: &[u8], list: Arc<Vec<u8>>, new_ids: bool) {
         let sorted = list
             .chunks_exact(32)
             .zip(list.chunks_exact(32).skip(1))
@@ -152,7 +211,7 @@ impl ReplaySet {
             let mut x = [0u8; 32];
             x.copy_from_slice(id);
             // Sorted: a repeated id is adjacent, and counted once.
-            if previous != Some(id) && !self.listed(&x) {
+            if new_ids || (previous != Some(id) && !self.listed(&x)) {
                 self.distinct += 1;
             }
             previous = Some(id);
@@ -171,6 +230,9 @@ impl ReplaySet {
         let Some(list) = self.lists.remove(&number) else {
             return;
         };
+        if let Some(undo) = self.undo.as_mut() {
+            undo.removed.push((key.to_vec(), number, list.clone()));
+        }
         let mut previous: Option<&[u8]> = None;
         for id in list.chunks_exact(32) {
             let mut x = [0u8; 32];
@@ -233,7 +295,16 @@ mod tests {
                         ids.sort_unstable();
                     }
                     let key = step.to_be_bytes().to_vec();
-                    set.add_list(&key, Arc::new(ids.concat()));
+                    let listed: std::collections::BTreeSet<ReplayId> =
+                        model.values().flatten().copied().collect();
+                    let distinct: std::collections::BTreeSet<&ReplayId> = ids.iter().collect();
+                    let new =
+                        distinct.len() == ids.len() && !ids.iter().any(|x| listed.contains(x));
+                    if new && next() % 2 == 0 {
+                        set.add_new_list(&key, Arc::new(ids.concat()));
+                    } else {
+                        set.add_list(&key, Arc::new(ids.concat()));
+                    }
                     model.insert(key, ids);
                 }
                 2 => {
@@ -265,6 +336,44 @@ mod tests {
                 }
             }
         }
+        // A block that prunes lists and records ids, then is rolled back, leaves the set as it
+        // was (with no copy taken), and a copy taken mid-block is unaffected by the rollback.
+        let before = (set.len(), set.clone());
+        set.begin_block();
+        let keys: Vec<Vec<u8>> = model.keys().take(3).cloned().collect();
+        for k in &keys {
+            set.remove_list(k);
+        }
+        set.record_open(id(9_999, false));
+        let mid = set.clone();
+        set.rollback_block();
+        assert_eq!(set.len(), before.0);
+        for probe in 0..300 {
+            for same in [false, true] {
+                let x = id(probe, same);
+                assert_eq!(set.contains(&x), before.1.contains(&x));
+            }
+        }
+        assert!(!set.contains(&id(9_999, false)) && mid.contains(&id(9_999, false)));
+        for k in &keys {
+            let gone: std::collections::BTreeSet<ReplayId> = model
+                .iter()
+                .filter(|(key, _)| !keys.contains(key))
+                .flat_map(|(_, ids)| ids.iter().copied())
+                .collect();
+            for x in &model[k] {
+                assert_eq!(mid.contains(x), gone.contains(x), "pruned in the copy");
+            }
+        }
+        // Pruning again after the rollback forgets them for good.
+        for k in &keys {
+            set.remove_list(k);
+            model.remove(k);
+        }
+        let union: std::collections::BTreeSet<ReplayId> =
+            model.values().flatten().copied().collect();
+        assert_eq!(set.len(), union.len());
+
         // Open ids count until the list that holds them is added.
         let mut s = ReplaySet::default();
         s.record_open(id(1, false));
