@@ -14,6 +14,14 @@ use std::fmt;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Digest(pub [u8; 32]);
 
+/// The first 8 bytes of a 32-byte hash as a big-endian integer: the in-memory index key of an
+/// entry id (store) or replay id (state), confirmed against the full hash on every match.
+pub(crate) fn prefix64(h: &[u8; 32]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_be_bytes(b)
+}
+
 impl Digest {
     /// The all-zero digest (used as "no previous block" in the genesis header link).
     pub const ZERO: Digest = Digest([0u8; 32]);

@@ -1448,10 +1448,10 @@ impl State {
     fn finish_block(&mut self, height: u64, time: TimeMs) -> Result<WriteSet, CodecError> {
         self.commit_entry();
         let ids = std::mem::take(&mut self.block_ids);
-        let listed = self.replay_index(ids, height);
-        if let Some((k, v)) = &listed {
-            self.block.insert(k.clone(), Some(v.clone()));
-        }
+        let listed = self.replay_index(ids, height).map(|(k, v)| {
+            self.block.insert(k.clone(), Some(v));
+            k
+        });
         let block = std::mem::take(&mut self.block);
         // Two cases with a comment each read better as a match.
         #[allow(clippy::single_match_else)]
@@ -1485,7 +1485,7 @@ impl State {
         }
         // The block's `n` value now holds the ids its entries recorded (shared, not copied).
         if let Some((k, v)) =
-            listed.and_then(|(k, _)| self.base.get(k.as_slice()).map(|v| (k, v.clone())))
+            listed.and_then(|k| self.base.get(k.as_slice()).map(|v| (k, v.clone())))
         {
             self.replay.add_new_list(&k, v);
         }

@@ -278,13 +278,11 @@ fn check_marker(dir: &Path, store: &Store, chain: &Chain) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Opens sled without its background flusher: every block is flushed explicitly before
-/// `append` returns, and without the flusher thread a dropped store releases the directory
-/// at once (so it can be reopened in the same process).
-/// Opens the sled database in `dir`. sled releases its file lock only once its background
-/// threads have let go of a dropped handle, so opening right after this process closed the
-/// database can find it still locked: a lock refusal is retried for up to 5 s (a database
-/// held by another process is refused after that; any other error at once).
+/// Opens sled in `dir` without its background flusher (every block is flushed explicitly before
+/// `append` returns). sled's other threads release the file lock of a dropped handle a moment
+/// after the drop, so opening right after this process closed the database can find it still
+/// locked: a lock refusal is retried for up to 5 s (a database held by another process is
+/// refused after that; any other error at once).
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     let mut waited = std::time::Duration::ZERO;
     loop {
@@ -429,9 +427,7 @@ impl Index {
 }
 
 fn id_prefix(id: &Digest) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&id.as_bytes()[..8]);
-    u64::from_be_bytes(b)
+    hash::prefix64(&id.0)
 }
 
 /// A block's entries as read from the store, shared with the cache.

@@ -67,11 +67,7 @@ impl Default for ReplaySet {
     }
 }
 
-fn prefix(id: &ReplayId) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&id[..8]);
-    u64::from_be_bytes(b)
-}
+use crate::hash::prefix64 as prefix;
 
 /// Chunk and bucket of a prefix.
 fn slot(p: u64) -> (usize, usize) {
@@ -107,22 +103,16 @@ impl ReplaySet {
         self.open.contains(id) || self.listed(id)
     }
 
-    /// Whether an `n` value in the set lists `id`, other than the one numbered `except`.
-    fn listed_except(&self, id: &ReplayId, except: Option<u64>) -> bool {
+    /// Whether an `n` value in the set lists `id`.
+    fn listed(&self, id: &ReplayId) -> bool {
         let p = prefix(id);
         let (c, b) = slot(p);
         let Some(bucket) = self.index.get(c).and_then(|chunk| chunk.get(b)) else {
             return false;
         };
-        bucket.iter().any(|&(q, number)| {
-            q == p
-                && Some(number) != except
-                && self.lists.get(&number).is_some_and(|l| listed(l, id))
-        })
-    }
-
-    fn listed(&self, id: &ReplayId) -> bool {
-        self.listed_except(id, None)
+        bucket
+            .iter()
+            .any(|&(q, number)| q == p && self.lists.get(&number).is_some_and(|l| listed(l, id)))
     }
 
     fn bucket_mut(&mut self, p: u64) -> &mut Vec<Item> {
